@@ -1,0 +1,1 @@
+//! host-local IPAM: file-locked allocator, drop-in compatible with the reference data directory.

@@ -1,0 +1,1 @@
+//! Integration-test harness: private namespaces, plugin execution, kernel inspection.
