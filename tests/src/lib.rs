@@ -1,1 +1,368 @@
-//! Integration-test harness: private namespaces, plugin execution, kernel inspection.
+//! Integration-test harness: every test runs against the real kernel, but inside a private world.
+//!
+//! [`sandbox`] runs a test body on a fresh thread that first unshares a network and a mount
+//! namespace. Namespaces belong to the calling thread (task), and every process that thread spawns
+//! inherits them, so the plugins a test executes see only the sandbox: their own loopback, a tmpfs
+//! on `/run` (so `/run/netns`, lock files and the xtables lock are private), a fresh sysfs (so
+//! `/sys/class/net` lists the sandbox's links) and a tmpfs over `/var/lib/cni`. When the thread
+//! ends, the namespaces and everything in them disappear: a test cannot leak into this machine.
+//!
+//! Kernel state is inspected with iproute2 (`ip -j`) and `nft -j`, independent oracles that do
+//! not share code with the plugins under test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::ffi::CString;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use serde_json::Value;
+
+/// The sandbox of one test: a private "host" network namespace plus helpers.
+pub struct Sandbox {
+    scratch: PathBuf,
+}
+
+/// Run `body` in a private network + mount namespace. Panics inside `body` fail the test.
+///
+/// Integration tests need root (namespaces, veths, firewall rules). Without it the test fails
+/// with that reason rather than passing silently: a skipped case must never count as passed.
+pub fn sandbox<F>(body: F)
+where
+    F: FnOnce(&Sandbox) + Send,
+{
+    // SAFETY: geteuid has no preconditions.
+    let euid = unsafe { libc::geteuid() };
+    assert_eq!(
+        euid, 0,
+        "integration tests need root (network namespaces, veths, firewall rules)"
+    );
+    std::thread::scope(|scope| {
+        let handle = scope.spawn(|| {
+            enter_private_namespaces();
+            let sb = Sandbox {
+                scratch: PathBuf::from("/run/rcni-test"),
+            };
+            std::fs::create_dir_all(&sb.scratch).unwrap();
+            sb.sh("ip link set lo up");
+            body(&sb);
+        });
+        if let Err(panic) = handle.join() {
+            std::panic::resume_unwind(panic);
+        }
+    });
+}
+
+fn check(rc: libc::c_int, what: &str) {
+    if rc != 0 {
+        panic!("{what}: {}", std::io::Error::last_os_error());
+    }
+}
+
+fn mount(src: &str, target: &str, fstype: &str, flags: libc::c_ulong) {
+    let src = CString::new(src).unwrap();
+    let target_c = CString::new(target).unwrap();
+    let fstype = CString::new(fstype).unwrap();
+    // SAFETY: all pointers are valid NUL-terminated strings for the duration of the call.
+    let rc = unsafe {
+        libc::mount(
+            src.as_ptr(),
+            target_c.as_ptr(),
+            fstype.as_ptr(),
+            flags,
+            std::ptr::null(),
+        )
+    };
+    check(rc, &format!("mount {target}"));
+}
+
+fn enter_private_namespaces() {
+    // SAFETY: unshare only changes this thread's namespaces; no memory is involved.
+    check(
+        unsafe { libc::unshare(libc::CLONE_NEWNET | libc::CLONE_NEWNS) },
+        "unshare(CLONE_NEWNET|CLONE_NEWNS)",
+    );
+    // Stop our mounts from propagating back to the machine's mount namespace.
+    let root = CString::new("/").unwrap();
+    // SAFETY: valid string; the other pointers may be null for a propagation change.
+    let rc = unsafe {
+        libc::mount(
+            std::ptr::null(),
+            root.as_ptr(),
+            std::ptr::null(),
+            libc::MS_REC | libc::MS_PRIVATE,
+            std::ptr::null(),
+        )
+    };
+    check(rc, "make / rprivate");
+    mount("tmpfs", "/run", "tmpfs", 0);
+    std::fs::create_dir_all("/run/netns").unwrap();
+    mount("sysfs", "/sys", "sysfs", 0);
+    // The default data and cache directory of CNI: make sure nothing a test runs can write to
+    // the machine's copy, even when a config forgets its dataDir.
+    if !Path::new("/var/lib/cni").exists() {
+        std::fs::create_dir_all("/var/lib/cni").unwrap();
+    }
+    mount("tmpfs", "/var/lib/cni", "tmpfs", 0);
+}
+
+/// Directory holding the workspace's built binaries (target/<profile>).
+pub fn bin_dir() -> PathBuf {
+    if let Ok(dir) = std::env::var("RCNI_BIN_DIR") {
+        return PathBuf::from(dir);
+    }
+    // Test executables live in target/<profile>/deps.
+    let exe = std::env::current_exe().unwrap();
+    exe.parent().and_then(Path::parent).unwrap().to_path_buf()
+}
+
+/// Path of one of our plugin binaries; fails with the command to run when it is not built.
+pub fn plugin_bin(name: &str) -> PathBuf {
+    let p = bin_dir().join(name);
+    assert!(
+        p.exists(),
+        "{} is not built: run `cargo build --workspace --bins` first",
+        p.display()
+    );
+    p
+}
+
+/// Directory of the reference Go plugins (Debian package containernetworking-plugins), if present.
+pub fn reference_dir() -> Option<PathBuf> {
+    let dir = PathBuf::from("/usr/lib/cni");
+    dir.join("bridge").exists().then_some(dir)
+}
+
+impl Sandbox {
+    /// Scratch directory private to this sandbox (tmpfs).
+    pub fn scratch(&self) -> &Path {
+        &self.scratch
+    }
+
+    /// A fresh directory under the scratch directory.
+    pub fn dir(&self, name: &str) -> PathBuf {
+        let p = self.scratch.join(name);
+        std::fs::create_dir_all(&p).unwrap();
+        p
+    }
+
+    /// Run a shell command in the sandbox's host namespace; panics when it fails.
+    pub fn sh(&self, cmd: &str) -> String {
+        let out = self.try_sh(cmd);
+        assert!(
+            out.status.success(),
+            "`{cmd}` failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Run a shell command in the sandbox's host namespace and return its output.
+    pub fn try_sh(&self, cmd: &str) -> Output {
+        Command::new("sh").arg("-c").arg(cmd).output().unwrap()
+    }
+
+    /// Create a named network namespace (`/run/netns/<name>`) with loopback up.
+    pub fn netns(&self, name: &str) -> PathBuf {
+        self.sh(&format!(
+            "ip netns add {name} && ip -n {name} link set lo up"
+        ));
+        PathBuf::from(format!("/run/netns/{name}"))
+    }
+
+    /// Run a command inside a named namespace.
+    pub fn exec_in(&self, ns: &str, cmd: &str) -> Output {
+        Command::new("ip")
+            .args(["netns", "exec", ns, "sh", "-c", cmd])
+            .output()
+            .unwrap()
+    }
+
+    /// `ip -j [-n ns] <args>` parsed as JSON (an empty array when the object does not exist).
+    pub fn ip_json(&self, ns: Option<&str>, args: &str) -> Value {
+        let mut cmd = Command::new("ip");
+        cmd.arg("-j").arg("-d");
+        if let Some(ns) = ns {
+            cmd.args(["-n", ns]);
+        }
+        cmd.args(args.split_whitespace());
+        let out = cmd.output().unwrap();
+        if !out.status.success() || out.stdout.is_empty() {
+            return Value::Array(vec![]);
+        }
+        serde_json::from_slice(&out.stdout).unwrap_or(Value::Array(vec![]))
+    }
+
+    /// One link's `ip -j -d link show` object, if it exists.
+    pub fn link(&self, ns: Option<&str>, name: &str) -> Option<Value> {
+        self.ip_json(ns, &format!("link show dev {name}"))
+            .as_array()
+            .and_then(|a| a.first().cloned())
+    }
+
+    /// Names of all links in a namespace.
+    pub fn link_names(&self, ns: Option<&str>) -> Vec<String> {
+        self.ip_json(ns, "link show")
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| l["ifname"].as_str().unwrap().to_string())
+            .collect()
+    }
+
+    /// Addresses (as "addr/prefix") of an interface.
+    pub fn addrs(&self, ns: Option<&str>, dev: &str) -> Vec<String> {
+        let v = self.ip_json(ns, &format!("addr show dev {dev}"));
+        let mut out = Vec::new();
+        for link in v.as_array().unwrap() {
+            for a in link["addr_info"].as_array().into_iter().flatten() {
+                out.push(format!(
+                    "{}/{}",
+                    a["local"].as_str().unwrap(),
+                    a["prefixlen"].as_u64().unwrap()
+                ));
+            }
+        }
+        out
+    }
+
+    /// `ping -c1` from a namespace; true when a reply came back.
+    pub fn ping(&self, ns: &str, addr: &str) -> bool {
+        self.exec_in(ns, &format!("ping -c1 -W2 {addr} >/dev/null 2>&1"))
+            .status
+            .success()
+    }
+}
+
+/// One CNI plugin invocation, built the way a runtime builds it.
+#[derive(Clone)]
+pub struct CniCall {
+    bin: PathBuf,
+    env: Vec<(String, String)>,
+    stdin: Vec<u8>,
+}
+
+/// The result of a plugin invocation.
+#[derive(Debug)]
+pub struct CniOutput {
+    /// Exit code.
+    pub code: i32,
+    /// Everything the plugin wrote on stdout.
+    pub stdout: String,
+    /// Everything the plugin wrote on stderr.
+    pub stderr: String,
+}
+
+impl CniCall {
+    /// A call of one of our plugins with CNI_PATH set to our binaries.
+    pub fn new(plugin: &str, command: &str) -> CniCall {
+        CniCall::with_bin(plugin_bin(plugin), command).env("CNI_PATH", bin_dir().to_str().unwrap())
+    }
+
+    /// A call of any plugin binary (e.g. a reference plugin).
+    pub fn with_bin(bin: PathBuf, command: &str) -> CniCall {
+        CniCall {
+            bin,
+            env: vec![("CNI_COMMAND".into(), command.into())],
+            stdin: Vec::new(),
+        }
+    }
+
+    /// Set (or replace) an environment variable.
+    pub fn env(mut self, k: &str, v: &str) -> CniCall {
+        self.env.retain(|(key, _)| key != k);
+        self.env.push((k.into(), v.into()));
+        self
+    }
+
+    /// Remove an environment variable.
+    pub fn unset(mut self, k: &str) -> CniCall {
+        self.env.retain(|(key, _)| key != k);
+        self
+    }
+
+    /// Container ID, netns and ifname in one go.
+    pub fn attachment(self, cid: &str, netns: &Path, ifname: &str) -> CniCall {
+        self.env("CNI_CONTAINERID", cid)
+            .env("CNI_NETNS", netns.to_str().unwrap())
+            .env("CNI_IFNAME", ifname)
+    }
+
+    /// Change the verb.
+    pub fn command(self, command: &str) -> CniCall {
+        self.env("CNI_COMMAND", command)
+    }
+
+    /// Configuration on stdin.
+    pub fn stdin(mut self, conf: impl Into<Vec<u8>>) -> CniCall {
+        self.stdin = conf.into();
+        self
+    }
+
+    /// JSON configuration on stdin.
+    pub fn conf(self, conf: &Value) -> CniCall {
+        self.stdin(serde_json::to_vec(conf).unwrap())
+    }
+
+    /// Execute the plugin with exactly this environment (plus PATH for the tools it execs).
+    pub fn run(&self) -> CniOutput {
+        let mut child = Command::new(&self.bin)
+            .env_clear()
+            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("exec {}: {e}", self.bin.display()));
+        // A plugin may exit before reading stdin (VERSION): ignore EPIPE.
+        let _ = child.stdin.take().unwrap().write_all(&self.stdin);
+        let out = child.wait_with_output().unwrap();
+        CniOutput {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+}
+
+impl CniOutput {
+    /// stdout parsed as JSON.
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| {
+            panic!(
+                "stdout is not JSON ({e}): {:?} stderr: {}",
+                self.stdout, self.stderr
+            )
+        })
+    }
+
+    /// Assert success and return the parsed result (Null for empty stdout).
+    pub fn ok(&self) -> Value {
+        assert_eq!(
+            self.code, 0,
+            "plugin failed: stdout {} stderr {}",
+            self.stdout, self.stderr
+        );
+        if self.stdout.trim().is_empty() {
+            Value::Null
+        } else {
+            self.json()
+        }
+    }
+
+    /// Assert a CNI error and return (code, msg).
+    pub fn err(&self) -> (u64, String) {
+        assert_ne!(
+            self.code, 0,
+            "plugin unexpectedly succeeded: {}",
+            self.stdout
+        );
+        let v = self.json();
+        let code = v["code"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("error JSON without numeric code: {v}"));
+        let msg = v["msg"].as_str().unwrap_or_default().to_string();
+        (code, msg)
+    }
+}

@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# One entry point for people and CI:
+#   ./suite.sh demo   build the plugins and attach containers, showing traffic flowing
+#   ./suite.sh test   formatting, lints, then every unit and integration test
+#   ./suite.sh bench  the benchmarks (release build, figures and ratios against the reference)
+# Each command first installs what a fresh Debian machine lacks (needs root, like the plugins).
+set -euo pipefail
+cd "$(dirname "$0")"
+
+need_root() {
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "suite.sh: run as root (the plugins and tests create namespaces, veths and firewall rules)" >&2
+    exit 1
+  fi
+}
+
+install_deps() {
+  # iproute2/iputils-ping/conntrack: test oracles and traffic; iptables/nftables: firewall oracles;
+  # libnftnl-dev/libmnl-dev/pkg-config: the nftables backend links libnftnl;
+  # containernetworking-plugins: the reference plugins for differential tests and benchmarks.
+  local pkgs=(iproute2 iputils-ping conntrack iptables nftables libnftnl-dev libmnl-dev pkg-config
+              containernetworking-plugins)
+  local missing=()
+  for p in "${pkgs[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+  if [ ${#missing[@]} -gt 0 ]; then
+    echo "suite.sh: installing ${missing[*]}" >&2
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  fi
+  command -v cargo >/dev/null || { echo "suite.sh: cargo (Rust toolchain) is required" >&2; exit 1; }
+}
+
+cmd=${1:-}
+case "$cmd" in
+  test)
+    need_root; install_deps
+    cargo fmt --all -- --check
+    cargo clippy --workspace --all-targets -- -D warnings
+    cargo build --workspace --bins
+    cargo test --workspace
+    ;;
+  demo)
+    need_root; install_deps
+    cargo build --release --workspace --bins
+    exec bash examples/demo.sh target/release
+    ;;
+  bench)
+    need_root; install_deps
+    cargo build --release --workspace --bins
+    cargo bench --workspace
+    ;;
+  *)
+    echo "usage: ./suite.sh demo|test|bench" >&2
+    exit 2
+    ;;
+esac
