@@ -1,2 +1,21 @@
 //! Kernel access: network namespaces, a synchronous netlink client (links, veths, bridges,
 //! addresses, routes), sysctls. Behind small traits so plugin logic can be tested with a fake.
+//!
+//! Layout (DESIGN.md, layer 2):
+//! - [`netns`]: open/identify/enter network namespaces, pinned namespaces under /run/netns.
+//! - [`netlink`]: [`netlink::NetlinkOps`], the real [`netlink::Netlink`] socket and the
+//!   recording [`netlink::FakeNetlink`].
+//! - [`sysctl`]: /proc/sys reads and writes (per network namespace).
+//! - [`mac`]: MAC parsing/formatting and random veth names.
+
+pub mod error;
+pub mod mac;
+pub mod netlink;
+pub mod netns;
+pub mod sysctl;
+
+pub use error::{Error, Result};
+pub use netlink::{
+    Addr, Call, FakeNetlink, Family, Link, Netlink, NetlinkOps, RouteSpec, VethSpec,
+};
+pub use netns::NetNs;

@@ -1,0 +1,399 @@
+//! Pure message building and parsing (no socket), so the exact requests can be unit-tested
+//! without root. Builders return the rtnetlink payload plus the `NLM_F_*` flags to send with it
+//! (`NLM_F_REQUEST` is always added by the socket).
+
+use std::net::IpAddr;
+use std::os::fd::AsRawFd;
+
+use ipnet::IpNet;
+use netlink_packet_core::{NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL};
+use netlink_packet_route::address::{AddressAttribute, AddressMessage, AddressScope};
+use netlink_packet_route::link::{
+    InfoBridgePort, InfoData, InfoKind, InfoPortData, InfoPortKind, InfoVeth, LinkAttribute,
+    LinkFlags, LinkInfo, LinkMessage, State,
+};
+use netlink_packet_route::route::{
+    RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteMetric, RouteProtocol,
+    RouteScope, RouteType,
+};
+use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
+
+use super::{
+    Addr, Family, Link, RouteSpec, VethSpec, RT_SCOPE_LINK, RT_SCOPE_UNIVERSE, RT_TABLE_MAIN,
+};
+
+/// Flags for a change that creates a new object and must not touch an existing one.
+pub const CREATE_FLAGS: u16 = NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL;
+
+/// A request ready to be sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Request {
+    /// The rtnetlink message.
+    pub msg: RouteNetlinkMessage,
+    /// `NLM_F_*` flags besides `NLM_F_REQUEST`.
+    pub flags: u16,
+}
+
+impl Request {
+    fn new(msg: RouteNetlinkMessage, flags: u16) -> Self {
+        Request { msg, flags }
+    }
+    /// Whether the request asks for a dump (multipart reply ended by `NLMSG_DONE`).
+    pub fn is_dump(&self) -> bool {
+        self.flags & NLM_F_DUMP == NLM_F_DUMP
+    }
+    /// Whether the request asks for an ACK.
+    pub fn wants_ack(&self) -> bool {
+        self.flags & NLM_F_ACK != 0
+    }
+}
+
+fn family_of(net: &IpNet) -> AddressFamily {
+    match net {
+        IpNet::V4(_) => AddressFamily::Inet,
+        IpNet::V6(_) => AddressFamily::Inet6,
+    }
+}
+
+fn family(f: Family) -> AddressFamily {
+    match f {
+        Family::V4 => AddressFamily::Inet,
+        Family::V6 => AddressFamily::Inet6,
+    }
+}
+
+fn link_msg(index: u32) -> LinkMessage {
+    let mut m = LinkMessage::default();
+    m.header.index = index;
+    m
+}
+
+/// `RTM_GETLINK` for one name.
+pub fn get_link_by_name(name: &str) -> Request {
+    let mut m = link_msg(0);
+    m.attributes.push(LinkAttribute::IfName(name.to_string()));
+    Request::new(RouteNetlinkMessage::GetLink(m), 0)
+}
+
+/// `RTM_GETLINK` for one index.
+pub fn get_link_by_index(index: u32) -> Request {
+    Request::new(RouteNetlinkMessage::GetLink(link_msg(index)), 0)
+}
+
+/// `RTM_GETLINK` dump.
+pub fn dump_links() -> Request {
+    Request::new(RouteNetlinkMessage::GetLink(link_msg(0)), NLM_F_DUMP)
+}
+
+/// `RTM_NEWLINK` creating a bridge.
+pub fn bridge_add(name: &str, mtu: Option<u32>) -> Request {
+    let mut m = link_msg(0);
+    m.attributes.push(LinkAttribute::IfName(name.to_string()));
+    if let Some(mtu) = mtu {
+        m.attributes.push(LinkAttribute::Mtu(mtu));
+    }
+    m.attributes
+        .push(LinkAttribute::LinkInfo(vec![LinkInfo::Kind(
+            InfoKind::Bridge,
+        )]));
+    Request::new(RouteNetlinkMessage::NewLink(m), CREATE_FLAGS)
+}
+
+/// One `RTM_NEWLINK` creating both veth ends; the peer carries `IFLA_NET_NS_FD` and its final
+/// name (peers.md §1.4). The fd is only read by the kernel while the request is processed, and
+/// `spec` borrows the open namespace for at least that long.
+pub fn veth_add(spec: &VethSpec) -> Request {
+    let mut peer = LinkMessage::default();
+    peer.attributes
+        .push(LinkAttribute::IfName(spec.peer_name.to_string()));
+    if let Some(mtu) = spec.mtu {
+        peer.attributes.push(LinkAttribute::Mtu(mtu));
+    }
+    if let Some(mac) = spec.peer_mac {
+        peer.attributes.push(LinkAttribute::Address(mac.to_vec()));
+    }
+    peer.attributes
+        .push(LinkAttribute::NetNsFd(spec.peer_netns.fd().as_raw_fd()));
+
+    let mut m = link_msg(0);
+    m.attributes
+        .push(LinkAttribute::IfName(spec.host_name.to_string()));
+    if let Some(mtu) = spec.mtu {
+        m.attributes.push(LinkAttribute::Mtu(mtu));
+    }
+    m.attributes.push(LinkAttribute::LinkInfo(vec![
+        LinkInfo::Kind(InfoKind::Veth),
+        LinkInfo::Data(InfoData::Veth(InfoVeth::Peer(peer))),
+    ]));
+    Request::new(RouteNetlinkMessage::NewLink(m), CREATE_FLAGS)
+}
+
+/// `RTM_SETLINK` changing one `IFF_*` flag.
+pub fn link_set_flag(index: u32, flag: LinkFlags, on: bool) -> Request {
+    let mut m = link_msg(index);
+    m.header.change_mask = flag;
+    if on {
+        m.header.flags = flag;
+    }
+    Request::new(RouteNetlinkMessage::SetLink(m), NLM_F_ACK)
+}
+
+/// `RTM_SETLINK` with one attribute.
+pub fn link_set_attr(index: u32, attr: LinkAttribute) -> Request {
+    let mut m = link_msg(index);
+    m.attributes.push(attr);
+    Request::new(RouteNetlinkMessage::SetLink(m), NLM_F_ACK)
+}
+
+/// Bridge port options through `IFLA_INFO_SLAVE_DATA` (what `ip link set X type bridge_slave
+/// hairpin on isolated on` sends): `RTM_NEWLINK` on the existing port, no create flags.
+pub fn brport_set(index: u32, hairpin: Option<bool>, isolated: Option<bool>) -> Request {
+    let mut opts = Vec::new();
+    if let Some(h) = hairpin {
+        opts.push(InfoBridgePort::HairpinMode(h));
+    }
+    if let Some(i) = isolated {
+        opts.push(InfoBridgePort::Isolated(i));
+    }
+    let mut m = link_msg(index);
+    m.attributes.push(LinkAttribute::LinkInfo(vec![
+        LinkInfo::PortKind(InfoPortKind::Bridge),
+        LinkInfo::PortData(InfoPortData::BridgePort(opts)),
+    ]));
+    Request::new(RouteNetlinkMessage::NewLink(m), NLM_F_ACK)
+}
+
+/// `RTM_DELLINK`.
+pub fn link_del(index: u32) -> Request {
+    Request::new(RouteNetlinkMessage::DelLink(link_msg(index)), NLM_F_ACK)
+}
+
+fn addr_msg(index: u32, addr: IpNet) -> AddressMessage {
+    let mut m = AddressMessage::default();
+    m.header.family = family_of(&addr);
+    m.header.prefix_len = addr.prefix_len();
+    m.header.index = index;
+    m.header.scope = AddressScope::Universe;
+    match addr {
+        IpNet::V4(v4) => {
+            m.attributes
+                .push(AddressAttribute::Local(IpAddr::V4(v4.addr())));
+            m.attributes
+                .push(AddressAttribute::Address(IpAddr::V4(v4.addr())));
+        }
+        IpNet::V6(v6) => {
+            m.attributes
+                .push(AddressAttribute::Address(IpAddr::V6(v6.addr())));
+        }
+    }
+    m
+}
+
+/// `RTM_NEWADDR`. IPv4 addresses get the subnet broadcast, as the reference plugins' netlink
+/// library sets it (`ip addr` shows `brd`), except for /31 and /32.
+pub fn addr_add(index: u32, addr: IpNet) -> Request {
+    let mut m = addr_msg(index, addr);
+    if let IpNet::V4(v4) = addr {
+        if v4.prefix_len() < 31 {
+            m.attributes
+                .push(AddressAttribute::Broadcast(v4.broadcast()));
+        }
+    }
+    Request::new(RouteNetlinkMessage::NewAddress(m), CREATE_FLAGS)
+}
+
+/// `RTM_DELADDR`.
+pub fn addr_del(index: u32, addr: IpNet) -> Request {
+    Request::new(
+        RouteNetlinkMessage::DelAddress(addr_msg(index, addr)),
+        NLM_F_ACK,
+    )
+}
+
+/// `RTM_GETADDR` dump; with strict checking the kernel filters by index itself.
+pub fn dump_addrs(index: Option<u32>) -> Request {
+    let mut m = AddressMessage::default();
+    m.header.index = index.unwrap_or(0);
+    Request::new(RouteNetlinkMessage::GetAddress(m), NLM_F_DUMP)
+}
+
+fn route_msg(r: &RouteSpec, deleting: bool) -> RouteMessage {
+    let mut m = RouteMessage::default();
+    m.header.address_family = family_of(&r.dst);
+    m.header.destination_prefix_length = r.dst.prefix_len();
+    let table = r.table.unwrap_or(if deleting { 0 } else { RT_TABLE_MAIN });
+    // The header field is 8 bits; larger ids only fit in RTA_TABLE.
+    m.header.table = if table < 256 {
+        table as u8
+    } else {
+        RouteHeader::RT_TABLE_UNSPEC
+    };
+    if table >= 256 {
+        m.attributes.push(RouteAttribute::Table(table));
+    }
+    if deleting {
+        // Unset type/protocol match any route; RT_SCOPE_NOWHERE matches any scope.
+        m.header.scope = RouteScope::from(r.scope.unwrap_or(255));
+    } else {
+        m.header.protocol = RouteProtocol::Boot;
+        m.header.kind = RouteType::Unicast;
+        let scope = r.scope.unwrap_or(match (&r.dst, &r.gw) {
+            (IpNet::V4(_), None) => RT_SCOPE_LINK,
+            _ => RT_SCOPE_UNIVERSE,
+        });
+        m.header.scope = RouteScope::from(scope);
+    }
+    if r.dst.prefix_len() > 0 {
+        m.attributes
+            .push(RouteAttribute::Destination(RouteAddress::from(
+                r.dst.network(),
+            )));
+    }
+    if let Some(gw) = r.gw {
+        m.attributes
+            .push(RouteAttribute::Gateway(RouteAddress::from(gw)));
+    }
+    if let Some(oif) = r.oif {
+        m.attributes.push(RouteAttribute::Oif(oif));
+    }
+    if let Some(p) = r.priority {
+        m.attributes.push(RouteAttribute::Priority(p));
+    }
+    if let Some(mtu) = r.mtu {
+        m.attributes
+            .push(RouteAttribute::Metrics(vec![RouteMetric::Mtu(mtu)]));
+    }
+    m
+}
+
+/// `RTM_NEWROUTE`.
+pub fn route_add(r: &RouteSpec) -> Request {
+    Request::new(
+        RouteNetlinkMessage::NewRoute(route_msg(r, false)),
+        CREATE_FLAGS,
+    )
+}
+
+/// `RTM_DELROUTE`.
+pub fn route_del(r: &RouteSpec) -> Request {
+    Request::new(RouteNetlinkMessage::DelRoute(route_msg(r, true)), NLM_F_ACK)
+}
+
+/// `RTM_GETROUTE` dump of one family.
+pub fn dump_routes(f: Family) -> Request {
+    let mut m = RouteMessage::default();
+    m.header.address_family = family(f);
+    Request::new(RouteNetlinkMessage::GetRoute(m), NLM_F_DUMP)
+}
+
+/// Decode a link.
+pub fn parse_link(m: &LinkMessage) -> Link {
+    let mut l = Link {
+        index: m.header.index,
+        up: m.header.flags.contains(LinkFlags::Up),
+        promisc: m.header.flags.contains(LinkFlags::Promisc),
+        ..Link::default()
+    };
+    let mut iflink = None;
+    for a in &m.attributes {
+        match a {
+            LinkAttribute::IfName(n) => l.name = n.clone(),
+            LinkAttribute::Address(b) => {
+                if let Ok(mac) = <[u8; 6]>::try_from(b.as_slice()) {
+                    l.mac = Some(mac);
+                }
+            }
+            LinkAttribute::Mtu(v) => l.mtu = *v,
+            LinkAttribute::OperState(s) => l.oper_up = *s == State::Up,
+            LinkAttribute::Controller(v) => l.master = Some(*v),
+            LinkAttribute::Link(v) => iflink = Some(*v),
+            LinkAttribute::LinkNetNsId(v) => l.link_netnsid = Some(*v),
+            LinkAttribute::LinkInfo(infos) => {
+                for i in infos {
+                    if let LinkInfo::Kind(k) = i {
+                        l.kind = Some(k.to_string());
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    if l.kind.as_deref() == Some("veth") {
+        l.peer_index = iflink;
+    }
+    l
+}
+
+/// Decode an address; `None` for families other than IPv4/IPv6 or a missing address.
+pub fn parse_addr(m: &AddressMessage) -> Option<Addr> {
+    let mut local = None;
+    let mut address = None;
+    let mut flags = None;
+    for a in &m.attributes {
+        match a {
+            AddressAttribute::Local(ip) => local = Some(*ip),
+            AddressAttribute::Address(ip) => address = Some(*ip),
+            AddressAttribute::Flags(f) => flags = Some(f.bits()),
+            _ => {}
+        }
+    }
+    // For IPv4 IFA_LOCAL is the interface's own address (IFA_ADDRESS is the peer on
+    // point-to-point links); IPv6 only sends IFA_ADDRESS unless there is a peer.
+    let ip = match m.header.family {
+        AddressFamily::Inet => local.or(address)?,
+        AddressFamily::Inet6 => local.or(address)?,
+        _ => return None,
+    };
+    let addr = IpNet::new(ip, m.header.prefix_len).ok()?;
+    Some(Addr {
+        index: m.header.index,
+        addr,
+        scope: u8::from(m.header.scope),
+        flags: flags.unwrap_or(u32::from(m.header.flags.bits())),
+    })
+}
+
+fn ip_of(a: &RouteAddress) -> Option<IpAddr> {
+    match a {
+        RouteAddress::Inet(v4) => Some(IpAddr::V4(*v4)),
+        RouteAddress::Inet6(v6) => Some(IpAddr::V6(*v6)),
+        _ => None,
+    }
+}
+
+/// Decode a route; `None` for non-unicast routes (local, broadcast, multicast...) and for
+/// families other than IPv4/IPv6.
+pub fn parse_route(m: &RouteMessage) -> Option<RouteSpec> {
+    if m.header.kind != RouteType::Unicast {
+        return None;
+    }
+    let unspecified: IpAddr = match m.header.address_family {
+        AddressFamily::Inet => IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
+        AddressFamily::Inet6 => IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED),
+        _ => return None,
+    };
+    let mut r = RouteSpec::new(IpNet::new(unspecified, 0).ok()?);
+    let mut dst = unspecified;
+    let mut table = u32::from(m.header.table);
+    for a in &m.attributes {
+        match a {
+            RouteAttribute::Destination(d) => dst = ip_of(d)?,
+            RouteAttribute::Gateway(g) => r.gw = ip_of(g),
+            RouteAttribute::Oif(i) => r.oif = Some(*i),
+            RouteAttribute::Priority(p) => r.priority = Some(*p),
+            RouteAttribute::Table(t) => table = *t,
+            RouteAttribute::Metrics(ms) => {
+                for metric in ms {
+                    if let RouteMetric::Mtu(v) = metric {
+                        r.mtu = Some(*v);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    r.dst = IpNet::new(dst, m.header.destination_prefix_length).ok()?;
+    r.table = Some(table);
+    r.scope = Some(u8::from(m.header.scope));
+    Some(r)
+}
