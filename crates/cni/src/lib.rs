@@ -1,2 +1,19 @@
 //! CNI protocol: config and result types for every spec version, errors, CNI_ARGS, the plugin
 //! skeleton, delegation, and the runtime side (conflist execution, result cache).
+
+pub mod args;
+pub mod config;
+pub mod delegate;
+pub mod error;
+pub mod gojson;
+pub mod result;
+pub mod runtime;
+pub mod skel;
+pub mod version;
+
+pub use args::CniArgs;
+pub use config::{validate_ifname, validate_name, IpamConf, NetConf, NetConfList, PortMapping};
+pub use error::{codes, CniError};
+pub use result::{CniResult, Dns, Interface, IpConfig, Route};
+pub use skel::{run, run_with, Attachment, CmdArgs, Command, NetnsPolicy, Plugin};
+pub use version::{negotiate, Version, CURRENT, SUPPORTED_VERSIONS};

@@ -1,0 +1,1 @@
+//! The runtime side (libcni-compatible): conflist loading and execution, result cache.
