@@ -1,1 +1,16 @@
-//! host-local IPAM: file-locked allocator, drop-in compatible with the reference data directory.
+//! host-local IPAM: a file-locked address allocator, drop-in compatible with the reference
+//! plugin's data directory (reference §2.4), plus GC and STATUS of spec 1.1.
+//!
+//! Layers: [`config`] merges and validates the configuration and requested addresses,
+//! [`range`] holds range arithmetic and the round-robin cursor, [`store`] owns the on-disk
+//! lease layout and its atomic writes, [`alloc`] implements the verbs on top of them, and
+//! [`plugin`] maps CNI calls onto the verbs.
+
+pub mod alloc;
+pub mod config;
+pub mod error;
+pub mod range;
+pub mod resolv;
+pub mod store;
+
+pub use error::{ConfigError, Error};

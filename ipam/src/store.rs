@@ -1,0 +1,544 @@
+//! The on-disk lease store, byte-compatible with the reference plugin's data directory
+//! (reference §2.4, scenario 43):
+//!
+//! ```text
+//! <dataDir>/<network>/lock                 empty; flock(LOCK_EX) serialises every writer
+//! <dataDir>/<network>/<ip>                 "<containerID>\r\n<ifname>" (no newline), mode 0600
+//! <dataDir>/<network>/last_reserved_ip.<n> last address handed out from range set n
+//! ```
+//!
+//! A lease appears atomically: its content is written to an unnamed `O_TMPFILE` in the same
+//! directory and then given its name with `linkat(2)`, which fails with `EEXIST` exactly like the
+//! reference's `O_CREAT|O_EXCL`. No reader (ours or the reference) can ever see an empty or partial
+//! lease, and a `kill -9` leaves nothing behind. On file systems without `O_TMPFILE` a named temp
+//! file `.host-local-tmp.*` is used instead: its name never parses as an address, so neither the
+//! reference nor our GC/duplicate checks take it for a lease, and since temp files are only ever
+//! created under the lock, any temp file seen while holding the lock belongs to a dead writer and
+//! is swept. `last_reserved_ip.*` is replaced with `rename(2)` for the same reason.
+
+use std::collections::HashSet;
+use std::ffi::CString;
+use std::fs::{self, File, OpenOptions};
+use std::io::{ErrorKind, Write};
+use std::net::IpAddr;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::io::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use crate::error::Error;
+
+/// Name of the lock file inside the network directory.
+pub const LOCK_FILE: &str = "lock";
+/// Prefix of the per-range-set round-robin cursor files.
+pub const LAST_RESERVED_PREFIX: &str = "last_reserved_ip.";
+/// Prefix of our temp files; never a valid address, never `lock`/`last_reserved_ip.*`.
+pub const TEMP_PREFIX: &str = ".host-local-tmp.";
+/// Separator between container ID and ifname in a lease (the reference's `LineBreak`).
+pub const LINE_BREAK: &str = "\r\n";
+
+/// What a directory entry is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EntryKind {
+    /// A lease: the name parses as an address.
+    Lease(IpAddr),
+    /// `lock` or `last_reserved_ip.*`: allocator state, never a lease.
+    State,
+    /// One of our temp files.
+    Temp,
+    /// Anything else (left alone).
+    Other,
+}
+
+/// Classify a file name the way the reference does (a lease is a file named by an address).
+pub fn classify(name: &str) -> EntryKind {
+    if name == LOCK_FILE || name.starts_with(LAST_RESERVED_PREFIX) {
+        EntryKind::State
+    } else if name.starts_with(TEMP_PREFIX) {
+        EntryKind::Temp
+    } else if let Ok(ip) = name.parse::<IpAddr>() {
+        EntryKind::Lease(ip)
+    } else {
+        EntryKind::Other
+    }
+}
+
+/// Who holds a lease, parsed from its content.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Owner {
+    /// `<cid>\r\n<ifname>`.
+    Attachment {
+        /// Container ID.
+        cid: String,
+        /// Interface name.
+        ifname: String,
+    },
+    /// Legacy lease holding only the container ID.
+    Legacy(String),
+    /// Empty content (a reference writer killed between create and write).
+    Nobody,
+}
+
+impl Owner {
+    /// Parse lease content; surrounding whitespace is ignored like the reference's TrimSpace.
+    pub fn parse(content: &str) -> Owner {
+        let t = content.trim();
+        if t.is_empty() {
+            return Owner::Nobody;
+        }
+        match t.split_once(LINE_BREAK) {
+            Some((cid, ifname)) => Owner::Attachment {
+                cid: cid.to_string(),
+                ifname: ifname.to_string(),
+            },
+            None => Owner::Legacy(t.to_string()),
+        }
+    }
+}
+
+/// Lease content for an attachment.
+pub fn lease_content(cid: &str, ifname: &str) -> String {
+    format!("{}{LINE_BREAK}{ifname}", cid.trim())
+}
+
+/// An open network directory.
+pub struct Store {
+    dir: PathBuf,
+    lock: File,
+}
+
+/// Holds `flock(LOCK_EX)` on the lock file until dropped.
+pub struct LockGuard<'a> {
+    file: &'a File,
+}
+
+impl Drop for LockGuard<'_> {
+    fn drop(&mut self) {
+        // SAFETY: the fd is valid for the guard's lifetime (borrowed from the Store).
+        unsafe { libc::flock(self.file.as_raw_fd(), libc::LOCK_UN) };
+    }
+}
+
+fn cstring(p: &Path) -> Result<CString, Error> {
+    CString::new(p.as_os_str().as_bytes()).map_err(|_| {
+        Error::io(
+            "invalid path",
+            p,
+            std::io::Error::from(ErrorKind::InvalidInput),
+        )
+    })
+}
+
+static TEMP_SEQ: AtomicU32 = AtomicU32::new(0);
+
+impl Store {
+    /// Open the network directory, creating it (0755) and its lock file like the reference does.
+    pub fn open(dir: PathBuf) -> Result<Store, Error> {
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o755)
+            .create(&dir)
+            .map_err(|e| Error::io("create", &dir, e))?;
+        Self::open_lock(dir)
+    }
+
+    /// Open the network directory only if it exists (DEL/CHECK/GC/STATUS create nothing).
+    pub fn open_existing(dir: PathBuf) -> Result<Option<Store>, Error> {
+        match fs::metadata(&dir) {
+            Ok(m) if m.is_dir() => Self::open_lock(dir).map(Some),
+            Ok(_) => Err(Error::io(
+                "open",
+                &dir,
+                std::io::Error::from(ErrorKind::NotADirectory),
+            )),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Error::io("open", &dir, e)),
+        }
+    }
+
+    fn open_lock(dir: PathBuf) -> Result<Store, Error> {
+        let path = dir.join(LOCK_FILE);
+        let lock = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .mode(0o600)
+            .custom_flags(libc::O_CLOEXEC)
+            .open(&path)
+            .map_err(|e| Error::io("open", &path, e))?;
+        Ok(Store { dir, lock })
+    }
+
+    /// The network directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Take the exclusive lock (shared with the reference plugin, cni#118).
+    pub fn lock(&self) -> Result<LockGuard<'_>, Error> {
+        loop {
+            // SAFETY: valid open fd owned by self.
+            let rc = unsafe { libc::flock(self.lock.as_raw_fd(), libc::LOCK_EX) };
+            if rc == 0 {
+                return Ok(LockGuard { file: &self.lock });
+            }
+            let e = std::io::Error::last_os_error();
+            if e.kind() != ErrorKind::Interrupted {
+                return Err(Error::io("flock", self.dir.join(LOCK_FILE), e));
+            }
+        }
+    }
+
+    /// Every entry of the directory, sorted by name (the reference walks in lexical order, so
+    /// "first match" messages agree). Call with the lock held when the answer must be exact.
+    pub fn entries(&self) -> Result<Vec<(String, EntryKind)>, Error> {
+        let rd = fs::read_dir(&self.dir).map_err(|e| Error::io("read", &self.dir, e))?;
+        let mut out = Vec::new();
+        for ent in rd {
+            let ent = ent.map_err(|e| Error::io("read", &self.dir, e))?;
+            // Non-UTF-8 names are neither leases nor ours.
+            let Ok(name) = ent.file_name().into_string() else {
+                continue;
+            };
+            let kind = classify(&name);
+            out.push((name, kind));
+        }
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(out)
+    }
+
+    /// The leases (address and file name) currently in the directory.
+    pub fn leases(&self) -> Result<Vec<(IpAddr, String)>, Error> {
+        Ok(self
+            .entries()?
+            .into_iter()
+            .filter_map(|(n, k)| match k {
+                EntryKind::Lease(ip) => Some((ip, n)),
+                _ => None,
+            })
+            .collect())
+    }
+
+    /// Content of a lease file, or None if it vanished or is unreadable.
+    pub fn read(&self, name: &str) -> Option<String> {
+        fs::read(self.dir.join(name))
+            .ok()
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+    }
+
+    /// Remove temp files of dead writers. Only call with the lock held: live writers create
+    /// temp files only while holding it.
+    pub fn sweep_temps(&self, entries: &[(String, EntryKind)]) {
+        for (name, kind) in entries {
+            if *kind == EntryKind::Temp {
+                let _ = fs::remove_file(self.dir.join(name));
+            }
+        }
+    }
+
+    /// Leases held by (cid, ifname) or, legacy, by cid alone (duplicate check of ADD).
+    pub fn get_by_id(&self, leases: &[(IpAddr, String)], cid: &str, ifname: &str) -> Vec<IpAddr> {
+        let want = lease_content(cid, ifname);
+        let legacy = cid.trim();
+        leases
+            .iter()
+            .filter(|(_, name)| {
+                self.read(name)
+                    .is_some_and(|c| c.trim() == want || c.trim() == legacy)
+            })
+            .map(|(ip, _)| *ip)
+            .collect()
+    }
+
+    /// A writer for new leases of (cid, ifname); call [`LeaseWriter::claim`] per candidate.
+    pub fn writer(&self, cid: &str, ifname: &str) -> Result<LeaseWriter<'_>, Error> {
+        LeaseWriter::new(self, lease_content(cid, ifname))
+    }
+
+    /// The round-robin cursor of range set `idx`, if readable.
+    pub fn last_reserved(&self, idx: usize) -> Option<IpAddr> {
+        let s = fs::read_to_string(self.dir.join(format!("{LAST_RESERVED_PREFIX}{idx}"))).ok()?;
+        s.trim().parse().ok()
+    }
+
+    /// Replace the cursor of range set `idx` atomically (temp + rename). Lock must be held.
+    pub fn set_last_reserved(&self, idx: usize, ip: IpAddr) -> Result<(), Error> {
+        let target = self.dir.join(format!("{LAST_RESERVED_PREFIX}{idx}"));
+        let tmp = self.temp_path();
+        let write = || -> std::io::Result<()> {
+            let mut f = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .custom_flags(libc::O_CLOEXEC)
+                .open(&tmp)?;
+            f.write_all(ip.to_string().as_bytes())?;
+            fs::rename(&tmp, &target)
+        };
+        write().map_err(|e| {
+            let _ = fs::remove_file(&tmp);
+            Error::io("write", &target, e)
+        })
+    }
+
+    fn temp_path(&self) -> PathBuf {
+        let seq = TEMP_SEQ.fetch_add(1, Ordering::Relaxed);
+        self.dir
+            .join(format!("{TEMP_PREFIX}{}.{seq}", std::process::id()))
+    }
+
+    /// Remove the lease of `ip` if it still holds exactly `content` (rollback). Lock must be held.
+    pub fn remove_if_owned(&self, ip: IpAddr, content: &str) -> Result<bool, Error> {
+        let name = ip.to_string();
+        if self.read(&name).is_some_and(|c| c.trim() == content) {
+            let path = self.dir.join(&name);
+            match fs::remove_file(&path) {
+                Ok(()) => return Ok(true),
+                Err(e) if e.kind() == ErrorKind::NotFound => return Ok(false),
+                Err(e) => return Err(Error::io("remove", path, e)),
+            }
+        }
+        Ok(false)
+    }
+
+    /// DEL: remove every lease of (cid, ifname); if there is none, every legacy lease of cid.
+    /// Keeps going past failures and reports them at the end. Lock must be held.
+    pub fn release_by_id(&self, cid: &str, ifname: &str) -> Result<Vec<IpAddr>, Error> {
+        let leases = self.leases()?;
+        let want = lease_content(cid, ifname);
+        let mut released = self.remove_matching(&leases, |c| c == want)?;
+        if released.is_empty() {
+            let legacy = cid.trim();
+            released = self.remove_matching(&leases, |c| c == legacy)?;
+        }
+        Ok(released)
+    }
+
+    fn remove_matching(
+        &self,
+        leases: &[(IpAddr, String)],
+        matches: impl Fn(&str) -> bool,
+    ) -> Result<Vec<IpAddr>, Error> {
+        let mut released = Vec::new();
+        let mut failed = Vec::new();
+        for (ip, name) in leases {
+            if !self.read(name).is_some_and(|c| matches(c.trim())) {
+                continue;
+            }
+            let path = self.dir.join(name);
+            match fs::remove_file(&path) {
+                Ok(()) => released.push(*ip),
+                Err(e) if e.kind() == ErrorKind::NotFound => {}
+                Err(e) => failed.push(format!("remove {}: {e}", path.display())),
+            }
+        }
+        if failed.is_empty() {
+            Ok(released)
+        } else {
+            Err(Error::Gc(failed))
+        }
+    }
+
+    /// CHECK: does (cid, ifname), or legacy cid, hold any lease?
+    pub fn find_by_id(&self, cid: &str, ifname: &str) -> Result<bool, Error> {
+        let leases = self.leases()?;
+        Ok(!self.get_by_id(&leases, cid, ifname).is_empty())
+    }
+
+    /// GC (spec 1.1): remove every lease not owned by one of `valid` (cid, ifname) pairs.
+    /// Legacy leases survive when any valid attachment has their container ID; empty leases
+    /// have no owner. Temp files of dead writers are removed; `lock` and `last_reserved_ip.*`
+    /// are kept (plugins#1047). Lock must be held.
+    pub fn gc(&self, valid: &[(String, String)]) -> Result<Vec<IpAddr>, Error> {
+        let entries = self.entries()?;
+        self.sweep_temps(&entries);
+        let pairs: HashSet<(&str, &str)> =
+            valid.iter().map(|(c, i)| (c.trim(), i.as_str())).collect();
+        let cids: HashSet<&str> = valid.iter().map(|(c, _)| c.trim()).collect();
+        let mut removed = Vec::new();
+        let mut failed = Vec::new();
+        for (name, kind) in &entries {
+            let EntryKind::Lease(ip) = kind else { continue };
+            let Some(content) = self.read(name) else {
+                continue;
+            };
+            let keep = match Owner::parse(&content) {
+                Owner::Attachment { cid, ifname } => {
+                    pairs.contains(&(cid.as_str(), ifname.as_str()))
+                }
+                Owner::Legacy(cid) => cids.contains(cid.as_str()),
+                Owner::Nobody => false,
+            };
+            if keep {
+                continue;
+            }
+            let path = self.dir.join(name);
+            match fs::remove_file(&path) {
+                Ok(()) => removed.push(*ip),
+                Err(e) if e.kind() == ErrorKind::NotFound => {}
+                Err(e) => failed.push(format!("remove {}: {e}", path.display())),
+            }
+        }
+        if failed.is_empty() {
+            Ok(removed)
+        } else {
+            Err(Error::Gc(failed))
+        }
+    }
+}
+
+/// Writes one lease content once and links it under candidate names until one is free.
+pub struct LeaseWriter<'a> {
+    store: &'a Store,
+    content: String,
+    tmp: TempLease,
+}
+
+enum TempLease {
+    /// Unnamed `O_TMPFILE`; linked into place by fd.
+    Anonymous(File),
+    /// Named temp file (file systems without O_TMPFILE); removed on drop.
+    Named(PathBuf),
+}
+
+impl<'a> LeaseWriter<'a> {
+    fn new(store: &'a Store, content: String) -> Result<LeaseWriter<'a>, Error> {
+        let tmp = match Self::anonymous(&store.dir, &content) {
+            Ok(f) => TempLease::Anonymous(f),
+            Err(e) if Self::tmpfile_unsupported(&e) => {
+                TempLease::Named(Self::named(store, &content)?)
+            }
+            Err(e) => return Err(Error::io("create lease in", &store.dir, e)),
+        };
+        Ok(LeaseWriter {
+            store,
+            content,
+            tmp,
+        })
+    }
+
+    /// Force the named-temp-file path (tests of the fallback).
+    #[doc(hidden)]
+    pub fn new_named(store: &'a Store, cid: &str, ifname: &str) -> Result<LeaseWriter<'a>, Error> {
+        let content = lease_content(cid, ifname);
+        let path = Self::named(store, &content)?;
+        Ok(LeaseWriter {
+            store,
+            content,
+            tmp: TempLease::Named(path),
+        })
+    }
+
+    fn tmpfile_unsupported(e: &std::io::Error) -> bool {
+        matches!(
+            e.raw_os_error(),
+            Some(libc::EOPNOTSUPP) | Some(libc::EISDIR) | Some(libc::EINVAL)
+        )
+    }
+
+    fn anonymous(dir: &Path, content: &str) -> std::io::Result<File> {
+        let mut f = OpenOptions::new()
+            .write(true)
+            .mode(0o600)
+            .custom_flags(libc::O_TMPFILE | libc::O_CLOEXEC)
+            .open(dir)?;
+        f.write_all(content.as_bytes())?;
+        Ok(f)
+    }
+
+    fn named(store: &Store, content: &str) -> Result<PathBuf, Error> {
+        let path = store.temp_path();
+        let write = || -> std::io::Result<()> {
+            let mut f = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .custom_flags(libc::O_CLOEXEC)
+                .open(&path)?;
+            f.write_all(content.as_bytes())
+        };
+        write().map_err(|e| {
+            let _ = fs::remove_file(&path);
+            Error::io("write", &path, e)
+        })?;
+        Ok(path)
+    }
+
+    /// The content every lease of this writer gets.
+    pub fn content(&self) -> &str {
+        &self.content
+    }
+
+    /// Try to create the lease for `ip`: Ok(false) when the name is taken (`EEXIST`).
+    pub fn claim(&self, ip: IpAddr) -> Result<bool, Error> {
+        let target = self.store.dir.join(ip.to_string());
+        let target_c = cstring(&target)?;
+        let res = match &self.tmp {
+            TempLease::Anonymous(f) => link_fd(f, &target_c),
+            TempLease::Named(p) => {
+                let src = cstring(p)?;
+                // SAFETY: both are valid NUL-terminated paths for the duration of the call.
+                let rc = unsafe { libc::link(src.as_ptr(), target_c.as_ptr()) };
+                if rc == 0 {
+                    Ok(())
+                } else {
+                    Err(std::io::Error::last_os_error())
+                }
+            }
+        };
+        match res {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == ErrorKind::AlreadyExists => Ok(false),
+            Err(e) => Err(Error::io("create", target, e)),
+        }
+    }
+}
+
+/// Give an `O_TMPFILE` its name. `AT_EMPTY_PATH` needs CAP_DAC_READ_SEARCH; without it the
+/// kernel says ENOENT and the `/proc/self/fd` form (needs /proc) does the same job.
+fn link_fd(f: &File, target: &CString) -> std::io::Result<()> {
+    let empty = c"";
+    // SAFETY: valid fd, valid NUL-terminated strings; AT_EMPTY_PATH links the fd itself.
+    let rc = unsafe {
+        libc::linkat(
+            f.as_raw_fd(),
+            empty.as_ptr(),
+            libc::AT_FDCWD,
+            target.as_ptr(),
+            libc::AT_EMPTY_PATH,
+        )
+    };
+    if rc == 0 {
+        return Ok(());
+    }
+    let e = std::io::Error::last_os_error();
+    if !matches!(e.raw_os_error(), Some(libc::ENOENT) | Some(libc::EPERM)) {
+        return Err(e);
+    }
+    let proc_path = CString::new(format!("/proc/self/fd/{}", f.as_raw_fd()))
+        .map_err(|_| std::io::Error::from(ErrorKind::InvalidInput))?;
+    // SAFETY: valid NUL-terminated strings; AT_SYMLINK_FOLLOW resolves the magic link.
+    let rc = unsafe {
+        libc::linkat(
+            libc::AT_FDCWD,
+            proc_path.as_ptr(),
+            libc::AT_FDCWD,
+            target.as_ptr(),
+            libc::AT_SYMLINK_FOLLOW,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+impl Drop for LeaseWriter<'_> {
+    fn drop(&mut self) {
+        if let TempLease::Named(p) = &self.tmp {
+            let _ = fs::remove_file(p);
+        }
+    }
+}
