@@ -1,0 +1,149 @@
+//! Deterministic names derived from (network, container, ifname, subnet).
+//!
+//! Names are hashes so that any user string (quotes, spaces, unicode, long names) maps to a valid,
+//! bounded chain name and never reaches a command line or a kernel name field unchecked.
+
+use ipnet::IpNet;
+use sha2::{Digest, Sha512};
+
+/// Lower-case hex of sha512(`input`).
+pub fn sha512_hex(input: &[u8]) -> String {
+    let digest = Sha512::digest(input);
+    let mut out = String::with_capacity(digest.len() * 2);
+    for b in digest.iter() {
+        out.push_str(&format!("{b:02x}"));
+    }
+    out
+}
+
+/// Reference ipMasq chain (cni-reference.md §2.2): `CNI-` + first 24 hex of
+/// sha512(network + container id). Per (network, container), not per ifname, exactly like the
+/// reference so existing rules are found and cleaned.
+pub fn iptables_masq_chain(network: &str, container_id: &str) -> String {
+    let h = sha512_hex(format!("{network}{container_id}").as_bytes());
+    format!("CNI-{}", &h[..24])
+}
+
+/// Reference comment on every ipMasq iptables rule.
+pub fn iptables_masq_comment(network: &str, container_id: &str) -> String {
+    format!("name: \"{network}\" id: \"{container_id}\"")
+}
+
+/// 16 hex of sha512(network): the network part of our nftables names and owner tags.
+pub fn network_hash(network: &str) -> String {
+    sha512_hex(network.as_bytes())[..16].to_string()
+}
+
+/// 16 hex identifying one attachment inside a network. The NUL separator keeps
+/// ("ab","c") and ("a","bc") apart.
+pub fn owner_hash(container_id: &str, ifname: &str) -> String {
+    sha512_hex(format!("{container_id}\0{ifname}").as_bytes())[..16].to_string()
+}
+
+/// Owner tag stored at the start of an nftables map element's comment:
+/// `<network_hash>-<owner_hash>`. DEL and GC match on it, so they need no address.
+pub fn owner_tag(network: &str, container_id: &str, ifname: &str) -> String {
+    format!(
+        "{}-{}",
+        network_hash(network),
+        owner_hash(container_id, ifname)
+    )
+}
+
+/// Maximum comment length nftables stores (NFTNL_UDATA_COMMENT_MAXLEN, including the NUL).
+pub const NFT_COMMENT_MAX: usize = 128;
+
+/// Full element comment: the owner tag, then a human-readable part, cut at a char boundary so
+/// the whole fits [`NFT_COMMENT_MAX`] with its NUL. Double quotes are dropped because `nft`
+/// prints comments inside quotes.
+pub fn owner_comment(network: &str, container_id: &str, ifname: &str) -> String {
+    let mut s = format!(
+        "{} net: {network}, id: {container_id}, if: {ifname}",
+        owner_tag(network, container_id, ifname)
+    );
+    s.retain(|c| c != '"');
+    let max = NFT_COMMENT_MAX - 1;
+    if s.len() > max {
+        let mut cut = max;
+        while !s.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        s.truncate(cut);
+    }
+    s
+}
+
+/// The owner tag at the start of a stored comment (text before the first space).
+pub fn tag_of_comment(comment: &str) -> &str {
+    comment.split(' ').next().unwrap_or("")
+}
+
+/// Per (network, subnet) nftables chain: `masq_<network_hash>_<subnet>` with `.`→`_`, `:`→`-`,
+/// `/`→`_nm`, e.g. `masq_0123456789abcdef_10_22_0_0_nm24`. Readable in `nft list`, and its
+/// content is a pure function of the name, so ADD can rewrite it freely.
+pub fn nft_masq_chain(network: &str, subnet: &IpNet) -> String {
+    let sub: String = subnet
+        .trunc()
+        .to_string()
+        .replace('.', "_")
+        .replace(':', "-")
+        .replace('/', "_nm");
+    format!("masq_{}_{sub}", network_hash(network))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reference_chain_name_example() {
+        // cni-reference.md §2.2, confirmed against the reference plugin.
+        assert_eq!(
+            iptables_masq_chain("s1net", "s1cid1"),
+            "CNI-88a20ff1b49d3eeca9368247"
+        );
+    }
+
+    #[test]
+    fn reference_comment() {
+        assert_eq!(
+            iptables_masq_comment("s1net", "s1cid1"),
+            "name: \"s1net\" id: \"s1cid1\""
+        );
+    }
+
+    #[test]
+    fn nft_chain_names() {
+        let h = network_hash("mynet");
+        assert_eq!(h.len(), 16);
+        assert_eq!(
+            nft_masq_chain("mynet", &"10.22.0.5/24".parse().unwrap()),
+            format!("masq_{h}_10_22_0_0_nm24")
+        );
+        assert_eq!(
+            nft_masq_chain("mynet", &"fd00:22::5/64".parse().unwrap()),
+            format!("masq_{h}_fd00-22--_nm64")
+        );
+    }
+
+    #[test]
+    fn owner_tags_distinguish_owners() {
+        assert_ne!(owner_tag("n", "ab", "c"), owner_tag("n", "a", "bc"));
+        assert_ne!(owner_tag("n1", "c", "eth0"), owner_tag("n2", "c", "eth0"));
+        assert_eq!(owner_tag("n", "c", "eth0"), owner_tag("n", "c", "eth0"));
+        let t = owner_tag("n", "c", "eth0");
+        assert_eq!(t.len(), 33);
+        assert!(t.starts_with(&network_hash("n")));
+    }
+
+    #[test]
+    fn comment_is_bounded_and_starts_with_tag() {
+        let long = "x".repeat(300);
+        let c = owner_comment("net\"q", &long, "eth0");
+        assert!(c.len() < NFT_COMMENT_MAX);
+        assert!(!c.contains('"'));
+        assert_eq!(tag_of_comment(&c), owner_tag("net\"q", &long, "eth0"));
+        let u = owner_comment("né", &"é".repeat(100), "eth0");
+        assert!(u.len() < NFT_COMMENT_MAX);
+    }
+}
