@@ -9,6 +9,7 @@
 pub mod alloc;
 pub mod config;
 pub mod error;
+pub mod plugin;
 pub mod range;
 pub mod resolv;
 pub mod store;

@@ -1,2 +1,8 @@
-//! The `host-local` binary: the CNI skeleton around [`host_local::plugin`].
-fn main() {}
+//! The `host-local` binary: the CNI skeleton around [`host_local::plugin::HostLocal`].
+
+fn main() {
+    cni::skel::run(
+        &host_local::plugin::HostLocal,
+        "CNI host-local plugin (rust, reference-compatible data directory)",
+    )
+}
