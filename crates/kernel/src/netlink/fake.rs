@@ -512,3 +512,132 @@ impl NetlinkOps for FakeNetlink {
             .collect())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::netns::NetNs;
+
+    fn ns() -> NetNs {
+        NetNs::current().unwrap()
+    }
+
+    #[test]
+    fn bridge_veth_master_addr_reads_back() {
+        let ns = ns();
+        let mut f = FakeNetlink::new();
+        let ops: &mut dyn NetlinkOps = &mut f;
+        ops.bridge_add("cni0", Some(1400)).unwrap();
+        ops.veth_add(&VethSpec {
+            host_name: "veth01234567",
+            peer_name: "eth0",
+            peer_netns: &ns,
+            mtu: Some(1400),
+            peer_mac: Some([2, 0, 0, 0, 0, 9]),
+        })
+        .unwrap();
+        let br = ops.link_by_name("cni0").unwrap().unwrap();
+        let veth = ops.link_by_name("veth01234567").unwrap().unwrap();
+        assert_eq!(br.kind.as_deref(), Some("bridge"));
+        assert_eq!(br.mtu, 1400);
+        assert_eq!(veth.kind.as_deref(), Some("veth"));
+        ops.link_set_master(veth.index, br.index).unwrap();
+        ops.link_set_up(veth.index).unwrap();
+        ops.brport_set(veth.index, Some(true), None).unwrap();
+        ops.addr_add(br.index, "10.22.0.1/16".parse().unwrap())
+            .unwrap();
+
+        let links = ops.links().unwrap();
+        let v = links.iter().find(|l| l.name == "veth01234567").unwrap();
+        assert_eq!(v.master, Some(br.index));
+        assert!(v.up);
+        let addrs = ops.addrs(Some(br.index)).unwrap();
+        assert_eq!(addrs.len(), 1);
+        assert_eq!(addrs[0].addr, "10.22.0.1/16".parse::<IpNet>().unwrap());
+        assert!(ops.addrs(Some(veth.index)).unwrap().is_empty());
+        let routes = ops.routes(Family::V4).unwrap();
+        assert_eq!(routes[0].dst, "10.22.0.0/16".parse::<IpNet>().unwrap());
+
+        assert_eq!(f.foreign_links.len(), 1);
+        assert_eq!(f.foreign_links[0].1.name, "eth0");
+        assert_eq!(f.foreign_links[0].1.mac, Some([2, 0, 0, 0, 0, 9]));
+        assert_eq!(
+            f.brport[&veth.index],
+            BrportFlags {
+                hairpin: true,
+                isolated: false
+            }
+        );
+        assert_eq!(
+            f.calls[0],
+            Call::BridgeAdd {
+                name: "cni0".into(),
+                mtu: Some(1400)
+            }
+        );
+        assert!(f.calls.contains(&Call::LinkSetMaster {
+            index: veth.index,
+            master: br.index
+        }));
+
+        // Deleting the host end takes the peer with it.
+        f.link_del(veth.index).unwrap();
+        assert!(f.foreign_links.is_empty());
+        assert!(f.link_by_name("veth01234567").unwrap().is_none());
+    }
+
+    #[test]
+    fn exists_and_not_found_errors() {
+        let mut f = FakeNetlink::new();
+        f.bridge_add("br0", None).unwrap();
+        assert!(f.bridge_add("br0", None).unwrap_err().is_exists());
+        assert!(f.link_set_up(42).unwrap_err().is_not_found());
+        assert!(f.link_del(42).unwrap_err().is_not_found());
+        let idx = f.link_by_name("br0").unwrap().unwrap().index;
+        let a: IpNet = "10.0.0.1/24".parse().unwrap();
+        f.addr_add(idx, a).unwrap();
+        assert!(f.addr_add(idx, a).unwrap_err().is_exists());
+        f.addr_del(idx, a).unwrap();
+        assert!(f.addr_del(idx, a).unwrap_err().is_not_found());
+        let r = RouteSpec {
+            gw: Some("10.0.0.254".parse().unwrap()),
+            ..RouteSpec::new("0.0.0.0/0".parse().unwrap())
+        };
+        f.route_add(&r).unwrap();
+        assert!(f.route_add(&r).unwrap_err().is_exists());
+        assert_eq!(f.routes(Family::V4).unwrap()[0].table, Some(RT_TABLE_MAIN));
+        assert!(f.routes(Family::V6).unwrap().is_empty());
+        f.route_del(&RouteSpec::new("0.0.0.0/0".parse().unwrap()))
+            .unwrap();
+        assert!(f.route_del(&r).unwrap_err().is_not_found());
+        // Port flags need a master, like the kernel.
+        assert!(f.brport_set(idx, Some(true), None).is_err());
+    }
+
+    #[test]
+    fn fail_next_is_one_shot_and_recorded() {
+        let mut f = FakeNetlink::new();
+        f.fail_next("bridge_add", libc::EPERM);
+        let e = f.bridge_add("br0", None).unwrap_err();
+        assert_eq!(e.errno(), Some(libc::EPERM));
+        assert!(matches!(
+            e,
+            Error::Netlink {
+                op: "bridge_add",
+                ..
+            }
+        ));
+        assert!(
+            f.link_by_name("br0").unwrap().is_none(),
+            "failed call changes nothing"
+        );
+        f.bridge_add("br0", None).unwrap();
+        assert_eq!(
+            f.calls
+                .iter()
+                .filter(|c| matches!(c, Call::BridgeAdd { .. }))
+                .count(),
+            2
+        );
+    }
+}

@@ -397,3 +397,307 @@ pub fn parse_route(m: &RouteMessage) -> Option<RouteSpec> {
     r.scope = Some(u8::from(m.header.scope));
     Some(r)
 }
+
+#[cfg(test)]
+mod tests {
+    use netlink_packet_core::{NetlinkHeader, NetlinkMessage, NetlinkPayload};
+    use netlink_packet_route::address::AddressFlags;
+
+    use super::*;
+    use crate::netns::NetNs;
+
+    /// Serialize as the socket does and parse back: what the kernel would receive.
+    fn roundtrip(req: &Request) -> RouteNetlinkMessage {
+        let mut nl = NetlinkMessage::new(
+            NetlinkHeader::default(),
+            NetlinkPayload::InnerMessage(req.msg.clone()),
+        );
+        nl.finalize();
+        let mut buf = vec![0u8; nl.buffer_len()];
+        nl.serialize(&mut buf);
+        match NetlinkMessage::<RouteNetlinkMessage>::deserialize(&buf)
+            .unwrap()
+            .payload
+        {
+            NetlinkPayload::InnerMessage(m) => m,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn bridge_add_is_exclusive_create_with_kind() {
+        let req = bridge_add("cni0", Some(1400));
+        assert_eq!(req.flags, NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL);
+        let RouteNetlinkMessage::NewLink(m) = roundtrip(&req) else {
+            panic!()
+        };
+        assert!(m.attributes.contains(&LinkAttribute::IfName("cni0".into())));
+        assert!(m.attributes.contains(&LinkAttribute::Mtu(1400)));
+        assert!(m
+            .attributes
+            .contains(&LinkAttribute::LinkInfo(vec![LinkInfo::Kind(
+                InfoKind::Bridge
+            )])));
+    }
+
+    #[test]
+    fn veth_add_puts_netns_fd_and_final_name_in_peer() {
+        let ns = NetNs::current().unwrap();
+        let spec = VethSpec {
+            host_name: "veth0abc",
+            peer_name: "eth0",
+            peer_netns: &ns,
+            mtu: Some(1450),
+            peer_mac: Some([2, 0, 0, 0, 0, 7]),
+        };
+        let req = veth_add(&spec);
+        assert_eq!(req.flags, CREATE_FLAGS);
+        let RouteNetlinkMessage::NewLink(m) = roundtrip(&req) else {
+            panic!()
+        };
+        assert!(m
+            .attributes
+            .contains(&LinkAttribute::IfName("veth0abc".into())));
+        let infos = m
+            .attributes
+            .iter()
+            .find_map(|a| match a {
+                LinkAttribute::LinkInfo(i) => Some(i.clone()),
+                _ => None,
+            })
+            .unwrap();
+        assert_eq!(infos[0], LinkInfo::Kind(InfoKind::Veth));
+        let LinkInfo::Data(InfoData::Veth(InfoVeth::Peer(peer))) = &infos[1] else {
+            panic!("{infos:?}")
+        };
+        assert!(peer
+            .attributes
+            .contains(&LinkAttribute::IfName("eth0".into())));
+        assert!(peer.attributes.contains(&LinkAttribute::Mtu(1450)));
+        assert!(peer
+            .attributes
+            .contains(&LinkAttribute::Address(vec![2, 0, 0, 0, 0, 7])));
+        assert!(peer
+            .attributes
+            .contains(&LinkAttribute::NetNsFd(ns.fd().as_raw_fd())));
+        // The host end must not carry the netns fd (it stays in the socket's namespace).
+        assert!(!m
+            .attributes
+            .iter()
+            .any(|a| matches!(a, LinkAttribute::NetNsFd(_))));
+    }
+
+    #[test]
+    fn flag_changes_use_change_mask() {
+        let up = link_set_flag(7, LinkFlags::Up, true);
+        let RouteNetlinkMessage::SetLink(m) = &up.msg else {
+            panic!()
+        };
+        assert_eq!(m.header.index, 7);
+        assert_eq!(m.header.flags, LinkFlags::Up);
+        assert_eq!(m.header.change_mask, LinkFlags::Up);
+        let down = link_set_flag(7, LinkFlags::Up, false);
+        let RouteNetlinkMessage::SetLink(m) = &down.msg else {
+            panic!()
+        };
+        assert!(m.header.flags.is_empty());
+        assert_eq!(m.header.change_mask, LinkFlags::Up);
+        assert!(down.wants_ack() && !down.is_dump());
+    }
+
+    #[test]
+    fn brport_only_sends_requested_flags() {
+        let req = brport_set(5, Some(true), None);
+        let RouteNetlinkMessage::NewLink(m) = roundtrip(&req) else {
+            panic!()
+        };
+        assert_eq!(m.header.index, 5);
+        assert_eq!(req.flags, NLM_F_ACK, "must not create");
+        assert!(m.attributes.contains(&LinkAttribute::LinkInfo(vec![
+            LinkInfo::PortKind(InfoPortKind::Bridge),
+            LinkInfo::PortData(InfoPortData::BridgePort(vec![InfoBridgePort::HairpinMode(
+                true
+            )])),
+        ])));
+    }
+
+    #[test]
+    fn v4_address_gets_local_and_broadcast() {
+        let req = addr_add(3, "10.1.2.3/24".parse().unwrap());
+        let RouteNetlinkMessage::NewAddress(m) = roundtrip(&req) else {
+            panic!()
+        };
+        assert_eq!(m.header.prefix_len, 24);
+        assert_eq!(m.header.index, 3);
+        assert_eq!(m.header.family, AddressFamily::Inet);
+        assert!(m
+            .attributes
+            .contains(&AddressAttribute::Local("10.1.2.3".parse().unwrap())));
+        assert!(m
+            .attributes
+            .contains(&AddressAttribute::Broadcast("10.1.2.255".parse().unwrap())));
+        let p2p = addr_add(3, "10.1.2.3/31".parse().unwrap());
+        let RouteNetlinkMessage::NewAddress(m) = &p2p.msg else {
+            panic!()
+        };
+        assert!(!m
+            .attributes
+            .iter()
+            .any(|a| matches!(a, AddressAttribute::Broadcast(_))));
+        let v6 = addr_add(3, "fd00::1/64".parse().unwrap());
+        let RouteNetlinkMessage::NewAddress(m) = &v6.msg else {
+            panic!()
+        };
+        assert_eq!(m.header.family, AddressFamily::Inet6);
+        assert_eq!(
+            m.attributes,
+            vec![AddressAttribute::Address("fd00::1".parse().unwrap())]
+        );
+    }
+
+    #[test]
+    fn route_defaults_and_big_table() {
+        let mut r = RouteSpec::new("10.2.0.0/16".parse().unwrap());
+        r.oif = Some(4);
+        let RouteNetlinkMessage::NewRoute(m) = route_add(&r).msg else {
+            panic!()
+        };
+        assert_eq!(
+            u8::from(m.header.scope),
+            RT_SCOPE_LINK,
+            "v4 without gw is link scope"
+        );
+        assert_eq!(m.header.table, 254);
+        assert_eq!(m.header.kind, RouteType::Unicast);
+
+        r.gw = Some("10.1.0.1".parse().unwrap());
+        r.table = Some(1000);
+        let req = route_add(&r);
+        let RouteNetlinkMessage::NewRoute(m) = roundtrip(&req) else {
+            panic!()
+        };
+        assert_eq!(u8::from(m.header.scope), RT_SCOPE_UNIVERSE);
+        assert_eq!(m.header.table, 0);
+        assert!(m.attributes.contains(&RouteAttribute::Table(1000)));
+
+        // A default route carries no RTA_DST.
+        let d = RouteSpec::new("0.0.0.0/0".parse().unwrap());
+        let RouteNetlinkMessage::NewRoute(m) = route_add(&d).msg else {
+            panic!()
+        };
+        assert!(!m
+            .attributes
+            .iter()
+            .any(|a| matches!(a, RouteAttribute::Destination(_))));
+
+        // Deletion matches any scope/type/protocol and any table unless one is given.
+        let RouteNetlinkMessage::DelRoute(m) = route_del(&d).msg else {
+            panic!()
+        };
+        assert_eq!(u8::from(m.header.scope), 255);
+        assert_eq!(m.header.kind, RouteType::Unspec);
+        assert_eq!(m.header.table, 0);
+    }
+
+    #[test]
+    fn parse_link_fields() {
+        let mut m = LinkMessage::default();
+        m.header.index = 9;
+        m.header.flags = LinkFlags::Up | LinkFlags::Promisc;
+        m.attributes = vec![
+            LinkAttribute::IfName("veth1".into()),
+            LinkAttribute::Address(vec![2, 1, 2, 3, 4, 5]),
+            LinkAttribute::Mtu(1400),
+            LinkAttribute::OperState(State::Up),
+            LinkAttribute::Controller(3),
+            LinkAttribute::Link(12),
+            LinkAttribute::LinkNetNsId(0),
+            LinkAttribute::LinkInfo(vec![LinkInfo::Kind(InfoKind::Veth)]),
+        ];
+        let l = parse_link(&m);
+        assert_eq!(
+            l,
+            Link {
+                index: 9,
+                name: "veth1".into(),
+                kind: Some("veth".into()),
+                mac: Some([2, 1, 2, 3, 4, 5]),
+                mtu: 1400,
+                up: true,
+                oper_up: true,
+                master: Some(3),
+                promisc: true,
+                peer_index: Some(12),
+                link_netnsid: Some(0),
+            }
+        );
+        // IFLA_LINK of a non-veth is not a peer.
+        m.attributes.pop();
+        assert_eq!(parse_link(&m).peer_index, None);
+    }
+
+    #[test]
+    fn parse_addr_prefers_local_and_flags_attr() {
+        let mut m = AddressMessage::default();
+        m.header.family = AddressFamily::Inet6;
+        m.header.prefix_len = 64;
+        m.header.index = 2;
+        m.header.scope = AddressScope::Link;
+        m.attributes = vec![
+            AddressAttribute::Address("fe80::1".parse().unwrap()),
+            AddressAttribute::Flags(AddressFlags::Tentative | AddressFlags::Permanent),
+        ];
+        let a = parse_addr(&m).unwrap();
+        assert_eq!(a.addr, "fe80::1/64".parse::<IpNet>().unwrap());
+        assert_eq!(a.scope, 253);
+        assert_eq!(
+            a.flags,
+            super::super::IFA_F_TENTATIVE | super::super::IFA_F_PERMANENT
+        );
+        m.header.family = AddressFamily::Inet;
+        m.header.prefix_len = 32;
+        m.attributes = vec![
+            AddressAttribute::Address("10.0.0.2".parse().unwrap()),
+            AddressAttribute::Local("10.0.0.1".parse().unwrap()),
+        ];
+        assert_eq!(
+            parse_addr(&m).unwrap().addr,
+            "10.0.0.1/32".parse::<IpNet>().unwrap()
+        );
+    }
+
+    #[test]
+    fn parse_route_and_skip_non_unicast() {
+        let mut m = RouteMessage::default();
+        m.header.address_family = AddressFamily::Inet;
+        m.header.kind = RouteType::Unicast;
+        m.header.table = 254;
+        m.attributes = vec![
+            RouteAttribute::Gateway(RouteAddress::Inet("10.0.0.1".parse().unwrap())),
+            RouteAttribute::Oif(4),
+            RouteAttribute::Priority(7),
+            RouteAttribute::Metrics(vec![RouteMetric::Mtu(1300)]),
+        ];
+        let r = parse_route(&m).unwrap();
+        assert_eq!(r.dst, "0.0.0.0/0".parse::<IpNet>().unwrap());
+        assert_eq!(r.gw, Some("10.0.0.1".parse().unwrap()));
+        assert_eq!(
+            (r.oif, r.priority, r.mtu, r.table),
+            (Some(4), Some(7), Some(1300), Some(254))
+        );
+        m.header.kind = RouteType::Local;
+        assert!(parse_route(&m).is_none());
+    }
+
+    #[test]
+    fn dumps_are_dumps() {
+        assert!(dump_links().is_dump());
+        assert!(dump_addrs(Some(3)).is_dump());
+        assert!(dump_routes(Family::V6).is_dump());
+        assert!(!get_link_by_name("x").is_dump());
+        let RouteNetlinkMessage::GetAddress(m) = dump_addrs(Some(3)).msg else {
+            panic!()
+        };
+        assert_eq!(m.header.index, 3);
+    }
+}

@@ -388,3 +388,54 @@ fn route_target(r: &RouteSpec) -> String {
     }
     s
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn nla(kind: u16, value: &[u8]) -> Vec<u8> {
+        let len = 4 + value.len();
+        let mut v = Vec::new();
+        v.extend_from_slice(&(len as u16).to_ne_bytes());
+        v.extend_from_slice(&kind.to_ne_bytes());
+        v.extend_from_slice(value);
+        while v.len() % 4 != 0 {
+            v.push(0);
+        }
+        v
+    }
+
+    #[test]
+    fn ext_ack_from_capped_error() {
+        // Capped: only the 16-byte echoed header, then the TLVs.
+        let mut payload = vec![0u8; 16];
+        payload.extend(nla(2, &[0, 0, 0, 0]));
+        payload.extend(nla(NLMSGERR_ATTR_MSG, b"Unknown device type\0"));
+        assert_eq!(
+            ext_ack_message(NLM_F_CAPPED | NLM_F_ACK_TLVS, &payload),
+            "Unknown device type"
+        );
+        assert_eq!(ext_ack_message(NLM_F_CAPPED, &payload), "");
+    }
+
+    #[test]
+    fn ext_ack_from_uncapped_error() {
+        let mut payload = Vec::new();
+        payload.extend_from_slice(&22u32.to_ne_bytes()); // echoed request length (padded to 24)
+        payload.extend(vec![0u8; 20]);
+        payload.extend(nla(NLMSGERR_ATTR_MSG, b"boom\0"));
+        assert_eq!(ext_ack_message(NLM_F_ACK_TLVS, &payload), "boom");
+        // Truncated garbage never panics.
+        assert_eq!(ext_ack_message(NLM_F_ACK_TLVS, &payload[..30]), "");
+    }
+
+    #[test]
+    fn route_target_text() {
+        let r = RouteSpec {
+            gw: Some("10.0.0.1".parse().unwrap()),
+            oif: Some(3),
+            ..RouteSpec::new("10.1.0.0/16".parse().unwrap())
+        };
+        assert_eq!(route_target(&r), "10.1.0.0/16 via 10.0.0.1 dev ifindex 3");
+    }
+}
