@@ -226,6 +226,18 @@ impl Sandbox {
         out
     }
 
+    /// Wait (up to 5 s) until a link's operstate is UP: the kernel's linkwatch updates it
+    /// asynchronously, up to a second after the carrier appears.
+    pub fn wait_oper_up(&self, ns: Option<&str>, dev: &str) {
+        for _ in 0..100 {
+            if self.link(ns, dev).is_some_and(|l| l["operstate"] == "UP") {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        panic!("{dev} did not come up");
+    }
+
     /// `ping -c1` from a namespace; true when a reply came back.
     pub fn ping(&self, ns: &str, addr: &str) -> bool {
         self.exec_in(ns, &format!("ping -c1 -W2 {addr} >/dev/null 2>&1"))

@@ -1,5 +1,7 @@
 //! The harness itself: a sandbox must be a private world, or every other test is unsafe.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use integration_tests::sandbox;
 
 #[test]

@@ -1,0 +1,316 @@
+//! CNI protocol and skeleton scenarios 1–18 (cni-reference.md §4) against a real plugin binary.
+//! `loopback` is the subject: the smallest plugin, so failures point at the skeleton.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use integration_tests::{sandbox, CniCall};
+use serde_json::{json, Value};
+
+const ALL: [&str; 7] = [
+    "0.1.0", "0.2.0", "0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0",
+];
+
+fn conf(version: &str) -> Value {
+    json!({"cniVersion": version, "name": "proto", "type": "loopback"})
+}
+
+fn lo_is_up(sb: &integration_tests::Sandbox, ns: &str) -> bool {
+    sb.link(Some(ns), "lo").unwrap()["flags"]
+        .as_array()
+        .unwrap()
+        .contains(&json!("UP"))
+}
+
+#[test]
+fn s01_version_ignores_stdin_and_lists_all_versions() {
+    sandbox(|_| {
+        let v = CniCall::new("loopback", "VERSION")
+            .stdin("{not json")
+            .run()
+            .ok();
+        assert_eq!(v["supportedVersions"], json!(ALL));
+        assert!(v["cniVersion"].is_string());
+        // The spec asks VERSION to echo a supported input version.
+        let v = CniCall::new("loopback", "VERSION")
+            .conf(&conf("0.4.0"))
+            .run()
+            .ok();
+        assert_eq!(v["cniVersion"], "0.4.0");
+    });
+}
+
+#[test]
+fn s02_no_command_prints_about_on_stderr_only() {
+    sandbox(|_| {
+        let out = CniCall::new("loopback", "ADD").unset("CNI_COMMAND").run();
+        assert_eq!(out.code, 0);
+        assert!(
+            out.stdout.is_empty(),
+            "stdout must stay empty: {}",
+            out.stdout
+        );
+        assert!(out.stderr.contains("1.1.0"), "{}", out.stderr);
+    });
+}
+
+#[test]
+fn s03_unknown_command() {
+    sandbox(|_| {
+        let (code, msg) = CniCall::new("loopback", "FOO")
+            .conf(&conf("1.1.0"))
+            .run()
+            .err();
+        assert_eq!(code, 4);
+        assert!(msg.contains("unknown CNI_COMMAND: FOO"), "{msg}");
+    });
+}
+
+#[test]
+fn s04_missing_env_is_named_and_nothing_changes() {
+    sandbox(|sb| {
+        let ns = sb.netns("c");
+        sb.sh("ip -n c link set lo down");
+        for var in ["CNI_CONTAINERID", "CNI_NETNS", "CNI_IFNAME", "CNI_PATH"] {
+            let (code, msg) = CniCall::new("loopback", "ADD")
+                .attachment("c1", &ns, "eth0")
+                .unset(var)
+                .conf(&conf("1.1.0"))
+                .run()
+                .err();
+            assert_eq!(code, 4, "{var}: {msg}");
+            assert!(msg.contains(var), "{var} not named: {msg}");
+            // An empty value counts as missing.
+            let (code, _) = CniCall::new("loopback", "ADD")
+                .attachment("c1", &ns, "eth0")
+                .env(var, "")
+                .conf(&conf("1.1.0"))
+                .run()
+                .err();
+            assert_eq!(code, 4);
+        }
+        // All missing ones are named in one error.
+        let (_, msg) = CniCall::new("loopback", "ADD")
+            .unset("CNI_PATH")
+            .conf(&conf("1.1.0"))
+            .run()
+            .err();
+        for var in ["CNI_CONTAINERID", "CNI_NETNS", "CNI_IFNAME", "CNI_PATH"] {
+            assert!(msg.contains(var), "{var} not named: {msg}");
+        }
+        assert!(!lo_is_up(sb, "c"), "a rejected call changed the namespace");
+    });
+}
+
+#[test]
+fn s05_del_without_netns_succeeds() {
+    sandbox(|_| {
+        CniCall::new("loopback", "DEL")
+            .env("CNI_CONTAINERID", "c1")
+            .env("CNI_IFNAME", "eth0")
+            .conf(&conf("1.1.0"))
+            .run()
+            .ok();
+    });
+}
+
+#[test]
+fn s06_s07_ifname_and_container_id_rules() {
+    sandbox(|sb| {
+        let ns = sb.netns("c");
+        for bad in ["abcdefghijklmnop", "a/b", ".", "..", "a:b", "a b", "a\tb"] {
+            let (code, msg) = CniCall::new("loopback", "ADD")
+                .attachment("c1", &ns, bad)
+                .conf(&conf("1.1.0"))
+                .run()
+                .err();
+            assert_eq!(code, 4, "ifname {bad:?}: {msg}");
+        }
+        let (_, msg) = CniCall::new("loopback", "ADD")
+            .attachment("c1", &ns, "abcdefghijklmnop")
+            .conf(&conf("1.1.0"))
+            .run()
+            .err();
+        assert!(msg.contains("interface name is too long"), "{msg}");
+        // 15 bytes is the kernel's limit and is fine.
+        CniCall::new("loopback", "ADD")
+            .attachment("c1", &ns, "abcdefghijklmno")
+            .conf(&conf("1.1.0"))
+            .run()
+            .ok();
+        for bad in ["-bad", "bad id", "a/b", "_x"] {
+            let (code, msg) = CniCall::new("loopback", "ADD")
+                .attachment(bad, &ns, "eth0")
+                .conf(&conf("1.1.0"))
+                .run()
+                .err();
+            assert_eq!(code, 4, "cid {bad:?}: {msg}");
+            assert!(msg.contains("invalid characters in containerID"), "{msg}");
+        }
+    });
+}
+
+#[test]
+fn s08_bad_json_is_a_decode_error_for_add_and_del() {
+    sandbox(|sb| {
+        let ns = sb.netns("c");
+        for verb in ["ADD", "DEL"] {
+            for stdin in ["", "{", "[1,2", "null"] {
+                let (code, msg) = CniCall::new("loopback", verb)
+                    .attachment("c1", &ns, "eth0")
+                    .stdin(stdin)
+                    .run()
+                    .err();
+                assert_eq!(code, 6, "{verb} {stdin:?}: {msg}");
+            }
+        }
+    });
+}
+
+#[test]
+fn s09_network_name_rules() {
+    sandbox(|sb| {
+        let ns = sb.netns("c");
+        let (code, msg) = CniCall::new("loopback", "ADD")
+            .attachment("c1", &ns, "eth0")
+            .conf(&json!({"cniVersion": "1.1.0", "type": "loopback"}))
+            .run()
+            .err();
+        assert_eq!(code, 7);
+        assert!(msg.contains("missing network name"), "{msg}");
+        for bad in ["a/b", "a b", "../x"] {
+            let (code, msg) = CniCall::new("loopback", "ADD")
+                .attachment("c1", &ns, "eth0")
+                .conf(&json!({"cniVersion": "1.1.0", "name": bad, "type": "loopback"}))
+                .run()
+                .err();
+            assert_eq!(code, 7, "{bad:?}: {msg}");
+        }
+    });
+}
+
+#[test]
+fn s10_unsupported_version_lists_supported_ones() {
+    sandbox(|sb| {
+        let ns = sb.netns("c");
+        for verb in ["ADD", "DEL"] {
+            let out = CniCall::new("loopback", verb)
+                .attachment("c1", &ns, "eth0")
+                .conf(&conf("9.9.9"))
+                .run();
+            let (code, _) = out.err();
+            assert_eq!(code, 1);
+            let details = out.json()["details"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            assert!(
+                details.contains("1.1.0") && details.contains("0.1.0"),
+                "{details}"
+            );
+        }
+        // cniVersions negotiation: the highest supported entry wins, unknown higher ones drop.
+        let r = CniCall::new("loopback", "ADD")
+            .attachment("c1", &ns, "eth0")
+            .conf(&json!({"cniVersion": "0.4.0", "cniVersions": ["0.4.0", "1.0.0", "9.0.0"], "name": "proto", "type": "loopback"}))
+            .run()
+            .ok();
+        assert_eq!(r["cniVersion"], "1.0.0");
+    });
+}
+
+#[test]
+fn s13_check_gc_status_need_recent_versions() {
+    sandbox(|sb| {
+        let ns = sb.netns("c");
+        let (code, msg) = CniCall::new("loopback", "CHECK")
+            .attachment("c1", &ns, "eth0")
+            .conf(&conf("0.3.1"))
+            .run()
+            .err();
+        assert_eq!(code, 1);
+        assert!(msg.contains("config version does not allow CHECK"), "{msg}");
+        for verb in ["GC", "STATUS"] {
+            let (code, _) = CniCall::new("loopback", verb)
+                .conf(&conf("1.0.0"))
+                .run()
+                .err();
+            assert_eq!(code, 1, "{verb}");
+        }
+    });
+}
+
+#[test]
+fn s14_prev_result_version_family() {
+    sandbox(|sb| {
+        let ns = sb.netns("c");
+        let prev = |v: Option<&str>| {
+            let mut p = json!({"interfaces": [{"name": "eth0", "sandbox": ns}],
+                               "ips": [{"version": "4", "interface": 0, "address": "10.1.0.2/24"}]});
+            if let Some(v) = v {
+                p["cniVersion"] = json!(v);
+            }
+            p
+        };
+        let mut c = conf("1.0.0");
+        c["prevResult"] = prev(Some("0.4.0"));
+        let out = CniCall::new("loopback", "ADD")
+            .attachment("c1", &ns, "eth0")
+            .conf(&c)
+            .run();
+        assert_ne!(
+            out.code, 0,
+            "a 0.4.0 prevResult under a 1.0.0 config must fail"
+        );
+        out.err();
+        c["prevResult"] = prev(None);
+        let r = CniCall::new("loopback", "ADD")
+            .attachment("c1", &ns, "eth0")
+            .conf(&c)
+            .run()
+            .ok();
+        assert_eq!(r["ips"][0]["address"], "10.1.0.2/24");
+    });
+}
+
+#[test]
+fn s16_cni_args() {
+    sandbox(|sb| {
+        let ns = sb.netns("c");
+        let call = |args: &str| {
+            CniCall::new("loopback", "ADD")
+                .attachment("c1", &ns, "eth0")
+                .env("CNI_ARGS", args)
+                .conf(&conf("1.1.0"))
+                .run()
+        };
+        let (_, msg) = call("K8S_POD_NAME=x;IP=10.0.0.2").err();
+        assert!(msg.contains("unknown args"), "{msg}");
+        call("IgnoreUnknown=1;K8S_POD_NAMESPACE=ns;K8S_POD_NAME=x;K8S_POD_INFRA_CONTAINER_ID=abc;K8S_POD_UID=u").ok();
+        call("K8S_POD_UID=u;IgnoreUnknown=true;K8S_POD_NAME=x").ok();
+        let (_, msg) = call("badpair").err();
+        assert!(msg.contains("invalid pair"), "{msg}");
+        let (_, msg) = call("IgnoreUnknown=1;A=b=c").err();
+        assert!(msg.contains("invalid pair"), "{msg}");
+    });
+}
+
+#[test]
+fn s18_netns_path_problems() {
+    sandbox(|sb| {
+        let missing = std::path::Path::new("/run/netns/absent");
+        let (_, msg) = CniCall::new("loopback", "ADD")
+            .attachment("c1", missing, "eth0")
+            .conf(&conf("1.1.0"))
+            .run()
+            .err();
+        assert!(msg.contains("/run/netns/absent"), "{msg}");
+        let plain = sb.dir("x").join("plain");
+        std::fs::write(&plain, b"").unwrap();
+        let (_, msg) = CniCall::new("loopback", "ADD")
+            .attachment("c1", &plain, "eth0")
+            .conf(&conf("1.1.0"))
+            .run()
+            .err();
+        assert!(msg.contains("unknown FS magic"), "{msg}");
+    });
+}
