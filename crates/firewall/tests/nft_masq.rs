@@ -1,0 +1,104 @@
+//! Root integration tests of the nftables backend against the real kernel, each in private
+//! namespaces (see common/mod.rs).
+
+mod common;
+
+use common::*;
+use firewall::{firewall, Backend};
+
+#[test]
+fn nft_add_list_del_gc_check() {
+    in_netns(|| {
+        let fw = firewall(Backend::Nftables);
+        // DEL and GC before anything exists: nothing to do, Ok.
+        fw.del_masquerade("n1", "c1", "eth0").unwrap();
+        fw.gc_masquerade("n1", &[]).unwrap();
+
+        let c1 = [
+            rule("n1", "c1", "eth0", "10.22.0.5/24"),
+            rule("n1", "c1", "eth0", "fd00:22::5/64"),
+        ];
+        let c2 = [rule("n1", "c2", "eth0", "10.22.0.6/24")];
+        fw.add_masquerade(&c1).unwrap();
+        fw.add_masquerade(&c2).unwrap();
+        println!("{}", run("nft", &["list", "table", "inet", "rcni"]));
+        let elems = nft_elems();
+        assert_eq!(elems.len(), 3, "{elems:?}");
+        let find = |ip: &str| elems.iter().find(|e| e.1 == ip).cloned().unwrap();
+        let e5 = find("10.22.0.5");
+        assert_eq!(e5.0, "masq4");
+        assert!(e5.2.contains("id: c1, if: eth0"), "{e5:?}");
+        assert!(e5.3.starts_with("masq_") && e5.3.ends_with("_10_22_0_0_nm24"));
+        assert_eq!(find("fd00:22::5").0, "masq6");
+        assert!(find("10.22.0.6").2.contains("id: c2"));
+        fw.check_masquerade(&c1).unwrap();
+        fw.check_masquerade(&c2).unwrap();
+
+        // Idempotent: the same ADD again changes nothing.
+        let listing = run("nft", &["list", "table", "inet", "rcni"]);
+        fw.add_masquerade(&c1).unwrap();
+        assert_eq!(run("nft", &["list", "table", "inet", "rcni"]), listing);
+
+        // DEL needs no address and removes only c1; the v6 chain goes with its last element.
+        fw.del_masquerade("n1", "c1", "eth0").unwrap();
+        let elems = nft_elems();
+        assert_eq!(elems.len(), 1, "{elems:?}");
+        assert_eq!(elems[0].1, "10.22.0.6");
+        let chains = nft_chains();
+        assert!(chains.iter().any(|c| c.ends_with("_10_22_0_0_nm24")));
+        assert!(!chains.iter().any(|c| c.ends_with("_nm64")), "{chains:?}");
+        fw.del_masquerade("n1", "c1", "eth0").unwrap();
+
+        // CHECK names what is missing.
+        let err = fw.check_masquerade(&c1).unwrap_err().to_string();
+        assert!(err.contains("10.22.0.5"), "{err}");
+
+        // GC keeps only listed attachments of its own network.
+        fw.add_masquerade(&[rule("n1", "c3", "eth0", "10.22.0.7/24")])
+            .unwrap();
+        fw.add_masquerade(&[rule("n2", "c9", "eth0", "10.33.0.9/24")])
+            .unwrap();
+        fw.gc_masquerade("n1", &[("c2".into(), "eth0".into())])
+            .unwrap();
+        let mut ips: Vec<String> = nft_elems().into_iter().map(|e| e.1).collect();
+        ips.sort();
+        assert_eq!(ips, vec!["10.22.0.6", "10.33.0.9"]);
+        fw.gc_masquerade("n1", &[]).unwrap();
+        let chains = nft_chains();
+        assert!(
+            !chains.iter().any(|c| c.ends_with("_10_22_0_0_nm24")),
+            "{chains:?}"
+        );
+        assert_eq!(nft_elems().len(), 1);
+    });
+}
+
+#[test]
+fn nft_address_takeover_and_check_detects_foreign_owner() {
+    in_netns(|| {
+        let fw = firewall(Backend::Nftables);
+        let old = [rule("n1", "old", "eth0", "10.22.0.5/24")];
+        let new = [rule("n1", "new", "eth0", "10.22.0.5/24")];
+        fw.add_masquerade(&old).unwrap();
+        // a missed DEL left `old`; the address is reused: the new owner takes it over
+        fw.add_masquerade(&new).unwrap();
+        let elems = nft_elems();
+        assert_eq!(elems.len(), 1);
+        assert!(elems[0].2.contains("id: new"), "{elems:?}");
+        let err = fw.check_masquerade(&old).unwrap_err().to_string();
+        assert!(err.contains("belongs to"), "{err}");
+        // the old owner's DEL must not remove the new owner's element
+        fw.del_masquerade("n1", "old", "eth0").unwrap();
+        fw.check_masquerade(&new).unwrap();
+    });
+}
+
+#[test]
+fn nft_auto_backend_in_netns() {
+    in_netns(|| {
+        assert!(firewall::nft_available());
+        assert_eq!(firewall::choose_backend(None).unwrap(), Backend::Nftables);
+        // the probe creates nothing
+        assert!(nft_chains().is_empty());
+    });
+}
