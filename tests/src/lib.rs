@@ -238,6 +238,14 @@ impl Sandbox {
         panic!("{dev} did not come up");
     }
 
+    /// Addresses of an interface without IPv6 link-local ones (which the kernel adds itself).
+    pub fn global_addrs(&self, ns: Option<&str>, dev: &str) -> Vec<String> {
+        self.addrs(ns, dev)
+            .into_iter()
+            .filter(|a| !a.starts_with("fe80:"))
+            .collect()
+    }
+
     /// `ping -c1` from a namespace; true when a reply came back.
     pub fn ping(&self, ns: &str, addr: &str) -> bool {
         self.exec_in(ns, &format!("ping -c1 -W2 {addr} >/dev/null 2>&1"))

@@ -1,0 +1,774 @@
+//! `bridge`: a docker0-style bridge, one veth pair per attachment, delegated IPAM, gateway,
+//! masquerade. Behaviour follows the reference plugin (cni-reference.md §2.1–2.3) with three
+//! deliberate differences, each a bug users hit with the reference:
+//! - any ADD failure after the first change rolls back everything this call created (veth,
+//!   lease, masquerade entries) in LIFO order; the reference leaves a DOWN veth when IPAM fails;
+//! - DEL with an empty or vanished CNI_NETNS still removes the masquerade entries, which the
+//!   firewall finds by owner (network, container, ifname) rather than by IP (plugins#810);
+//! - CHECK of an L2-only bridge (no IPAM) succeeds instead of failing on a missing IPAM type.
+//!
+//! The bridge itself, its gateway addresses and the host sysctls are shared by every attachment
+//! of the network and are never removed, as with the reference.
+
+mod config;
+
+use std::net::IpAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use cni::delegate;
+use cni::error::{codes, CniError};
+use cni::result::{CniResult, Interface, Route};
+use cni::skel::{CmdArgs, Plugin};
+pub use config::BridgeConf;
+use firewall::{Firewall, MasqRule};
+use ipnet::IpNet;
+use kernel::mac::{format_mac, random_veth_name};
+use kernel::netlink::{Link, Netlink, NetlinkOps, RouteSpec, VethSpec};
+use kernel::netns::NetNs;
+use kernel::sysctl;
+
+/// The bridge plugin.
+pub struct Bridge;
+
+/// `IFA_F_TENTATIVE`: the address is still being checked by DAD.
+const IFA_F_TENTATIVE: u32 = 0x40;
+/// `IFA_F_DADFAILED`: DAD found a duplicate.
+const IFA_F_DADFAILED: u32 = 0x08;
+
+fn kerr(ctx: impl std::fmt::Display) -> impl FnOnce(kernel::error::Error) -> CniError {
+    move |e| CniError::internal(format!("{ctx}: {e}"))
+}
+
+fn fwerr(ctx: impl std::fmt::Display) -> impl FnOnce(firewall::Error) -> CniError {
+    move |e| CniError::internal(format!("{ctx}: {e}"))
+}
+
+/// What an ADD has created so far, undone in reverse order when a later step fails.
+enum Undo {
+    HostVeth(u32),
+    Lease(String),
+    Masquerade(Box<dyn Firewall>),
+}
+
+struct Attachment<'a> {
+    args: &'a CmdArgs,
+    conf: BridgeConf,
+    host: Netlink,
+}
+
+impl Attachment<'_> {
+    fn rollback(&mut self, undo: Vec<Undo>) {
+        for step in undo.into_iter().rev() {
+            let outcome = match step {
+                Undo::Masquerade(fw) => fw
+                    .del_masquerade(
+                        &self.conf.network,
+                        &self.args.container_id,
+                        &self.args.ifname,
+                    )
+                    .map_err(|e| e.to_string()),
+                Undo::Lease(ipam_type) => {
+                    delegate::delegate_del(&ipam_type, &self.args.stdin, self.args)
+                        .map_err(|e| e.msg)
+                }
+                Undo::HostVeth(index) => self.host.link_del(index).map_err(|e| e.to_string()),
+            };
+            if let Err(e) = outcome {
+                eprintln!("bridge: rollback step failed: {e}");
+            }
+        }
+    }
+}
+
+/// Create the bridge or reuse it; it must really be a bridge.
+fn ensure_bridge(host: &mut Netlink, conf: &BridgeConf) -> Result<Link, CniError> {
+    let existing = host
+        .link_by_name(&conf.bridge)
+        .map_err(kerr("lookup bridge"))?;
+    let link = match existing {
+        Some(l) => l,
+        None => {
+            match host.bridge_add(&conf.bridge, conf.mtu) {
+                Ok(()) => {}
+                // Another ADD created it between our lookup and our request: fine.
+                Err(e) if e.is_exists() => {}
+                Err(e) => {
+                    return Err(kerr(format!("failed to create bridge {:?}", conf.bridge))(
+                        e,
+                    ))
+                }
+            }
+            host.link_by_name(&conf.bridge)
+                .map_err(kerr("lookup bridge"))?
+                .ok_or_else(|| CniError::internal(format!("bridge {:?} vanished", conf.bridge)))?
+        }
+    };
+    if link.kind.as_deref() != Some("bridge") {
+        return Err(CniError::internal(format!(
+            "{:?} already exists but is not a bridge",
+            conf.bridge
+        )));
+    }
+    if conf.promisc_mode && !link.promisc {
+        host.link_set_promisc(link.index, true)
+            .map_err(kerr("set bridge promiscuous"))?;
+    }
+    // Router advertisements on the bridge would give the host addresses in container subnets.
+    let _ = sysctl::write(&format!("net/ipv6/conf/{}/accept_ra", conf.bridge), "0");
+    if !link.up {
+        host.link_set_up(link.index)
+            .map_err(kerr("set bridge up"))?;
+    }
+    Ok(link)
+}
+
+/// The first usable address of a subnet (network + 1), the reference's default gateway.
+fn default_gateway(net: &IpNet) -> Option<IpAddr> {
+    match net.trunc() {
+        IpNet::V4(n) => {
+            let v = u32::from(n.network()).checked_add(1)?;
+            Some(IpAddr::V4(v.into()))
+        }
+        IpNet::V6(n) => {
+            let v = u128::from(n.network()).checked_add(1)?;
+            Some(IpAddr::V6(v.into()))
+        }
+    }
+}
+
+fn is_default(net: &IpNet) -> bool {
+    net.prefix_len() == 0
+}
+
+fn choose_firewall(conf: &BridgeConf) -> Result<Box<dyn Firewall>, CniError> {
+    let backend = firewall::choose_backend(conf.ip_masq_backend.as_deref())
+        .map_err(fwerr("choose firewall backend"))?;
+    Ok(firewall::firewall(backend))
+}
+
+/// Put `gw` (with the container subnet's prefix) on the bridge, honouring forceAddress.
+fn ensure_bridge_addr(
+    host: &mut Netlink,
+    bridge: &Link,
+    gw: IpNet,
+    force: bool,
+) -> Result<(), CniError> {
+    let addrs = host
+        .addrs(Some(bridge.index))
+        .map_err(kerr("list bridge addresses"))?;
+    for a in &addrs {
+        if a.addr == gw {
+            return Ok(());
+        }
+        let conflicts = match (a.addr, gw) {
+            // IPv4: a bridge has one gateway address (reference behaviour).
+            (IpNet::V4(_), IpNet::V4(_)) => true,
+            // IPv6: only overlapping prefixes conflict (link-local and other subnets coexist).
+            (IpNet::V6(old), IpNet::V6(new)) => {
+                old.trunc().contains(&new.addr()) || new.trunc().contains(&old.addr())
+            }
+            _ => false,
+        };
+        if conflicts {
+            if !force {
+                return Err(CniError::internal(format!(
+                    "{:?} already has an IP address different from {gw}",
+                    bridge.name
+                )));
+            }
+            host.addr_del(bridge.index, a.addr)
+                .map_err(kerr(format!("remove {} from bridge", a.addr)))?;
+        }
+    }
+    match host.addr_add(bridge.index, gw) {
+        Ok(()) => Ok(()),
+        Err(e) if e.is_exists() => Ok(()),
+        Err(e) => Err(kerr(format!("add {gw} to bridge"))(e)),
+    }
+}
+
+/// Sysctls of the container end, written inside the container's namespace.
+fn container_sysctls(
+    ns: &NetNs,
+    ifname: &str,
+    conf: &BridgeConf,
+    has_v6: bool,
+) -> Result<(), CniError> {
+    let ifname = ifname.to_string();
+    let enabledad = conf.enabledad;
+    let outcome = ns
+        .run(move || -> Result<(), String> {
+            // Gratuitous ARP on address changes so neighbours learn the new MAC at once.
+            sysctl::write(&format!("net/ipv4/conf/{ifname}/arp_notify"), "1")
+                .map_err(|e| e.to_string())?;
+            if has_v6 {
+                for dev in ["lo", ifname.as_str()] {
+                    sysctl::write(&format!("net/ipv6/conf/{dev}/disable_ipv6"), "0")
+                        .map_err(|e| e.to_string())?;
+                }
+                sysctl::write(&format!("net/ipv6/conf/{ifname}/keep_addr_on_down"), "1")
+                    .map_err(|e| e.to_string())?;
+                // DAD adds ~2 s to every ADD (plugins#680); opt in with enabledad.
+                let dad = if enabledad { "1" } else { "0" };
+                sysctl::write(&format!("net/ipv6/conf/{ifname}/accept_dad"), dad)
+                    .map_err(|e| e.to_string())?;
+                if enabledad {
+                    let _ = sysctl::write(&format!("net/ipv6/conf/{ifname}/enhanced_dad"), "1");
+                }
+            } else {
+                let _ = sysctl::write(&format!("net/ipv6/conf/{ifname}/accept_dad"), "0");
+            }
+            Ok(())
+        })
+        .map_err(kerr("enter container netns"))?;
+    outcome.map_err(|e| CniError::internal(format!("container sysctl: {e}")))
+}
+
+/// Wait until no IPv6 address of the link is tentative; a failed DAD is an error.
+fn wait_for_dad(cont: &mut Netlink, index: u32) -> Result<(), CniError> {
+    for _ in 0..100 {
+        let addrs = cont
+            .addrs(Some(index))
+            .map_err(kerr("list container addresses"))?;
+        if let Some(bad) = addrs.iter().find(|a| a.flags & IFA_F_DADFAILED != 0) {
+            return Err(CniError::internal(format!(
+                "IPv6 address {} failed duplicate address detection",
+                bad.addr
+            )));
+        }
+        if !addrs
+            .iter()
+            .any(|a| a.addr.addr().is_ipv6() && a.flags & IFA_F_TENTATIVE != 0)
+        {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Err(CniError::internal(
+        "IPv6 addresses still tentative after 5 s",
+    ))
+}
+
+/// Wait for the host end to forward (operstate UP), with the reference's back-off (plugins#463).
+fn wait_for_port(host: &mut Netlink, index: u32) -> Result<(), CniError> {
+    let mut state = String::from("unknown");
+    for delay in [0u64, 50, 500, 1000, 1000] {
+        std::thread::sleep(Duration::from_millis(delay));
+        match host
+            .link_by_index(index)
+            .map_err(kerr("lookup host veth"))?
+        {
+            Some(l) if l.oper_up => return Ok(()),
+            Some(_) => state = "down".into(),
+            None => state = "missing".into(),
+        }
+    }
+    Err(CniError::internal(format!(
+        "bridge port in error state: {state}"
+    )))
+}
+
+fn netns_path(args: &CmdArgs) -> Result<&Path, CniError> {
+    args.netns.as_deref().ok_or_else(|| {
+        CniError::new(
+            codes::INVALID_ENV,
+            "required env variables [CNI_NETNS] missing",
+        )
+    })
+}
+
+fn open_netns(path: &Path) -> Result<NetNs, CniError> {
+    NetNs::open(path).map_err(|e| {
+        CniError::new(
+            codes::INVALID_NETNS,
+            format!("failed to open netns {}: {e}", path.display()),
+        )
+    })
+}
+
+impl Attachment<'_> {
+    fn add(
+        &mut self,
+        ns: &NetNs,
+        cont: &mut Netlink,
+        undo: &mut Vec<Undo>,
+    ) -> Result<CniResult, CniError> {
+        let args = self.args;
+        let conf = self.conf.clone();
+        let bridge = ensure_bridge(&mut self.host, &conf)?;
+
+        // One NEWLINK: the container end is born in CNI_NETNS under its final name.
+        let mut host_name = String::new();
+        for attempt in 0..10 {
+            let name = random_veth_name();
+            let spec = VethSpec {
+                host_name: &name,
+                peer_name: &args.ifname,
+                peer_netns: ns,
+                mtu: conf.mtu,
+                peer_mac: conf.mac,
+            };
+            match self.host.veth_add(&spec) {
+                Ok(()) => {
+                    host_name = name;
+                    break;
+                }
+                Err(e) if e.is_exists() && attempt < 9 => {
+                    // A random host name clashed, or the container end appeared meanwhile.
+                    if cont
+                        .link_by_name(&args.ifname)
+                        .map_err(kerr("lookup"))?
+                        .is_some()
+                    {
+                        return Err(CniError::internal(format!(
+                            "container veth name {:?} already exists",
+                            args.ifname
+                        )));
+                    }
+                }
+                Err(e) => return Err(kerr("failed to create veth pair")(e)),
+            }
+        }
+        let host_veth = self
+            .host
+            .link_by_name(&host_name)
+            .map_err(kerr("lookup host veth"))?
+            .ok_or_else(|| CniError::internal(format!("host veth {host_name} vanished")))?;
+        undo.push(Undo::HostVeth(host_veth.index));
+
+        self.host
+            .link_set_master(host_veth.index, bridge.index)
+            .map_err(kerr("attach host veth to bridge"))?;
+        if conf.hairpin_mode || conf.port_isolation {
+            self.host
+                .brport_set(
+                    host_veth.index,
+                    conf.hairpin_mode.then_some(true),
+                    conf.port_isolation.then_some(true),
+                )
+                .map_err(kerr("set bridge port flags"))?;
+        }
+        let _ = sysctl::write(&format!("net/ipv6/conf/{host_name}/accept_ra"), "0");
+        self.host
+            .link_set_up(host_veth.index)
+            .map_err(kerr("set host veth up"))?;
+
+        let mut result = match &conf.ipam_type {
+            Some(ipam_type) => {
+                let r = delegate::delegate_add(ipam_type, &args.stdin, args)?;
+                undo.push(Undo::Lease(ipam_type.clone()));
+                if r.ips.is_empty() {
+                    return Err(CniError::internal("IPAM plugin returned missing IP config"));
+                }
+                r
+            }
+            None => CniResult::default(),
+        };
+        result.cni_version = args.version.as_str().to_string();
+
+        // Gateways per family: the IPAM's, or network+1 when we are the gateway.
+        let mut gw4: Option<(IpAddr, IpNet)> = None;
+        let mut gw6: Option<(IpAddr, IpNet)> = None;
+        for ip in &mut result.ips {
+            ip.interface = Some(2);
+            if conf.is_gateway && ip.gateway.is_none() {
+                ip.gateway = default_gateway(&ip.address);
+            }
+            if let Some(gw) = ip.gateway {
+                let slot = if gw.is_ipv4() { &mut gw4 } else { &mut gw6 };
+                if slot.is_none() {
+                    *slot = Some((gw, ip.address));
+                }
+            }
+        }
+        if conf.is_default_gateway {
+            for (gw, _) in [gw4, gw6].into_iter().flatten() {
+                let has_default = result.routes.iter().any(|r| {
+                    is_default(&r.dst) && r.dst.addr().is_ipv4() == gw.is_ipv4() && r.gw.is_some()
+                });
+                if !has_default {
+                    let dst = if gw.is_ipv4() {
+                        IpNet::V4(Default::default())
+                    } else {
+                        IpNet::V6(Default::default())
+                    };
+                    result.routes.push(Route::new(dst, Some(gw)));
+                }
+            }
+        }
+
+        let cont_link = cont
+            .link_by_name(&args.ifname)
+            .map_err(kerr("lookup container veth"))?
+            .ok_or_else(|| {
+                CniError::internal(format!("container veth {} vanished", args.ifname))
+            })?;
+        if !conf.disable_container_interface {
+            let has_v6 = result.ips.iter().any(|ip| ip.address.addr().is_ipv6());
+            container_sysctls(ns, &args.ifname, &conf, has_v6)?;
+            for ip in &result.ips {
+                cont.addr_add(cont_link.index, ip.address)
+                    .map_err(kerr(format!("add {} to {}", ip.address, args.ifname)))?;
+            }
+            cont.link_set_up(cont_link.index)
+                .map_err(kerr("set container veth up"))?;
+            if has_v6 && conf.enabledad {
+                wait_for_dad(cont, cont_link.index)?;
+            }
+            for r in &result.routes {
+                let family_gw = if r.dst.addr().is_ipv4() { gw4 } else { gw6 };
+                let spec = RouteSpec {
+                    dst: r.dst,
+                    gw: r.gw.or(family_gw.map(|(g, _)| g)),
+                    oif: Some(cont_link.index),
+                    table: r.table,
+                    priority: r.priority,
+                    scope: r.scope,
+                    mtu: None,
+                };
+                cont.route_add(&spec)
+                    .map_err(kerr(format!("add route {} in container", r.dst)))?;
+            }
+        }
+
+        if conf.is_gateway {
+            for (gw, subnet) in [gw4, gw6].into_iter().flatten() {
+                let gw_net = IpNet::new(gw, subnet.prefix_len())
+                    .map_err(|e| CniError::internal(format!("gateway {gw}: {e}")))?;
+                ensure_bridge_addr(&mut self.host, &bridge, gw_net, conf.force_address)?;
+                let key = if gw.is_ipv4() {
+                    "net/ipv4/ip_forward"
+                } else {
+                    "net/ipv6/conf/all/forwarding"
+                };
+                sysctl::write_if_different(key, "1").map_err(kerr(format!("enable {key}")))?;
+            }
+            // Pin the bridge MAC: a bridge otherwise takes the lowest MAC of its ports, and
+            // every change breaks neighbours' ARP caches and conntrack (cni#285, plugins#60).
+            let fresh = self
+                .host
+                .link_by_index(bridge.index)
+                .map_err(kerr("lookup bridge"))?;
+            if let Some(mac) = fresh.and_then(|l| l.mac) {
+                self.host
+                    .link_set_mac(bridge.index, mac)
+                    .map_err(kerr("pin bridge MAC"))?;
+            }
+        }
+
+        if conf.ip_masq && !result.ips.is_empty() {
+            let fw = choose_firewall(&conf)?;
+            let rules: Vec<MasqRule> = result
+                .ips
+                .iter()
+                .map(|ip| MasqRule {
+                    network: conf.network.clone(),
+                    container_id: args.container_id.clone(),
+                    ifname: args.ifname.clone(),
+                    addr: ip.address,
+                })
+                .collect();
+            fw.add_masquerade(&rules).map_err(fwerr("ipMasq"))?;
+            undo.push(Undo::Masquerade(fw));
+        }
+
+        if !conf.disable_container_interface {
+            wait_for_port(&mut self.host, host_veth.index)?;
+        }
+
+        // Re-read MACs: enslaving and pinning may have changed them (plugins PR #809).
+        let bridge_now = self
+            .host
+            .link_by_index(bridge.index)
+            .map_err(kerr("lookup bridge"))?;
+        let host_now = self
+            .host
+            .link_by_index(host_veth.index)
+            .map_err(kerr("lookup host veth"))?;
+        let cont_now = cont
+            .link_by_index(cont_link.index)
+            .map_err(kerr("lookup container veth"))?;
+        let mac_of = |l: Option<Link>| {
+            l.and_then(|l| l.mac)
+                .map(|m| format_mac(&m))
+                .unwrap_or_default()
+        };
+        result.interfaces = vec![
+            Interface {
+                name: conf.bridge.clone(),
+                mac: mac_of(bridge_now),
+                ..Default::default()
+            },
+            Interface {
+                name: host_name,
+                mac: mac_of(host_now),
+                ..Default::default()
+            },
+            Interface {
+                name: args.ifname.clone(),
+                mac: mac_of(cont_now),
+                sandbox: netns_path(args)?.display().to_string(),
+                ..Default::default()
+            },
+        ];
+        if let Some(dns) = &conf.dns {
+            result.dns = dns.clone();
+        }
+        Ok(result)
+    }
+}
+
+impl Plugin for Bridge {
+    fn known_args(&self) -> &'static [&'static str] {
+        // IP is for the IPAM delegate (Podman passes static IPs only this way).
+        &["IP", "MAC"]
+    }
+
+    fn add(&self, args: &CmdArgs) -> Result<CniResult, CniError> {
+        let conf = BridgeConf::load(args)?;
+        conf.refuse_unsupported()?;
+        let ns = open_netns(netns_path(args)?)?;
+        let mut cont = Netlink::open_in(&ns).map_err(kerr("netlink in container netns"))?;
+        // The spec requires an error when the interface exists; check before creating anything.
+        if cont
+            .link_by_name(&args.ifname)
+            .map_err(kerr("lookup"))?
+            .is_some()
+        {
+            return Err(CniError::internal(format!(
+                "container veth name {:?} already exists",
+                args.ifname
+            )));
+        }
+        let host = Netlink::open().map_err(kerr("netlink"))?;
+        let mut attachment = Attachment { args, conf, host };
+        let mut undo = Vec::new();
+        match attachment.add(&ns, &mut cont, &mut undo) {
+            Ok(result) => Ok(result),
+            Err(e) => {
+                attachment.rollback(undo);
+                Err(e)
+            }
+        }
+    }
+
+    fn del(&self, args: &CmdArgs) -> Result<(), CniError> {
+        let conf = BridgeConf::load(args)?;
+        // DEL is best effort: every step runs, the first error is reported at the end.
+        let mut errors: Vec<CniError> = Vec::new();
+        if let Some(path) = args.netns.as_deref() {
+            match NetNs::open(path) {
+                Ok(ns) => {
+                    let outcome = Netlink::open_in(&ns).and_then(|mut cont| {
+                        match cont.link_by_name(&args.ifname)? {
+                            // Deleting the container end deletes its host peer too.
+                            Some(link) => cont.link_del(link.index),
+                            None => Ok(()),
+                        }
+                    });
+                    if let Err(e) = outcome {
+                        if !e.is_not_found() {
+                            errors.push(kerr(format!("delete {}", args.ifname))(e));
+                        }
+                    }
+                }
+                // The runtime already removed the namespace: the veth died with it.
+                Err(e) if e.is_not_found() => {}
+                Err(e) => eprintln!(
+                    "bridge: DEL: ignoring unusable netns {}: {e}",
+                    path.display()
+                ),
+            }
+        }
+        if let Some(ipam_type) = &conf.ipam_type {
+            if let Err(e) = delegate::delegate_del(ipam_type, &args.stdin, args) {
+                errors.push(e);
+            }
+        }
+        if conf.ip_masq {
+            let outcome = choose_firewall(&conf).and_then(|fw| {
+                fw.del_masquerade(&conf.network, &args.container_id, &args.ifname)
+                    .map_err(fwerr("remove ipMasq"))
+            });
+            if let Err(e) = outcome {
+                errors.push(e);
+            }
+        }
+        match errors.into_iter().next() {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    fn check(&self, args: &CmdArgs) -> Result<(), CniError> {
+        let conf = BridgeConf::load(args)?;
+        let prev = args
+            .prev_result()?
+            .ok_or_else(|| CniError::new(codes::INVALID_CONFIG, "Required prevResult missing"))?;
+        // An L2-only bridge has no IPAM to ask (the reference wrongly fails here).
+        if let Some(ipam_type) = &conf.ipam_type {
+            delegate::delegate_check(ipam_type, &args.stdin, args)?;
+        }
+        let path = netns_path(args)?;
+        let ns = open_netns(path)?;
+        let mut host = Netlink::open().map_err(kerr("netlink"))?;
+        let mut cont = Netlink::open_in(&ns).map_err(kerr("netlink in container netns"))?;
+
+        let br_iface = prev
+            .interfaces
+            .iter()
+            .find(|i| i.name == conf.bridge && i.sandbox.is_empty())
+            .ok_or_else(|| {
+                CniError::internal(format!("bridge {} not found in prevResult", conf.bridge))
+            })?;
+        let br = host
+            .link_by_name(&conf.bridge)
+            .map_err(kerr("lookup bridge"))?
+            .ok_or_else(|| CniError::internal(format!("bridge {} does not exist", conf.bridge)))?;
+        if br.kind.as_deref() != Some("bridge") {
+            return Err(CniError::internal(format!(
+                "{} is not a bridge",
+                conf.bridge
+            )));
+        }
+        let br_mac = br.mac.map(|m| format_mac(&m)).unwrap_or_default();
+        if !br_iface.mac.is_empty() && !br_iface.mac.eq_ignore_ascii_case(&br_mac) {
+            return Err(CniError::internal(format!(
+                "bridge {} MAC {br_mac} does not match {} from prevResult",
+                conf.bridge, br_iface.mac
+            )));
+        }
+        if br.promisc != conf.promisc_mode {
+            return Err(CniError::internal(format!(
+                "bridge {} promiscuous mode is {}, config says {}",
+                conf.bridge, br.promisc, conf.promisc_mode
+            )));
+        }
+
+        let sandbox = path.display().to_string();
+        let (pos, cont_iface) = prev
+            .interfaces
+            .iter()
+            .enumerate()
+            .find(|(_, i)| i.name == args.ifname && i.sandbox == sandbox)
+            .ok_or_else(|| {
+                CniError::internal(format!("interface {} not found in prevResult", args.ifname))
+            })?;
+        let link = cont
+            .link_by_name(&args.ifname)
+            .map_err(kerr("lookup container veth"))?
+            .ok_or_else(|| {
+                CniError::internal(format!("interface {} does not exist", args.ifname))
+            })?;
+        if link.kind.as_deref() != Some("veth") {
+            return Err(CniError::internal(format!("{} is not a veth", args.ifname)));
+        }
+        let mac = link.mac.map(|m| format_mac(&m)).unwrap_or_default();
+        if !cont_iface.mac.is_empty() && !cont_iface.mac.eq_ignore_ascii_case(&mac) {
+            return Err(CniError::internal(format!(
+                "interface {} MAC {mac} does not match {} from prevResult",
+                args.ifname, cont_iface.mac
+            )));
+        }
+        let peer = link
+            .peer_index
+            .map(|i| host.link_by_index(i))
+            .transpose()
+            .map_err(kerr("lookup host veth"))?
+            .flatten();
+        if peer.is_none_or(|p| p.master != Some(br.index)) {
+            return Err(CniError::internal(format!(
+                "the host end of {} is not attached to bridge {}",
+                args.ifname, conf.bridge
+            )));
+        }
+
+        if !conf.disable_container_interface {
+            let addrs = cont
+                .addrs(Some(link.index))
+                .map_err(kerr("list addresses"))?;
+            for ip in prev.ips.iter().filter(|ip| ip.interface == Some(pos)) {
+                if !addrs.iter().any(|a| a.addr == ip.address) {
+                    return Err(CniError::internal(format!(
+                        "Failed to match addr {} on interface {}",
+                        ip.address, args.ifname
+                    )));
+                }
+            }
+            for r in &prev.routes {
+                let family = if r.dst.addr().is_ipv4() {
+                    kernel::netlink::Family::V4
+                } else {
+                    kernel::netlink::Family::V6
+                };
+                let routes = cont.routes(family).map_err(kerr("list routes"))?;
+                let found = routes
+                    .iter()
+                    .any(|k| k.dst == r.dst.trunc() && (r.gw.is_none() || k.gw == r.gw));
+                if !found {
+                    let via = r.gw.map(|g| format!(" via {g}")).unwrap_or_default();
+                    return Err(CniError::internal(format!(
+                        "Failed to match route {}{via} in the container",
+                        r.dst
+                    )));
+                }
+            }
+        }
+
+        if conf.ip_masq {
+            let rules: Vec<MasqRule> = prev
+                .ips
+                .iter()
+                .filter(|ip| ip.interface == Some(pos))
+                .map(|ip| MasqRule {
+                    network: conf.network.clone(),
+                    container_id: args.container_id.clone(),
+                    ifname: args.ifname.clone(),
+                    addr: ip.address,
+                })
+                .collect();
+            choose_firewall(&conf)?
+                .check_masquerade(&rules)
+                .map_err(fwerr("ipMasq"))?;
+        }
+        Ok(())
+    }
+
+    fn gc(&self, args: &CmdArgs) -> Result<(), CniError> {
+        let conf = BridgeConf::load(args)?;
+        let valid = args.valid_attachments()?;
+        let mut errors: Vec<CniError> = Vec::new();
+        if conf.ip_masq {
+            let keep: Vec<(String, String)> = valid
+                .iter()
+                .map(|a| (a.container_id.clone(), a.ifname.clone()))
+                .collect();
+            let outcome = choose_firewall(&conf).and_then(|fw| {
+                fw.gc_masquerade(&conf.network, &keep)
+                    .map_err(fwerr("ipMasq GC"))
+            });
+            if let Err(e) = outcome {
+                errors.push(e);
+            }
+        }
+        // GC must be forwarded to delegates (spec §GC).
+        if let Some(ipam_type) = &conf.ipam_type {
+            if let Err(e) = delegate::delegate_gc(ipam_type, &args.stdin, args) {
+                errors.push(e);
+            }
+        }
+        match errors.into_iter().next() {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    fn status(&self, args: &CmdArgs) -> Result<(), CniError> {
+        let conf = BridgeConf::load(args)?;
+        match &conf.ipam_type {
+            Some(ipam_type) => delegate::delegate_status(ipam_type, &args.stdin, args),
+            None => Ok(()),
+        }
+    }
+}

@@ -1,0 +1,538 @@
+//! `bridge` + `host-local` against the real kernel: scenarios 19–42 of cni-reference.md §4 and
+//! real traffic, each test in its own private namespace.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::{Path, PathBuf};
+
+use integration_tests::{sandbox, CniCall, CniOutput, Sandbox};
+use serde_json::{json, Value};
+
+const NET: &str = "brnet";
+
+fn ipam(sb: &Sandbox, subnet: &str) -> Value {
+    json!({"type": "host-local", "subnet": subnet, "dataDir": sb.dir("ipam")})
+}
+
+fn conf(sb: &Sandbox, extra: &Value) -> Value {
+    let mut c = json!({"cniVersion": "1.1.0", "name": NET, "type": "bridge", "bridge": "cni0",
+                       "isGateway": true, "ipam": ipam(sb, "10.22.0.0/24")});
+    for (k, v) in extra.as_object().unwrap() {
+        if v.is_null() {
+            c.as_object_mut().unwrap().remove(k);
+        } else {
+            c[k] = v.clone();
+        }
+    }
+    c
+}
+
+fn call(verb: &str, cid: &str, ns: &Path, c: &Value) -> CniOutput {
+    CniCall::new("bridge", verb)
+        .attachment(cid, ns, "eth0")
+        .conf(c)
+        .run()
+}
+
+fn with_prev(c: &Value, prev: &Value) -> Value {
+    let mut c = c.clone();
+    c["prevResult"] = prev.clone();
+    c
+}
+
+fn leases(sb: &Sandbox) -> Vec<String> {
+    let dir: PathBuf = sb.scratch().join("ipam").join(NET);
+    let mut v: Vec<String> = std::fs::read_dir(&dir)
+        .map(|d| {
+            d.map(|e| e.unwrap().file_name().into_string().unwrap())
+                .filter(|n| n != "lock" && !n.starts_with("last_reserved_ip"))
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+fn host_veths(sb: &Sandbox) -> Vec<String> {
+    sb.link_names(None)
+        .into_iter()
+        .filter(|n| n.starts_with("veth"))
+        .collect()
+}
+
+fn sysctl_in(sb: &Sandbox, ns: Option<&str>, key: &str) -> String {
+    let cmd = format!("cat /proc/sys/{key}");
+    let out = match ns {
+        Some(ns) => sb.exec_in(ns, &cmd),
+        None => sb.try_sh(&cmd),
+    };
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+fn nft_masq_present(sb: &Sandbox, addr: &str) -> bool {
+    let out = sb.try_sh("nft list table inet rcni 2>/dev/null");
+    String::from_utf8_lossy(&out.stdout).contains(addr)
+}
+
+#[test]
+fn s19_s21_s24_basic_add_builds_the_kernel_state() {
+    sandbox(|sb| {
+        let ns = sb.netns("c1");
+        let r = call("ADD", "cid1", &ns, &conf(sb, &json!({}))).ok();
+        let ifaces = r["interfaces"].as_array().unwrap();
+        assert_eq!(ifaces.len(), 3, "{r}");
+        assert_eq!(ifaces[0]["name"], "cni0");
+        let host_veth = ifaces[1]["name"].as_str().unwrap().to_string();
+        assert!(
+            host_veth.starts_with("veth") && host_veth.len() == 12,
+            "{host_veth}"
+        );
+        assert_eq!(ifaces[2]["name"], "eth0");
+        assert_eq!(ifaces[2]["sandbox"], ns.to_str().unwrap());
+        assert_eq!(r["ips"][0]["address"], "10.22.0.2/24");
+        assert_eq!(r["ips"][0]["gateway"], "10.22.0.1");
+        assert_eq!(r["ips"][0]["interface"], 2);
+
+        // Kernel: bridge up with the gateway, host veth enslaved, container end addressed.
+        let br = sb.link(None, "cni0").unwrap();
+        assert_eq!(br["linkinfo"]["info_kind"], "bridge");
+        assert!(br["flags"].as_array().unwrap().contains(&json!("UP")));
+        assert_eq!(sb.global_addrs(None, "cni0"), vec!["10.22.0.1/24"]);
+        let hv = sb.link(None, &host_veth).unwrap();
+        assert_eq!(hv["master"], "cni0");
+        assert_eq!(hv["operstate"], "UP");
+        assert!(sb
+            .addrs(Some("c1"), "eth0")
+            .contains(&"10.22.0.2/24".to_string()));
+        let c_eth0 = sb.link(Some("c1"), "eth0").unwrap();
+        assert_eq!(c_eth0["address"], ifaces[2]["mac"]);
+        assert_eq!(br["address"], ifaces[0]["mac"]);
+        // Bridge MAC pinned (addr_assign_type 3 = set by user space), forwarding on.
+        let aat = std::fs::read_to_string("/sys/class/net/cni0/addr_assign_type").unwrap();
+        assert_eq!(aat.trim(), "3");
+        assert_eq!(sysctl_in(sb, None, "net/ipv4/ip_forward"), "1");
+        // Sysctls of the reference.
+        assert_eq!(sysctl_in(sb, None, "net/ipv6/conf/cni0/accept_ra"), "0");
+        assert_eq!(
+            sysctl_in(sb, None, &format!("net/ipv6/conf/{host_veth}/accept_ra")),
+            "0"
+        );
+        assert_eq!(
+            sysctl_in(sb, Some("c1"), "net/ipv6/conf/eth0/accept_dad"),
+            "0"
+        );
+        assert_eq!(
+            sysctl_in(sb, Some("c1"), "net/ipv4/conf/eth0/arp_notify"),
+            "1"
+        );
+        assert_eq!(leases(sb), vec!["10.22.0.2"]);
+    });
+}
+
+#[test]
+fn s20_default_gateway_route() {
+    sandbox(|sb| {
+        let ns = sb.netns("c1");
+        let r = call(
+            "ADD",
+            "cid1",
+            &ns,
+            &conf(sb, &json!({"isDefaultGateway": true})),
+        )
+        .ok();
+        assert!(
+            r["routes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|rt| rt["dst"] == "0.0.0.0/0" && rt["gw"] == "10.22.0.1"),
+            "{r}"
+        );
+        let routes = sb.sh("ip -n c1 route show default");
+        assert!(
+            routes.contains("default via 10.22.0.1 dev eth0"),
+            "{routes}"
+        );
+    });
+}
+
+#[test]
+fn s22_s23_hairpin_and_mtu() {
+    sandbox(|sb| {
+        let ns = sb.netns("c1");
+        let r = call(
+            "ADD",
+            "cid1",
+            &ns,
+            &conf(sb, &json!({"hairpinMode": true, "mtu": 1400})),
+        )
+        .ok();
+        let hv = r["interfaces"][1]["name"].as_str().unwrap();
+        let hv_link = sb.link(None, hv).unwrap();
+        assert_eq!(
+            hv_link["linkinfo"]["info_slave_data"]["hairpin"], true,
+            "{hv_link}"
+        );
+        assert_eq!(hv_link["mtu"], 1400);
+        assert_eq!(sb.link(None, "cni0").unwrap()["mtu"], 1400);
+        assert_eq!(sb.link(Some("c1"), "eth0").unwrap()["mtu"], 1400);
+
+        let ns2 = sb.netns("c2");
+        let (_, msg) = call(
+            "ADD",
+            "cid2",
+            &ns2,
+            &conf(sb, &json!({"hairpinMode": true, "promiscMode": true})),
+        )
+        .err();
+        assert!(
+            msg.contains("hairpin") && msg.contains("promiscuous"),
+            "{msg}"
+        );
+    });
+}
+
+#[test]
+fn s25_s26_existing_bridge_conflicts() {
+    sandbox(|sb| {
+        sb.sh("ip link add cni0 type bridge && ip addr add 10.99.0.1/24 dev cni0");
+        let ns = sb.netns("c1");
+        let (_, msg) = call("ADD", "cid1", &ns, &conf(sb, &json!({}))).err();
+        assert!(
+            msg.contains("already has an IP address different from 10.22.0.1/24"),
+            "{msg}"
+        );
+        // The failed ADD left nothing: no veth, no lease.
+        assert!(host_veths(sb).is_empty(), "{:?}", host_veths(sb));
+        assert!(leases(sb).is_empty());
+        assert!(sb.link(Some("c1"), "eth0").is_none());
+        call(
+            "ADD",
+            "cid1",
+            &ns,
+            &conf(sb, &json!({"forceAddress": true})),
+        )
+        .ok();
+        assert_eq!(sb.global_addrs(None, "cni0"), vec!["10.22.0.1/24"]);
+
+        sb.sh("ip link add notbr type veth peer name notbr1");
+        let ns2 = sb.netns("c2");
+        let (_, msg) = call("ADD", "cid2", &ns2, &conf(sb, &json!({"bridge": "notbr"}))).err();
+        assert!(msg.contains("already exists but is not a bridge"), "{msg}");
+    });
+}
+
+#[test]
+fn s27_second_add_same_ifname_fails_and_keeps_the_first() {
+    sandbox(|sb| {
+        let ns = sb.netns("c1");
+        call("ADD", "cid1", &ns, &conf(sb, &json!({}))).ok();
+        let (_, msg) = call("ADD", "cid1", &ns, &conf(sb, &json!({}))).err();
+        assert!(msg.contains("already exists"), "{msg}");
+        assert!(sb
+            .addrs(Some("c1"), "eth0")
+            .contains(&"10.22.0.2/24".to_string()));
+        assert_eq!(leases(sb), vec!["10.22.0.2"]);
+        assert_eq!(host_veths(sb).len(), 1);
+    });
+}
+
+#[test]
+fn s28_vlan_validation_and_unsupported_kernel_feature() {
+    sandbox(|sb| {
+        let ns = sb.netns("c1");
+        let (code, msg) = call("ADD", "cid1", &ns, &conf(sb, &json!({"vlan": 5000}))).err();
+        assert_eq!(code, 7);
+        assert!(msg.contains("invalid VLAN ID"), "{msg}");
+        let (_, msg) = call(
+            "ADD",
+            "cid1",
+            &ns,
+            &conf(sb, &json!({"vlanTrunk": [{"minID": 10, "maxID": 5}]})),
+        )
+        .err();
+        assert!(msg.contains("minID"), "{msg}");
+        let (_, msg) = call(
+            "ADD",
+            "cid1",
+            &ns,
+            &conf(sb, &json!({"vlanTrunk": [{"minID": 10}]})),
+        )
+        .err();
+        assert!(msg.contains("vlanTrunk"), "{msg}");
+        // This kernel has no bridge VLAN filtering: a valid VLAN is refused by name.
+        let (code, msg) = call("ADD", "cid1", &ns, &conf(sb, &json!({"vlan": 5}))).err();
+        assert_eq!(code, 2);
+        assert!(msg.contains("VLAN filtering"), "{msg}");
+        assert!(host_veths(sb).is_empty());
+        // ...and the runtime's DEL after that failed ADD still succeeds.
+        call("DEL", "cid1", &ns, &conf(sb, &json!({"vlan": 5}))).ok();
+    });
+}
+
+#[test]
+fn s29_s30_ipmasq_add_and_del() {
+    sandbox(|sb| {
+        let ns = sb.netns("c1");
+        let c = conf(sb, &json!({"ipMasq": true}));
+        call("ADD", "cid1", &ns, &c).ok();
+        assert!(
+            nft_masq_present(sb, "10.22.0.2"),
+            "{}",
+            sb.sh("nft list ruleset")
+        );
+        call("DEL", "cid1", &ns, &c).ok();
+        assert!(
+            !nft_masq_present(sb, "10.22.0.2"),
+            "{}",
+            sb.sh("nft list ruleset")
+        );
+        assert!(sb.link(Some("c1"), "eth0").is_none());
+        assert!(host_veths(sb).is_empty());
+        assert!(leases(sb).is_empty());
+        // DEL is idempotent.
+        call("DEL", "cid1", &ns, &c).ok();
+        // The bridge stays.
+        assert!(sb.link(None, "cni0").is_some());
+    });
+}
+
+#[test]
+fn s29_ipmasq_iptables_backend() {
+    sandbox(|sb| {
+        let ns = sb.netns("c1");
+        let c = conf(sb, &json!({"ipMasq": true, "ipMasqBackend": "iptables"}));
+        call("ADD", "cid1", &ns, &c).ok();
+        let save = sb.sh("iptables-save -t nat");
+        assert!(save.contains("-A POSTROUTING -s 10.22.0.2"), "{save}");
+        assert!(
+            save.contains(&format!("name: \\\"{NET}\\\" id: \\\"cid1\\\"")),
+            "{save}"
+        );
+        call("DEL", "cid1", &ns, &c).ok();
+        let save = sb.sh("iptables-save -t nat");
+        assert!(!save.contains("10.22.0.2"), "{save}");
+    });
+}
+
+#[test]
+fn s31_s32_del_without_namespace_releases_everything() {
+    sandbox(|sb| {
+        let c = conf(sb, &json!({"ipMasq": true}));
+        // Namespace deleted before DEL.
+        let ns = sb.netns("c1");
+        call("ADD", "cid1", &ns, &c).ok();
+        sb.sh("ip netns del c1");
+        call("DEL", "cid1", &ns, &c).ok();
+        // Empty CNI_NETNS (containerd on every later Stop/Remove).
+        let ns2 = sb.netns("c2");
+        call("ADD", "cid2", &ns2, &c).ok();
+        CniCall::new("bridge", "DEL")
+            .attachment("cid2", &ns2, "eth0")
+            .env("CNI_NETNS", "")
+            .conf(&c)
+            .run()
+            .ok();
+        assert!(leases(sb).is_empty(), "{:?}", leases(sb));
+        // Unlike the reference (plugins#810), the masquerade entries went too.
+        assert!(!nft_masq_present(sb, "10.22.0.2"));
+        assert!(!nft_masq_present(sb, "10.22.0.3"));
+    });
+}
+
+#[test]
+fn s33_s34_check() {
+    sandbox(|sb| {
+        let ns = sb.netns("c1");
+        let c = conf(sb, &json!({"isDefaultGateway": true, "ipMasq": true}));
+        let r = call("ADD", "cid1", &ns, &c).ok();
+        let out = call("CHECK", "cid1", &ns, &with_prev(&c, &r));
+        out.ok();
+        assert!(out.stdout.is_empty());
+        let (_, msg) = call("CHECK", "cid1", &ns, &c).err();
+        assert!(msg.contains("prevResult"), "{msg}");
+        sb.sh("ip -n c1 addr del 10.22.0.2/24 dev eth0");
+        let (_, msg) = call("CHECK", "cid1", &ns, &with_prev(&c, &r)).err();
+        assert!(
+            msg.contains("Failed to match addr 10.22.0.2/24 on interface eth0"),
+            "{msg}"
+        );
+    });
+}
+
+#[test]
+fn s35_s40_l2_only_bridge() {
+    sandbox(|sb| {
+        let ns = sb.netns("c1");
+        let c = conf(sb, &json!({"ipam": null, "isGateway": false}));
+        let r = call("ADD", "cid1", &ns, &c).ok();
+        assert!(
+            r.get("ips").is_none() || r["ips"].as_array().unwrap().is_empty(),
+            "{r}"
+        );
+        let l = sb.link(Some("c1"), "eth0").unwrap();
+        assert!(l["flags"].as_array().unwrap().contains(&json!("UP")));
+        call("CHECK", "cid1", &ns, &with_prev(&c, &r)).ok();
+        call("DEL", "cid1", &ns, &c).ok();
+    });
+}
+
+#[test]
+fn s36_missing_ipam_plugin_leaves_nothing() {
+    sandbox(|sb| {
+        let ns = sb.netns("c1");
+        let c = conf(sb, &json!({"ipam": {"type": "no-such-ipam"}}));
+        let (_, msg) = call("ADD", "cid1", &ns, &c).err();
+        assert!(msg.contains("no-such-ipam"), "{msg}");
+        // The reference leaves a DOWN veth in the container here; we leave nothing.
+        assert!(sb.link(Some("c1"), "eth0").is_none());
+        assert!(host_veths(sb).is_empty());
+    });
+}
+
+#[test]
+fn s37_s38_mac_and_dns() {
+    sandbox(|sb| {
+        let ns = sb.netns("c1");
+        let c = conf(
+            sb,
+            &json!({"runtimeConfig": {"mac": "c2:11:22:33:44:55"},
+                   "dns": {"nameservers": ["10.22.0.53"], "search": ["svc.local"]}}),
+        );
+        let r = call("ADD", "cid1", &ns, &c).ok();
+        assert_eq!(
+            sb.link(Some("c1"), "eth0").unwrap()["address"],
+            "c2:11:22:33:44:55"
+        );
+        assert_eq!(r["interfaces"][2]["mac"], "c2:11:22:33:44:55");
+        assert_eq!(r["dns"]["nameservers"], json!(["10.22.0.53"]));
+        let ns2 = sb.netns("c2");
+        let (_, msg) = call(
+            "ADD",
+            "cid2",
+            &ns2,
+            &conf(sb, &json!({"runtimeConfig": {"mac": "zz"}})),
+        )
+        .err();
+        assert!(msg.contains("zz"), "{msg}");
+        // CNI_ARGS MAC works too (Podman passes static MACs only this way).
+        let ns3 = sb.netns("c3");
+        CniCall::new("bridge", "ADD")
+            .attachment("cid3", &ns3, "eth0")
+            .env("CNI_ARGS", "IgnoreUnknown=1;MAC=c2:00:00:00:00:03")
+            .conf(&conf(sb, &json!({})))
+            .run()
+            .ok();
+        assert_eq!(
+            sb.link(Some("c3"), "eth0").unwrap()["address"],
+            "c2:00:00:00:00:03"
+        );
+    });
+}
+
+#[test]
+fn s41_dual_stack_with_traffic_over_ipv6() {
+    sandbox(|sb| {
+        let dual = json!({"type": "host-local", "dataDir": sb.dir("ipam"),
+            "ranges": [[{"subnet": "10.22.0.0/24"}], [{"subnet": "fd00:22::/64"}]]});
+        let c = conf(
+            sb,
+            &json!({"ipam": dual, "isDefaultGateway": true, "ipMasq": true}),
+        );
+        let ns1 = sb.netns("c1");
+        let ns2 = sb.netns("c2");
+        let r = call("ADD", "cid1", &ns1, &c).ok();
+        call("ADD", "cid2", &ns2, &c).ok();
+        let ips: Vec<&str> = r["ips"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["address"].as_str().unwrap())
+            .collect();
+        assert_eq!(ips, vec!["10.22.0.2/24", "fd00:22::2/64"]);
+        let br = sb.global_addrs(None, "cni0");
+        assert!(
+            br.contains(&"10.22.0.1/24".to_string()) && br.contains(&"fd00:22::1/64".to_string()),
+            "{br:?}"
+        );
+        assert_eq!(sysctl_in(sb, None, "net/ipv6/conf/all/forwarding"), "1");
+        assert!(sb
+            .sh("ip -n c1 -6 route show default")
+            .contains("via fd00:22::1"));
+        assert!(sb.ping("c1", "fd00:22::3"), "IPv6 pod to pod");
+        assert!(sb.ping("c1", "10.22.0.3"), "IPv4 pod to pod");
+        assert!(nft_masq_present(sb, "fd00:22::2"));
+    });
+}
+
+#[test]
+fn s42_status_is_delegated() {
+    sandbox(|sb| {
+        CniCall::new("bridge", "STATUS")
+            .conf(&conf(sb, &json!({})))
+            .run()
+            .ok();
+        // A /30 has one address: after one ADD the IPAM reports exhaustion (code 50).
+        let small = conf(sb, &json!({"ipam": ipam(sb, "10.23.0.0/30")}));
+        let ns = sb.netns("c1");
+        call("ADD", "cid1", &ns, &small).ok();
+        let (code, _) = CniCall::new("bridge", "STATUS").conf(&small).run().err();
+        assert_eq!(code, 50);
+        CniCall::new("bridge", "STATUS")
+            .conf(&conf(sb, &json!({"ipam": null})))
+            .run()
+            .ok();
+    });
+}
+
+#[test]
+fn traffic_pod_to_pod_and_out_through_masquerade() {
+    sandbox(|sb| {
+        // A "remote" host that knows no route back to the pod subnet: only masquerade works.
+        sb.netns("remote");
+        sb.sh("ip link add up0 type veth peer name up1 netns remote");
+        sb.sh("ip addr add 203.0.113.1/24 dev up0 && ip link set up0 up");
+        sb.sh("ip -n remote addr add 203.0.113.2/24 dev up1 && ip -n remote link set up1 up");
+        let c = conf(sb, &json!({"isDefaultGateway": true, "ipMasq": true}));
+        let ns1 = sb.netns("c1");
+        let ns2 = sb.netns("c2");
+        call("ADD", "cid1", &ns1, &c).ok();
+        call("ADD", "cid2", &ns2, &c).ok();
+        assert!(sb.ping("c1", "10.22.0.3"), "pod to pod");
+        assert!(sb.ping("c2", "10.22.0.2"), "pod to pod, reverse");
+        assert!(
+            sb.ping("c1", "203.0.113.2"),
+            "pod to remote through masquerade"
+        );
+        // Without masquerade the same packet has no way back.
+        let plain = conf(
+            sb,
+            &json!({"isDefaultGateway": true, "ipam": ipam(sb, "10.24.0.0/24"), "bridge": "cni1"}),
+        );
+        let ns3 = sb.netns("c3");
+        call("ADD", "cid3", &ns3, &plain).ok();
+        assert!(
+            !sb.ping("c3", "203.0.113.2"),
+            "reached remote without masquerade?"
+        );
+        call("DEL", "cid1", &ns1, &c).ok();
+        assert!(!sb.ping("c1", "203.0.113.2"));
+    });
+}
+
+#[test]
+fn gc_removes_stale_attachments_only() {
+    sandbox(|sb| {
+        let c = conf(sb, &json!({"ipMasq": true}));
+        let ns1 = sb.netns("c1");
+        let ns2 = sb.netns("c2");
+        call("ADD", "cid1", &ns1, &c).ok();
+        call("ADD", "cid2", &ns2, &c).ok();
+        let mut gc = c.clone();
+        gc["cni.dev/valid-attachments"] = json!([{"containerID": "cid2", "ifname": "eth0"}]);
+        CniCall::new("bridge", "GC").conf(&gc).run().ok();
+        assert_eq!(leases(sb), vec!["10.22.0.3"]);
+        assert!(!nft_masq_present(sb, "10.22.0.2"));
+        assert!(nft_masq_present(sb, "10.22.0.3"));
+    });
+}
