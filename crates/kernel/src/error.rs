@@ -7,7 +7,7 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The kernel answered a netlink request with `NLMSG_ERROR` (or a failed `NLMSG_DONE`).
-    #[error("netlink {op}{}: {} (errno {errno}){}",
+    #[error("netlink {op}{}: {}{}",
         if target.is_empty() { String::new() } else { format!(" {target}") },
         std::io::Error::from_raw_os_error(*errno),
         if ext_ack.is_empty() { String::new() } else { format!(": {ext_ack}") })]
@@ -134,7 +134,7 @@ mod tests {
         assert_eq!(e.errno(), Some(libc::EEXIST));
         let s = e.to_string();
         assert!(s.starts_with("netlink bridge_add cni0: "), "{s}");
-        assert!(s.contains("errno 17"), "{s}");
+        assert!(s.contains("os error 17"), "{s}");
     }
 
     #[test]

@@ -45,6 +45,22 @@ fn bridge_add_kind_and_eexist() {
         ));
         assert_eq!(nl.link_by_index(br.index).unwrap().unwrap().name, "br0");
         assert!(nl.link_by_name("nosuchlink").unwrap().is_none());
+        let long = nl.bridge_add("name-longer-than-15", None).unwrap_err();
+        assert!(matches!(long, Error::Invalid { .. }), "{long}");
+        // A kernel refusal carries op, target and errno (lo cannot be its own master).
+        let e = nl.link_set_master(1, 1).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                Error::Netlink {
+                    op: "link_set_master",
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        assert!(e.errno().is_some_and(|n| n > 0));
+        assert!(e.to_string().contains("ifindex 1"), "{e}");
         assert!(nl.link_by_index(99999).unwrap().is_none());
         let names: Vec<String> = nl.links().unwrap().into_iter().map(|l| l.name).collect();
         assert!(

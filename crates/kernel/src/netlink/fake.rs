@@ -10,8 +10,8 @@ use std::path::PathBuf;
 use ipnet::IpNet;
 
 use super::{
-    Addr, Family, Link, NetlinkOps, RouteSpec, VethSpec, RT_SCOPE_LINK, RT_SCOPE_UNIVERSE,
-    RT_TABLE_MAIN,
+    validate_ifname, Addr, Family, Link, NetlinkOps, RouteSpec, VethSpec, RT_SCOPE_LINK,
+    RT_SCOPE_UNIVERSE, RT_TABLE_MAIN,
 };
 use crate::error::{Error, Result};
 
@@ -235,6 +235,7 @@ impl NetlinkOps for FakeNetlink {
             },
             || name.into(),
         )?;
+        validate_ifname(name)?;
         if self.name_taken(name) {
             return Err(nl_err("bridge_add", libc::EEXIST, name.into()));
         }
@@ -254,6 +255,8 @@ impl NetlinkOps for FakeNetlink {
             peer_mac: spec.peer_mac,
         };
         self.begin("veth_add", call, || spec.host_name.into())?;
+        validate_ifname(spec.host_name)?;
+        validate_ifname(spec.peer_name)?;
         let ns = spec.peer_netns.path().to_path_buf();
         if self.name_taken(spec.host_name)
             || self
@@ -591,6 +594,10 @@ mod tests {
         let mut f = FakeNetlink::new();
         f.bridge_add("br0", None).unwrap();
         assert!(f.bridge_add("br0", None).unwrap_err().is_exists());
+        assert!(matches!(
+            f.bridge_add("bridge-name-too-long", None).unwrap_err(),
+            Error::Invalid { .. }
+        ));
         assert!(f.link_set_up(42).unwrap_err().is_not_found());
         assert!(f.link_del(42).unwrap_err().is_not_found());
         let idx = f.link_by_name("br0").unwrap().unwrap().index;

@@ -9,7 +9,7 @@ use std::net::IpAddr;
 
 use ipnet::IpNet;
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::netns::NetNs;
 
 mod fake;
@@ -19,7 +19,7 @@ mod socket;
 pub use fake::{Call, FakeNetlink};
 pub use socket::Netlink;
 
-/// `IFF_UP`-independent view of a network interface, as read from `RTM_NEWLINK`.
+/// A network interface, as read from `RTM_NEWLINK`.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Link {
     /// Interface index.
@@ -45,6 +45,25 @@ pub struct Link {
     pub peer_index: Option<u32>,
     /// `IFLA_LINK_NETNSID`: the namespace id of the peer/lower device, if in another namespace.
     pub link_netnsid: Option<i32>,
+}
+
+/// Check an interface name the way the kernel's `dev_valid_name()` does (1–15 bytes, not `.`
+/// or `..`, no `/`, `:` or whitespace), so callers get a clear error before any side effect.
+pub fn validate_ifname(name: &str) -> Result<()> {
+    let bad = name.is_empty()
+        || name.len() > 15
+        || name == "."
+        || name == ".."
+        || name
+            .bytes()
+            .any(|b| b == b'/' || b == b':' || b == 0 || b.is_ascii_whitespace());
+    if bad {
+        return Err(Error::Invalid {
+            what: "interface name",
+            reason: format!("{name:?} (1-15 bytes, no '/', ':' or whitespace, not '.' or '..')"),
+        });
+    }
+    Ok(())
 }
 
 /// An interface address, as read from `RTM_NEWADDR`.
@@ -158,6 +177,7 @@ pub trait NetlinkOps {
     /// All links.
     fn links(&mut self) -> Result<Vec<Link>>;
     /// Create a bridge (`NLM_F_EXCL`: an existing link gives an error with `is_exists()`).
+    /// Names are checked with [`validate_ifname`] first, as are both veth names.
     fn bridge_add(&mut self, name: &str, mtu: Option<u32>) -> Result<()>;
     /// Create a veth pair in one request, see [`VethSpec`].
     fn veth_add(&mut self, spec: &VethSpec) -> Result<()>;
@@ -194,4 +214,35 @@ pub trait NetlinkOps {
     fn route_del(&mut self, r: &RouteSpec) -> Result<()>;
     /// Unicast routes of one family in every table except local.
     fn routes(&mut self, family: Family) -> Result<Vec<RouteSpec>>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ifname_rules() {
+        for ok in [
+            "eth0",
+            "cni0",
+            "veth0123abcd",
+            "a",
+            "br-0123456789ab",
+            "eth0.100",
+        ] {
+            assert!(validate_ifname(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "",
+            ".",
+            "..",
+            "a/b",
+            "a:b",
+            "a b",
+            "name-longer-than-15",
+            "tab\t",
+        ] {
+            assert!(validate_ifname(bad).is_err(), "{bad:?}");
+        }
+    }
 }

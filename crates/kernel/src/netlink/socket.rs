@@ -12,7 +12,7 @@ use netlink_packet_route::RouteNetlinkMessage;
 use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
 
 use super::msg::{self, Request};
-use super::{Addr, Family, Link, NetlinkOps, RouteSpec, VethSpec, RT_TABLE_LOCAL};
+use super::{validate_ifname, Addr, Family, Link, NetlinkOps, RouteSpec, VethSpec, RT_TABLE_LOCAL};
 use crate::error::{Error, Result};
 use crate::netns::NetNs;
 
@@ -242,6 +242,7 @@ impl NetlinkOps for Netlink {
     }
 
     fn bridge_add(&mut self, name: &str, mtu: Option<u32>) -> Result<()> {
+        validate_ifname(name)?;
         self.change(
             "bridge_add",
             &|| name.to_string(),
@@ -250,6 +251,8 @@ impl NetlinkOps for Netlink {
     }
 
     fn veth_add(&mut self, spec: &VethSpec) -> Result<()> {
+        validate_ifname(spec.host_name)?;
+        validate_ifname(spec.peer_name)?;
         let target = || {
             format!(
                 "{} (peer {} in {})",
