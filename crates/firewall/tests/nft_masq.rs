@@ -1,6 +1,9 @@
 //! Root integration tests of the nftables backend against the real kernel, each in private
 //! namespaces (see common/mod.rs).
 
+// Test crate: a panic is the failure report.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use common::*;
