@@ -1,0 +1,99 @@
+#!/usr/bin/env bash
+# Demo: attach containers with our plugins and show traffic flowing, for Docker's four network
+# modes (bridge, none, host, container). Everything happens inside a private network + mount
+# namespace made for this run: the machine's own interfaces, routes and firewall are untouched,
+# and all of it disappears when the script exits.
+#
+# Usage: examples/demo.sh <directory with the built plugins>   (./suite.sh demo does this)
+set -euo pipefail
+
+if [ -z "${RCNI_DEMO_INSIDE:-}" ]; then
+  bin=$(realpath "${1:-target/release}")
+  [ -x "$bin/bridge" ] || { echo "demo: no plugins in $bin (build them first)" >&2; exit 1; }
+  exec unshare --net --mount --propagation private env RCNI_DEMO_INSIDE=1 bash "$0" "$bin"
+fi
+
+bin=$1
+# The private world: our own /run (netns pins, locks), sysfs and CNI data directory.
+mount -t tmpfs tmpfs /run
+mkdir -p /run/netns /run/demo
+mount -t sysfs sysfs /sys
+mkdir -p /var/lib/cni && mount -t tmpfs tmpfs /var/lib/cni
+ip link set lo up
+
+say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+ok() { printf '   \033[32mok\033[0m  %s\n' "$*"; }
+fail() { printf '   \033[31mFAIL\033[0m %s\n' "$*"; exit 1; }
+
+# A minimal runtime: exec a plugin the way containerd does (env + config on stdin).
+cni() { # cni VERB PLUGIN CONTAINER_ID NETNS IFNAME CONFIG_JSON
+  printf '%s' "$6" | env -i PATH="$PATH" CNI_COMMAND="$1" CNI_CONTAINERID="$3" CNI_NETNS="$4" \
+    CNI_IFNAME="$5" CNI_PATH="$bin" CNI_ARGS="IgnoreUnknown=1;K8S_POD_NAMESPACE=demo" "$bin/$2"
+}
+ms() { date +%s%N; }
+
+bridge_conf='{"cniVersion":"1.1.0","name":"demo","type":"bridge","bridge":"demo0",
+  "isGateway":true,"isDefaultGateway":true,"ipMasq":true,
+  "ipam":{"type":"host-local","ranges":[[{"subnet":"10.88.0.0/24"}],[{"subnet":"fd00:88::/64"}]],
+          "dataDir":"/var/lib/cni/networks"}}'
+
+say "A 'remote' host on an uplink that knows no route back to the pod subnet"
+ip netns add remote
+ip link add uplink type veth peer name eth0 netns remote
+ip addr add 203.0.113.1/24 dev uplink && ip link set uplink up
+ip -n remote addr add 203.0.113.2/24 dev eth0 && ip -n remote link set eth0 up && ip -n remote link set lo up
+ok "remote is 203.0.113.2; only masquerade can bring replies back"
+
+say "bridge mode: two containers on bridge demo0 (bridge + host-local, dual stack, ipMasq)"
+for c in web db; do
+  ip netns add "$c"
+  t0=$(ms)
+  result=$(cni ADD bridge "$c-id" "/run/netns/$c" eth0 "$bridge_conf")
+  t1=$(ms)
+  ips=$(printf '%s' "$result" | python3 -c 'import json,sys; print(" ".join(i["address"] for i in json.load(sys.stdin)["ips"]))')
+  ok "$c attached in $(( (t1 - t0) / 1000000 )) ms: $ips"
+done
+ip -n web -br addr show eth0 | sed 's/^/   web: /'
+ip -n web route | sed 's/^/   web route: /'
+
+say "traffic"
+ip netns exec web ping -c1 -W2 10.88.0.3 >/dev/null && ok "web -> db over IPv4 (10.88.0.3)" || fail "web -> db"
+ip netns exec db ping -c1 -W2 fd00:88::2 >/dev/null && ok "db -> web over IPv6 (fd00:88::2)" || fail "db -> web v6"
+ip netns exec web ping -c1 -W2 203.0.113.2 >/dev/null && ok "web -> remote 203.0.113.2 through masquerade" || fail "web -> remote"
+
+say "our nftables table (one map element per container address)"
+nft list table inet rcni | sed 's/^/   /'
+
+say "none mode: loopback only"
+ip netns add sealed
+cni ADD none sealed-id /run/netns/sealed eth0 '{"cniVersion":"1.1.0","name":"none","type":"none"}' >/dev/null
+ip -n sealed -br link | sed 's/^/   sealed: /'
+ip netns exec sealed ping -c1 -W1 127.0.0.1 >/dev/null && ok "sealed reaches its own loopback"
+ip netns exec sealed ping -c1 -W1 10.88.0.2 >/dev/null 2>&1 && fail "sealed reached web" || ok "sealed reaches nothing else"
+
+say "container mode: a sidecar joins web's namespace"
+cni ADD container sidecar-id /run/netns/web eth0 \
+  '{"cniVersion":"1.1.0","name":"joined","type":"container","target":"/run/netns/web"}' |
+  python3 -c 'import json,sys; r=json.load(sys.stdin); print("   sidecar sees:", ", ".join(i["address"] for i in r["ips"]))'
+cni DEL container sidecar-id /run/netns/web eth0 \
+  '{"cniVersion":"1.1.0","name":"joined","type":"container","target":"/run/netns/web"}'
+ip netns exec web ping -c1 -W2 10.88.0.3 >/dev/null && ok "web still works after the sidecar left"
+
+say "host mode: the sandbox shares the host namespace (reported, never changed)"
+cni ADD host hostnet-id /proc/self/ns/net eth0 '{"cniVersion":"1.1.0","name":"host","type":"host"}' |
+  python3 -c 'import json,sys; r=json.load(sys.stdin); print("   host interfaces:", ", ".join(i["name"] for i in r["interfaces"]))'
+out=$(cni ADD host x /run/netns/db eth0 '{"cniVersion":"1.1.0","name":"host","type":"host"}' || true)
+ok "a private namespace is refused: $(printf '%s' "$out" | python3 -c 'import json,sys; print(json.load(sys.stdin)["msg"][:60])')..."
+
+say "teardown: DEL (db after its namespace is already gone, like a crashed runtime)"
+t0=$(ms); cni DEL bridge web-id /run/netns/web eth0 "$bridge_conf"; t1=$(ms)
+ok "web detached in $(( (t1 - t0) / 1000000 )) ms"
+ip netns del db
+cni DEL bridge db-id /run/netns/db eth0 "$bridge_conf" && ok "db detached without its namespace"
+cni DEL bridge db-id /run/netns/db eth0 "$bridge_conf" && ok "DEL again: still fine (idempotent)"
+left_veths=$(ip -br link | grep -c '^veth' || true)
+left_leases=$(find /var/lib/cni/networks/demo -type f ! -name lock ! -name 'last_reserved_ip.*' | wc -l)
+left_masq=$(nft list table inet rcni | grep -cE '10\.88\.0\.|fd00:88::' || true)
+[ "$left_veths$left_leases$left_masq" = "000" ] && ok "nothing left: 0 veths, 0 leases, 0 masquerade entries" ||
+  fail "left behind: $left_veths veths, $left_leases leases, $left_masq masquerade entries"
+printf '\nDemo done; its namespaces vanish with this process.\n'
