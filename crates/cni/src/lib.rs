@@ -2,6 +2,7 @@
 //! skeleton, delegation, and the runtime side (conflist execution, result cache).
 
 pub mod args;
+pub mod cache;
 pub mod config;
 pub mod delegate;
 pub mod error;
@@ -15,5 +16,6 @@ pub use args::CniArgs;
 pub use config::{validate_ifname, validate_name, IpamConf, NetConf, NetConfList, PortMapping};
 pub use error::{codes, CniError};
 pub use result::{CniResult, Dns, Interface, IpConfig, Route};
+pub use runtime::{CniConfig, RuntimeConf};
 pub use skel::{run, run_with, Attachment, CmdArgs, Command, NetnsPolicy, Plugin};
 pub use version::{negotiate, Version, CURRENT, SUPPORTED_VERSIONS};

@@ -513,3 +513,494 @@ fn check_netns(cmd: Command, ns: &Path, override_: bool) -> Result<(), CniError>
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::result::{Interface, IpConfig};
+    use serde_json::{json, Value};
+    use std::cell::RefCell;
+    use std::collections::HashMap;
+
+    #[derive(Default)]
+    struct TestPlugin {
+        calls: RefCell<Vec<(Command, Option<String>)>>,
+        versions: Option<&'static [&'static str]>,
+        policy: NetnsPolicy,
+    }
+
+    impl TestPlugin {
+        fn record(&self, a: &CmdArgs) {
+            let prev = a.prev_result().map(|p| p.map(|r| r.cni_version));
+            self.calls.borrow_mut().push((
+                a.command,
+                prev.unwrap_or_else(|e| Some(format!("ERR {}", e.msg))),
+            ));
+        }
+    }
+
+    impl Plugin for TestPlugin {
+        fn known_args(&self) -> &'static [&'static str] {
+            &["IP"]
+        }
+        fn netns_policy(&self) -> NetnsPolicy {
+            self.policy
+        }
+        fn supported_versions(&self) -> &'static [&'static str] {
+            self.versions.unwrap_or(&SUPPORTED_VERSIONS)
+        }
+        fn add(&self, a: &CmdArgs) -> Result<CniResult, CniError> {
+            self.record(a);
+            Ok(CniResult {
+                cni_version: a.version.as_str().into(),
+                interfaces: vec![Interface {
+                    name: a.ifname.clone(),
+                    sandbox: a
+                        .netns
+                        .as_ref()
+                        .map(|p| p.display().to_string())
+                        .unwrap_or_default(),
+                    ..Default::default()
+                }],
+                ips: vec![IpConfig {
+                    interface: Some(0),
+                    address: "10.1.0.5/16".parse().unwrap(),
+                    gateway: Some("10.1.0.1".parse().unwrap()),
+                }],
+                ..Default::default()
+            })
+        }
+        fn del(&self, a: &CmdArgs) -> Result<(), CniError> {
+            self.record(a);
+            Ok(())
+        }
+        fn check(&self, a: &CmdArgs) -> Result<(), CniError> {
+            self.record(a);
+            match a.prev_result()? {
+                None => Err(CniError::internal("Required prevResult missing")),
+                Some(_) => Ok(()),
+            }
+        }
+        fn gc(&self, a: &CmdArgs) -> Result<(), CniError> {
+            self.record(a);
+            a.valid_attachments().map(|_| ())
+        }
+    }
+
+    struct Out {
+        rc: i32,
+        stdout: String,
+        stderr: String,
+    }
+
+    impl Out {
+        fn json(&self) -> Value {
+            serde_json::from_str(&self.stdout).unwrap_or_else(|e| panic!("{e}: {:?}", self.stdout))
+        }
+        fn code(&self) -> u64 {
+            assert_eq!(self.rc, 1, "stdout: {}", self.stdout);
+            self.json()["code"].as_u64().unwrap()
+        }
+    }
+
+    fn own_ns() -> String {
+        "/proc/thread-self/ns/net".to_string()
+    }
+
+    fn base_env(cmd: &str) -> HashMap<String, String> {
+        let mut e = HashMap::new();
+        e.insert("CNI_COMMAND".into(), cmd.into());
+        e.insert("CNI_CONTAINERID".into(), "ctr1".into());
+        e.insert("CNI_NETNS".into(), own_ns());
+        e.insert("CNI_NETNS_OVERRIDE".into(), "1".into());
+        e.insert("CNI_IFNAME".into(), "eth0".into());
+        e.insert("CNI_PATH".into(), "/opt/cni/bin".into());
+        e
+    }
+
+    fn call(p: &TestPlugin, env: &HashMap<String, String>, stdin: &[u8]) -> Out {
+        let (mut o, mut e) = (Vec::new(), Vec::new());
+        let getter = |k: &str| env.get(k).cloned();
+        let rc = run_with(
+            p,
+            "test plugin v0",
+            &getter,
+            &mut &stdin[..],
+            &mut o,
+            &mut e,
+        );
+        Out {
+            rc,
+            stdout: String::from_utf8(o).unwrap(),
+            stderr: String::from_utf8(e).unwrap(),
+        }
+    }
+
+    const CONF: &[u8] = br#"{"cniVersion":"1.0.0","name":"net1","type":"test"}"#;
+
+    fn conf(ver: &str) -> Vec<u8> {
+        format!(r#"{{"cniVersion":"{ver}","name":"net1","type":"test"}}"#).into_bytes()
+    }
+
+    #[test]
+    fn s01_version_ignores_garbage_stdin() {
+        let p = TestPlugin::default();
+        let env = HashMap::from([("CNI_COMMAND".to_string(), "VERSION".to_string())]);
+        let o = call(&p, &env, b"\x00garbage{");
+        assert_eq!(o.rc, 0);
+        let v = o.json();
+        assert_eq!(v["cniVersion"], "1.1.0");
+        assert_eq!(v["supportedVersions"], json!(SUPPORTED_VERSIONS));
+        let o = call(&p, &env, br#"{"cniVersion":"0.4.0"}"#);
+        assert_eq!(o.json()["cniVersion"], "0.4.0");
+        let o = call(&p, &env, br#"{"cniVersion":"9.9.9"}"#);
+        assert_eq!(o.json()["cniVersion"], "1.1.0");
+        assert!(p.calls.borrow().is_empty());
+    }
+
+    #[test]
+    fn s02_no_command_prints_about_on_stderr() {
+        let p = TestPlugin::default();
+        let o = call(&p, &HashMap::new(), b"");
+        assert_eq!(o.rc, 0);
+        assert!(o.stdout.is_empty());
+        assert!(o.stderr.contains("test plugin v0"));
+        assert!(o
+            .stderr
+            .contains("0.1.0, 0.2.0, 0.3.0, 0.3.1, 0.4.0, 1.0.0, 1.1.0"));
+    }
+
+    #[test]
+    fn s03_unknown_command() {
+        let p = TestPlugin::default();
+        let o = call(&p, &base_env("FOO"), CONF);
+        assert_eq!(o.code(), 4);
+        assert_eq!(o.json()["msg"], "unknown CNI_COMMAND: FOO");
+    }
+
+    #[test]
+    fn s04_missing_env_named_together() {
+        let p = TestPlugin::default();
+        let mut env = base_env("ADD");
+        env.remove("CNI_NETNS");
+        env.insert("CNI_PATH".into(), String::new());
+        let o = call(&p, &env, CONF);
+        assert_eq!(o.code(), 4);
+        assert_eq!(
+            o.json()["msg"],
+            "required env variables [CNI_NETNS,CNI_PATH] missing"
+        );
+        for var in ["CNI_CONTAINERID", "CNI_IFNAME"] {
+            let mut env = base_env("ADD");
+            env.remove(var);
+            let o = call(&p, &env, CONF);
+            assert_eq!(o.code(), 4);
+            assert!(o.json()["msg"].as_str().unwrap().contains(var));
+        }
+        let mut env = base_env("GC");
+        env.remove("CNI_PATH");
+        assert_eq!(call(&p, &env, &conf("1.1.0")).code(), 4);
+        assert!(p.calls.borrow().is_empty());
+    }
+
+    #[test]
+    fn s05_del_without_netns_succeeds() {
+        let p = TestPlugin::default();
+        let mut env = base_env("DEL");
+        env.remove("CNI_NETNS");
+        let o = call(&p, &env, CONF);
+        assert_eq!(o.rc, 0, "{}", o.stdout);
+        assert!(o.stdout.is_empty());
+        // A netns path that no longer exists is fine for DEL as well.
+        env.insert(
+            "CNI_NETNS".into(),
+            "/run/netns/does-not-exist-cni-test".into(),
+        );
+        env.remove("CNI_NETNS_OVERRIDE");
+        assert_eq!(call(&p, &env, CONF).rc, 0);
+        assert_eq!(p.calls.borrow().len(), 2);
+    }
+
+    #[test]
+    fn s06_ifname_rules() {
+        let p = TestPlugin::default();
+        for (bad, msg) in [
+            ("1234567890abcdef", Some("interface name is too long")),
+            ("a/b", None),
+            (".", None),
+            ("..", None),
+            ("a:b", None),
+            ("a b", None),
+        ] {
+            let mut env = base_env("ADD");
+            env.insert("CNI_IFNAME".into(), bad.into());
+            let o = call(&p, &env, CONF);
+            assert_eq!(o.code(), 4, "{bad}");
+            if let Some(m) = msg {
+                assert_eq!(o.json()["msg"], m);
+            }
+        }
+        assert!(p.calls.borrow().is_empty());
+    }
+
+    #[test]
+    fn s07_container_id() {
+        let p = TestPlugin::default();
+        let mut env = base_env("ADD");
+        env.insert("CNI_CONTAINERID".into(), "-bad id".into());
+        let o = call(&p, &env, CONF);
+        assert_eq!(o.code(), 4);
+        assert_eq!(o.json()["msg"], "invalid characters in containerID");
+    }
+
+    #[test]
+    fn s08_bad_json_and_stdin_errors() {
+        let p = TestPlugin::default();
+        for cmd in ["ADD", "DEL"] {
+            assert_eq!(call(&p, &base_env(cmd), b"").code(), 6);
+            assert_eq!(call(&p, &base_env(cmd), b"{\"name\":").code(), 6);
+        }
+        struct Failing;
+        impl Read for Failing {
+            fn read(&mut self, _: &mut [u8]) -> std::io::Result<usize> {
+                Err(std::io::Error::other("boom"))
+            }
+        }
+        let env = base_env("ADD");
+        let getter = |k: &str| env.get(k).cloned();
+        let mut o = Vec::new();
+        let rc = run_with(&p, "", &getter, &mut Failing, &mut o, &mut Vec::new());
+        assert_eq!(rc, 1);
+        let v: Value = serde_json::from_slice(&o).unwrap();
+        assert_eq!(v["code"], 5);
+        assert!(p.calls.borrow().is_empty());
+    }
+
+    #[test]
+    fn s09_network_name() {
+        let p = TestPlugin::default();
+        let o = call(
+            &p,
+            &base_env("ADD"),
+            br#"{"cniVersion":"1.0.0","type":"t"}"#,
+        );
+        assert_eq!(o.code(), 7);
+        assert_eq!(o.json()["msg"], "missing network name");
+        for bad in ["a/b", "a b"] {
+            let c = format!(r#"{{"cniVersion":"1.0.0","name":"{bad}","type":"t"}}"#);
+            assert_eq!(call(&p, &base_env("ADD"), c.as_bytes()).code(), 7);
+        }
+    }
+
+    #[test]
+    fn s10_unsupported_version() {
+        let p = TestPlugin::default();
+        for cmd in ["ADD", "DEL"] {
+            let o = call(&p, &base_env(cmd), &conf("9.9.9"));
+            assert_eq!(o.code(), 1);
+            let d = o.json()["details"].as_str().unwrap().to_string();
+            for v in SUPPORTED_VERSIONS {
+                assert!(d.contains(v), "{d}");
+            }
+        }
+        let fw = TestPlugin {
+            versions: Some(&["0.4.0", "1.0.0", "1.1.0"]),
+            ..Default::default()
+        };
+        assert_eq!(call(&fw, &base_env("ADD"), &conf("0.3.1")).code(), 1);
+        assert!(p.calls.borrow().is_empty());
+    }
+
+    #[test]
+    fn s11_s12_result_shape_per_version() {
+        let p = TestPlugin::default();
+        let o = call(&p, &base_env("ADD"), br#"{"name":"net1","type":"t"}"#);
+        assert_eq!(o.rc, 0, "{}", o.stdout);
+        let v = o.json();
+        assert_eq!(v["cniVersion"], "0.1.0");
+        assert_eq!(v["ip4"]["ip"], "10.1.0.5/16");
+        assert!(v.get("interfaces").is_none());
+        let v = call(&p, &base_env("ADD"), &conf("0.2.0")).json();
+        assert_eq!(v["ip4"]["gateway"], "10.1.0.1");
+        for ver in ["0.3.1", "0.4.0"] {
+            let v = call(&p, &base_env("ADD"), &conf(ver)).json();
+            assert_eq!(v["cniVersion"], ver);
+            assert_eq!(v["ips"][0]["version"], "4");
+        }
+        for ver in ["1.0.0", "1.1.0"] {
+            let v = call(&p, &base_env("ADD"), &conf(ver)).json();
+            assert_eq!(v["cniVersion"], ver);
+            assert!(v["ips"][0].get("version").is_none());
+            assert_eq!(v["interfaces"][0]["name"], "eth0");
+        }
+        // cniVersions negotiation picks the highest supported.
+        let c = br#"{"cniVersion":"0.3.1","cniVersions":["1.0.0","1.1.0","2.0.0"],"name":"n","type":"t"}"#;
+        assert_eq!(call(&p, &base_env("ADD"), c).json()["cniVersion"], "1.1.0");
+    }
+
+    #[test]
+    fn s13_verbs_need_versions() {
+        let p = TestPlugin::default();
+        let o = call(&p, &base_env("CHECK"), &conf("0.3.1"));
+        assert_eq!(o.code(), 1);
+        assert_eq!(o.json()["msg"], "config version does not allow CHECK");
+        assert_eq!(o.json()["cniVersion"], "0.3.1");
+        for cmd in ["GC", "STATUS"] {
+            let mut env = HashMap::new();
+            env.insert("CNI_COMMAND".to_string(), cmd.to_string());
+            env.insert("CNI_PATH".to_string(), "/opt/cni/bin".to_string());
+            assert_eq!(call(&p, &env, &conf("1.0.0")).code(), 1, "{cmd}");
+            let gc = br#"{"cniVersion":"1.1.0","name":"n","type":"t","cni.dev/valid-attachments":[{"containerID":"a","ifname":"eth0"}]}"#;
+            let o = call(&p, &env, gc);
+            assert_eq!(o.rc, 0, "{cmd}: {}", o.stdout);
+            assert!(o.stdout.is_empty());
+        }
+        // CHECK without prevResult is the plugin's business.
+        let o = call(&p, &base_env("CHECK"), &conf("1.0.0"));
+        assert_eq!(o.code(), 999);
+        assert_eq!(o.json()["msg"], "Required prevResult missing");
+    }
+
+    #[test]
+    fn s14_prev_result_family() {
+        let p = TestPlugin::default();
+        let c = br#"{"cniVersion":"1.0.0","name":"n","type":"t",
+            "prevResult":{"cniVersion":"0.4.0","ips":[{"version":"4","address":"10.0.0.2/24"}]}}"#;
+        let o = call(&p, &base_env("CHECK"), c);
+        assert_ne!(o.rc, 0);
+        assert!(o.json()["msg"]
+            .as_str()
+            .unwrap()
+            .contains("unmarshalled CNIVersion is \"0.4.0\""));
+        let c = br#"{"cniVersion":"1.0.0","name":"n","type":"t",
+            "prevResult":{"ips":[{"address":"10.0.0.2/24"}]}}"#;
+        assert_eq!(call(&p, &base_env("CHECK"), c).rc, 0);
+        assert_eq!(p.calls.borrow().last().unwrap().1.as_deref(), Some("1.0.0"));
+    }
+
+    #[test]
+    fn s15_every_error_is_json_on_stdout() {
+        let p = TestPlugin::default();
+        let o = call(&p, &base_env("ADD"), b"nope");
+        let v = o.json();
+        assert!(v["code"].is_u64() && v["msg"].is_string());
+        assert_eq!(v["cniVersion"], "1.1.0");
+        assert!(o.stderr.is_empty());
+    }
+
+    #[test]
+    fn s16_cni_args() {
+        let p = TestPlugin::default();
+        let mut env = base_env("ADD");
+        env.insert("CNI_ARGS".into(), "K8S_POD_NAME=x;IP=10.1.0.9".into());
+        let o = call(&p, &env, CONF);
+        assert_ne!(o.rc, 0);
+        assert_eq!(o.json()["msg"], "ARGS: unknown args [\"K8S_POD_NAME=x\"]");
+        env.insert(
+            "CNI_ARGS".into(),
+            "IgnoreUnknown=1;K8S_POD_NAME=x;IP=10.1.0.9".into(),
+        );
+        assert_eq!(call(&p, &env, CONF).rc, 0);
+        env.insert("CNI_ARGS".into(), "badpair".into());
+        let o = call(&p, &env, CONF);
+        assert_eq!(o.json()["msg"], "ARGS: invalid pair \"badpair\"");
+        assert_eq!(p.calls.borrow().len(), 1);
+    }
+
+    #[test]
+    fn s17_own_netns_refused_before_handler() {
+        let p = TestPlugin::default();
+        for cmd in ["ADD", "CHECK", "DEL"] {
+            let mut env = base_env(cmd);
+            env.remove("CNI_NETNS_OVERRIDE");
+            let o = call(&p, &env, CONF);
+            assert_eq!(o.code(), 8, "{cmd}");
+            assert!(o.json()["msg"]
+                .as_str()
+                .unwrap()
+                .contains("plugin's own network namespace"));
+            env.insert("CNI_NETNS_OVERRIDE".into(), "0".into());
+            assert_eq!(call(&p, &env, CONF).code(), 8);
+        }
+        assert!(p.calls.borrow().is_empty());
+        for ov in ["1", "true", "TRUE"] {
+            let mut env = base_env("ADD");
+            env.insert("CNI_NETNS_OVERRIDE".into(), ov.into());
+            assert_eq!(call(&p, &env, CONF).rc, 0, "{ov}");
+        }
+        // AllowAny leaves the decision to the plugin.
+        let host = TestPlugin {
+            policy: NetnsPolicy::AllowAny,
+            ..Default::default()
+        };
+        let mut env = base_env("ADD");
+        env.remove("CNI_NETNS_OVERRIDE");
+        assert_eq!(call(&host, &env, CONF).rc, 0);
+    }
+
+    #[test]
+    fn s18_netns_must_exist_and_be_a_namespace() {
+        let p = TestPlugin::default();
+        let mut env = base_env("ADD");
+        env.insert(
+            "CNI_NETNS".into(),
+            "/run/netns/does-not-exist-cni-test".into(),
+        );
+        assert_eq!(call(&p, &env, CONF).code(), 8);
+        let dir = std::env::temp_dir().join(format!("cni-skel-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("notns");
+        std::fs::write(&f, b"").unwrap();
+        env.insert("CNI_NETNS".into(), f.display().to_string());
+        let o = call(&p, &env, CONF);
+        assert_eq!(o.code(), 8);
+        assert!(o.json()["msg"]
+            .as_str()
+            .unwrap()
+            .contains("unknown FS magic"));
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(p.calls.borrow().is_empty());
+    }
+
+    #[test]
+    fn cmd_args_helpers() {
+        let stdin = br#"{"cniVersion":"1.1.0","name":"n","type":"t","Bridge":"cni0",
+            "runtimeConfig":{"portMappings":[{"HostPort":18081,"ContainerPort":80,"Protocol":"tcp","HostIP":""}]},
+            "cni.dev/attachments":[{"containerID":"a","ifname":"eth0"}]}"#;
+        let a = CmdArgs {
+            command: Command::Add,
+            container_id: "c".into(),
+            netns: None,
+            ifname: "eth0".into(),
+            args: CniArgs::default(),
+            path: vec![],
+            stdin: stdin.to_vec(),
+            conf: NetConf::parse(stdin).unwrap(),
+            version: Version::V1_1_0,
+        };
+        let pm = a.port_mappings().unwrap();
+        assert_eq!((pm[0].host_port, pm[0].container_port), (18081, 80));
+        assert_eq!(
+            a.valid_attachments().unwrap(),
+            vec![Attachment {
+                container_id: "a".into(),
+                ifname: "eth0".into()
+            }]
+        );
+        #[derive(Deserialize)]
+        struct Mine {
+            bridge: String,
+            #[serde(default)]
+            mtu: u32,
+        }
+        let m: Mine = a.plugin_conf().unwrap();
+        assert_eq!((m.bridge.as_str(), m.mtu), ("cni0", 0));
+        #[derive(Debug, Deserialize)]
+        #[allow(dead_code)]
+        struct Strict {
+            needed: String,
+        }
+        assert_eq!(a.plugin_conf::<Strict>().unwrap_err().code, 7);
+        assert!(a.prev_result().unwrap().is_none());
+    }
+}
