@@ -180,3 +180,84 @@ pub fn delegate_status(plugin_type: &str, stdin: &[u8], args: &CmdArgs) -> Resul
 pub fn delegate_gc(plugin_type: &str, stdin: &[u8], args: &CmdArgs) -> Result<(), CniError> {
     delegate(plugin_type, "GC", stdin, args).map(|_| ())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::args::CniArgs;
+    use crate::config::NetConf;
+    use crate::skel::Command;
+    use crate::version::Version;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn script(dir: &Path, name: &str, body: &str) {
+        let p = dir.join(name);
+        std::fs::write(&p, format!("#!/bin/sh\n{body}")).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+
+    #[test]
+    fn delegate_uses_our_env_and_stdin() {
+        let dir = std::env::temp_dir().join(format!("cni-deleg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let log = dir.join("log");
+        script(
+            &dir,
+            "ipam",
+            &format!(
+                "cat > {l}.stdin\necho \"$CNI_COMMAND|$CNI_CONTAINERID|$CNI_NETNS|$CNI_IFNAME|$CNI_ARGS|$CNI_PATH\" > {l}\n\
+                 [ \"$CNI_COMMAND\" = ADD ] && echo '{{\"ips\":[{{\"address\":\"10.1.0.7/16\",\"gateway\":\"10.1.0.1\"}}]}}'\nexit 0\n",
+                l = log.display()
+            ),
+        );
+        script(&dir, "noexec-not", "exit 0\n");
+        std::fs::set_permissions(
+            dir.join("noexec-not"),
+            std::fs::Permissions::from_mode(0o644),
+        )
+        .unwrap();
+        let stdin = br#"{"cniVersion":"1.0.0","name":"n","type":"bridge","ipam":{"type":"ipam"}}"#;
+        let args = CmdArgs {
+            command: Command::Add,
+            container_id: "c1".into(),
+            netns: Some("/run/netns/x".into()),
+            ifname: "eth0".into(),
+            args: CniArgs::parse("IgnoreUnknown=1").unwrap(),
+            path: vec![dir.join("missing"), dir.clone()],
+            stdin: stdin.to_vec(),
+            conf: NetConf::parse(stdin).unwrap(),
+            version: Version::V1_0_0,
+        };
+        let r = delegate_add("ipam", stdin, &args).unwrap();
+        assert_eq!(r.cni_version, "1.0.0");
+        assert_eq!(r.ips[0].address.to_string(), "10.1.0.7/16");
+        assert_eq!(
+            std::fs::read_to_string(&log).unwrap().trim(),
+            format!(
+                "ADD|c1|/run/netns/x|eth0|IgnoreUnknown=1|{}:{}",
+                dir.join("missing").display(),
+                dir.display()
+            )
+        );
+        assert_eq!(
+            std::fs::read(format!("{}.stdin", log.display())).unwrap(),
+            stdin
+        );
+        delegate_del("ipam", stdin, &args).unwrap();
+        assert!(std::fs::read_to_string(&log).unwrap().starts_with("DEL|"));
+
+        let e = find_plugin("noexec-not", &args.path).unwrap_err();
+        assert!(e
+            .msg
+            .starts_with("failed to find plugin \"noexec-not\" in path ["));
+        assert!(find_plugin("../ipam", &args.path).is_err());
+        script(
+            &dir,
+            "fails",
+            "echo '{\"code\":7,\"msg\":\"bad subnet\"}'; exit 1\n",
+        );
+        let e = delegate_add("fails", stdin, &args).unwrap_err();
+        assert_eq!((e.code, e.msg.as_str()), (7, "bad subnet"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
