@@ -16,6 +16,6 @@ pub mod sysctl;
 
 pub use error::{Error, Result};
 pub use netlink::{
-    Addr, Call, FakeNetlink, Family, Link, Netlink, NetlinkOps, RouteSpec, VethSpec,
+    Addr, BridgeVlan, Call, FakeNetlink, Family, Link, Netlink, NetlinkOps, RouteSpec, VethSpec,
 };
 pub use netns::NetNs;

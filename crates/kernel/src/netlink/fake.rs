@@ -10,8 +10,8 @@ use std::path::PathBuf;
 use ipnet::IpNet;
 
 use super::{
-    validate_ifname, Addr, Family, Link, NetlinkOps, RouteSpec, VethSpec, RT_SCOPE_LINK,
-    RT_SCOPE_UNIVERSE, RT_TABLE_MAIN,
+    validate_ifname, Addr, BridgeVlan, Family, Link, NetlinkOps, RouteSpec, VethSpec,
+    RT_SCOPE_LINK, RT_SCOPE_UNIVERSE, RT_TABLE_MAIN,
 };
 use crate::error::{Error, Result};
 
@@ -66,6 +66,14 @@ pub enum Call {
     RouteDel(RouteSpec),
     /// `routes(family)`.
     Routes(Family),
+    /// `bridge_set_vlan_filtering(bridge, on)`.
+    BridgeSetVlanFiltering { bridge: u32, on: bool },
+    /// `bridge_vlan_add(index, vlan)`.
+    BridgeVlanAdd { index: u32, vlan: BridgeVlan },
+    /// `bridge_vlan_del(index, vid)`.
+    BridgeVlanDel { index: u32, vid: u16 },
+    /// `bridge_vlans(index)`.
+    BridgeVlans(u32),
 }
 
 /// Bridge port flags the fake remembers per link index.
@@ -92,6 +100,10 @@ pub struct FakeNetlink {
     pub foreign_links: Vec<(PathBuf, Link)>,
     /// Bridge port flags per link index.
     pub brport: HashMap<u32, BrportFlags>,
+    /// VLAN filtering state per bridge index.
+    pub vlan_filtering: HashMap<u32, bool>,
+    /// VLANs per port index.
+    pub vlans: HashMap<u32, Vec<BridgeVlan>>,
     /// Queued failures: op name -> errnos returned by the next calls of that op.
     failures: HashMap<&'static str, Vec<i32>>,
     next_index: u32,
@@ -135,6 +147,8 @@ impl FakeNetlink {
             routes: Vec::new(),
             foreign_links: Vec::new(),
             brport: HashMap::new(),
+            vlan_filtering: HashMap::new(),
+            vlans: HashMap::new(),
             failures: HashMap::new(),
             next_index: 2,
         }
@@ -406,6 +420,8 @@ impl NetlinkOps for FakeNetlink {
             .retain(|a| a.index != index && Some(a.index) != link.peer_index);
         self.routes.retain(|r| r.oif != Some(index));
         self.brport.remove(&index);
+        self.vlans.remove(&index);
+        self.vlan_filtering.remove(&index);
         Ok(())
     }
 
@@ -514,6 +530,80 @@ impl NetlinkOps for FakeNetlink {
             .cloned()
             .collect())
     }
+
+    fn bridge_set_vlan_filtering(&mut self, bridge: u32, on: bool) -> Result<()> {
+        let target = || format!("ifindex {bridge}");
+        self.begin(
+            "bridge_set_vlan_filtering",
+            Call::BridgeSetVlanFiltering { bridge, on },
+            target,
+        )?;
+        if self
+            .link_mut("bridge_set_vlan_filtering", bridge)?
+            .kind
+            .as_deref()
+            != Some("bridge")
+        {
+            return Err(nl_err(
+                "bridge_set_vlan_filtering",
+                libc::EOPNOTSUPP,
+                target(),
+            ));
+        }
+        self.vlan_filtering.insert(bridge, on);
+        Ok(())
+    }
+
+    fn bridge_vlan_add(&mut self, index: u32, vlan: BridgeVlan) -> Result<()> {
+        self.begin(
+            "bridge_vlan_add",
+            Call::BridgeVlanAdd { index, vlan },
+            || format!("vlan {} on ifindex {index}", vlan.vid),
+        )?;
+        super::socket::check_vid(vlan.vid)?;
+        if self.link_mut("bridge_vlan_add", index)?.master.is_none() {
+            return Err(nl_err(
+                "bridge_vlan_add",
+                libc::EINVAL,
+                format!("ifindex {index}"),
+            ));
+        }
+        let list = self.vlans.entry(index).or_default();
+        // Like the kernel: one PVID per port, and re-adding a vid updates its flags.
+        if vlan.pvid {
+            for v in list.iter_mut() {
+                v.pvid = false;
+            }
+        }
+        list.retain(|v| v.vid != vlan.vid);
+        list.push(vlan);
+        list.sort_by_key(|v| v.vid);
+        Ok(())
+    }
+
+    fn bridge_vlan_del(&mut self, index: u32, vid: u16) -> Result<()> {
+        self.begin(
+            "bridge_vlan_del",
+            Call::BridgeVlanDel { index, vid },
+            || format!("vlan {vid} on ifindex {index}"),
+        )?;
+        let list = self.vlans.entry(index).or_default();
+        let before = list.len();
+        list.retain(|v| v.vid != vid);
+        if list.len() == before {
+            return Err(nl_err(
+                "bridge_vlan_del",
+                libc::ENOENT,
+                format!("vlan {vid}"),
+            ));
+        }
+        Ok(())
+    }
+
+    fn bridge_vlans(&mut self, index: u32) -> Result<Vec<BridgeVlan>> {
+        self.begin("bridge_vlans", Call::BridgeVlans(index), String::new)?;
+        Ok(self.vlans.get(&index).cloned().unwrap_or_default())
+    }
 }
 
 #[cfg(test)]
@@ -619,6 +709,39 @@ mod tests {
         assert!(f.route_del(&r).unwrap_err().is_not_found());
         // Port flags need a master, like the kernel.
         assert!(f.brport_set(idx, Some(true), None).is_err());
+    }
+
+    #[test]
+    fn vlans_model_one_pvid_per_port() {
+        let mut f = FakeNetlink::new();
+        f.bridge_add("br0", None).unwrap();
+        let br = f.link_by_name("br0").unwrap().unwrap().index;
+        let port = f.add_link("veth0", Some("veth"));
+        let v = |vid, pvid| BridgeVlan {
+            vid,
+            pvid,
+            untagged: pvid,
+        };
+        assert!(
+            f.bridge_vlan_add(port, v(10, true)).is_err(),
+            "not a port yet"
+        );
+        f.link_set_master(port, br).unwrap();
+        f.bridge_set_vlan_filtering(br, true).unwrap();
+        assert!(f.bridge_set_vlan_filtering(port, true).is_err());
+        f.bridge_vlan_add(port, v(10, true)).unwrap();
+        f.bridge_vlan_add(port, v(20, true)).unwrap();
+        // The second PVID takes over; vlan 10 keeps its untagged flag.
+        let ten = BridgeVlan {
+            vid: 10,
+            pvid: false,
+            untagged: true,
+        };
+        assert_eq!(f.bridge_vlans(port).unwrap(), vec![ten, v(20, true)]);
+        assert!(f.bridge_vlan_add(port, v(0, false)).is_err());
+        f.bridge_vlan_del(port, 10).unwrap();
+        assert!(f.bridge_vlan_del(port, 10).unwrap_err().is_not_found());
+        assert!(f.vlan_filtering[&br]);
     }
 
     #[test]

@@ -131,6 +131,17 @@ impl RouteSpec {
     }
 }
 
+/// One VLAN entry of a bridge port (or of the bridge device itself).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BridgeVlan {
+    /// VLAN id (1–4094).
+    pub vid: u16,
+    /// Ingress untagged traffic is assigned to this VLAN (`BRIDGE_VLAN_INFO_PVID`).
+    pub pvid: bool,
+    /// Egress frames leave untagged (`BRIDGE_VLAN_INFO_UNTAGGED`).
+    pub untagged: bool,
+}
+
 /// Address family selector for dumps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Family {
@@ -214,6 +225,15 @@ pub trait NetlinkOps {
     fn route_del(&mut self, r: &RouteSpec) -> Result<()>;
     /// Unicast routes of one family in every table except local.
     fn routes(&mut self, family: Family) -> Result<Vec<RouteSpec>>;
+    /// Turn VLAN filtering of a bridge on or off (cni-reference §2.1 `vlan`). Sent as NEWLINK:
+    /// the kernel ignores bridge options in SETLINK (found by netavark, peers.md §1.4).
+    fn bridge_set_vlan_filtering(&mut self, bridge: u32, on: bool) -> Result<()>;
+    /// Add (or update the flags of) a VLAN on a bridge port.
+    fn bridge_vlan_add(&mut self, index: u32, vlan: BridgeVlan) -> Result<()>;
+    /// Remove a VLAN from a bridge port.
+    fn bridge_vlan_del(&mut self, index: u32, vid: u16) -> Result<()>;
+    /// VLANs of a bridge port (empty when VLAN filtering is off or the link is not a port).
+    fn bridge_vlans(&mut self, index: u32) -> Result<Vec<BridgeVlan>>;
 }
 
 #[cfg(test)]

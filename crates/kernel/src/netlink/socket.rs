@@ -12,7 +12,10 @@ use netlink_packet_route::RouteNetlinkMessage;
 use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
 
 use super::msg::{self, Request};
-use super::{validate_ifname, Addr, Family, Link, NetlinkOps, RouteSpec, VethSpec, RT_TABLE_LOCAL};
+use super::{
+    validate_ifname, Addr, BridgeVlan, Family, Link, NetlinkOps, RouteSpec, VethSpec,
+    RT_TABLE_LOCAL,
+};
 use crate::error::{Error, Result};
 use crate::netns::NetNs;
 
@@ -379,6 +382,57 @@ impl NetlinkOps for Netlink {
             .filter(|r| r.table != Some(RT_TABLE_LOCAL))
             .collect())
     }
+
+    fn bridge_set_vlan_filtering(&mut self, bridge: u32, on: bool) -> Result<()> {
+        self.change(
+            "bridge_set_vlan_filtering",
+            &idx(bridge),
+            msg::bridge_set_vlan_filtering(bridge, on),
+        )
+    }
+
+    fn bridge_vlan_add(&mut self, index: u32, vlan: BridgeVlan) -> Result<()> {
+        check_vid(vlan.vid)?;
+        self.change(
+            "bridge_vlan_add",
+            &|| format!("vlan {} on ifindex {index}", vlan.vid),
+            msg::bridge_vlan_add(index, vlan),
+        )
+    }
+
+    fn bridge_vlan_del(&mut self, index: u32, vid: u16) -> Result<()> {
+        check_vid(vid)?;
+        self.change(
+            "bridge_vlan_del",
+            &|| format!("vlan {vid} on ifindex {index}"),
+            msg::bridge_vlan_del(index, vid),
+        )
+    }
+
+    fn bridge_vlans(&mut self, index: u32) -> Result<Vec<BridgeVlan>> {
+        let msgs = self.request("bridge_vlans", &idx(index), msg::dump_bridge_vlans())?;
+        Ok(msgs
+            .iter()
+            .filter_map(|m| match m {
+                RouteNetlinkMessage::NewLink(l) if l.header.index == index => {
+                    Some(msg::parse_bridge_vlans(l))
+                }
+                _ => None,
+            })
+            .flatten()
+            .collect())
+    }
+}
+
+/// VLAN ids 0 and 4095 are reserved (802.1Q).
+pub(crate) fn check_vid(vid: u16) -> Result<()> {
+    if !(1..=4094).contains(&vid) {
+        return Err(Error::Invalid {
+            what: "VLAN id",
+            reason: format!("{vid} (must be 1-4094)"),
+        });
+    }
+    Ok(())
 }
 
 fn route_target(r: &RouteSpec) -> String {
