@@ -111,9 +111,14 @@ pub fn bin_dir() -> PathBuf {
     if let Ok(dir) = std::env::var("RCNI_BIN_DIR") {
         return PathBuf::from(dir);
     }
-    // Test executables live in target/<profile>/deps.
+    // Test executables live in target/<profile>/deps, other binaries in target/<profile>.
     let exe = std::env::current_exe().unwrap();
-    exe.parent().and_then(Path::parent).unwrap().to_path_buf()
+    let dir = exe.parent().unwrap();
+    if dir.file_name().is_some_and(|n| n == "deps") {
+        dir.parent().unwrap().to_path_buf()
+    } else {
+        dir.to_path_buf()
+    }
 }
 
 /// Path of one of our plugin binaries; fails with the command to run when it is not built.
