@@ -105,3 +105,94 @@ fn nft_auto_backend_in_netns() {
         assert!(nft_chains().is_empty());
     });
 }
+
+#[test]
+fn nft_failed_add_names_the_op_and_leaves_nothing() {
+    in_netns(|| {
+        // A foreign definition under our map name makes the kernel reject the transaction.
+        run("nft", &["add table inet rcni"]);
+        run(
+            "nft",
+            &["add map inet rcni masq4 { type ipv4_addr : ipv4_addr; }"],
+        );
+        let fw = firewall(Backend::Nftables);
+        let err = fw
+            .add_masquerade(&[rule("n1", "c1", "eth0", "10.22.0.5/24")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("add map inet rcni masq4"), "{err}");
+        // the transaction is atomic: no chain of ours appeared
+        assert!(nft_chains().is_empty(), "{:?}", nft_chains());
+    });
+}
+
+#[test]
+fn nft_parallel_adds_and_dels_stay_consistent() {
+    in_netns(|| {
+        // Threads spawned here share this thread's namespaces; each one is a concurrent
+        // plugin call (separate lock fd, separate netlink socket).
+        let n = 24;
+        let spawn = |del: bool| {
+            (0..n)
+                .map(|i| {
+                    std::thread::spawn(move || {
+                        let fw = firewall(Backend::Nftables);
+                        let cid = format!("c{i}");
+                        if del {
+                            fw.del_masquerade("pn", &cid, "eth0").unwrap();
+                        } else {
+                            let addr = format!("10.44.0.{}/24", i + 2);
+                            fw.add_masquerade(&[rule("pn", &cid, "eth0", &addr)])
+                                .unwrap();
+                        }
+                    })
+                })
+                .collect::<Vec<_>>()
+        };
+        for h in spawn(false) {
+            h.join().unwrap();
+        }
+        assert_eq!(nft_elems().len(), n);
+        for h in spawn(true) {
+            h.join().unwrap();
+        }
+        assert!(nft_elems().is_empty());
+        // base chain and maps stay; the per-subnet chain left with its last element
+        assert_eq!(nft_chains(), vec!["postrouting".to_string()]);
+    });
+}
+
+/// Prints the cost of one ADD+DEL with few vs many existing containers (a figure, not an
+/// assertion: ADD does keyed lookups only, DEL dumps our two maps).
+#[test]
+fn nft_scaling_figures() {
+    in_netns(|| {
+        let fw = firewall(Backend::Nftables);
+        let time_one = |fw: &dyn firewall::Firewall| {
+            let t = std::time::Instant::now();
+            fw.add_masquerade(&[rule("sn", "probe", "eth0", "10.99.255.254/16")])
+                .unwrap();
+            let add = t.elapsed();
+            let t = std::time::Instant::now();
+            fw.del_masquerade("sn", "probe", "eth0").unwrap();
+            (add, t.elapsed())
+        };
+        let small = time_one(fw.as_ref());
+        let many = 2000u32;
+        for i in 0..many {
+            let addr = format!("10.99.{}.{}/16", i / 250, i % 250 + 1);
+            fw.add_masquerade(&[rule("sn", &format!("c{i}"), "eth0", &addr)])
+                .unwrap();
+        }
+        let big = time_one(fw.as_ref());
+        println!(
+            "nft masquerade ADD: {:?} with 0 others, {:?} with {many} others (ratio {:.2}); DEL: {:?} vs {:?}",
+            small.0,
+            big.0,
+            big.0.as_secs_f64() / small.0.as_secs_f64(),
+            small.1,
+            big.1
+        );
+        assert_eq!(nft_elems().len(), many as usize);
+    });
+}

@@ -54,6 +54,16 @@ pub fn probe() -> Result<(), Error> {
     nl.transact(&batch, "probe transaction")
 }
 
+/// Index of the op the kernel rejected, from its sequence number. nftnl numbers the messages of
+/// a batch consecutively; batch begin/end take a number too only on kernels that ACK them
+/// (then the range is two longer than the op list).
+fn failed_op(seqs: std::ops::Range<u32>, n_ops: usize, seq: u32) -> Option<usize> {
+    let len = seqs.end.checked_sub(seqs.start)? as usize;
+    let first = seqs.start + u32::from(len == n_ops + 2);
+    let i = seq.checked_sub(first)? as usize;
+    (i < n_ops).then_some(i)
+}
+
 /// The nftables implementation of [`Firewall`].
 pub struct NftFirewall {
     lock_path: PathBuf,
@@ -78,7 +88,18 @@ impl NftFirewall {
             return Ok(());
         }
         let batch = encode(ops)?;
-        nl.transact(&batch, what)
+        nl.transact_seq(&batch, what).map_err(|(err, seq)| {
+            match failed_op(batch.sequence_numbers(), ops.len(), seq) {
+                Some(i) => Error::Netlink {
+                    op: format!("{what}: {}", ops[i]),
+                    source: match err {
+                        Error::Netlink { source, .. } => source,
+                        other => std::io::Error::other(other.to_string()),
+                    },
+                },
+                None => err,
+            }
+        })
     }
 
     fn all_elems(nl: &mut Nl) -> Result<Vec<Elem>, Error> {
@@ -177,5 +198,21 @@ impl Firewall for NftFirewall {
             Self::apply(&mut nl, chunk, "garbage-collect masquerade")?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::failed_op;
+
+    #[test]
+    fn failed_op_maps_sequence_numbers() {
+        // kernel that ACKs begin/end: begin=1, ops 2..=4, end=5
+        assert_eq!(failed_op(1..6, 3, 2), Some(0));
+        assert_eq!(failed_op(1..6, 3, 4), Some(2));
+        assert_eq!(failed_op(1..6, 3, 5), None);
+        // older kernel: ops 1..=3
+        assert_eq!(failed_op(1..4, 3, 1), Some(0));
+        assert_eq!(failed_op(1..4, 3, 0), None);
     }
 }

@@ -77,6 +77,16 @@ impl Nl {
 
     /// Sends a finalized batch and returns the first error the kernel reported.
     pub(crate) fn transact(&mut self, batch: &FinalizedBatch, what: &str) -> Result<(), Error> {
+        self.transact_seq(batch, what).map_err(|(e, _)| e)
+    }
+
+    /// Like [`Nl::transact`], also giving the sequence number of the message the kernel rejected
+    /// (0 when unknown) so the caller can name the failing operation.
+    pub(crate) fn transact_seq(
+        &mut self,
+        batch: &FinalizedBatch,
+        what: &str,
+    ) -> Result<(), (Error, u32)> {
         let mut iov: Vec<libc::iovec> = batch
             .iter()
             .map(|page| libc::iovec {
@@ -98,27 +108,28 @@ impl Nl {
         // SAFETY: msg points at live iovecs whose buffers are owned by `batch` for this call.
         let rc = unsafe { libc::sendmsg(self.fd, &msg, 0) };
         if rc < 0 {
-            return Err(nl_err(what, io::Error::last_os_error()));
+            return Err((nl_err(what, io::Error::last_os_error()), 0));
         }
-        let mut first_err: Option<i32> = None;
+        let mut first_err: Option<(i32, u32)> = None;
         loop {
             let n = self.recv(libc::MSG_DONTWAIT);
             let n = match n {
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) => return Err(nl_err(what, e)),
+                Err(e) => return Err((nl_err(what, e), 0)),
             };
             self.for_each(n, &mut |m| {
-                if let Msg::Ack(errno, _) = m {
+                if let Msg::Ack(errno, seq) = m {
                     if errno != 0 && first_err.is_none() {
-                        first_err = Some(errno);
+                        first_err = Some((errno, seq));
                     }
                 }
                 Ok(false)
-            })?;
+            })
+            .map_err(|e| (e, 0))?;
         }
         match first_err {
-            Some(errno) => Err(nl_err(what, io::Error::from_raw_os_error(errno))),
+            Some((errno, seq)) => Err((nl_err(what, io::Error::from_raw_os_error(errno)), seq)),
             None => Ok(()),
         }
     }
