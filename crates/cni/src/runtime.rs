@@ -352,7 +352,12 @@ impl CniConfig {
     }
 
     /// DEL: plugins in reverse order, each with the cached final result as `prevResult`
-    /// (≥0.4.0); stops at the first error; the cache file is removed after success.
+    /// (≥0.4.0); the cache file is removed after success.
+    ///
+    /// Unlike libcni, a failing plugin does not stop the others: after an ADD that failed
+    /// midway (say, a plugin missing after `bridge`), stopping at the first error would leave
+    /// the earlier plugins' veth and lease behind forever. Every plugin's DEL runs, and the
+    /// errors are reported together; the cache stays until a DEL fully succeeds.
     pub fn del_network_list(&self, list: &NetConfList, rt: &RuntimeConf) -> Result<(), CniError> {
         Self::validate(list, rt)?;
         let version = list_version(list)?;
@@ -361,10 +366,14 @@ impl CniConfig {
         } else {
             None
         };
+        let mut errors = Vec::new();
         for plugin in list.plugins.iter().rev() {
             let stdin = plugin_stdin(list, version, plugin, Some(rt), prev.as_ref());
-            self.exec(plugin, "DEL", &stdin, Some(rt))?;
+            if let Err(e) = self.exec(plugin, "DEL", &stdin, Some(rt)) {
+                errors.push(e);
+            }
         }
+        collect(errors)?;
         match std::fs::remove_file(self.cache_path(list, rt)) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(CniError::new(
                 codes::IO_FAILURE,
@@ -727,6 +736,22 @@ mod tests {
         assert_eq!(cfg.cached_result(&old, &rt("c1")).unwrap().ips.len(), 1);
         cfg.del_network_list(&old, &rt("c1")).unwrap();
         assert!(e.stdin_of("p2", "DEL", "c1").get("prevResult").is_none());
+    }
+
+    #[test]
+    fn del_runs_every_plugin_even_when_one_is_missing() {
+        // A chain that failed midway because p2 is not installed: the runtime's DEL must
+        // still reach p1, or p1's veth and lease leak forever.
+        let e = Env::new("missing");
+        e.plugin("p1", R1);
+        let cfg = e.cfg();
+        let l = list("1.0.0", "");
+        let err = cfg.del_network_list(&l, &rt("c1")).unwrap_err();
+        assert!(err.msg.contains("p2"), "{}", err.msg);
+        assert!(e.calls().iter().any(|c| c.starts_with("p1 DEL c1")), "{:?}", e.calls());
+        // Once the plugin is back, the DEL completes and clears the cache.
+        e.plugin("p2", R2);
+        cfg.del_network_list(&l, &rt("c1")).unwrap();
     }
 
     #[test]
