@@ -572,3 +572,34 @@ impl Drop for LeaseWriter<'_> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn temp_and_state_files_are_never_leases() {
+        assert_eq!(classify(".host-local-tmp.123.4"), EntryKind::Temp);
+        assert_eq!(classify("lock"), EntryKind::State);
+        assert_eq!(classify("last_reserved_ip.0"), EntryKind::State);
+        assert_eq!(
+            classify("fd00::2"),
+            EntryKind::Lease("fd00::2".parse().unwrap_or(IpAddr::from([0, 0, 0, 0])))
+        );
+        assert_eq!(classify("README"), EntryKind::Other);
+    }
+
+    #[test]
+    fn owners_parse_like_the_reference_trims() {
+        assert_eq!(
+            Owner::parse("c1\r\neth0"),
+            Owner::Attachment {
+                cid: "c1".into(),
+                ifname: "eth0".into()
+            }
+        );
+        assert_eq!(Owner::parse(" legacy\n"), Owner::Legacy("legacy".into()));
+        assert_eq!(Owner::parse(""), Owner::Nobody);
+        assert_eq!(lease_content(" c1 ", "eth0"), "c1\r\neth0");
+    }
+}
