@@ -16,6 +16,7 @@ pub mod sysctl;
 
 pub use error::{Error, Result};
 pub use netlink::{
-    Addr, BridgeVlan, Call, FakeNetlink, Family, Link, Netlink, NetlinkOps, RouteSpec, VethSpec,
+    Addr, BridgeVlan, Call, FakeNetlink, Family, Link, Neighbour, Netlink, NetlinkOps, RouteSpec,
+    VethSpec,
 };
 pub use netns::NetNs;

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use ipnet::IpNet;
 
 use super::{
-    validate_ifname, Addr, BridgeVlan, Family, Link, NetlinkOps, RouteSpec, VethSpec,
+    validate_ifname, Addr, BridgeVlan, Family, Link, Neighbour, NetlinkOps, RouteSpec, VethSpec,
     RT_SCOPE_LINK, RT_SCOPE_UNIVERSE, RT_TABLE_MAIN,
 };
 use crate::error::{Error, Result};
@@ -66,6 +66,8 @@ pub enum Call {
     RouteDel(RouteSpec),
     /// `routes(family)`.
     Routes(Family),
+    /// `neighbours(family)`.
+    Neighbours(Family),
     /// `bridge_set_vlan_filtering(bridge, on)`.
     BridgeSetVlanFiltering { bridge: u32, on: bool },
     /// `bridge_vlan_add(index, vlan)`.
@@ -104,6 +106,8 @@ pub struct FakeNetlink {
     pub vlan_filtering: HashMap<u32, bool>,
     /// VLANs per port index.
     pub vlans: HashMap<u32, Vec<BridgeVlan>>,
+    /// Neighbour entries returned by `neighbours()`.
+    pub neighbours: Vec<Neighbour>,
     /// Queued failures: op name -> errnos returned by the next calls of that op.
     failures: HashMap<&'static str, Vec<i32>>,
     next_index: u32,
@@ -149,6 +153,7 @@ impl FakeNetlink {
             brport: HashMap::new(),
             vlan_filtering: HashMap::new(),
             vlans: HashMap::new(),
+            neighbours: Vec::new(),
             failures: HashMap::new(),
             next_index: 2,
         }
@@ -604,6 +609,16 @@ impl NetlinkOps for FakeNetlink {
         self.begin("bridge_vlans", Call::BridgeVlans(index), String::new)?;
         Ok(self.vlans.get(&index).cloned().unwrap_or_default())
     }
+
+    fn neighbours(&mut self, family: Family) -> Result<Vec<Neighbour>> {
+        self.begin("neighbours", Call::Neighbours(family), String::new)?;
+        Ok(self
+            .neighbours
+            .iter()
+            .filter(|n| Family::of(&n.ip) == family)
+            .cloned()
+            .collect())
+    }
 }
 
 #[cfg(test)]
@@ -768,6 +783,34 @@ mod tests {
                 .filter(|c| matches!(c, Call::BridgeAdd { .. }))
                 .count(),
             2
+        );
+    }
+
+    #[test]
+    fn neighbours_by_family() {
+        let mut f = FakeNetlink::new();
+        f.neighbours = vec![
+            Neighbour {
+                index: 2,
+                ip: "10.0.0.1".parse().unwrap(),
+                mac: Some([2, 0, 0, 0, 0, 1]),
+                state: 0x02,
+            },
+            Neighbour {
+                index: 2,
+                ip: "fe80::1".parse().unwrap(),
+                mac: None,
+                state: 0x20,
+            },
+        ];
+        let v4 = f.neighbours(Family::V4).unwrap();
+        assert_eq!(v4.len(), 1);
+        assert_eq!(v4[0].state_name(), "REACHABLE");
+        let v6 = f.neighbours(Family::V6).unwrap();
+        assert_eq!(v6[0].state_name(), "FAILED");
+        assert_eq!(
+            f.calls,
+            [Call::Neighbours(Family::V4), Call::Neighbours(Family::V6)]
         );
     }
 }

@@ -131,6 +131,37 @@ impl RouteSpec {
     }
 }
 
+/// A neighbour (ARP / NDP) table entry, as read from `RTM_NEWNEIGH`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Neighbour {
+    /// Interface index.
+    pub index: u32,
+    /// Neighbour address.
+    pub ip: IpAddr,
+    /// Link-layer address, when it is 6 bytes long (absent while INCOMPLETE/FAILED).
+    pub mac: Option<[u8; 6]>,
+    /// `NUD_*` state bits.
+    pub state: u16,
+}
+
+impl Neighbour {
+    /// The state as `ip neigh` prints it (REACHABLE, STALE, ...).
+    pub fn state_name(&self) -> &'static str {
+        match self.state {
+            0x01 => "INCOMPLETE",
+            0x02 => "REACHABLE",
+            0x04 => "STALE",
+            0x08 => "DELAY",
+            0x10 => "PROBE",
+            0x20 => "FAILED",
+            0x40 => "NOARP",
+            0x80 => "PERMANENT",
+            0x00 => "NONE",
+            _ => "OTHER",
+        }
+    }
+}
+
 /// One VLAN entry of a bridge port (or of the bridge device itself).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BridgeVlan {
@@ -234,6 +265,8 @@ pub trait NetlinkOps {
     fn bridge_vlan_del(&mut self, index: u32, vid: u16) -> Result<()>;
     /// VLANs of a bridge port (empty when VLAN filtering is off or the link is not a port).
     fn bridge_vlans(&mut self, index: u32) -> Result<Vec<BridgeVlan>>;
+    /// Neighbour (ARP/NDP) entries of one family on every link, for inspection tools.
+    fn neighbours(&mut self, family: Family) -> Result<Vec<Neighbour>>;
 }
 
 #[cfg(test)]

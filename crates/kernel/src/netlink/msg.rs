@@ -13,6 +13,7 @@ use netlink_packet_route::link::{
     InfoKind, InfoPortData, InfoPortKind, InfoVeth, LinkAttribute, LinkExtentMask, LinkFlags,
     LinkInfo, LinkMessage, State,
 };
+use netlink_packet_route::neighbour::{NeighbourAddress, NeighbourAttribute, NeighbourMessage};
 use netlink_packet_route::route::{
     RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteMetric, RouteProtocol,
     RouteScope, RouteType,
@@ -20,8 +21,8 @@ use netlink_packet_route::route::{
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 
 use super::{
-    Addr, BridgeVlan, Family, Link, RouteSpec, VethSpec, RT_SCOPE_LINK, RT_SCOPE_UNIVERSE,
-    RT_TABLE_MAIN,
+    Addr, BridgeVlan, Family, Link, Neighbour, RouteSpec, VethSpec, RT_SCOPE_LINK,
+    RT_SCOPE_UNIVERSE, RT_TABLE_MAIN,
 };
 
 /// Flags for a change that creates a new object and must not touch an existing one.
@@ -359,6 +360,37 @@ pub fn dump_routes(f: Family) -> Request {
     let mut m = RouteMessage::default();
     m.header.address_family = family(f);
     Request::new(RouteNetlinkMessage::GetRoute(m), NLM_F_DUMP)
+}
+
+/// `RTM_GETNEIGH` dump of one family.
+pub fn dump_neighbours(f: Family) -> Request {
+    let mut m = NeighbourMessage::default();
+    m.header.family = family(f);
+    Request::new(RouteNetlinkMessage::GetNeighbour(m), NLM_F_DUMP)
+}
+
+/// Decode a neighbour; `None` without an IPv4/IPv6 destination.
+pub fn parse_neighbour(m: &NeighbourMessage) -> Option<Neighbour> {
+    let mut ip = None;
+    let mut mac = None;
+    for a in &m.attributes {
+        match a {
+            NeighbourAttribute::Destination(NeighbourAddress::Inet(v4)) => {
+                ip = Some(IpAddr::V4(*v4))
+            }
+            NeighbourAttribute::Destination(NeighbourAddress::Inet6(v6)) => {
+                ip = Some(IpAddr::V6(*v6))
+            }
+            NeighbourAttribute::LinkLayerAddress(b) => mac = <[u8; 6]>::try_from(b.as_slice()).ok(),
+            _ => {}
+        }
+    }
+    Some(Neighbour {
+        index: m.header.ifindex,
+        ip: ip?,
+        mac,
+        state: u16::from(m.header.state),
+    })
 }
 
 /// Decode a link.
@@ -804,6 +836,33 @@ mod tests {
             panic!()
         };
         assert_eq!(m.header.index, 0);
+    }
+
+    #[test]
+    fn neighbour_dump_and_parse() {
+        use netlink_packet_route::neighbour::NeighbourState;
+        let d = dump_neighbours(Family::V6);
+        assert!(d.is_dump());
+        let RouteNetlinkMessage::GetNeighbour(m) = roundtrip(&d) else {
+            panic!()
+        };
+        assert_eq!(m.header.family, AddressFamily::Inet6);
+        let mut m = NeighbourMessage::default();
+        m.header.family = AddressFamily::Inet;
+        m.header.ifindex = 3;
+        m.header.state = NeighbourState::Reachable;
+        m.attributes = vec![
+            NeighbourAttribute::Destination(NeighbourAddress::Inet("10.0.0.1".parse().unwrap())),
+            NeighbourAttribute::LinkLayerAddress(vec![2, 0, 0, 0, 0, 1]),
+        ];
+        let n = parse_neighbour(&m).unwrap();
+        assert_eq!(n.ip, "10.0.0.1".parse::<IpAddr>().unwrap());
+        assert_eq!(
+            (n.index, n.mac, n.state_name()),
+            (3, Some([2, 0, 0, 0, 0, 1]), "REACHABLE")
+        );
+        m.attributes.truncate(0);
+        assert!(parse_neighbour(&m).is_none());
     }
 
     #[test]

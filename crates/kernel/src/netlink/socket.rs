@@ -13,7 +13,7 @@ use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
 
 use super::msg::{self, Request};
 use super::{
-    validate_ifname, Addr, BridgeVlan, Family, Link, NetlinkOps, RouteSpec, VethSpec,
+    validate_ifname, Addr, BridgeVlan, Family, Link, Neighbour, NetlinkOps, RouteSpec, VethSpec,
     RT_TABLE_LOCAL,
 };
 use crate::error::{Error, Result};
@@ -420,6 +420,18 @@ impl NetlinkOps for Netlink {
                 _ => None,
             })
             .flatten()
+            .collect())
+    }
+
+    fn neighbours(&mut self, family: Family) -> Result<Vec<Neighbour>> {
+        let msgs = self.request("neighbours", &String::new, msg::dump_neighbours(family))?;
+        Ok(msgs
+            .iter()
+            .filter_map(|m| match m {
+                RouteNetlinkMessage::NewNeighbour(n) => msg::parse_neighbour(n),
+                _ => None,
+            })
+            .filter(|n| Family::of(&n.ip) == family)
             .collect())
     }
 }
