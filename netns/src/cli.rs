@@ -1,0 +1,260 @@
+//! Command-line types (clap derive). Every subcommand has `--help`; the exit codes are part of
+//! the long help because scripts depend on them.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Exit codes, documented in `--help` (see [`EXIT_CODES_HELP`]).
+pub mod exit {
+    /// Success.
+    pub const OK: i32 = 0;
+    /// The operation ran and failed (plugin error, kernel error, I/O).
+    pub const FAILED: i32 = 1;
+    /// Usage error: bad option or value; nothing was changed.
+    pub const USAGE: i32 = 2;
+    /// A named namespace, network or attachment does not exist; nothing was changed.
+    pub const NOT_FOUND: i32 = 3;
+}
+
+/// Long-help footer listing the exit codes and the directory lookup order.
+pub const EXIT_CODES_HELP: &str = "\
+Exit codes:
+  0  success
+  1  the operation failed (plugin error, kernel error, I/O error)
+  2  usage error: bad option or value (nothing was changed)
+  3  not found: unknown namespace, network or attachment (nothing was changed)
+  `netns exec` exits with the command's own status (126: cannot execute, 127: not found).
+
+Directories:
+  config   --conf-dir, else $NETCONFPATH, else $CNI_CONF_DIR, else /etc/cni/net.d
+  plugins  --cni-path, else $CNI_PATH (':'-separated), else /opt/cni/bin
+  cache    --cache-dir, else /var/lib/cni (libcni's results/ layout)
+  netns    /run/netns (the same pins as `ip netns`)";
+
+/// One debugging tool for network namespaces, CNI attachments and their firewall entries.
+///
+/// Runs the CNI plugins exactly like a container runtime (libcni): prevResult chaining,
+/// reverse-order DEL, and the result cache under <cache-dir>/results, so attachments made here
+/// are visible to (and cleaned up by) any libcni-based runtime using the same cache, and the
+/// other way round.
+#[derive(Debug, Parser)]
+#[command(name = "netns", version, after_long_help = EXIT_CODES_HELP)]
+pub struct Cli {
+    /// Global directory options.
+    #[command(flatten)]
+    pub dirs: DirArgs,
+    /// The subcommand.
+    #[command(subcommand)]
+    pub command: Cmd,
+}
+
+/// Where configs, plugins and the cache live.
+#[derive(Debug, Clone, Args, Default)]
+pub struct DirArgs {
+    /// Network configuration directory [env: NETCONFPATH, CNI_CONF_DIR] [default: /etc/cni/net.d]
+    #[arg(long, global = true, value_name = "DIR")]
+    pub conf_dir: Option<PathBuf>,
+    /// Plugin directories, ':'-separated [env: CNI_PATH] [default: /opt/cni/bin]
+    #[arg(long, global = true, value_name = "PATHS")]
+    pub cni_path: Option<String>,
+    /// Result cache directory (libcni layout: <DIR>/results/<net>-<id>-<ifname>)
+    #[arg(
+        long,
+        global = true,
+        value_name = "DIR",
+        default_value = "/var/lib/cni"
+    )]
+    pub cache_dir: PathBuf,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Cmd {
+    /// Create a network namespace pinned at /run/netns/NAME (like `ip netns add`).
+    #[command(after_long_help = EXIT_CODES_HELP)]
+    Add {
+        /// Namespace name (letters, digits, '_', '.', '-'; starts with a letter or digit).
+        name: String,
+    },
+    /// Delete a pinned namespace. Run `netns detach` first, or `netns gc` afterwards.
+    #[command(after_long_help = EXIT_CODES_HELP)]
+    Del {
+        /// Namespace name.
+        name: String,
+    },
+    /// List pinned namespaces and how many CNI attachments each has.
+    #[command(after_long_help = EXIT_CODES_HELP)]
+    List {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run a command inside a namespace (with /sys remounted for it, like `ip netns exec`).
+    #[command(after_long_help = EXIT_CODES_HELP)]
+    Exec {
+        /// Namespace name.
+        name: String,
+        /// The command and its arguments (after `--`).
+        #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+        command: Vec<String>,
+    },
+    /// List the networks found in the configuration directory.
+    #[command(after_long_help = EXIT_CODES_HELP)]
+    Networks {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Attach a namespace to a network (CNI ADD through every plugin of the conflist).
+    #[command(after_long_help = EXIT_CODES_HELP)]
+    Attach(AttachArgs),
+    /// Detach a namespace from a network (CNI DEL, plugins in reverse order). Idempotent.
+    #[command(after_long_help = EXIT_CODES_HELP)]
+    Detach(TargetArgs),
+    /// Verify an attachment (CNI CHECK with the cached result as prevResult).
+    #[command(after_long_help = EXIT_CODES_HELP)]
+    Check(TargetArgs),
+    /// Garbage-collect a network (CNI GC).
+    ///
+    /// The valid attachments are the cached attachments of NETWORK whose namespace still
+    /// exists, which is what a kubelet computes after a restart: an attachment whose namespace
+    /// was deleted without `netns detach` gets a full DEL (with its cached config and args),
+    /// then every plugin receives GC with the remaining ones as `cni.dev/valid-attachments`.
+    #[command(after_long_help = EXIT_CODES_HELP)]
+    Gc {
+        /// Network name.
+        network: String,
+    },
+    /// Ask every plugin of a network whether it is ready (CNI STATUS, spec 1.1.0).
+    #[command(after_long_help = EXIT_CODES_HELP)]
+    Status {
+        /// Network name.
+        network: String,
+    },
+    /// Show a namespace: interfaces, addresses, routes, neighbours, attachments and the
+    /// firewall entries (table `inet rcni` or iptables nat rules) that belong to them.
+    #[command(after_long_help = EXIT_CODES_HELP)]
+    Show {
+        /// Namespace name.
+        name: String,
+        /// Print JSON instead of tables.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print a shell completion script.
+    #[command(after_long_help = EXIT_CODES_HELP)]
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+}
+
+/// Arguments of `attach`.
+#[derive(Debug, Clone, Args)]
+pub struct AttachArgs {
+    /// The namespace and network.
+    #[command(flatten)]
+    pub target: TargetArgs,
+    /// Publish a port (capability `portMappings`): [HOSTIP:]HOST:CONTAINER[/tcp|udp|sctp],
+    /// ports 1-65535, IPv6 host address in brackets. Repeatable.
+    #[arg(long = "port", short = 'p', value_name = "HOST:CONTAINER[/PROTO]")]
+    pub ports: Vec<String>,
+    /// Request an address (capability `ips`), with or without prefix. Repeatable.
+    #[arg(long = "ip", value_name = "ADDR")]
+    pub ips: Vec<String>,
+    /// Request a MAC address for the interface (capability `mac`).
+    #[arg(long, value_name = "MAC")]
+    pub mac: Option<String>,
+    /// CNI_ARGS, `K=V;K=V`. Repeatable (joined with ';').
+    #[arg(long = "args", value_name = "K=V;...")]
+    pub args: Vec<String>,
+    /// Print the CNI result as JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Namespace + network + attachment identity.
+#[derive(Debug, Clone, Args)]
+pub struct TargetArgs {
+    /// Namespace name (a pin under /run/netns).
+    pub name: String,
+    /// Network name (from the configuration directory).
+    pub network: String,
+    /// Interface name inside the namespace.
+    #[arg(long, default_value = "eth0", value_name = "IF")]
+    pub ifname: String,
+    /// Container ID [default: the one cached for this namespace and network, else NAME].
+    #[arg(long, value_name = "ID")]
+    pub container_id: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn command_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn attach_parses_repeated_options() {
+        let c = Cli::try_parse_from([
+            "netns",
+            "attach",
+            "c1",
+            "net",
+            "--port",
+            "8080:80",
+            "-p",
+            "53:53/udp",
+            "--ip",
+            "10.0.0.5",
+            "--mac",
+            "02:00:00:00:00:01",
+            "--ifname",
+            "eth1",
+        ])
+        .unwrap();
+        let Cmd::Attach(a) = c.command else {
+            panic!("not attach")
+        };
+        assert_eq!(a.ports, ["8080:80", "53:53/udp"]);
+        assert_eq!(a.ips, ["10.0.0.5"]);
+        assert_eq!(a.target.ifname, "eth1");
+        assert_eq!(a.target.container_id, None);
+    }
+
+    #[test]
+    fn exec_keeps_hyphen_args_and_globals_anywhere() {
+        let c =
+            Cli::try_parse_from(["netns", "exec", "c1", "--", "ping", "-c1", "10.0.0.1"]).unwrap();
+        let Cmd::Exec { command, .. } = c.command else {
+            panic!("not exec")
+        };
+        assert_eq!(command, ["ping", "-c1", "10.0.0.1"]);
+        let c = Cli::try_parse_from(["netns", "networks", "--conf-dir", "/x"]).unwrap();
+        assert_eq!(c.dirs.conf_dir, Some(PathBuf::from("/x")));
+    }
+
+    #[test]
+    fn usage_errors_are_exit_2() {
+        let e = Cli::try_parse_from(["netns", "attach", "c1"]).unwrap_err();
+        assert_eq!(e.exit_code(), exit::USAGE);
+        let e = Cli::try_parse_from(["netns", "exec", "c1"]).unwrap_err();
+        assert_eq!(e.exit_code(), exit::USAGE);
+    }
+
+    #[test]
+    fn long_help_documents_exit_codes() {
+        let mut cmd = Cli::command();
+        let help = cmd.render_long_help().to_string();
+        assert!(help.contains("3  not found"), "{help}");
+        let sub = cmd.find_subcommand_mut("attach").unwrap();
+        let help = sub.render_long_help().to_string();
+        assert!(help.contains("Exit codes"), "{help}");
+        assert!(help.contains("--port"), "{help}");
+    }
+}
