@@ -78,17 +78,35 @@ pub fn tag_of_comment(comment: &str) -> &str {
     comment.split(' ').next().unwrap_or("")
 }
 
-/// Per (network, subnet) nftables chain: `masq_<network_hash>_<subnet>` with `.`→`_`, `:`→`-`,
-/// `/`→`_nm`, e.g. `masq_0123456789abcdef_10_22_0_0_nm24`. Readable in `nft list`, and its
-/// content is a pure function of the name, so ADD can rewrite it freely.
-pub fn nft_masq_chain(network: &str, subnet: &IpNet) -> String {
-    let sub: String = subnet
-        .trunc()
-        .to_string()
-        .replace('.', "_")
-        .replace(':', "-")
-        .replace('/', "_nm");
-    format!("masq_{}_{sub}", network_hash(network))
+/// Tag of the per (network, subnet) exemption rule of the nftables base chain:
+/// `<network_hash>:<subnet>` (one token, first in the rule comment).
+pub fn subnet_tag(network: &str, subnet: &IpNet) -> String {
+    format!("{}:{}", network_hash(network), subnet.trunc())
+}
+
+/// Full comment of that rule: the tag, then the readable network name (bounded like
+/// [`owner_comment`]).
+pub fn subnet_comment(network: &str, subnet: &IpNet) -> String {
+    let mut s = format!("{} net: {network}", subnet_tag(network, subnet));
+    s.retain(|c| c != '"');
+    let max = NFT_COMMENT_MAX - 1;
+    if s.len() > max {
+        let mut cut = max;
+        while !s.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        s.truncate(cut);
+    }
+    s
+}
+
+/// Inverse of [`subnet_tag`]: (network hash, subnet).
+pub fn parse_subnet_tag(tag: &str) -> Option<(&str, IpNet)> {
+    let (h, sub) = tag.split_once(':')?;
+    if h.len() != 16 || !h.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    Some((h, sub.parse().ok()?))
 }
 
 #[cfg(test)]
@@ -113,17 +131,15 @@ mod tests {
     }
 
     #[test]
-    fn nft_chain_names() {
-        let h = network_hash("mynet");
-        assert_eq!(h.len(), 16);
+    fn subnet_tags_roundtrip() {
+        let sub: IpNet = "fd00:22::5/64".parse().unwrap();
+        let tag = subnet_tag("n", &sub);
         assert_eq!(
-            nft_masq_chain("mynet", &"10.22.0.5/24".parse().unwrap()),
-            format!("masq_{h}_10_22_0_0_nm24")
+            parse_subnet_tag(&tag),
+            Some((network_hash("n").as_str(), "fd00:22::/64".parse().unwrap()))
         );
-        assert_eq!(
-            nft_masq_chain("mynet", &"fd00:22::5/64".parse().unwrap()),
-            format!("masq_{h}_fd00-22--_nm64")
-        );
+        assert_eq!(tag_of_comment(&subnet_comment("n", &sub)), tag);
+        assert_eq!(parse_subnet_tag("rcni:fixed"), None);
     }
 
     #[test]

@@ -15,7 +15,7 @@ use std::os::raw::{c_char, c_void};
 use nftnl::nftnl_sys as sys;
 use nftnl::FinalizedBatch;
 
-use super::plan::{Elem, Fam, TABLE};
+use super::plan::{Elem, Fam, RuleInfo, BASE_CHAIN, TABLE};
 use crate::Error;
 
 const NLMSG_HDRLEN: usize = 16;
@@ -239,13 +239,57 @@ impl Nl {
         }
     }
 
+    /// The rules of our base chain (handle + comment); None when the table or chain does not
+    /// exist. Its length grows with the number of subnets, never with containers.
+    pub(crate) fn dump_base_rules(&mut self) -> Result<Option<Vec<RuleInfo>>, Error> {
+        let chain = CString::new(BASE_CHAIN).unwrap_or_default();
+        let mut found = Vec::new();
+        let ok = self.request(
+            "list chain postrouting",
+            true,
+            &|buf, seq| {
+                // SAFETY: allocation checked; the rule is freed before returning; buf has 8 KiB.
+                unsafe {
+                    let r = sys::nftnl_rule_alloc();
+                    if r.is_null() {
+                        return;
+                    }
+                    sys::nftnl_rule_set_u32(
+                        r,
+                        sys::NFTNL_RULE_FAMILY as u16,
+                        nftnl::ProtoFamily::Inet as u32,
+                    );
+                    sys::nftnl_rule_set_str(r, sys::NFTNL_RULE_TABLE as u16, table_cstr().as_ptr());
+                    sys::nftnl_rule_set_str(r, sys::NFTNL_RULE_CHAIN as u16, chain.as_ptr());
+                    let nlh = sys::nftnl_nlmsg_build_hdr(
+                        buf,
+                        libc::NFT_MSG_GETRULE as u16,
+                        nftnl::ProtoFamily::Inet as u16,
+                        libc::NLM_F_DUMP as u16,
+                        seq,
+                    );
+                    sys::nftnl_rule_nlmsg_build_payload(nlh, r);
+                    sys::nftnl_rule_free(r);
+                }
+            },
+            &mut |d| parse_rule(d, &mut found),
+        )?;
+        // A dump of a missing chain may also come back empty rather than ENOENT: our chain is
+        // never empty once created, so both mean "absent".
+        Ok(if ok && !found.is_empty() {
+            Some(found)
+        } else {
+            None
+        })
+    }
+
     /// One element of a family's map by key (kernel keyed lookup, O(1)); None if absent or if
     /// the table/map does not exist yet.
     pub(crate) fn get_elem(&mut self, key: IpAddr) -> Result<Option<Elem>, Error> {
         let fam = Fam::of(key);
         let mut found = Vec::new();
         let ok = self.request(
-            &format!("get element {} {key}", fam.map()),
+            &format!("get element {} {key}", fam.set()),
             false,
             &|buf, seq| {
                 let set = RawSet::new(fam);
@@ -271,7 +315,7 @@ impl Nl {
     pub(crate) fn dump_elems(&mut self, fam: Fam) -> Result<Vec<Elem>, Error> {
         let mut found = Vec::new();
         self.request(
-            &format!("list map {}", fam.map()),
+            &format!("list set {}", fam.set()),
             true,
             &|buf, seq| {
                 let set = RawSet::new(fam);
@@ -290,44 +334,6 @@ impl Nl {
             &mut |d| parse_elems(d, &mut found),
         )?;
         Ok(found)
-    }
-
-    /// Whether a chain of our table exists.
-    pub(crate) fn chain_exists(&mut self, name: &str) -> Result<bool, Error> {
-        let cname = CString::new(name).map_err(|_| Error::Invalid {
-            what: "chain name",
-            value: name.to_string(),
-            reason: "contains NUL",
-        })?;
-        self.request(
-            &format!("get chain {name}"),
-            false,
-            &|buf, seq| {
-                // SAFETY: allocation checked; the chain is freed before returning; buf has 8 KiB.
-                unsafe {
-                    let c = sys::nftnl_chain_alloc();
-                    if c.is_null() {
-                        return;
-                    }
-                    sys::nftnl_chain_set_str(
-                        c,
-                        sys::NFTNL_CHAIN_TABLE as u16,
-                        table_cstr().as_ptr(),
-                    );
-                    sys::nftnl_chain_set_str(c, sys::NFTNL_CHAIN_NAME as u16, cname.as_ptr());
-                    let nlh = sys::nftnl_nlmsg_build_hdr(
-                        buf,
-                        libc::NFT_MSG_GETCHAIN as u16,
-                        nftnl::ProtoFamily::Inet as u16,
-                        0,
-                        seq,
-                    );
-                    sys::nftnl_chain_nlmsg_build_payload(nlh, c);
-                    sys::nftnl_chain_free(c);
-                }
-            },
-            &mut |_| Ok(()),
-        )
     }
 }
 
@@ -348,7 +354,7 @@ impl RawSet {
             if ptr.is_null() {
                 std::process::abort();
             }
-            let name = CString::new(fam.map()).unwrap_or_default();
+            let name = CString::new(fam.set()).unwrap_or_default();
             sys::nftnl_set_set_u32(
                 ptr,
                 sys::NFTNL_SET_FAMILY as u16,
@@ -388,20 +394,13 @@ impl RawSet {
         unsafe { sys::nftnl_set_elem_add(self.ptr, e) };
     }
 
-    /// Adds `key : jump chain` with the comment as element userdata (TLV type
+    /// Adds `key` with the comment as element userdata (TLV type
     /// NFTNL_UDATA_SET_ELEM_COMMENT, which `nft list` prints as `comment "…"`).
-    pub(crate) fn add_verdict_elem(&self, elem: &Elem) {
+    pub(crate) fn add_commented_elem(&self, elem: &Elem) {
         let e = self.new_elem(elem.key);
-        let chain = CString::new(elem.chain.as_str()).unwrap_or_default();
         let udata = comment_udata(&elem.comment);
-        // SAFETY: e is a live element; strings and data are copied; the set takes ownership.
+        // SAFETY: e is a live element; data is copied; the set takes ownership.
         unsafe {
-            sys::nftnl_set_elem_set_u32(
-                e,
-                sys::NFTNL_SET_ELEM_VERDICT as u16,
-                libc::NFT_JUMP as u32,
-            );
-            sys::nftnl_set_elem_set_str(e, sys::NFTNL_SET_ELEM_CHAIN as u16, chain.as_ptr());
             sys::nftnl_set_elem_set(
                 e,
                 sys::NFTNL_SET_ELEM_USERDATA as u16,
@@ -435,6 +434,7 @@ pub(crate) fn parse_comment_udata(mut data: &[u8]) -> Option<String> {
     while data.len() >= 2 {
         let (ty, len) = (data[0], data[1] as usize);
         let val = data.get(2..2 + len)?;
+        // Rule and element comments share TLV type 0 (NFTNL_UDATA_{RULE,SET_ELEM}_COMMENT).
         if u32::from(ty) == sys::NFTNL_UDATA_SET_ELEM_COMMENT {
             let s = CStr::from_bytes_until_nul(val).ok()?;
             return Some(s.to_string_lossy().into_owned());
@@ -442,6 +442,34 @@ pub(crate) fn parse_comment_udata(mut data: &[u8]) -> Option<String> {
         data = &data[2 + len..];
     }
     None
+}
+
+/// Parses one NEWRULE message (handle and comment only).
+fn parse_rule(msg: &[u8], out: &mut Vec<RuleInfo>) -> Result<(), Error> {
+    // SAFETY: msg is a complete, 4-aligned netlink message inside our receive buffer; the rule
+    // object is freed before returning and its data copied out first.
+    unsafe {
+        let r = sys::nftnl_rule_alloc();
+        if r.is_null() {
+            std::process::abort();
+        }
+        if sys::nftnl_rule_nlmsg_parse(msg.as_ptr().cast(), r) < 0 {
+            sys::nftnl_rule_free(r);
+            return Err(nl_err("parse rule", io::Error::last_os_error()));
+        }
+        let handle = sys::nftnl_rule_get_u64(r, sys::NFTNL_RULE_HANDLE as u16);
+        let mut ulen = 0u32;
+        let up = sys::nftnl_rule_get_data(r, sys::NFTNL_RULE_USERDATA as u16, &mut ulen);
+        let comment = if up.is_null() {
+            String::new()
+        } else {
+            parse_comment_udata(std::slice::from_raw_parts(up.cast::<u8>(), ulen as usize))
+                .unwrap_or_default()
+        };
+        sys::nftnl_rule_free(r);
+        out.push(RuleInfo { handle, comment });
+    }
+    Ok(())
 }
 
 /// Parses one NEWSETELEM message into our element type.
@@ -475,12 +503,6 @@ fn parse_elems(msg: &[u8], out: &mut Vec<Elem>) -> Result<(), Error> {
                     _ => None,
                 }
             };
-            let chain = if sys::nftnl_set_elem_is_set(e, sys::NFTNL_SET_ELEM_CHAIN as u16) {
-                let p = sys::nftnl_set_elem_get_str(e, sys::NFTNL_SET_ELEM_CHAIN as u16);
-                CStr::from_ptr(p).to_string_lossy().into_owned()
-            } else {
-                String::new()
-            };
             let mut ulen = 0u32;
             let up = sys::nftnl_set_elem_get(e, sys::NFTNL_SET_ELEM_USERDATA as u16, &mut ulen);
             let comment = if up.is_null() {
@@ -490,11 +512,7 @@ fn parse_elems(msg: &[u8], out: &mut Vec<Elem>) -> Result<(), Error> {
                     .unwrap_or_default()
             };
             if let Some(key) = key {
-                out.push(Elem {
-                    key,
-                    chain,
-                    comment,
-                });
+                out.push(Elem { key, comment });
             }
             e = sys::nftnl_set_elems_iter_next(iter);
         }

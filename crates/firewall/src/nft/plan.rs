@@ -1,15 +1,18 @@
 //! Pure planning of nftables transactions: what each call adds and removes, as a list of [`Op`]s,
-//! computed from the request and (for DEL/GC) the map elements read back from our own table.
-//! No kernel access here, so every decision is unit-tested without root; `encode` turns a plan
-//! into one nftnl batch.
+//! computed from the request and what was read back from our own table (the base chain's rules,
+//! keyed element lookups, and for DEL/GC the two address sets). No kernel access here, so every
+//! decision is unit-tested without root; `encode` turns a plan into one nftnl batch.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::fmt;
 use std::net::IpAddr;
 
 use ipnet::IpNet;
 
-use crate::names::{nft_masq_chain, owner_comment, owner_tag, tag_of_comment};
+use crate::names::{
+    network_hash, owner_comment, owner_tag, parse_subnet_tag, subnet_comment, subnet_tag,
+    tag_of_comment,
+};
 use crate::MasqRule;
 
 /// Our table (family inet): the only nftables object we create or read.
@@ -18,13 +21,21 @@ pub const TABLE: &str = "rcni";
 pub const BASE_CHAIN: &str = "postrouting";
 /// srcnat priority.
 pub const SRCNAT_PRIORITY: i32 = 100;
+/// Comments of the fixed rules, so a dump of the base chain recognizes them.
+pub const FIXED_MCAST4: &str = "rcni: multicast4";
+/// see [`FIXED_MCAST4`]
+pub const FIXED_MCAST6: &str = "rcni: multicast6";
+/// see [`FIXED_MCAST4`]
+pub const FIXED_MASQ4: &str = "rcni: masquerade4";
+/// see [`FIXED_MCAST4`]
+pub const FIXED_MASQ6: &str = "rcni: masquerade6";
 
-/// Address family of a map / match.
+/// Address family of a set / match.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Fam {
-    /// IPv4: map `masq4`, `ip saddr`
+    /// IPv4: set `masq4`, `ip saddr`
     V4,
-    /// IPv6: map `masq6`, `ip6 saddr`
+    /// IPv6: set `masq6`, `ip6 saddr`
     V6,
 }
 
@@ -36,8 +47,8 @@ impl Fam {
             IpAddr::V6(_) => Fam::V6,
         }
     }
-    /// The verdict map holding this family's container addresses.
-    pub fn map(self) -> &'static str {
+    /// The set holding this family's masqueraded container addresses.
+    pub fn set(self) -> &'static str {
         match self {
             Fam::V4 => "masq4",
             Fam::V6 => "masq6",
@@ -62,15 +73,25 @@ impl Fam {
     }
 }
 
-/// One rule body.
+/// One rule body of the base chain.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RuleSpec {
-    /// `meta nfproto <fam> <fam> saddr vmap @<map>`
-    SaddrVmap(Fam),
-    /// `meta nfproto <fam> <fam> daddr <net> return`
-    DaddrReturn(IpNet),
-    /// `masquerade`
-    Masquerade,
+    /// `<fam> daddr <multicast> return`
+    McastReturn(Fam),
+    /// `<fam> saddr <subnet> <fam> daddr <subnet> return`: traffic inside a container subnet is
+    /// never masqueraded (reference: `-d <subnet> -j ACCEPT` in the per-container chain).
+    SubnetReturn(IpNet),
+    /// `<fam> saddr @masq<fam> masquerade`
+    SetMasquerade(Fam),
+}
+
+/// A rule of the base chain as read back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuleInfo {
+    /// kernel handle (for delete / insert-after)
+    pub handle: u64,
+    /// rule comment
+    pub comment: String,
 }
 
 /// One message of a transaction.
@@ -78,42 +99,40 @@ pub enum RuleSpec {
 pub enum Op {
     /// create table `inet rcni` if absent
     AddTable,
+    /// create a family's address set if absent
+    AddSet(Fam),
     /// create the base chain if absent
     AddBaseChain,
-    /// create a regular chain if absent
-    AddChain(String),
-    /// delete every rule of a chain (content is rewritten right after)
-    FlushChain(String),
-    /// create a family's verdict map if absent
-    AddMap(Fam),
-    /// append a rule
+    /// delete every rule of the base chain (only to repair a damaged chain)
+    FlushBaseChain,
+    /// add a rule to the base chain: appended, or right after the rule with handle `after`
     AddRule {
-        /// chain name
-        chain: String,
         /// rule body
         rule: RuleSpec,
+        /// rule comment
+        comment: String,
+        /// insert after this handle instead of appending
+        after: Option<u64>,
     },
-    /// add one map element `key : jump chain` with the owner comment
+    /// delete a base-chain rule by handle
+    DelRule(u64),
+    /// add one address with its owner comment
     AddElem(Elem),
-    /// delete one map element by key
-    DelElem(Fam, IpAddr),
-    /// delete a (flushed, unreferenced) per-subnet chain
-    DelChain(String),
+    /// delete one address
+    DelElem(IpAddr),
 }
 
-/// A verdict-map element as stored in the kernel.
+/// A set element as stored in the kernel.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Elem {
     /// container address (the key)
     pub key: IpAddr,
-    /// chain jumped to (the data)
-    pub chain: String,
     /// owner comment (`<owner tag> net: …, id: …, if: …`)
     pub comment: String,
 }
 
 impl Elem {
-    /// Which map it lives in.
+    /// Which set it lives in.
     pub fn fam(&self) -> Fam {
         Fam::of(self.key)
     }
@@ -123,15 +142,23 @@ impl Elem {
     }
 }
 
+fn net_kw(net: &IpNet) -> &'static str {
+    Fam::of(net.addr()).kw()
+}
+
 impl fmt::Display for RuleSpec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            RuleSpec::SaddrVmap(fam) => write!(f, "{} saddr vmap @{}", fam.kw(), fam.map()),
-            RuleSpec::DaddrReturn(net) => {
-                let fam = Fam::of(net.addr());
-                write!(f, "{} daddr {net} return", fam.kw())
+            RuleSpec::McastReturn(fam) => {
+                write!(f, "{} daddr {} return", fam.kw(), fam.multicast())
             }
-            RuleSpec::Masquerade => write!(f, "masquerade"),
+            RuleSpec::SubnetReturn(net) => {
+                let kw = net_kw(net);
+                write!(f, "{kw} saddr {net} {kw} daddr {net} return")
+            }
+            RuleSpec::SetMasquerade(fam) => {
+                write!(f, "{} saddr @{} masquerade", fam.kw(), fam.set())
+            }
         }
     }
 }
@@ -142,78 +169,152 @@ impl fmt::Display for Op {
         let t = format!("inet {TABLE}");
         match self {
             Op::AddTable => write!(f, "add table {t}"),
-            Op::AddBaseChain => write!(
+            Op::AddSet(fam) => write!(
                 f,
-                "add chain {t} {BASE_CHAIN} {{ type nat hook postrouting priority srcnat; policy accept; }}"
-            ),
-            Op::AddChain(c) => write!(f, "add chain {t} {c}"),
-            Op::FlushChain(c) => write!(f, "flush chain {t} {c}"),
-            Op::AddMap(fam) => write!(
-                f,
-                "add map {t} {} {{ type {}_addr : verdict; }}",
-                fam.map(),
+                "add set {t} {} {{ type {}_addr; }}",
+                fam.set(),
                 match fam {
                     Fam::V4 => "ipv4",
                     Fam::V6 => "ipv6",
                 }
             ),
-            Op::AddRule { chain, rule } => write!(f, "add rule {t} {chain} {rule}"),
+            Op::AddBaseChain => write!(
+                f,
+                "add chain {t} {BASE_CHAIN} {{ type nat hook postrouting priority srcnat; policy accept; }}"
+            ),
+            Op::FlushBaseChain => write!(f, "flush chain {t} {BASE_CHAIN}"),
+            Op::AddRule {
+                rule,
+                comment,
+                after,
+            } => {
+                let pos = after.map(|h| format!("position {h} ")).unwrap_or_default();
+                write!(
+                    f,
+                    "add rule {t} {BASE_CHAIN} {pos}{rule} comment \"{comment}\""
+                )
+            }
+            Op::DelRule(h) => write!(f, "delete rule {t} {BASE_CHAIN} handle {h}"),
             Op::AddElem(e) => write!(
                 f,
-                "add element {t} {} {{ {} comment \"{}\" : jump {} }}",
-                e.fam().map(),
+                "add element {t} {} {{ {} comment \"{}\" }}",
+                e.fam().set(),
                 e.key,
-                e.comment,
-                e.chain
+                e.comment
             ),
-            Op::DelElem(fam, key) => write!(f, "delete element {t} {} {{ {key} }}", fam.map()),
-            Op::DelChain(c) => write!(f, "delete chain {t} {c}"),
+            Op::DelElem(key) => write!(f, "delete element {t} {} {{ {key} }}", Fam::of(*key).set()),
         }
     }
 }
 
-/// Table, both maps and the base chain, created idempotently; the base chain's two rules are
-/// rewritten (flush + add) so repeated ADDs never duplicate them. Constant size.
-pub fn skeleton() -> Vec<Op> {
+fn fixed_head() -> Vec<(RuleSpec, &'static str)> {
     vec![
-        Op::AddTable,
-        Op::AddMap(Fam::V4),
-        Op::AddMap(Fam::V6),
-        Op::AddBaseChain,
-        Op::FlushChain(BASE_CHAIN.into()),
-        Op::AddRule {
-            chain: BASE_CHAIN.into(),
-            rule: RuleSpec::SaddrVmap(Fam::V4),
-        },
-        Op::AddRule {
-            chain: BASE_CHAIN.into(),
-            rule: RuleSpec::SaddrVmap(Fam::V6),
-        },
+        (RuleSpec::McastReturn(Fam::V4), FIXED_MCAST4),
+        (RuleSpec::McastReturn(Fam::V6), FIXED_MCAST6),
     ]
 }
 
-/// ADD: skeleton, then per (network, subnet) chain rewritten to its fixed content, then one
-/// element per address. `existing(fam, ip)` is a keyed lookup of the current element (O(1) in
-/// the kernel), so the plan's size depends only on `rules`, never on how many containers exist.
-pub fn plan_add(rules: &[MasqRule], existing: &mut dyn FnMut(IpAddr) -> Option<Elem>) -> Vec<Op> {
-    let mut ops = skeleton();
-    let mut chains: BTreeMap<String, IpNet> = BTreeMap::new();
-    for r in rules {
-        chains.insert(nft_masq_chain(&r.network, &r.subnet()), r.subnet());
+fn fixed_tail() -> Vec<(RuleSpec, &'static str)> {
+    vec![
+        (RuleSpec::SetMasquerade(Fam::V4), FIXED_MASQ4),
+        (RuleSpec::SetMasquerade(Fam::V6), FIXED_MASQ6),
+    ]
+}
+
+fn add(rule: RuleSpec, comment: &str, after: Option<u64>) -> Op {
+    Op::AddRule {
+        rule,
+        comment: comment.to_string(),
+        after,
     }
-    for (name, subnet) in &chains {
-        let fam = Fam::of(subnet.addr());
-        ops.push(Op::AddChain(name.clone()));
-        ops.push(Op::FlushChain(name.clone()));
-        for rule in [
-            RuleSpec::DaddrReturn(*subnet),
-            RuleSpec::DaddrReturn(fam.multicast()),
-            RuleSpec::Masquerade,
-        ] {
-            ops.push(Op::AddRule {
-                chain: name.clone(),
-                rule,
-            });
+}
+
+/// The complete base chain in order: fixed returns, subnet returns, fixed masquerades.
+fn full_chain(subnets: &[(String, IpNet)]) -> Vec<Op> {
+    let mut ops = Vec::new();
+    for (r, c) in fixed_head() {
+        ops.push(add(r, c, None));
+    }
+    for (comment, net) in subnets {
+        ops.push(add(RuleSpec::SubnetReturn(*net), comment, None));
+    }
+    for (r, c) in fixed_tail() {
+        ops.push(add(r, c, None));
+    }
+    ops
+}
+
+/// ADD. `base` is the base chain as read back (None: table/chain absent). `existing(ip)` is a
+/// keyed element lookup (O(1) in the kernel). The plan's size depends only on `rules` and on
+/// the number of subnets, never on how many containers exist; in the steady state it is just
+/// the element adds, with no deletion (deletions make the kernel wait for an RCU grace period
+/// when the socket closes) and no jump (jumps make every commit re-validate the whole table).
+pub fn plan_add(
+    rules: &[MasqRule],
+    base: Option<&[RuleInfo]>,
+    existing: &mut dyn FnMut(IpAddr) -> Option<Elem>,
+) -> Vec<Op> {
+    let mut wanted: Vec<(String, IpNet)> = Vec::new();
+    for r in rules {
+        let c = subnet_comment(&r.network, &r.subnet());
+        if !wanted
+            .iter()
+            .any(|(w, _)| tag_of_comment(w) == tag_of_comment(&c))
+        {
+            wanted.push((c, r.subnet()));
+        }
+    }
+    let mut ops = Vec::new();
+    match base {
+        None => {
+            ops.extend([
+                Op::AddTable,
+                Op::AddSet(Fam::V4),
+                Op::AddSet(Fam::V6),
+                Op::AddBaseChain,
+            ]);
+            ops.extend(full_chain(&wanted));
+        }
+        Some(present) => {
+            let has = |c: &str| present.iter().any(|r| r.comment == c);
+            let fixed_ok = [FIXED_MCAST4, FIXED_MCAST6, FIXED_MASQ4, FIXED_MASQ6]
+                .iter()
+                .all(|c| has(c));
+            let anchor = present
+                .iter()
+                .rev()
+                .find(|r| r.comment == FIXED_MCAST6 || r.comment == FIXED_MCAST4);
+            match (fixed_ok, anchor) {
+                (true, Some(anchor)) => {
+                    for (comment, net) in &wanted {
+                        let tag = tag_of_comment(comment);
+                        if !present.iter().any(|r| tag_of_comment(&r.comment) == tag) {
+                            ops.push(add(
+                                RuleSpec::SubnetReturn(*net),
+                                comment,
+                                Some(anchor.handle),
+                            ));
+                        }
+                    }
+                }
+                _ => {
+                    // Someone changed our chain: rebuild it whole, keeping every subnet rule.
+                    let mut all = wanted.clone();
+                    for r in present {
+                        if let Some((_, net)) = parse_subnet_tag(tag_of_comment(&r.comment)) {
+                            if !all
+                                .iter()
+                                .any(|(c, _)| tag_of_comment(c) == tag_of_comment(&r.comment))
+                            {
+                                all.push((r.comment.clone(), net));
+                            }
+                        }
+                    }
+                    ops.extend([Op::AddTable, Op::AddSet(Fam::V4), Op::AddSet(Fam::V6)]);
+                    ops.push(Op::FlushBaseChain);
+                    ops.extend(full_chain(&all));
+                }
+            }
         }
     }
     let mut seen = BTreeSet::new();
@@ -224,15 +325,14 @@ pub fn plan_add(rules: &[MasqRule], existing: &mut dyn FnMut(IpAddr) -> Option<E
         }
         let want = Elem {
             key,
-            chain: nft_masq_chain(&r.network, &r.subnet()),
             comment: owner_comment(&r.network, &r.container_id, &r.ifname),
         };
         match existing(key) {
-            Some(cur) if cur.chain == want.chain && cur.tag() == want.tag() => {}
+            Some(cur) if cur.tag() == want.tag() => {}
             Some(_) => {
-                // A stale owner (missed DEL, address reused) or another network still holds the
-                // address: take it over inside the same transaction.
-                ops.push(Op::DelElem(Fam::of(key), key));
+                // A stale owner (missed DEL, address reused) still holds the address: take it
+                // over inside the same transaction.
+                ops.push(Op::DelElem(key));
                 ops.push(Op::AddElem(want));
             }
             None => ops.push(Op::AddElem(want)),
@@ -241,27 +341,39 @@ pub fn plan_add(rules: &[MasqRule], existing: &mut dyn FnMut(IpAddr) -> Option<E
     ops
 }
 
-/// DEL/GC: delete `remove`, then every per-subnet chain that only removed elements referenced
-/// (chains are shared by all containers of a network+subnet, so they go with the last one).
-pub fn plan_remove(all: &[Elem], remove: &dyn Fn(&Elem) -> bool) -> Vec<Op> {
+/// DEL/GC of `network`: delete the elements selected by `remove`, then that network's subnet
+/// rules no remaining element of the network needs.
+pub fn plan_remove(
+    network: &str,
+    all: &[Elem],
+    base: &[RuleInfo],
+    remove: &dyn Fn(&Elem) -> bool,
+) -> Vec<Op> {
+    let nethash = network_hash(network);
+    let prefix = format!("{nethash}-");
     let mut ops = Vec::new();
-    let mut dropped = BTreeSet::new();
-    let mut still = BTreeSet::new();
+    let mut remaining = Vec::new();
     for e in all {
         if remove(e) {
-            ops.push(Op::DelElem(e.fam(), e.key));
-            dropped.insert(e.chain.clone());
-        } else {
-            still.insert(e.chain.clone());
+            ops.push(Op::DelElem(e.key));
+        } else if e.tag().starts_with(&prefix) {
+            remaining.push(e.key);
         }
     }
-    for chain in dropped.difference(&still) {
-        if chain.starts_with("masq_") {
-            ops.push(Op::FlushChain(chain.clone()));
-            ops.push(Op::DelChain(chain.clone()));
+    for r in base {
+        if let Some((h, net)) = parse_subnet_tag(tag_of_comment(&r.comment)) {
+            if h == nethash && !remaining.iter().any(|ip| net.contains(ip)) {
+                ops.push(Op::DelRule(r.handle));
+            }
         }
     }
     ops
+}
+
+/// Whether the base chain holds the exemption rule of (network, subnet).
+pub fn has_subnet_rule(base: &[RuleInfo], network: &str, subnet: &IpNet) -> bool {
+    let tag = subnet_tag(network, subnet);
+    base.iter().any(|r| tag_of_comment(&r.comment) == tag)
 }
 
 /// Elements owned by exactly this attachment.
@@ -272,7 +384,7 @@ pub fn owned_by(network: &str, container_id: &str, ifname: &str) -> impl Fn(&Ele
 
 /// Elements of `network` whose owner is not in `keep`.
 pub fn stale_in(network: &str, keep: &[(String, String)]) -> impl Fn(&Elem) -> bool {
-    let prefix = format!("{}-", crate::names::network_hash(network));
+    let prefix = format!("{}-", network_hash(network));
     let kept: BTreeSet<String> = keep
         .iter()
         .map(|(cid, ifname)| owner_tag(network, cid, ifname))
@@ -297,105 +409,170 @@ mod tests {
         ops.iter().map(|o| o.to_string()).collect()
     }
 
+    fn fixed_present() -> Vec<RuleInfo> {
+        [FIXED_MCAST4, FIXED_MCAST6, FIXED_MASQ4, FIXED_MASQ6]
+            .iter()
+            .enumerate()
+            .map(|(i, c)| RuleInfo {
+                handle: i as u64 + 2,
+                comment: c.to_string(),
+            })
+            .collect()
+    }
+
     #[test]
-    fn add_plan_dual_stack() {
+    fn first_add_builds_everything_in_order() {
         let rules = [
             rule("n", "c1", "10.22.0.5/24"),
             rule("n", "c1", "fd00::5/64"),
         ];
-        let ops = render(&plan_add(&rules, &mut |_| None));
-        let c4 = nft_masq_chain("n", &"10.22.0.0/24".parse().unwrap());
-        let c6 = nft_masq_chain("n", &"fd00::/64".parse().unwrap());
+        let ops = render(&plan_add(&rules, None, &mut |_| None));
+        let h = network_hash("n");
         let tag = owner_tag("n", "c1", "eth0");
-        let expect_tail = vec![
-            format!("add chain inet rcni {c4}"),
-            format!("flush chain inet rcni {c4}"),
-            format!("add rule inet rcni {c4} ip daddr 10.22.0.0/24 return"),
-            format!("add rule inet rcni {c4} ip daddr 224.0.0.0/4 return"),
-            format!("add rule inet rcni {c4} masquerade"),
-            format!("add chain inet rcni {c6}"),
-            format!("flush chain inet rcni {c6}"),
-            format!("add rule inet rcni {c6} ip6 daddr fd00::/64 return"),
-            format!("add rule inet rcni {c6} ip6 daddr ff00::/8 return"),
-            format!("add rule inet rcni {c6} masquerade"),
-            format!(
-                "add element inet rcni masq4 {{ 10.22.0.5 comment \"{tag} net: n, id: c1, if: eth0\" : jump {c4} }}"
-            ),
-            format!(
-                "add element inet rcni masq6 {{ fd00::5 comment \"{tag} net: n, id: c1, if: eth0\" : jump {c6} }}"
-            ),
+        let expect = vec![
+            "add table inet rcni".to_string(),
+            "add set inet rcni masq4 { type ipv4_addr; }".into(),
+            "add set inet rcni masq6 { type ipv6_addr; }".into(),
+            "add chain inet rcni postrouting { type nat hook postrouting priority srcnat; policy accept; }".into(),
+            "add rule inet rcni postrouting ip daddr 224.0.0.0/4 return comment \"rcni: multicast4\"".into(),
+            "add rule inet rcni postrouting ip6 daddr ff00::/8 return comment \"rcni: multicast6\"".into(),
+            format!("add rule inet rcni postrouting ip saddr 10.22.0.0/24 ip daddr 10.22.0.0/24 return comment \"{h}:10.22.0.0/24 net: n\""),
+            format!("add rule inet rcni postrouting ip6 saddr fd00::/64 ip6 daddr fd00::/64 return comment \"{h}:fd00::/64 net: n\""),
+            "add rule inet rcni postrouting ip saddr @masq4 masquerade comment \"rcni: masquerade4\"".into(),
+            "add rule inet rcni postrouting ip6 saddr @masq6 masquerade comment \"rcni: masquerade6\"".into(),
+            format!("add element inet rcni masq4 {{ 10.22.0.5 comment \"{tag} net: n, id: c1, if: eth0\" }}"),
+            format!("add element inet rcni masq6 {{ fd00::5 comment \"{tag} net: n, id: c1, if: eth0\" }}"),
         ];
-        assert_eq!(ops[..7], render(&skeleton())[..]);
-        assert_eq!(ops[7..], expect_tail[..]);
-        assert_eq!(
-            ops[5],
-            "add rule inet rcni postrouting ip saddr vmap @masq4"
-        );
+        assert_eq!(ops, expect);
     }
 
     #[test]
-    fn add_plan_is_constant_size_and_idempotent() {
+    fn steady_state_add_is_one_element() {
+        let r = rule("n", "c2", "10.22.0.6/24");
+        let mut base = fixed_present();
+        base.push(RuleInfo {
+            handle: 9,
+            comment: subnet_comment("n", &r.subnet()),
+        });
+        let ops = plan_add(std::slice::from_ref(&r), Some(&base), &mut |_| None);
+        assert_eq!(ops.len(), 1);
+        assert!(matches!(&ops[0], Op::AddElem(e) if e.key == r.ip()));
+        // new subnet: one rule inserted after the last multicast return (handle 3)
+        let r6 = rule("n", "c2", "fd00::6/64");
+        let ops = render(&plan_add(
+            std::slice::from_ref(&r6),
+            Some(&base),
+            &mut |_| None,
+        ));
+        assert!(
+            ops[0].starts_with("add rule inet rcni postrouting position 3 ip6 saddr fd00::/64"),
+            "{ops:?}"
+        );
+        assert_eq!(ops.len(), 2);
+    }
+
+    #[test]
+    fn repeated_add_is_noop_and_stale_owner_is_replaced() {
         let r = rule("n", "c1", "10.22.0.5/24");
+        let mut base = fixed_present();
+        base.push(RuleInfo {
+            handle: 9,
+            comment: subnet_comment("n", &r.subnet()),
+        });
         let same = Elem {
             key: r.ip(),
-            chain: nft_masq_chain("n", &r.subnet()),
             comment: owner_comment("n", "c1", "eth0"),
         };
-        let ops = plan_add(std::slice::from_ref(&r), &mut |_| Some(same.clone()));
-        assert!(!ops
-            .iter()
-            .any(|o| matches!(o, Op::AddElem(_) | Op::DelElem(..))));
-        // a stale owner of the same address is replaced in the same transaction
+        assert!(
+            plan_add(std::slice::from_ref(&r), Some(&base), &mut |_| Some(
+                same.clone()
+            ))
+            .is_empty()
+        );
         let stale = Elem {
             comment: owner_comment("n", "old", "eth0"),
             ..same
         };
-        let ops = plan_add(std::slice::from_ref(&r), &mut |_| Some(stale.clone()));
-        let n = ops.len();
-        assert!(matches!(ops[n - 2], Op::DelElem(Fam::V4, _)));
-        assert!(matches!(&ops[n - 1], Op::AddElem(e) if e.tag() == owner_tag("n", "c1", "eth0")));
+        let ops = plan_add(std::slice::from_ref(&r), Some(&base), &mut |_| {
+            Some(stale.clone())
+        });
+        assert!(matches!(ops[0], Op::DelElem(_)));
+        assert!(matches!(&ops[1], Op::AddElem(e) if e.tag() == owner_tag("n", "c1", "eth0")));
     }
 
-    fn elem(net: &str, cid: &str, ip: &str, sub: &str) -> Elem {
+    #[test]
+    fn damaged_chain_is_rebuilt_keeping_subnets() {
+        let other = subnet_comment("m", &"10.33.0.0/24".parse().unwrap());
+        let base = vec![RuleInfo {
+            handle: 7,
+            comment: other.clone(),
+        }];
+        let ops = render(&plan_add(
+            &[rule("n", "c", "10.22.0.5/24")],
+            Some(&base),
+            &mut |_| None,
+        ));
+        assert!(ops.contains(&"flush chain inet rcni postrouting".to_string()));
+        assert!(ops.iter().any(|o| o.contains(&other)));
+        assert!(ops.iter().any(|o| o.contains("ip saddr 10.22.0.0/24")));
+        assert!(ops.iter().any(|o| o.contains("rcni: masquerade6")));
+    }
+
+    fn elem(net: &str, cid: &str, ip: &str) -> Elem {
         Elem {
             key: ip.parse().unwrap(),
-            chain: nft_masq_chain(net, &sub.parse().unwrap()),
             comment: owner_comment(net, cid, "eth0"),
         }
     }
 
+    fn base_with(subnets: &[(&str, &str)]) -> Vec<RuleInfo> {
+        let mut b = fixed_present();
+        for (i, (net, sub)) in subnets.iter().enumerate() {
+            b.push(RuleInfo {
+                handle: 100 + i as u64,
+                comment: subnet_comment(net, &sub.parse().unwrap()),
+            });
+        }
+        b
+    }
+
     #[test]
-    fn remove_plan_keeps_shared_chain_until_last() {
+    fn remove_keeps_subnet_rule_until_last_element() {
         let all = vec![
-            elem("n", "c1", "10.22.0.5", "10.22.0.0/24"),
-            elem("n", "c2", "10.22.0.6", "10.22.0.0/24"),
-            elem("n", "c1", "fd00::5", "fd00::/64"),
+            elem("n", "c1", "10.22.0.5"),
+            elem("n", "c2", "10.22.0.6"),
+            elem("n", "c1", "fd00::5"),
         ];
-        let ops = render(&plan_remove(&all, &owned_by("n", "c1", "eth0")));
-        let c6 = nft_masq_chain("n", &"fd00::/64".parse().unwrap());
+        let base = base_with(&[
+            ("n", "10.22.0.0/24"),
+            ("n", "fd00::/64"),
+            ("m", "fd00::/64"),
+        ]);
+        let ops = render(&plan_remove("n", &all, &base, &owned_by("n", "c1", "eth0")));
         assert_eq!(
             ops,
             vec![
                 "delete element inet rcni masq4 { 10.22.0.5 }".to_string(),
                 "delete element inet rcni masq6 { fd00::5 }".to_string(),
-                format!("flush chain inet rcni {c6}"),
-                format!("delete chain inet rcni {c6}"),
+                "delete rule inet rcni postrouting handle 101".to_string(),
             ]
         );
-        assert!(plan_remove(&all, &owned_by("n", "nope", "eth0")).is_empty());
+        assert!(plan_remove("n", &all, &base, &owned_by("n", "nope", "eth0")).is_empty());
     }
 
     #[test]
-    fn gc_plan_only_touches_its_network() {
+    fn gc_only_touches_its_network() {
         let all = vec![
-            elem("n", "c1", "10.22.0.5", "10.22.0.0/24"),
-            elem("n", "c2", "10.22.0.6", "10.22.0.0/24"),
-            elem("other", "c3", "10.33.0.6", "10.33.0.0/24"),
+            elem("n", "c1", "10.22.0.5"),
+            elem("n", "c2", "10.22.0.6"),
+            elem("other", "c3", "10.33.0.6"),
         ];
+        let base = base_with(&[("n", "10.22.0.0/24"), ("other", "10.33.0.0/24")]);
         let keep = vec![("c2".to_string(), "eth0".to_string())];
-        let ops = render(&plan_remove(&all, &stale_in("n", &keep)));
+        let ops = render(&plan_remove("n", &all, &base, &stale_in("n", &keep)));
         assert_eq!(ops, vec!["delete element inet rcni masq4 { 10.22.0.5 }"]);
-        let ops = plan_remove(&all, &stale_in("n", &[]));
-        assert_eq!(ops.len(), 4); // two elements, then flush+delete of the shared chain
+        let ops = render(&plan_remove("n", &all, &base, &stale_in("n", &[])));
+        assert_eq!(ops.len(), 3);
+        assert_eq!(ops[2], "delete rule inet rcni postrouting handle 100");
     }
 }

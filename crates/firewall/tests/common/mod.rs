@@ -86,8 +86,8 @@ pub fn rule(net: &str, cid: &str, ifname: &str, addr: &str) -> MasqRule {
     }
 }
 
-/// (map, key, comment, jump target) of every element in our table, via `nft -j`.
-pub fn nft_elems() -> Vec<(String, String, String, String)> {
+/// (set, address, comment) of every element in our table, via `nft -j`.
+pub fn nft_elems() -> Vec<(String, String, String)> {
     let (ok, out, err) = cmd("nft", &["-j", "list", "table", "inet", "rcni"]);
     if !ok {
         assert!(err.contains("No such file"), "nft list failed: {err}");
@@ -96,29 +96,29 @@ pub fn nft_elems() -> Vec<(String, String, String, String)> {
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     let mut res = Vec::new();
     for item in v["nftables"].as_array().unwrap() {
-        let Some(map) = item.get("map") else { continue };
-        let name = map["name"].as_str().unwrap().to_string();
-        for e in map["elem"].as_array().cloned().unwrap_or_default() {
-            // [ {"elem": {"val": "10.22.0.5", "comment": "…"}}, {"jump": {"target": "…"}} ]
-            let pair = e.as_array().unwrap();
-            let key = &pair[0];
-            let (val, comment) = match key.get("elem") {
+        let Some(set) = item.get("set") else { continue };
+        let name = set["name"].as_str().unwrap().to_string();
+        for e in set["elem"].as_array().cloned().unwrap_or_default() {
+            // {"elem": {"val": "10.22.0.5", "comment": "…"}} or a bare "10.22.0.5"
+            let (val, comment) = match e.get("elem") {
                 Some(el) => (
                     el["val"].as_str().unwrap().to_string(),
                     el["comment"].as_str().unwrap_or("").to_string(),
                 ),
-                None => (key.as_str().unwrap().to_string(), String::new()),
+                None => (e.as_str().unwrap().to_string(), String::new()),
             };
-            let target = pair[1]["jump"]["target"].as_str().unwrap().to_string();
-            res.push((name.clone(), val, comment, target));
+            res.push((name.clone(), val, comment));
         }
     }
     res
 }
 
-/// Names of the chains in our table.
-pub fn nft_chains() -> Vec<String> {
-    let (ok, out, _) = cmd("nft", &["-j", "list", "table", "inet", "rcni"]);
+/// Comments of the rules of our base chain, in order.
+pub fn nft_rule_comments() -> Vec<String> {
+    let (ok, out, _) = cmd(
+        "nft",
+        &["-j", "list", "chain", "inet", "rcni", "postrouting"],
+    );
     if !ok {
         return Vec::new();
     }
@@ -128,8 +128,8 @@ pub fn nft_chains() -> Vec<String> {
         .unwrap()
         .iter()
         .filter_map(|i| {
-            i.get("chain")
-                .map(|c| c["name"].as_str().unwrap().to_string())
+            i.get("rule")
+                .map(|r| r["comment"].as_str().unwrap_or("").to_string())
         })
         .collect()
 }
