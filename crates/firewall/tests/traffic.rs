@@ -1,7 +1,8 @@
 //! Real traffic through masquerade, both backends. The test thread's own (private) namespace is
 //! the router; netns `a` holds the client 10.22.0.5/24 behind it, netns `b` the server
 //! 192.168.77.2 with NO route back to 10.22.0.0/24, so a ping from a to b only succeeds when the
-//! router masquerades the client's address.
+//! router masquerades the client's address. The same holds for the IPv6 twin (fd00:22::5 behind
+//! the router, server fd00:77::2).
 
 // Test crate: a panic is the failure report.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
