@@ -5,13 +5,19 @@
 //! same nftables table later.
 //!
 //! * [`nft`] — the default backend: one table `inet rcni` owned by the suite, changed by exactly one
-//!   netlink transaction per call, with verdict maps so the per-container cost of ADD does not grow
-//!   with the number of containers (peers.md §3.4 item 6). Never execs `nft`.
+//!   netlink transaction per call; a container address is one element of a named set, so the
+//!   per-container cost of ADD does not grow with the number of containers (peers.md §3.4
+//!   item 6). Never execs `nft`.
 //! * [`iptables`] — reference-compatible chain layout (`CNI-<24 hex>` per network+container), for
 //!   hosts whose other tooling expects it. Execs `iptables -w` / `ip6tables -w` with argument vectors.
 //!
 //! Every backend takes the flock on [`LOCK_PATH`] around its read-modify-write so that concurrent
 //! plugin processes (parallel ADD/DEL is normal) never interleave.
+//!
+//! Portmap is meant to follow the same pattern in the same table: fixed rules created once and
+//! recognized by their comment, per-container state as set/map elements whose comment starts
+//! with the owner tag of [`names::owner_tag`] (so DEL/GC need no prevResult), keyed reads on
+//! ADD, no deletion on the ADD fast path, and the pure `plan` / `encode` split for unit tests.
 
 pub mod iptables;
 mod lock;

@@ -31,7 +31,7 @@ fn cstring(what: &'static str, s: &str) -> Result<CString, Error> {
     })
 }
 
-/// Set ids tie a rule's lookup to a map created in the same transaction.
+/// Set ids tie a rule's lookup to a set created in the same transaction.
 fn set_id(fam: Fam) -> u32 {
     match fam {
         Fam::V4 => 1,

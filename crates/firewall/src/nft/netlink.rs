@@ -1,7 +1,7 @@
 //! Netlink transport to nf_tables: one `NETLINK_NETFILTER` socket per call, batches sent with
 //! a single `sendmsg` (every page of the nftnl batch in one iovec array, because the kernel
-//! needs begin..end in one skb), and the keyed reads we need (one element, one chain, one map's
-//! elements). Only objects of our own table are ever requested.
+//! needs begin..end in one skb), and the reads we need (one element by key, the base chain's
+//! rules, one set's elements). Only objects of our own table are ever requested.
 //!
 //! nf_tables processes a batch synchronously inside `sendmsg`, so once it returns every error
 //! is already queued on the socket: we drain it with `MSG_DONTWAIT` instead of counting ACKs
@@ -252,7 +252,7 @@ impl Nl {
                 unsafe {
                     let r = sys::nftnl_rule_alloc();
                     if r.is_null() {
-                        return;
+                        std::process::abort();
                     }
                     sys::nftnl_rule_set_u32(
                         r,
@@ -283,8 +283,8 @@ impl Nl {
         })
     }
 
-    /// One element of a family's map by key (kernel keyed lookup, O(1)); None if absent or if
-    /// the table/map does not exist yet.
+    /// One element of a family's set by key (kernel keyed lookup, O(1)); None if absent or if
+    /// the table/set does not exist yet.
     pub(crate) fn get_elem(&mut self, key: IpAddr) -> Result<Option<Elem>, Error> {
         let fam = Fam::of(key);
         let mut found = Vec::new();
@@ -311,7 +311,7 @@ impl Nl {
         Ok(if ok { found.into_iter().next() } else { None })
     }
 
-    /// Every element of a family's map (DEL/GC only; ADD never dumps).
+    /// Every element of a family's set (DEL/GC only; ADD never dumps).
     pub(crate) fn dump_elems(&mut self, fam: Fam) -> Result<Vec<Elem>, Error> {
         let mut found = Vec::new();
         self.request(
@@ -341,7 +341,7 @@ pub(crate) fn table_cstr() -> CString {
     CString::new(TABLE).unwrap_or_default()
 }
 
-/// An owned `nftnl_set` naming one of our maps, used to carry element lists.
+/// An owned `nftnl_set` naming one of our sets, used to carry element lists.
 pub(crate) struct RawSet {
     pub(crate) ptr: *mut sys::nftnl_set,
 }
