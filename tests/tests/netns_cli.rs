@@ -304,3 +304,35 @@ fn networks_help_and_completions() {
         assert!(bash.contains("netns") && bash.contains("attach"), "{bash}");
     });
 }
+
+#[test]
+fn show_finds_iptables_masquerade_rules() {
+    sandbox(|sb| {
+        let dir = sb.dir("ipt.d");
+        let conf = json!({"cniVersion": "1.0.0", "name": "ipt", "plugins": [
+            {"type": "bridge", "bridge": "cni-ipt", "isGateway": true, "ipMasq": true,
+             "ipMasqBackend": "iptables",
+             "ipam": {"type": "host-local", "subnet": "10.78.0.0/24",
+                      "dataDir": sb.scratch().join("ipam")}}]});
+        std::fs::write(dir.join("10-ipt.conflist"), conf.to_string()).unwrap();
+        ok(&dir, &["add", "c1"]);
+        ok(&dir, &["attach", "c1", "ipt", "--container-id", "ipt-c1"]);
+        let r = show(&dir, "c1");
+        let fw = r["firewall"].as_array().unwrap();
+        assert!(!fw.is_empty(), "{r}");
+        assert!(fw.iter().all(|e| e["backend"] == "iptables"), "{r}");
+        assert!(
+            fw.iter().any(|e| e["object"] == "nat chain POSTROUTING"
+                && e["entry"].as_str().unwrap().contains("10.78.0.2")),
+            "{r}"
+        );
+        assert!(
+            fw.iter()
+                .all(|e| e["comment"] == "name: \"ipt\" id: \"ipt-c1\""),
+            "{r}"
+        );
+        ok(&dir, &["detach", "c1", "ipt"]);
+        let save = sb.sh("iptables-save -t nat");
+        assert!(!save.contains("ipt-c1"), "{save}");
+    });
+}
