@@ -446,30 +446,13 @@ fn target_rt(ctx: &Ctx, t: &TargetArgs, cached: Option<&CacheEntry>) -> Result<R
             t.name.clone()
         }
     };
-    Ok(match cached {
-        Some(e) => RuntimeConf {
-            container_id: cid,
-            netns: if e.netns.is_empty() {
-                ctx.ns_path(&t.name).display().to_string()
-            } else {
-                e.netns.clone()
-            },
-            ifname: t.ifname.clone(),
-            args: e
-                .cni_args
-                .iter()
-                .map(|[k, v]| (k.clone(), v.clone()))
-                .collect(),
-            capability_args: e.capability_args.clone(),
-        },
-        None => RuntimeConf {
-            container_id: cid,
-            netns: ctx.ns_path(&t.name).display().to_string(),
-            ifname: t.ifname.clone(),
-            args: Vec::new(),
-            capability_args: Map::new(),
-        },
-    })
+    let mut rt = cached.map(CacheEntry::runtime_conf).unwrap_or_default();
+    rt.container_id = cid;
+    rt.ifname = t.ifname.clone();
+    if rt.netns.is_empty() {
+        rt.netns = ctx.ns_path(&t.name).display().to_string();
+    }
+    Ok(rt)
 }
 
 /// `netns detach`: DEL is idempotent; it also works when the namespace was already deleted (the

@@ -55,6 +55,21 @@ pub struct CacheEntry {
 }
 
 impl CacheEntry {
+    /// The runtime parameters this attachment was added with (what DEL and CHECK must reuse).
+    pub fn runtime_conf(&self) -> crate::runtime::RuntimeConf {
+        crate::runtime::RuntimeConf {
+            container_id: self.container_id.clone(),
+            netns: self.netns.clone(),
+            ifname: self.if_name.clone(),
+            args: self
+                .cni_args
+                .iter()
+                .map(|[k, v]| (k.clone(), v.clone()))
+                .collect(),
+            capability_args: self.capability_args.clone(),
+        }
+    }
+
     /// The decoded `config` bytes.
     pub fn config_bytes(&self) -> Option<Vec<u8>> {
         if self.config.is_empty() {

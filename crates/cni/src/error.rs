@@ -123,6 +123,24 @@ impl From<std::io::Error> for CniError {
     }
 }
 
+/// Several independent steps failed (DEL and GC keep going after an error): `Ok` when none
+/// did, the error itself when one did, otherwise one internal error listing every message.
+pub fn combine(errors: Vec<CniError>) -> Result<(), CniError> {
+    let mut iter = errors.into_iter();
+    let Some(first) = iter.next() else {
+        return Ok(());
+    };
+    let rest: Vec<CniError> = iter.collect();
+    if rest.is_empty() {
+        return Err(first);
+    }
+    let msgs: Vec<String> = std::iter::once(&first)
+        .chain(&rest)
+        .map(ToString::to_string)
+        .collect();
+    Err(CniError::internal(msgs.join("; ")))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -149,5 +167,19 @@ mod tests {
         assert_eq!(e.to_string(), "boom; because");
         assert_eq!(CniError::from_json(e.to_json("1.1.0").as_bytes()), Some(e));
         assert_eq!(CniError::from_json(b"not json"), None);
+    }
+
+    #[test]
+    fn combine_keeps_every_message() {
+        assert!(combine(vec![]).is_ok());
+        let one = combine(vec![CniError::new(7, "bad")]).unwrap_err();
+        assert_eq!((one.code, one.msg.as_str()), (7, "bad"));
+        let two = combine(vec![CniError::new(7, "bad"), CniError::new(3, "gone")]).unwrap_err();
+        assert_eq!(two.code, codes::INTERNAL);
+        assert!(
+            two.msg.contains("bad") && two.msg.contains("gone"),
+            "{}",
+            two.msg
+        );
     }
 }

@@ -212,17 +212,6 @@ fn plugin_type(plugin: &Map<String, Value>) -> &str {
         .unwrap_or_default()
 }
 
-fn collect(errors: Vec<CniError>) -> Result<(), CniError> {
-    match errors.len() {
-        0 => Ok(()),
-        1 => Err(errors.into_iter().next().unwrap_or_default()),
-        _ => {
-            let msgs: Vec<String> = errors.iter().map(ToString::to_string).collect();
-            Err(CniError::internal(msgs.join("; ")))
-        }
-    }
-}
-
 impl CniConfig {
     /// A config with the given plugin path and cache directory.
     pub fn new(plugin_path: Vec<PathBuf>, cache_dir: PathBuf) -> CniConfig {
@@ -373,7 +362,7 @@ impl CniConfig {
                 errors.push(e);
             }
         }
-        collect(errors)?;
+        crate::error::combine(errors)?;
         match std::fs::remove_file(self.cache_path(list, rt)) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(CniError::new(
                 codes::IO_FAILURE,
@@ -435,17 +424,7 @@ impl CniConfig {
                 .config_bytes()
                 .and_then(|b| NetConfList::parse(&b).ok())
                 .unwrap_or_else(|| list.clone());
-            let rt = RuntimeConf {
-                container_id: e.container_id.clone(),
-                netns: e.netns.clone(),
-                ifname: e.if_name.clone(),
-                args: e
-                    .cni_args
-                    .iter()
-                    .map(|[k, v]| (k.clone(), v.clone()))
-                    .collect(),
-                capability_args: e.capability_args.clone(),
-            };
+            let rt = e.runtime_conf();
             if let Err(err) = self.del_network_list(&cached_list, &rt) {
                 errors.push(err);
             }
@@ -467,7 +446,7 @@ impl CniConfig {
                 }
             }
         }
-        collect(errors)
+        crate::error::combine(errors)
     }
 
     /// STATUS (≥1.1.0, else a no-op success like libcni): every plugin in order, stopping at the
@@ -748,7 +727,11 @@ mod tests {
         let l = list("1.0.0", "");
         let err = cfg.del_network_list(&l, &rt("c1")).unwrap_err();
         assert!(err.msg.contains("p2"), "{}", err.msg);
-        assert!(e.calls().iter().any(|c| c.starts_with("p1 DEL c1")), "{:?}", e.calls());
+        assert!(
+            e.calls().iter().any(|c| c.starts_with("p1 DEL c1")),
+            "{:?}",
+            e.calls()
+        );
         // Once the plugin is back, the DEL completes and clears the cache.
         e.plugin("p2", R2);
         cfg.del_network_list(&l, &rt("c1")).unwrap();

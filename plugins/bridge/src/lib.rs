@@ -555,7 +555,7 @@ impl Plugin for Bridge {
 
     fn del(&self, args: &CmdArgs) -> Result<(), CniError> {
         let conf = BridgeConf::load(args)?;
-        // DEL is best effort: every step runs, the first error is reported at the end.
+        // DEL is best effort: every step runs, the errors are reported together at the end.
         let mut errors: Vec<CniError> = Vec::new();
         if let Some(path) = args.netns.as_deref() {
             match NetNs::open(path) {
@@ -595,10 +595,7 @@ impl Plugin for Bridge {
                 errors.push(e);
             }
         }
-        match errors.into_iter().next() {
-            Some(e) => Err(e),
-            None => Ok(()),
-        }
+        cni::error::combine(errors)
     }
 
     fn check(&self, args: &CmdArgs) -> Result<(), CniError> {
@@ -758,10 +755,7 @@ impl Plugin for Bridge {
                 errors.push(e);
             }
         }
-        match errors.into_iter().next() {
-            Some(e) => Err(e),
-            None => Ok(()),
-        }
+        cni::error::combine(errors)
     }
 
     fn status(&self, args: &CmdArgs) -> Result<(), CniError> {
