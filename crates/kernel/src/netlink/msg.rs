@@ -431,6 +431,21 @@ pub fn parse_link(m: &LinkMessage) -> Link {
     l
 }
 
+/// Link settings outside [`Link`] that the `tuning` plugin backs up and restores:
+/// (`IFF_ALLMULTI` set, `IFLA_TXQLEN`). Kept apart so `Link` literals elsewhere stay valid.
+pub fn parse_link_allmulti_txqlen(m: &LinkMessage) -> (bool, u32) {
+    let allmulti = m.header.flags.contains(LinkFlags::Allmulti);
+    let txqlen = m
+        .attributes
+        .iter()
+        .find_map(|a| match a {
+            LinkAttribute::TxQueueLen(q) => Some(*q),
+            _ => None,
+        })
+        .unwrap_or(0);
+    (allmulti, txqlen)
+}
+
 /// Decode an address; `None` for families other than IPv4/IPv6 or a missing address.
 pub fn parse_addr(m: &AddressMessage) -> Option<Addr> {
     let mut local = None;
@@ -512,6 +527,18 @@ mod tests {
 
     use super::*;
     use crate::netns::NetNs;
+
+    #[test]
+    fn parse_allmulti_txqlen() {
+        let mut m = LinkMessage::default();
+        m.header.flags = LinkFlags::Up | LinkFlags::Allmulti;
+        m.attributes = vec![LinkAttribute::TxQueueLen(321)];
+        assert_eq!(parse_link_allmulti_txqlen(&m), (true, 321));
+        assert_eq!(
+            parse_link_allmulti_txqlen(&LinkMessage::default()),
+            (false, 0)
+        );
+    }
 
     /// Serialize as the socket does and parse back: what the kernel would receive.
     fn roundtrip(req: &Request) -> RouteNetlinkMessage {

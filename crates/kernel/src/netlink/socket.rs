@@ -183,6 +183,44 @@ impl Netlink {
     }
 }
 
+/// Settings the `tuning` plugin changes that are not part of [`Link`] / [`NetlinkOps`]
+/// (inherent, so the trait and its fake stay unchanged).
+impl Netlink {
+    /// (`IFF_ALLMULTI` set, tx queue length) of a link; `None` when it does not exist.
+    pub fn link_allmulti_txqlen(&mut self, index: u32) -> Result<Option<(bool, u32)>> {
+        match self.request(
+            "link_allmulti_txqlen",
+            &idx(index),
+            msg::get_link_by_index(index),
+        ) {
+            Ok(msgs) => Ok(msgs.into_iter().find_map(|m| match m {
+                RouteNetlinkMessage::NewLink(l) => Some(msg::parse_link_allmulti_txqlen(&l)),
+                _ => None,
+            })),
+            Err(e) if e.errno() == Some(libc::ENODEV) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Set or clear `IFF_ALLMULTI` (`ip link set X allmulticast on|off`).
+    pub fn link_set_allmulti(&mut self, index: u32, on: bool) -> Result<()> {
+        self.change(
+            "link_set_allmulti",
+            &idx(index),
+            msg::link_set_flag(index, LinkFlags::Allmulti, on),
+        )
+    }
+
+    /// Set the transmit queue length (`ip link set X txqueuelen N`).
+    pub fn link_set_txqlen(&mut self, index: u32, qlen: u32) -> Result<()> {
+        self.change(
+            "link_set_txqlen",
+            &idx(index),
+            msg::link_set_attr(index, LinkAttribute::TxQueueLen(qlen)),
+        )
+    }
+}
+
 /// Pull `NLMSGERR_ATTR_MSG` out of an error's payload: the echoed request (header only when
 /// `NLM_F_CAPPED`) followed by extended ACK attributes when `NLM_F_ACK_TLVS` is set.
 fn ext_ack_message(flags: u16, payload: &[u8]) -> String {
