@@ -20,9 +20,11 @@
 //! ADD, no deletion on the ADD fast path, and the pure `plan` / `encode` split for unit tests.
 
 pub mod iptables;
+pub mod iptables_portmap;
 mod lock;
 pub mod names;
 pub mod nft;
+pub mod portmap;
 
 use std::net::IpAddr;
 
@@ -97,6 +99,9 @@ pub enum Error {
     /// CHECK found something missing or different.
     #[error("masquerade check failed: {0}")]
     Missing(String),
+    /// A host port is already published by another attachment (portmap); names the owner.
+    #[error("{0}")]
+    Conflict(String),
     /// Several independent steps of a teardown failed (DEL never stops at the first error).
     #[error("{}", .0.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; "))]
     Multiple(Vec<Error>),

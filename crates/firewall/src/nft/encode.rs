@@ -23,7 +23,7 @@ use super::netlink::RawSet;
 use super::plan::{Fam, Op, RuleSpec, BASE_CHAIN, SRCNAT_PRIORITY, TABLE};
 use crate::Error;
 
-fn cstring(what: &'static str, s: &str) -> Result<CString, Error> {
+pub(crate) fn cstring(what: &'static str, s: &str) -> Result<CString, Error> {
     CString::new(s).map_err(|_| Error::Invalid {
         what,
         value: s.to_string(),
@@ -44,6 +44,13 @@ fn set_id(fam: Fam) -> u32 {
 pub struct SetLookup {
     set: CString,
     id: u32,
+}
+
+impl SetLookup {
+    /// `lookup` of register 1 in set `set` (transaction set id `id`).
+    pub(crate) fn new(set: CString, id: u32) -> SetLookup {
+        SetLookup { set, id }
+    }
 }
 
 impl Expression for SetLookup {
@@ -70,8 +77,10 @@ impl Expression for SetLookup {
 /// NEWSETELEM / DELSETELEM carrying the elements of a [`RawSet`]. Unlike nftnl's own element
 /// messages, adds use NLM_F_CREATE without NLM_F_EXCL, and neither asks for an ACK (errors are
 /// still reported).
-struct ElemMsg {
-    set: RawSet,
+pub(crate) struct ElemMsg {
+    pub(crate) set: RawSet,
+    /// nfgenmsg family of the message (the set's table family).
+    pub(crate) family: ProtoFamily,
 }
 
 // SAFETY: one element (key ≤16 bytes, chain name, ≤130 bytes of userdata) is far below
@@ -87,7 +96,7 @@ unsafe impl NlMsg for ElemMsg {
             let nlh = sys::nftnl_nlmsg_build_hdr(
                 buf.cast::<c_char>(),
                 ty as u16,
-                ProtoFamily::Inet as u16,
+                self.family as u16,
                 flags as u16,
                 seq,
             );
@@ -192,6 +201,7 @@ fn add_rule(
 fn elem_msg(fam: Fam) -> ElemMsg {
     ElemMsg {
         set: RawSet::new(fam),
+        family: ProtoFamily::Inet,
     }
 }
 

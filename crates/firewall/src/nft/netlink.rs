@@ -193,7 +193,7 @@ impl Nl {
 
     /// Sends one request (built by `build` into a fresh buffer) and feeds every data reply to
     /// `on_data` until the dump ends or the single reply / error arrives. ENOENT => Ok(false).
-    fn request(
+    pub(crate) fn request(
         &mut self,
         what: &str,
         dump: bool,
@@ -445,7 +445,7 @@ pub(crate) fn parse_comment_udata(mut data: &[u8]) -> Option<String> {
 }
 
 /// Parses one NEWRULE message (handle and comment only).
-fn parse_rule(msg: &[u8], out: &mut Vec<RuleInfo>) -> Result<(), Error> {
+pub(crate) fn parse_rule(msg: &[u8], out: &mut Vec<RuleInfo>) -> Result<(), Error> {
     // SAFETY: msg is a complete, 4-aligned netlink message inside our receive buffer; the rule
     // object is freed before returning and its data copied out first.
     unsafe {
