@@ -22,6 +22,7 @@
 pub mod iptables;
 pub mod iptables_portmap;
 mod lock;
+pub mod macspoof;
 pub mod names;
 pub mod nft;
 pub mod portmap;
@@ -99,6 +100,9 @@ pub enum Error {
     /// CHECK found something missing or different.
     #[error("masquerade check failed: {0}")]
     Missing(String),
+    /// macspoofchk CHECK found its rule or an element missing or owned by someone else.
+    #[error("macspoofchk check failed: {0}")]
+    SpoofCheck(String),
     /// A host port is already published by another attachment (portmap); names the owner.
     #[error("{0}")]
     Conflict(String),

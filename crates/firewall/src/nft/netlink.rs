@@ -366,11 +366,32 @@ impl RawSet {
         }
     }
 
+    /// Names any set of any table (the macspoofchk sets live in table `bridge rcni`).
+    pub(crate) fn named(family: nftnl::ProtoFamily, table: &str, name: &str) -> RawSet {
+        // SAFETY: allocation result checked; strings are copied by libnftnl.
+        unsafe {
+            let ptr = sys::nftnl_set_alloc();
+            if ptr.is_null() {
+                std::process::abort();
+            }
+            let table = CString::new(table).unwrap_or_default();
+            let name = CString::new(name).unwrap_or_default();
+            sys::nftnl_set_set_u32(ptr, sys::NFTNL_SET_FAMILY as u16, family as u32);
+            sys::nftnl_set_set_str(ptr, sys::NFTNL_SET_TABLE as u16, table.as_ptr());
+            sys::nftnl_set_set_str(ptr, sys::NFTNL_SET_NAME as u16, name.as_ptr());
+            RawSet { ptr }
+        }
+    }
+
     fn new_elem(&self, key: IpAddr) -> *mut sys::nftnl_set_elem {
         let bytes: Vec<u8> = match key {
             IpAddr::V4(a) => a.octets().to_vec(),
             IpAddr::V6(a) => a.octets().to_vec(),
         };
+        self.new_raw_elem(&bytes)
+    }
+
+    fn new_raw_elem(&self, bytes: &[u8]) -> *mut sys::nftnl_set_elem {
         // SAFETY: allocation checked; key bytes are copied by libnftnl.
         unsafe {
             let e = sys::nftnl_set_elem_alloc();
@@ -392,6 +413,30 @@ impl RawSet {
         let e = self.new_elem(key);
         // SAFETY: the set takes ownership of the element.
         unsafe { sys::nftnl_set_elem_add(self.ptr, e) };
+    }
+
+    /// Adds a key-only element whose key is already encoded (e.g. a concatenation).
+    pub(crate) fn add_raw_key(&self, key: &[u8]) {
+        let e = self.new_raw_elem(key);
+        // SAFETY: the set takes ownership of the element.
+        unsafe { sys::nftnl_set_elem_add(self.ptr, e) };
+    }
+
+    /// Adds an already encoded key with `comment` as its userdata (see
+    /// [`RawSet::add_commented_elem`]).
+    pub(crate) fn add_raw_commented(&self, key: &[u8], comment: &str) {
+        let e = self.new_raw_elem(key);
+        let udata = comment_udata(comment);
+        // SAFETY: e is a live element; data is copied; the set takes ownership.
+        unsafe {
+            sys::nftnl_set_elem_set(
+                e,
+                sys::NFTNL_SET_ELEM_USERDATA as u16,
+                udata.as_ptr().cast(),
+                udata.len() as u32,
+            );
+            sys::nftnl_set_elem_add(self.ptr, e);
+        }
     }
 
     /// Adds `key` with the comment as element userdata (TLV type
@@ -474,6 +519,22 @@ pub(crate) fn parse_rule(msg: &[u8], out: &mut Vec<RuleInfo>) -> Result<(), Erro
 
 /// Parses one NEWSETELEM message into our element type.
 fn parse_elems(msg: &[u8], out: &mut Vec<Elem>) -> Result<(), Error> {
+    let mut raw = Vec::new();
+    parse_raw_elems(msg, &mut raw)?;
+    for (k, comment) in raw {
+        let key = match k.len() {
+            4 => IpAddr::from(<[u8; 4]>::try_from(k.as_slice()).unwrap_or_default()),
+            16 => IpAddr::from(<[u8; 16]>::try_from(k.as_slice()).unwrap_or_default()),
+            _ => continue,
+        };
+        out.push(Elem { key, comment });
+    }
+    Ok(())
+}
+
+/// Parses one NEWSETELEM message into (key bytes, comment) pairs, for sets whose keys are not
+/// addresses (interface names, concatenations).
+pub(crate) fn parse_raw_elems(msg: &[u8], out: &mut Vec<(Vec<u8>, String)>) -> Result<(), Error> {
     // SAFETY: msg is a complete, 4-aligned netlink message inside our receive buffer; the
     // temporary set owns the parsed elements and is freed when `holder` drops.
     unsafe {
@@ -496,12 +557,7 @@ fn parse_elems(msg: &[u8], out: &mut Vec<Elem>) -> Result<(), Error> {
             let key = if kp.is_null() {
                 None
             } else {
-                let k = std::slice::from_raw_parts(kp.cast::<u8>(), klen as usize);
-                match klen {
-                    4 => Some(IpAddr::from(<[u8; 4]>::try_from(k).unwrap_or_default())),
-                    16 => Some(IpAddr::from(<[u8; 16]>::try_from(k).unwrap_or_default())),
-                    _ => None,
-                }
+                Some(std::slice::from_raw_parts(kp.cast::<u8>(), klen as usize).to_vec())
             };
             let mut ulen = 0u32;
             let up = sys::nftnl_set_elem_get(e, sys::NFTNL_SET_ELEM_USERDATA as u16, &mut ulen);
@@ -512,7 +568,7 @@ fn parse_elems(msg: &[u8], out: &mut Vec<Elem>) -> Result<(), Error> {
                     .unwrap_or_default()
             };
             if let Some(key) = key {
-                out.push(Elem { key, comment });
+                out.push((key, comment));
             }
             e = sys::nftnl_set_elems_iter_next(iter);
         }
