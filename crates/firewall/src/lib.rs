@@ -19,7 +19,9 @@
 //! with the owner tag of [`names::owner_tag`] (so DEL/GC need no prevResult), keyed reads on
 //! ADD, no deletion on the ADD fast path, and the pure `plan` / `encode` split for unit tests.
 
+pub mod forward;
 pub mod iptables;
+pub mod iptables_forward;
 pub mod iptables_portmap;
 mod lock;
 pub mod macspoof;

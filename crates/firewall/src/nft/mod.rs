@@ -42,6 +42,7 @@
 //! * All read-modify-write runs under the flock on [`crate::LOCK_PATH`].
 
 mod encode;
+pub mod forward;
 pub mod hostport;
 pub(crate) mod netlink;
 pub mod plan;

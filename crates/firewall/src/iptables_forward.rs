@@ -1,0 +1,745 @@
+//! iptables side of the `firewall` plugin, in the reference layout (cni-reference.md §2.8,
+//! scenario 72), table `filter`, for each address family the attachment uses:
+//!
+//! ```text
+//! FORWARD (position 1): -m comment --comment "CNI firewall plugin rules" -j CNI-FORWARD
+//! CNI-FORWARD (position 1): -m comment --comment "CNI firewall plugin admin overrides" -j CNI-ADMIN
+//! CNI-FORWARD (appended, per address):
+//!     -d <ip>/32 -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT
+//!     -s <ip>/32 -j ACCEPT                                  (/128 for IPv6)
+//! ingressPolicy same-bridge / isolated:
+//! FORWARD (position 1): -m comment --comment "CNI firewall plugin rules (ingressPolicy: same-bridge)" -j CNI-ISOLATION-STAGE-1
+//! CNI-ISOLATION-STAGE-1: -i <br> ! -o <br> -j CNI-ISOLATION-STAGE-2
+//!                        -i <br> -o <br> -j DROP             (isolated only)
+//!                        -j RETURN
+//! CNI-ISOLATION-STAGE-2: -o <br> -j DROP
+//!                        -j RETURN
+//! ```
+//!
+//! The per-address rules carry no comment (exactly the reference rules, so either plugin can
+//! remove the other's). Their owner is recorded in `/run/rcni/forward/<owner tag>` (one
+//! address per line), which is what DEL without prevResult and GC read.
+//! Commands are exec'd as `iptables -w …` with argument vectors, never through a shell.
+
+use std::collections::BTreeSet;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use crate::forward::{validate_bridge, ForwardAttachment, ForwardFirewall, IngressPolicy};
+use crate::iptables::{CmdOutput, ExecRunner, Family, Runner};
+use crate::names::{network_hash, owner_tag};
+use crate::{lock, validate_owner, Error, LOCK_PATH, RUN_DIR};
+
+/// Chain holding the per-address accept rules.
+pub const FORWARD_CHAIN: &str = "CNI-FORWARD";
+/// Reference default of `iptablesAdminChainName`.
+pub const DEFAULT_ADMIN_CHAIN: &str = "CNI-ADMIN";
+/// Comment on the FORWARD -> CNI-FORWARD jump.
+pub const FORWARD_COMMENT: &str = "CNI firewall plugin rules";
+/// Comment on the CNI-FORWARD -> admin chain jump.
+pub const ADMIN_COMMENT: &str = "CNI firewall plugin admin overrides";
+/// First isolation stage (matches the input bridge).
+pub const ISOLATION_STAGE_1: &str = "CNI-ISOLATION-STAGE-1";
+/// Second isolation stage (drops towards other isolated bridges).
+pub const ISOLATION_STAGE_2: &str = "CNI-ISOLATION-STAGE-2";
+/// Comment on the FORWARD -> stage-1 jump.
+pub const ISOLATION_COMMENT: &str = "CNI firewall plugin rules (ingressPolicy: same-bridge)";
+
+/// Directory of the owner records of the iptables per-address rules.
+pub fn state_dir() -> PathBuf {
+    Path::new(RUN_DIR).join("forward")
+}
+
+/// `iptablesAdminChainName` must be a valid iptables chain name (≤28 bytes, printable, no
+/// whitespace, not an option-looking word).
+pub fn validate_chain_name(name: &str) -> Result<(), Error> {
+    let bad = |reason| Error::Invalid {
+        what: "iptablesAdminChainName",
+        value: name.to_string(),
+        reason,
+    };
+    if name.is_empty() || name.len() > 28 {
+        return Err(bad("must be 1 to 28 bytes"));
+    }
+    if name.starts_with('-') || name.starts_with('!') {
+        return Err(bad("must not start with - or !"));
+    }
+    if name
+        .chars()
+        .any(|c| !c.is_ascii_graphic() || c == '"' || c == '\'')
+    {
+        return Err(bad("must be printable ASCII without spaces or quotes"));
+    }
+    if matches!(
+        name,
+        "ACCEPT" | "DROP" | "RETURN" | "QUEUE" | "FORWARD" | "INPUT" | "OUTPUT" | "CNI-FORWARD"
+    ) {
+        return Err(bad("is a reserved chain or target name"));
+    }
+    Ok(())
+}
+
+fn s(v: &[&str]) -> Vec<String> {
+    v.iter().map(|x| x.to_string()).collect()
+}
+
+fn fam_of(ip: &IpAddr) -> Family {
+    match ip {
+        IpAddr::V4(_) => Family::V4,
+        IpAddr::V6(_) => Family::V6,
+    }
+}
+
+/// The two reference rules of one address (arguments after the chain name).
+pub fn per_ip_specs(ip: &IpAddr) -> [Vec<String>; 2] {
+    let host = match ip {
+        IpAddr::V4(_) => format!("{ip}/32"),
+        IpAddr::V6(_) => format!("{ip}/128"),
+    };
+    [
+        s(&[
+            "-d",
+            &host,
+            "-m",
+            "conntrack",
+            "--ctstate",
+            "RELATED,ESTABLISHED",
+            "-j",
+            "ACCEPT",
+        ]),
+        s(&["-s", &host, "-j", "ACCEPT"]),
+    ]
+}
+
+fn jump_spec(comment: &str, target: &str) -> Vec<String> {
+    s(&["-m", "comment", "--comment", comment, "-j", target])
+}
+
+/// Whether `iptables -S FORWARD` output shows a DROP policy.
+pub fn policy_is_drop(listing: &str) -> bool {
+    listing
+        .lines()
+        .any(|l| l.split_whitespace().collect::<Vec<_>>() == ["-P", "FORWARD", "DROP"])
+}
+
+/// The iptables implementation of [`ForwardFirewall`] (also used by the nftables backend for
+/// its fallback rules, under the lock it already holds).
+pub struct IptablesForward<R: Runner = ExecRunner> {
+    runner: R,
+    lock_path: PathBuf,
+    state_dir: PathBuf,
+    admin: String,
+}
+
+impl IptablesForward<ExecRunner> {
+    /// Real commands, [`LOCK_PATH`], [`state_dir`].
+    pub fn new(admin_chain: &str) -> Self {
+        Self::with_runner(
+            ExecRunner,
+            PathBuf::from(LOCK_PATH),
+            state_dir(),
+            admin_chain,
+        )
+    }
+}
+
+impl<R: Runner> IptablesForward<R> {
+    /// For tests: a recording runner and private paths.
+    pub fn with_runner(runner: R, lock_path: PathBuf, state_dir: PathBuf, admin: &str) -> Self {
+        Self {
+            runner,
+            lock_path,
+            state_dir,
+            admin: admin.to_string(),
+        }
+    }
+
+    fn ipt(&self, fam: Family, args: Vec<String>) -> Result<CmdOutput, Error> {
+        let mut full = vec!["-w".to_string(), "-t".to_string(), "filter".to_string()];
+        full.extend(args);
+        self.runner.run(fam.prog(), &full)
+    }
+
+    fn ipt_ok(&self, fam: Family, args: Vec<String>) -> Result<(), Error> {
+        let shown = args.join(" ");
+        let out = self.ipt(fam, args)?;
+        if out.success {
+            Ok(())
+        } else {
+            Err(Error::Command {
+                cmd: format!("{} {shown}", fam.prog()),
+                status: out.status,
+                stderr: out.stderr,
+            })
+        }
+    }
+
+    fn exists(&self, fam: Family, chain: &str, spec: &[String]) -> Result<bool, Error> {
+        let mut a = vec!["-C".to_string(), chain.to_string()];
+        a.extend(spec.iter().cloned());
+        Ok(self.ipt(fam, a)?.success)
+    }
+
+    fn chain_exists(&self, fam: Family, chain: &str) -> Result<bool, Error> {
+        Ok(self.ipt(fam, s(&["-S", chain]))?.success)
+    }
+
+    /// Creates `chain` if absent; true when it was created now.
+    fn ensure_chain(&self, fam: Family, chain: &str) -> Result<bool, Error> {
+        if self.chain_exists(fam, chain)? {
+            return Ok(false);
+        }
+        let out = self.ipt(fam, s(&["-N", chain]))?;
+        // A racing reference plugin (no shared lock) may have created it meanwhile.
+        if out.success || self.chain_exists(fam, chain)? {
+            return Ok(out.success);
+        }
+        Err(Error::Command {
+            cmd: format!("{} -N {chain}", fam.prog()),
+            status: out.status,
+            stderr: out.stderr,
+        })
+    }
+
+    fn insert_first(&self, fam: Family, chain: &str, spec: Vec<String>) -> Result<(), Error> {
+        if self.exists(fam, chain, &spec)? {
+            return Ok(());
+        }
+        let mut a = vec!["-I".to_string(), chain.to_string(), "1".to_string()];
+        a.extend(spec);
+        self.ipt_ok(fam, a)
+    }
+
+    fn append(&self, fam: Family, chain: &str, spec: Vec<String>) -> Result<(), Error> {
+        if self.exists(fam, chain, &spec)? {
+            return Ok(());
+        }
+        let mut a = vec!["-A".to_string(), chain.to_string()];
+        a.extend(spec);
+        self.ipt_ok(fam, a)
+    }
+
+    fn setup_chains(&self, fam: Family) -> Result<(), Error> {
+        self.ensure_chain(fam, FORWARD_CHAIN)?;
+        self.ensure_chain(fam, &self.admin)?;
+        self.insert_first(fam, "FORWARD", jump_spec(FORWARD_COMMENT, FORWARD_CHAIN))?;
+        self.insert_first(fam, FORWARD_CHAIN, jump_spec(ADMIN_COMMENT, &self.admin))
+    }
+
+    /// True when this family's FORWARD policy is DROP (read-only `-S FORWARD`). A missing
+    /// binary or table counts as "not dropping".
+    pub fn policy_drops(&self, fam: Family) -> bool {
+        match self.ipt(fam, s(&["-S", "FORWARD"])) {
+            Ok(out) if out.success => policy_is_drop(&out.stdout),
+            _ => false,
+        }
+    }
+
+    fn state_file(&self, network: &str, cid: &str, ifname: &str) -> PathBuf {
+        self.state_dir.join(owner_tag(network, cid, ifname))
+    }
+
+    /// Whether an owner record exists for this attachment.
+    pub(crate) fn has_state(&self, network: &str, cid: &str, ifname: &str) -> bool {
+        self.state_file(network, cid, ifname).exists()
+    }
+
+    fn read_state(path: &Path) -> Vec<IpAddr> {
+        std::fs::read_to_string(path)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.trim().parse().ok())
+            .collect()
+    }
+
+    fn write_state(&self, path: &Path, ips: &BTreeSet<IpAddr>) -> Result<(), Error> {
+        let err = |source| Error::Lock {
+            path: path.display().to_string(),
+            source,
+        };
+        std::fs::create_dir_all(&self.state_dir).map_err(err)?;
+        let body: String = ips.iter().map(|ip| format!("{ip}\n")).collect();
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, body).map_err(err)?;
+        std::fs::rename(&tmp, path).map_err(err)
+    }
+
+    /// ADD without taking the lock (the caller holds it).
+    pub(crate) fn add_locked(&self, att: &ForwardAttachment) -> Result<(), Error> {
+        let fams: BTreeSet<Family> = att.ips.iter().map(fam_of).collect();
+        for fam in &fams {
+            self.setup_chains(*fam)?;
+        }
+        let path = self.state_file(&att.network, &att.container_id, &att.ifname);
+        let mut owned: BTreeSet<IpAddr> = Self::read_state(&path).into_iter().collect();
+        owned.extend(att.ips.iter().copied());
+        // Record first: if a rule command fails midway, DEL still knows what to remove.
+        self.write_state(&path, &owned)?;
+        for ip in &att.ips {
+            for spec in per_ip_specs(ip) {
+                self.append(fam_of(ip), FORWARD_CHAIN, spec)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn remove_ips(&self, ips: &BTreeSet<IpAddr>, errors: &mut Vec<Error>) {
+        let mut present: Vec<(Family, bool)> = Vec::new();
+        for ip in ips {
+            let fam = fam_of(ip);
+            let has_chain = match present.iter().find(|(f, _)| *f == fam) {
+                Some((_, p)) => *p,
+                None => {
+                    let p = self.chain_exists(fam, FORWARD_CHAIN).unwrap_or(false);
+                    present.push((fam, p));
+                    p
+                }
+            };
+            if !has_chain {
+                continue;
+            }
+            for spec in per_ip_specs(ip) {
+                match self.exists(fam, FORWARD_CHAIN, &spec) {
+                    Ok(true) => {
+                        let mut a = vec!["-D".to_string(), FORWARD_CHAIN.to_string()];
+                        a.extend(spec);
+                        if let Err(e) = self.ipt_ok(fam, a) {
+                            errors.push(e);
+                        }
+                    }
+                    Ok(false) => {}
+                    Err(e) => errors.push(e),
+                }
+            }
+        }
+    }
+
+    /// DEL without taking the lock.
+    pub(crate) fn del_locked(
+        &self,
+        network: &str,
+        cid: &str,
+        ifname: &str,
+        known: &[IpAddr],
+    ) -> Result<(), Error> {
+        let path = self.state_file(network, cid, ifname);
+        let mut ips: BTreeSet<IpAddr> = Self::read_state(&path).into_iter().collect();
+        ips.extend(known.iter().copied());
+        let mut errors = Vec::new();
+        self.remove_ips(&ips, &mut errors);
+        if errors.is_empty() {
+            if let Err(e) = std::fs::remove_file(&path) {
+                if e.kind() != std::io::ErrorKind::NotFound {
+                    errors.push(Error::Lock {
+                        path: path.display().to_string(),
+                        source: e,
+                    });
+                }
+            }
+        }
+        collect(errors)
+    }
+
+    /// CHECK without taking the lock.
+    pub(crate) fn check_locked(&self, att: &ForwardAttachment) -> Result<(), Error> {
+        let fams: BTreeSet<Family> = att.ips.iter().map(fam_of).collect();
+        for fam in fams {
+            for chain in [FORWARD_CHAIN, self.admin.as_str()] {
+                if !self.chain_exists(fam, chain)? {
+                    return Err(Error::Missing(format!(
+                        "{} chain {chain} does not exist in table filter",
+                        fam.prog()
+                    )));
+                }
+            }
+            if !self.exists(fam, "FORWARD", &jump_spec(FORWARD_COMMENT, FORWARD_CHAIN))? {
+                return Err(Error::Missing(format!(
+                    "{} FORWARD has no jump to {FORWARD_CHAIN}",
+                    fam.prog()
+                )));
+            }
+            if !self.exists(fam, FORWARD_CHAIN, &jump_spec(ADMIN_COMMENT, &self.admin))? {
+                return Err(Error::Missing(format!(
+                    "{} {FORWARD_CHAIN} has no jump to {}",
+                    fam.prog(),
+                    self.admin
+                )));
+            }
+        }
+        for ip in &att.ips {
+            for spec in per_ip_specs(ip) {
+                if !self.exists(fam_of(ip), FORWARD_CHAIN, &spec)? {
+                    return Err(Error::Missing(format!(
+                        "{} {FORWARD_CHAIN} lacks rule {}",
+                        fam_of(ip).prog(),
+                        spec.join(" ")
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// GC without taking the lock: every owner record of `network` not kept.
+    pub(crate) fn gc_locked(&self, network: &str, keep: &[(String, String)]) -> Result<(), Error> {
+        let prefix = format!("{}-", network_hash(network));
+        let kept: BTreeSet<String> = keep.iter().map(|(c, i)| owner_tag(network, c, i)).collect();
+        let entries = match std::fs::read_dir(&self.state_dir) {
+            Ok(d) => d,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => {
+                return Err(Error::Lock {
+                    path: self.state_dir.display().to_string(),
+                    source: e,
+                })
+            }
+        };
+        let mut errors = Vec::new();
+        for ent in entries.flatten() {
+            let name = ent.file_name().to_string_lossy().into_owned();
+            if !name.starts_with(&prefix) || name.ends_with(".tmp") || kept.contains(&name) {
+                continue;
+            }
+            let ips: BTreeSet<IpAddr> = Self::read_state(&ent.path()).into_iter().collect();
+            let before = errors.len();
+            self.remove_ips(&ips, &mut errors);
+            if errors.len() == before {
+                let _ = std::fs::remove_file(ent.path());
+            }
+        }
+        collect(errors)
+    }
+
+    fn isolation_specs(bridge: &str, policy: IngressPolicy) -> Vec<(&'static str, Vec<String>)> {
+        let mut v = vec![
+            (
+                ISOLATION_STAGE_1,
+                s(&["-i", bridge, "!", "-o", bridge, "-j", ISOLATION_STAGE_2]),
+            ),
+            (ISOLATION_STAGE_2, s(&["-o", bridge, "-j", "DROP"])),
+        ];
+        if policy == IngressPolicy::Isolated {
+            v.push((
+                ISOLATION_STAGE_1,
+                s(&["-i", bridge, "-o", bridge, "-j", "DROP"]),
+            ));
+        }
+        v
+    }
+
+    fn fams(v4: bool, v6: bool) -> Vec<Family> {
+        let mut f = Vec::new();
+        if v4 {
+            f.push(Family::V4);
+        }
+        if v6 {
+            f.push(Family::V6);
+        }
+        f
+    }
+
+    pub(crate) fn add_isolation_locked(
+        &self,
+        bridge: &str,
+        policy: IngressPolicy,
+        v4: bool,
+        v6: bool,
+    ) -> Result<(), Error> {
+        if policy == IngressPolicy::Open {
+            return Ok(());
+        }
+        validate_bridge(bridge)?;
+        for fam in Self::fams(v4, v6) {
+            for chain in [ISOLATION_STAGE_1, ISOLATION_STAGE_2] {
+                self.ensure_chain(fam, chain)?;
+                // The trailing RETURN stays last: bridge rules are inserted at position 1.
+                self.append(fam, chain, s(&["-j", "RETURN"]))?;
+            }
+            for (chain, spec) in Self::isolation_specs(bridge, policy) {
+                self.insert_first(fam, chain, spec)?;
+            }
+            self.insert_first(
+                fam,
+                "FORWARD",
+                jump_spec(ISOLATION_COMMENT, ISOLATION_STAGE_1),
+            )?;
+        }
+        Ok(())
+    }
+
+    pub(crate) fn check_isolation_locked(
+        &self,
+        bridge: &str,
+        policy: IngressPolicy,
+        v4: bool,
+        v6: bool,
+    ) -> Result<(), Error> {
+        if policy == IngressPolicy::Open {
+            return Ok(());
+        }
+        validate_bridge(bridge)?;
+        for fam in Self::fams(v4, v6) {
+            let mut want = Self::isolation_specs(bridge, policy);
+            want.push(("FORWARD", jump_spec(ISOLATION_COMMENT, ISOLATION_STAGE_1)));
+            for (chain, spec) in want {
+                if !self.chain_exists(fam, chain)? || !self.exists(fam, chain, &spec)? {
+                    return Err(Error::Missing(format!(
+                        "{} {chain} lacks rule {}",
+                        fam.prog(),
+                        spec.join(" ")
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn collect(mut errors: Vec<Error>) -> Result<(), Error> {
+    match errors.len() {
+        0 => Ok(()),
+        1 => Err(errors.remove(0)),
+        _ => Err(Error::Multiple(errors)),
+    }
+}
+
+impl<R: Runner> ForwardFirewall for IptablesForward<R> {
+    fn add_forward(&self, att: &ForwardAttachment) -> Result<Vec<String>, Error> {
+        validate_owner(&att.network, &att.container_id, &att.ifname)?;
+        if att.ips.is_empty() {
+            return Ok(Vec::new());
+        }
+        let _guard = lock::lock(&self.lock_path)?;
+        self.add_locked(att)?;
+        Ok(Vec::new())
+    }
+
+    fn del_forward(
+        &self,
+        network: &str,
+        container_id: &str,
+        ifname: &str,
+        known_ips: &[IpAddr],
+    ) -> Result<(), Error> {
+        validate_owner(network, container_id, ifname)?;
+        let _guard = lock::lock(&self.lock_path)?;
+        self.del_locked(network, container_id, ifname, known_ips)
+    }
+
+    fn check_forward(&self, att: &ForwardAttachment) -> Result<(), Error> {
+        validate_owner(&att.network, &att.container_id, &att.ifname)?;
+        let _guard = lock::lock(&self.lock_path)?;
+        self.check_locked(att)
+    }
+
+    fn gc_forward(&self, network: &str, keep: &[(String, String)]) -> Result<(), Error> {
+        let _guard = lock::lock(&self.lock_path)?;
+        self.gc_locked(network, keep)
+    }
+
+    fn add_isolation(
+        &self,
+        bridge: &str,
+        policy: IngressPolicy,
+        v4: bool,
+        v6: bool,
+    ) -> Result<(), Error> {
+        let _guard = lock::lock(&self.lock_path)?;
+        self.add_isolation_locked(bridge, policy, v4, v6)
+    }
+
+    fn check_isolation(
+        &self,
+        bridge: &str,
+        policy: IngressPolicy,
+        v4: bool,
+        v6: bool,
+    ) -> Result<(), Error> {
+        let _guard = lock::lock(&self.lock_path)?;
+        self.check_isolation_locked(bridge, policy, v4, v6)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cell::RefCell;
+
+    /// Records commands; `-C`/`-S` succeed only for specs added earlier (a tiny iptables model).
+    #[derive(Default)]
+    struct Model {
+        log: RefCell<Vec<String>>,
+        rules: RefCell<Vec<(String, String, Vec<String>)>>,
+        chains: RefCell<Vec<(String, String)>>,
+        policy_drop: bool,
+    }
+
+    impl Runner for Model {
+        fn run(&self, prog: &str, args: &[String]) -> Result<CmdOutput, Error> {
+            self.log
+                .borrow_mut()
+                .push(format!("{prog} {}", args.join(" ")));
+            let a = &args[3..];
+            let ok = |b: bool, out: &str| CmdOutput {
+                success: b,
+                status: if b { "0".into() } else { "1".into() },
+                stdout: out.into(),
+                stderr: String::new(),
+            };
+            let chain = a[1].clone();
+            let key = (prog.to_string(), chain.clone());
+            Ok(match a[0].as_str() {
+                "-S" if chain == "FORWARD" => ok(
+                    true,
+                    if self.policy_drop {
+                        "-P FORWARD DROP\n"
+                    } else {
+                        "-P FORWARD ACCEPT\n"
+                    },
+                ),
+                "-S" => ok(self.chains.borrow().contains(&key), ""),
+                "-N" => {
+                    self.chains.borrow_mut().push(key);
+                    ok(true, "")
+                }
+                "-C" => ok(
+                    self.rules
+                        .borrow()
+                        .iter()
+                        .any(|(p, c, r)| *p == prog && *c == chain && r == &a[2..]),
+                    "",
+                ),
+                "-I" => {
+                    self.rules
+                        .borrow_mut()
+                        .insert(0, (prog.into(), chain, a[3..].to_vec()));
+                    ok(true, "")
+                }
+                "-A" => {
+                    self.rules
+                        .borrow_mut()
+                        .push((prog.into(), chain, a[2..].to_vec()));
+                    ok(true, "")
+                }
+                "-D" => {
+                    self.rules
+                        .borrow_mut()
+                        .retain(|(p, c, r)| !(*p == prog && *c == chain && r == &a[2..]));
+                    ok(true, "")
+                }
+                _ => ok(false, ""),
+            })
+        }
+    }
+
+    fn fw(dir: &Path) -> IptablesForward<Model> {
+        IptablesForward::with_runner(
+            Model::default(),
+            dir.join("lock"),
+            dir.join("state"),
+            DEFAULT_ADMIN_CHAIN,
+        )
+    }
+
+    fn tmp(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("rcni-fwd-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    fn att(cid: &str, ips: &[&str]) -> ForwardAttachment {
+        ForwardAttachment {
+            network: "n".into(),
+            container_id: cid.into(),
+            ifname: "eth0".into(),
+            ips: ips.iter().map(|i| i.parse().unwrap()).collect(),
+        }
+    }
+
+    #[test]
+    fn reference_rule_vectors() {
+        let [a, b] = per_ip_specs(&"10.1.0.2".parse().unwrap());
+        assert_eq!(
+            a.join(" "),
+            "-d 10.1.0.2/32 -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT"
+        );
+        assert_eq!(b.join(" "), "-s 10.1.0.2/32 -j ACCEPT");
+        let [_, b6] = per_ip_specs(&"fd00::2".parse().unwrap());
+        assert_eq!(b6.join(" "), "-s fd00::2/128 -j ACCEPT");
+        assert!(policy_is_drop("-P FORWARD DROP\n-A FORWARD -j X\n"));
+        assert!(!policy_is_drop("-P FORWARD ACCEPT\n"));
+    }
+
+    #[test]
+    fn add_builds_layout_once_and_del_uses_the_owner_record() {
+        let d = tmp("add");
+        let f = fw(&d);
+        let a = att("c1", &["10.1.0.2", "fd00::2"]);
+        f.add_forward(&a).unwrap();
+        f.add_forward(&a).unwrap();
+        let rules = f.runner.rules.borrow().clone();
+        let v4: Vec<_> = rules.iter().filter(|r| r.0 == "iptables").collect();
+        assert_eq!(v4.len(), 4, "{v4:?}");
+        assert_eq!(v4.iter().filter(|r| r.1 == "FORWARD").count(), 1);
+        f.check_forward(&a).unwrap();
+        // DEL without prevResult: the owner record names the addresses
+        f.del_forward("n", "c1", "eth0", &[]).unwrap();
+        let left = f.runner.rules.borrow().clone();
+        assert_eq!(left.len(), 4, "only jumps stay: {left:?}");
+        assert!(f.check_forward(&a).is_err());
+        f.del_forward("n", "c1", "eth0", &[]).unwrap();
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn gc_removes_unlisted_owners_of_the_network_only() {
+        let d = tmp("gc");
+        let f = fw(&d);
+        f.add_forward(&att("c1", &["10.1.0.2"])).unwrap();
+        f.add_forward(&att("c2", &["10.1.0.3"])).unwrap();
+        let mut other = att("c3", &["10.2.0.3"]);
+        other.network = "m".into();
+        f.add_forward(&other).unwrap();
+        f.gc_forward("n", &[("c2".into(), "eth0".into())]).unwrap();
+        assert!(f.check_forward(&att("c2", &["10.1.0.3"])).is_ok());
+        assert!(f.check_forward(&att("c1", &["10.1.0.2"])).is_err());
+        assert!(f.check_forward(&other).is_ok());
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn isolation_rules() {
+        let d = tmp("iso");
+        let f = fw(&d);
+        f.add_isolation("br1", IngressPolicy::Isolated, true, false)
+            .unwrap();
+        f.check_isolation("br1", IngressPolicy::Isolated, true, false)
+            .unwrap();
+        assert!(f
+            .check_isolation("br2", IngressPolicy::SameBridge, true, false)
+            .is_err());
+        let rules = f.runner.rules.borrow().clone();
+        let st1: Vec<String> = rules
+            .iter()
+            .filter(|r| r.1 == ISOLATION_STAGE_1)
+            .map(|r| r.2.join(" "))
+            .collect();
+        assert_eq!(st1.last().unwrap(), "-j RETURN");
+        assert!(st1.contains(&"-i br1 -o br1 -j DROP".to_string()));
+        assert!(st1.contains(&"-i br1 ! -o br1 -j CNI-ISOLATION-STAGE-2".to_string()));
+        assert!(f
+            .add_isolation("-j", IngressPolicy::SameBridge, true, false)
+            .is_err());
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn admin_chain_names() {
+        assert!(validate_chain_name("CNI-ADMIN").is_ok());
+        assert!(validate_chain_name("MY_ADMIN").is_ok());
+        for bad in ["", "a b", "-j", "DROP", &"x".repeat(29)] {
+            assert!(validate_chain_name(bad).is_err(), "{bad:?}");
+        }
+    }
+}

@@ -1,0 +1,972 @@
+//! nftables side of the `firewall` plugin, in our table `inet rcni` (as `nft list` prints it):
+//!
+//! ```text
+//! set fwd4 { type ipv4_addr; elements = { 10.88.0.5 comment "<owner tag> net: …, id: …, if: …" } }
+//! set fwd6 { type ipv6_addr; … }
+//! chain forward {
+//!     type filter hook forward priority filter; policy accept;
+//!     jump isolation1 comment "rcni: isolation"
+//!     ip daddr @fwd4 ct state established,related accept comment "rcni: fwd4 related"
+//!     ip saddr @fwd4 accept comment "rcni: fwd4 source"
+//!     ip6 daddr @fwd6 ct state established,related accept comment "rcni: fwd6 related"
+//!     ip6 saddr @fwd6 accept comment "rcni: fwd6 source"
+//! }
+//! chain isolation1 {            # per bridge with ingressPolicy same-bridge / isolated
+//!     iifname "br" oifname != "br" jump isolation2 comment "rcni-iso1: br"
+//!     iifname "br" oifname "br" drop comment "rcni-isolated: br"      # isolated only
+//! }
+//! chain isolation2 {
+//!     oifname "br" drop comment "rcni-iso2: br"
+//! }
+//! ```
+//!
+//! Same semantics as the reference iptables layout (accept from the container, accept
+//! established/related towards it; isolation stage 1/2). Per-container state is one element
+//! per address with an owner comment, so ADD costs the same with 1 or 10 000 containers, and
+//! DEL/GC find the addresses without prevResult. The only jump is the fixed one into
+//! `isolation1` (per-bridge rules, not per container); no verdict maps (see [`super`]).
+//!
+//! nftables accepts are not final across base chains: when iptables' `FORWARD` policy is DROP
+//! (Docker), [`NftForward`] additionally installs the reference-layout iptables rules through
+//! [`IptablesForward`] and says so in its notes; DEL/GC remove them through the owner record.
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::path::PathBuf;
+
+use nftnl::expr::{
+    Bitwise, Cmp, CmpOp, Conntrack, InterfaceName, Ipv4HeaderField, Ipv6HeaderField, Meta,
+    NetworkHeaderField, Payload, Verdict,
+};
+use nftnl::set::{Set, SetKey};
+use nftnl::{
+    Batch, Chain, ChainType, FinalizedBatch, Hook, MsgType, Policy, ProtoFamily, Rule, Table,
+};
+
+use super::encode::{cstring, ElemMsg, SetLookup};
+use super::netlink::{parse_raw_elems, parse_rule, Nl, RawSet};
+use super::plan::{Elem, Fam, RuleInfo, TABLE};
+use crate::forward::{validate_bridge, ForwardAttachment, ForwardFirewall, IngressPolicy};
+use crate::iptables::Family;
+use crate::iptables_forward::IptablesForward;
+use crate::names::{network_hash, owner_comment, owner_tag, tag_of_comment};
+use crate::{lock, validate_owner, Error, LOCK_PATH};
+
+/// The filter base chain on the forward hook.
+pub const FORWARD_CHAIN: &str = "forward";
+/// Isolation stage 1 (regular chain).
+pub const ISO1_CHAIN: &str = "isolation1";
+/// Isolation stage 2 (regular chain).
+pub const ISO2_CHAIN: &str = "isolation2";
+/// Fixed rule comments of the base chain.
+pub const FIXED_ISO_JUMP: &str = "rcni: isolation";
+/// see [`FIXED_ISO_JUMP`]
+pub const FIXED_REL4: &str = "rcni: fwd4 related";
+/// see [`FIXED_ISO_JUMP`]
+pub const FIXED_SRC4: &str = "rcni: fwd4 source";
+/// see [`FIXED_ISO_JUMP`]
+pub const FIXED_REL6: &str = "rcni: fwd6 related";
+/// see [`FIXED_ISO_JUMP`]
+pub const FIXED_SRC6: &str = "rcni: fwd6 source";
+
+const FIXED: [&str; 5] = [
+    FIXED_ISO_JUMP,
+    FIXED_REL4,
+    FIXED_SRC4,
+    FIXED_REL6,
+    FIXED_SRC6,
+];
+
+/// The address set of a family.
+pub fn fwd_set(fam: Fam) -> &'static str {
+    match fam {
+        Fam::V4 => "fwd4",
+        Fam::V6 => "fwd6",
+    }
+}
+
+/// Transaction set ids (distinct from the masquerade sets' 1 and 2).
+fn set_id(fam: Fam) -> u32 {
+    match fam {
+        Fam::V4 => 11,
+        Fam::V6 => 12,
+    }
+}
+
+/// A rule body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FwdRule {
+    /// `jump isolation1`
+    IsoJump,
+    /// `<fam> daddr @fwd<fam> ct state established,related accept`
+    Related(Fam),
+    /// `<fam> saddr @fwd<fam> accept`
+    Source(Fam),
+    /// `iifname br oifname != br jump isolation2` (isolation1)
+    Stage1(String),
+    /// `iifname br oifname br drop` (isolation1, isolated only)
+    SameDrop(String),
+    /// `oifname br drop` (isolation2)
+    Stage2(String),
+}
+
+/// One message of a forward transaction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FwdOp {
+    /// table `inet rcni`
+    AddTable,
+    /// set fwd4 / fwd6
+    AddSet(Fam),
+    /// regular chain isolation1 / isolation2
+    AddIsoChain(&'static str),
+    /// the base chain
+    AddBaseChain,
+    /// delete every rule of the base chain (repair)
+    FlushBaseChain,
+    /// append a rule to a chain
+    AddRule {
+        /// chain name
+        chain: &'static str,
+        /// body
+        rule: FwdRule,
+        /// comment
+        comment: String,
+    },
+    /// add an element
+    AddElem(Elem),
+    /// delete an element
+    DelElem(IpAddr),
+}
+
+impl fmt::Display for FwdRule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FwdRule::IsoJump => write!(f, "jump {ISO1_CHAIN}"),
+            FwdRule::Related(fam) => write!(
+                f,
+                "{} daddr @{} ct state established,related accept",
+                fam.kw(),
+                fwd_set(*fam)
+            ),
+            FwdRule::Source(fam) => write!(f, "{} saddr @{} accept", fam.kw(), fwd_set(*fam)),
+            FwdRule::Stage1(b) => {
+                write!(f, "iifname \"{b}\" oifname != \"{b}\" jump {ISO2_CHAIN}")
+            }
+            FwdRule::SameDrop(b) => write!(f, "iifname \"{b}\" oifname \"{b}\" drop"),
+            FwdRule::Stage2(b) => write!(f, "oifname \"{b}\" drop"),
+        }
+    }
+}
+
+impl fmt::Display for FwdOp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let t = format!("inet {TABLE}");
+        match self {
+            FwdOp::AddTable => write!(f, "add table {t}"),
+            FwdOp::AddSet(fam) => write!(
+                f,
+                "add set {t} {} {{ type {}; }}",
+                fwd_set(*fam),
+                match fam {
+                    Fam::V4 => "ipv4_addr",
+                    Fam::V6 => "ipv6_addr",
+                }
+            ),
+            FwdOp::AddIsoChain(c) => write!(f, "add chain {t} {c}"),
+            FwdOp::AddBaseChain => write!(
+                f,
+                "add chain {t} {FORWARD_CHAIN} {{ type filter hook forward priority filter; policy accept; }}"
+            ),
+            FwdOp::FlushBaseChain => write!(f, "flush chain {t} {FORWARD_CHAIN}"),
+            FwdOp::AddRule {
+                chain,
+                rule,
+                comment,
+            } => write!(f, "add rule {t} {chain} {rule} comment \"{comment}\""),
+            FwdOp::AddElem(e) => write!(
+                f,
+                "add element {t} {} {{ {} comment \"{}\" }}",
+                fwd_set(e.fam()),
+                e.key,
+                e.comment
+            ),
+            FwdOp::DelElem(k) => write!(
+                f,
+                "delete element {t} {} {{ {k} }}",
+                fwd_set(Fam::of(*k))
+            ),
+        }
+    }
+}
+
+fn fixed_rules() -> Vec<FwdOp> {
+    let r = |rule, c: &str| FwdOp::AddRule {
+        chain: FORWARD_CHAIN,
+        rule,
+        comment: c.to_string(),
+    };
+    vec![
+        r(FwdRule::IsoJump, FIXED_ISO_JUMP),
+        r(FwdRule::Related(Fam::V4), FIXED_REL4),
+        r(FwdRule::Source(Fam::V4), FIXED_SRC4),
+        r(FwdRule::Related(Fam::V6), FIXED_REL6),
+        r(FwdRule::Source(Fam::V6), FIXED_SRC6),
+    ]
+}
+
+fn skeleton() -> Vec<FwdOp> {
+    vec![
+        FwdOp::AddTable,
+        FwdOp::AddSet(Fam::V4),
+        FwdOp::AddSet(Fam::V6),
+        FwdOp::AddIsoChain(ISO2_CHAIN),
+        FwdOp::AddIsoChain(ISO1_CHAIN),
+        FwdOp::AddBaseChain,
+    ]
+}
+
+/// ADD plan: the skeleton when the base chain is absent or damaged, then only the elements
+/// that are missing (an address held by a stale owner is taken over in the same transaction).
+pub fn plan_add(
+    att: &ForwardAttachment,
+    base: Option<&[RuleInfo]>,
+    existing: &mut dyn FnMut(IpAddr) -> Option<Elem>,
+) -> Vec<FwdOp> {
+    let mut ops = Vec::new();
+    let intact = base.is_some_and(|b| FIXED.iter().all(|c| b.iter().any(|r| r.comment == *c)));
+    if !intact {
+        ops.extend(skeleton());
+        if base.is_some() {
+            ops.push(FwdOp::FlushBaseChain);
+        }
+        ops.extend(fixed_rules());
+    }
+    let want_tag = owner_tag(&att.network, &att.container_id, &att.ifname);
+    let mut seen = BTreeSet::new();
+    for ip in &att.ips {
+        if !seen.insert(*ip) {
+            continue;
+        }
+        let want = Elem {
+            key: *ip,
+            comment: owner_comment(&att.network, &att.container_id, &att.ifname),
+        };
+        match existing(*ip) {
+            Some(cur) if cur.tag() == want_tag => {}
+            Some(_) => {
+                ops.push(FwdOp::DelElem(*ip));
+                ops.push(FwdOp::AddElem(want));
+            }
+            None => ops.push(FwdOp::AddElem(want)),
+        }
+    }
+    ops
+}
+
+/// Comments of the isolation rules of a bridge: (chain, rule, comment).
+pub fn isolation_rules(
+    bridge: &str,
+    policy: IngressPolicy,
+) -> Vec<(&'static str, FwdRule, String)> {
+    let mut v = Vec::new();
+    if policy == IngressPolicy::Open {
+        return v;
+    }
+    v.push((
+        ISO1_CHAIN,
+        FwdRule::Stage1(bridge.to_string()),
+        format!("rcni-iso1: {bridge}"),
+    ));
+    v.push((
+        ISO2_CHAIN,
+        FwdRule::Stage2(bridge.to_string()),
+        format!("rcni-iso2: {bridge}"),
+    ));
+    if policy == IngressPolicy::Isolated {
+        v.push((
+            ISO1_CHAIN,
+            FwdRule::SameDrop(bridge.to_string()),
+            format!("rcni-isolated: {bridge}"),
+        ));
+    }
+    v
+}
+
+/// Isolation plan: the rules of `bridge` not yet present (`iso1`/`iso2` hold the comments read
+/// back; `skeleton` when our base chain does not exist yet).
+pub fn plan_isolation(
+    bridge: &str,
+    policy: IngressPolicy,
+    base_intact: bool,
+    present: &[String],
+) -> Vec<FwdOp> {
+    let mut ops = Vec::new();
+    let rules = isolation_rules(bridge, policy);
+    if rules.is_empty() {
+        return ops;
+    }
+    if !base_intact {
+        ops.extend(skeleton());
+        ops.push(FwdOp::FlushBaseChain);
+        ops.extend(fixed_rules());
+    }
+    for (chain, rule, comment) in rules {
+        if !present.contains(&comment) {
+            ops.push(FwdOp::AddRule {
+                chain,
+                rule,
+                comment,
+            });
+        }
+    }
+    ops
+}
+
+/// Elements to delete for DEL (`owner`) or GC (`stale`).
+pub fn plan_remove(all: &[Elem], remove: &dyn Fn(&Elem) -> bool) -> Vec<FwdOp> {
+    all.iter()
+        .filter(|e| remove(e))
+        .map(|e| FwdOp::DelElem(e.key))
+        .collect()
+}
+
+fn nfproto(rule: &mut Rule<'_>, fam: Fam) {
+    rule.add_expr(&Meta::NfProto);
+    let v = match fam {
+        Fam::V4 => libc::NFPROTO_IPV4 as u8,
+        Fam::V6 => libc::NFPROTO_IPV6 as u8,
+    };
+    rule.add_expr(&Cmp::new(CmpOp::Eq, v));
+}
+
+fn addr_in_set(rule: &mut Rule<'_>, fam: Fam, source: bool) -> Result<(), Error> {
+    nfproto(rule, fam);
+    let field = match (fam, source) {
+        (Fam::V4, true) => NetworkHeaderField::Ipv4(Ipv4HeaderField::Saddr),
+        (Fam::V4, false) => NetworkHeaderField::Ipv4(Ipv4HeaderField::Daddr),
+        (Fam::V6, true) => NetworkHeaderField::Ipv6(Ipv6HeaderField::Saddr),
+        (Fam::V6, false) => NetworkHeaderField::Ipv6(Ipv6HeaderField::Daddr),
+    };
+    rule.add_expr(&Payload::Network(field));
+    rule.add_expr(&SetLookup::new(
+        cstring("set name", fwd_set(fam))?,
+        set_id(fam),
+    ));
+    Ok(())
+}
+
+fn ifname_cmp(rule: &mut Rule<'_>, input: bool, name: &str, op: CmpOp) -> Result<(), Error> {
+    rule.add_expr(if input {
+        &Meta::IifName
+    } else {
+        &Meta::OifName
+    });
+    rule.add_expr(&Cmp::new(
+        op,
+        InterfaceName::Exact(cstring("interface name", name)?),
+    ));
+    Ok(())
+}
+
+fn encode_rule(
+    batch: &mut Batch,
+    chain: &Chain<'_>,
+    rule: &FwdRule,
+    comment: &str,
+) -> Result<(), Error> {
+    let mut r = Rule::new(chain);
+    match rule {
+        FwdRule::IsoJump => r.add_expr(&Verdict::Jump {
+            chain: cstring("chain name", ISO1_CHAIN)?,
+        }),
+        FwdRule::Related(fam) => {
+            addr_in_set(&mut r, *fam, false)?;
+            r.add_expr(&Conntrack::State);
+            let bits = (nftnl::expr::States::ESTABLISHED | nftnl::expr::States::RELATED).bits();
+            r.add_expr(&Bitwise::new(bits, 0u32));
+            r.add_expr(&Cmp::new(CmpOp::Neq, 0u32));
+            r.add_expr(&Verdict::Accept);
+        }
+        FwdRule::Source(fam) => {
+            addr_in_set(&mut r, *fam, true)?;
+            r.add_expr(&Verdict::Accept);
+        }
+        FwdRule::Stage1(b) => {
+            ifname_cmp(&mut r, true, b, CmpOp::Eq)?;
+            ifname_cmp(&mut r, false, b, CmpOp::Neq)?;
+            r.add_expr(&Verdict::Jump {
+                chain: cstring("chain name", ISO2_CHAIN)?,
+            });
+        }
+        FwdRule::SameDrop(b) => {
+            ifname_cmp(&mut r, true, b, CmpOp::Eq)?;
+            ifname_cmp(&mut r, false, b, CmpOp::Eq)?;
+            r.add_expr(&Verdict::Drop);
+        }
+        FwdRule::Stage2(b) => {
+            ifname_cmp(&mut r, false, b, CmpOp::Eq)?;
+            r.add_expr(&Verdict::Drop);
+        }
+    }
+    r.set_comment(cstring("rule comment", comment)?)
+        .map_err(|reason| Error::Invalid {
+            what: "rule comment",
+            value: comment.to_string(),
+            reason,
+        })?;
+    batch.add(&r, MsgType::Add);
+    Ok(())
+}
+
+fn key_bytes(ip: IpAddr) -> Vec<u8> {
+    match ip {
+        IpAddr::V4(a) => a.octets().to_vec(),
+        IpAddr::V6(a) => a.octets().to_vec(),
+    }
+}
+
+fn raw_set(fam: Fam) -> RawSet {
+    RawSet::named(ProtoFamily::Inet, TABLE, fwd_set(fam))
+}
+
+fn add_set<K: SetKey>(batch: &mut Batch, table: &Table, fam: Fam) -> Result<(), Error> {
+    let name = cstring("set name", fwd_set(fam))?;
+    let set: Set<'_, K> = Set::new_named(&name, set_id(fam), table, ProtoFamily::Inet);
+    batch.add(&set, MsgType::Add);
+    Ok(())
+}
+
+/// Encodes `ops` in order into one transaction.
+pub fn encode(ops: &[FwdOp]) -> Result<FinalizedBatch, Error> {
+    let tname = cstring("table name", TABLE)?;
+    let table = Table::new(&tname, ProtoFamily::Inet);
+    let base_name = cstring("chain name", FORWARD_CHAIN)?;
+    let iso1_name = cstring("chain name", ISO1_CHAIN)?;
+    let iso2_name = cstring("chain name", ISO2_CHAIN)?;
+    let base = Chain::new(&base_name, &table);
+    let iso1 = Chain::new(&iso1_name, &table);
+    let iso2 = Chain::new(&iso2_name, &table);
+    let mut batch = Batch::new();
+    for op in ops {
+        match op {
+            FwdOp::AddTable => batch.add(&table, MsgType::Add),
+            FwdOp::AddSet(Fam::V4) => add_set::<Ipv4Addr>(&mut batch, &table, Fam::V4)?,
+            FwdOp::AddSet(Fam::V6) => add_set::<Ipv6Addr>(&mut batch, &table, Fam::V6)?,
+            FwdOp::AddIsoChain(c) => {
+                let ch = if *c == ISO1_CHAIN { &iso1 } else { &iso2 };
+                batch.add(ch, MsgType::Add);
+            }
+            FwdOp::AddBaseChain => {
+                let mut chain = Chain::new(&base_name, &table);
+                chain.set_hook(Hook::Forward, 0);
+                chain.set_type(ChainType::Filter);
+                chain.set_policy(Policy::Accept);
+                batch.add(&chain, MsgType::Add);
+            }
+            FwdOp::FlushBaseChain => batch.add(&Rule::new(&base), MsgType::Del),
+            FwdOp::AddRule {
+                chain,
+                rule,
+                comment,
+            } => {
+                let ch = match *chain {
+                    FORWARD_CHAIN => &base,
+                    ISO1_CHAIN => &iso1,
+                    _ => &iso2,
+                };
+                encode_rule(&mut batch, ch, rule, comment)?;
+            }
+            FwdOp::AddElem(e) => {
+                let msg = ElemMsg {
+                    set: raw_set(e.fam()),
+                    family: ProtoFamily::Inet,
+                };
+                msg.set.add_raw_commented(&key_bytes(e.key), &e.comment);
+                batch.add(&msg, MsgType::Add);
+            }
+            FwdOp::DelElem(k) => {
+                let msg = ElemMsg {
+                    set: raw_set(Fam::of(*k)),
+                    family: ProtoFamily::Inet,
+                };
+                msg.set.add_raw_key(&key_bytes(*k));
+                batch.add(&msg, MsgType::Del);
+            }
+        }
+    }
+    Ok(batch.finalize())
+}
+
+fn to_elems(raw: Vec<(Vec<u8>, String)>) -> Vec<Elem> {
+    raw.into_iter()
+        .filter_map(|(k, comment)| {
+            let key = match k.len() {
+                4 => IpAddr::from(<[u8; 4]>::try_from(k.as_slice()).ok()?),
+                16 => IpAddr::from(<[u8; 16]>::try_from(k.as_slice()).ok()?),
+                _ => return None,
+            };
+            Some(Elem { key, comment })
+        })
+        .collect()
+}
+
+/// Rules (handle, comment) of one of our chains; None when it does not exist or is empty.
+fn dump_rules(nl: &mut Nl, chain: &str) -> Result<Option<Vec<RuleInfo>>, Error> {
+    let chain_c = cstring("chain name", chain)?;
+    let table_c = cstring("table name", TABLE)?;
+    let mut found = Vec::new();
+    let ok = nl.request(
+        &format!("list chain {chain}"),
+        true,
+        &|buf, seq| {
+            // SAFETY: allocation checked; the rule is freed before returning; buf has 8 KiB.
+            unsafe {
+                let r = nftnl::nftnl_sys::nftnl_rule_alloc();
+                if r.is_null() {
+                    std::process::abort();
+                }
+                use nftnl::nftnl_sys as sys;
+                sys::nftnl_rule_set_u32(r, sys::NFTNL_RULE_FAMILY as u16, ProtoFamily::Inet as u32);
+                sys::nftnl_rule_set_str(r, sys::NFTNL_RULE_TABLE as u16, table_c.as_ptr());
+                sys::nftnl_rule_set_str(r, sys::NFTNL_RULE_CHAIN as u16, chain_c.as_ptr());
+                let nlh = sys::nftnl_nlmsg_build_hdr(
+                    buf,
+                    libc::NFT_MSG_GETRULE as u16,
+                    ProtoFamily::Inet as u16,
+                    libc::NLM_F_DUMP as u16,
+                    seq,
+                );
+                sys::nftnl_rule_nlmsg_build_payload(nlh, r);
+                sys::nftnl_rule_free(r);
+            }
+        },
+        &mut |d| parse_rule(d, &mut found),
+    )?;
+    Ok(if ok && !found.is_empty() {
+        Some(found)
+    } else {
+        None
+    })
+}
+
+fn elem_request(nl: &mut Nl, fam: Fam, key: Option<IpAddr>) -> Result<Vec<Elem>, Error> {
+    let mut raw = Vec::new();
+    let what = match key {
+        Some(k) => format!("get element {} {k}", fwd_set(fam)),
+        None => format!("list set {}", fwd_set(fam)),
+    };
+    let ok = nl.request(
+        &what,
+        key.is_none(),
+        &|buf, seq| {
+            let set = raw_set(fam);
+            if let Some(k) = key {
+                set.add_raw_key(&key_bytes(k));
+            }
+            let flags = if key.is_none() { libc::NLM_F_DUMP } else { 0 };
+            // SAFETY: buf has 8 KiB, far more than one element request needs.
+            unsafe {
+                use nftnl::nftnl_sys as sys;
+                let nlh = sys::nftnl_nlmsg_build_hdr(
+                    buf,
+                    libc::NFT_MSG_GETSETELEM as u16,
+                    ProtoFamily::Inet as u16,
+                    flags as u16,
+                    seq,
+                );
+                sys::nftnl_set_elems_nlmsg_build_payload(nlh, set.ptr);
+            }
+        },
+        &mut |d| parse_raw_elems(d, &mut raw),
+    )?;
+    Ok(if ok { to_elems(raw) } else { Vec::new() })
+}
+
+fn apply(nl: &mut Nl, ops: &[FwdOp], what: &str) -> Result<(), Error> {
+    if ops.is_empty() {
+        return Ok(());
+    }
+    let batch = encode(ops)?;
+    nl.transact(&batch, what)
+}
+
+/// The nftables implementation of [`ForwardFirewall`].
+pub struct NftForward {
+    lock_path: PathBuf,
+    ipt: IptablesForward,
+}
+
+impl NftForward {
+    /// Uses [`LOCK_PATH`]; `admin_chain` names the iptables admin chain of the fallback rules.
+    pub fn new(admin_chain: &str) -> Self {
+        Self {
+            lock_path: PathBuf::from(LOCK_PATH),
+            ipt: IptablesForward::new(admin_chain),
+        }
+    }
+
+    fn owned(nl: &mut Nl, tag: &str) -> Result<Vec<Elem>, Error> {
+        let mut all = elem_request(nl, Fam::V4, None)?;
+        all.extend(elem_request(nl, Fam::V6, None)?);
+        Ok(all.into_iter().filter(|e| e.tag() == tag).collect())
+    }
+}
+
+impl ForwardFirewall for NftForward {
+    fn add_forward(&self, att: &ForwardAttachment) -> Result<Vec<String>, Error> {
+        validate_owner(&att.network, &att.container_id, &att.ifname)?;
+        if att.ips.is_empty() {
+            return Ok(Vec::new());
+        }
+        let _guard = lock::lock(&self.lock_path)?;
+        let mut nl = Nl::open()?;
+        let base = dump_rules(&mut nl, FORWARD_CHAIN)?;
+        let mut lookup_err = None;
+        let ops = plan_add(att, base.as_deref(), &mut |ip| match elem_request(
+            &mut nl,
+            Fam::of(ip),
+            Some(ip),
+        ) {
+            Ok(v) => v.into_iter().next(),
+            Err(e) => {
+                lookup_err.get_or_insert(e);
+                None
+            }
+        });
+        if let Some(e) = lookup_err {
+            return Err(e);
+        }
+        apply(&mut nl, &ops, "add forward accept")?;
+        // An accept here is not final for other base chains on the hook: if iptables drops
+        // by policy, its own accept rules are needed too (cni-reference.md §2.8, issue 7).
+        let mut notes = Vec::new();
+        let mut fallback: Vec<IpAddr> = Vec::new();
+        for fam in [Family::V4, Family::V6] {
+            let ips: Vec<IpAddr> = att
+                .ips
+                .iter()
+                .copied()
+                .filter(|ip| ip.is_ipv4() == (fam == Family::V4))
+                .collect();
+            if !ips.is_empty() && self.ipt.policy_drops(fam) {
+                notes.push(format!(
+                    "{} FORWARD policy is DROP: nftables accepts cannot override it, adding {} rules to chain {} for {}",
+                    fam.prog(),
+                    fam.prog(),
+                    crate::iptables_forward::FORWARD_CHAIN,
+                    ips.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(", ")
+                ));
+                fallback.extend(ips);
+            }
+        }
+        if !fallback.is_empty() {
+            self.ipt.add_locked(&ForwardAttachment {
+                ips: fallback,
+                ..att.clone()
+            })?;
+        }
+        Ok(notes)
+    }
+
+    fn del_forward(
+        &self,
+        network: &str,
+        container_id: &str,
+        ifname: &str,
+        known_ips: &[IpAddr],
+    ) -> Result<(), Error> {
+        validate_owner(network, container_id, ifname)?;
+        let _guard = lock::lock(&self.lock_path)?;
+        let mut errors = Vec::new();
+        let mut nl = Nl::open()?;
+        let tag = owner_tag(network, container_id, ifname);
+        match Self::owned(&mut nl, &tag) {
+            Ok(owned) => {
+                let ops = plan_remove(&owned, &|_| true);
+                if let Err(e) = apply(&mut nl, &ops, "delete forward accept") {
+                    errors.push(e);
+                }
+            }
+            Err(e) => errors.push(e),
+        }
+        // Fallback iptables rules exist only where the owner record does.
+        if self.ipt.has_state(network, container_id, ifname) {
+            if let Err(e) = self
+                .ipt
+                .del_locked(network, container_id, ifname, known_ips)
+            {
+                errors.push(e);
+            }
+        }
+        match errors.len() {
+            0 => Ok(()),
+            1 => Err(errors.remove(0)),
+            _ => Err(Error::Multiple(errors)),
+        }
+    }
+
+    fn check_forward(&self, att: &ForwardAttachment) -> Result<(), Error> {
+        validate_owner(&att.network, &att.container_id, &att.ifname)?;
+        let _guard = lock::lock(&self.lock_path)?;
+        let mut nl = Nl::open()?;
+        let base = dump_rules(&mut nl, FORWARD_CHAIN)?.ok_or_else(|| {
+            Error::Missing(format!("chain inet {TABLE} {FORWARD_CHAIN} does not exist"))
+        })?;
+        for c in FIXED {
+            if !base.iter().any(|r| r.comment == c) {
+                return Err(Error::Missing(format!(
+                    "rule \"{c}\" missing from chain inet {TABLE} {FORWARD_CHAIN}"
+                )));
+            }
+        }
+        let tag = owner_tag(&att.network, &att.container_id, &att.ifname);
+        for ip in &att.ips {
+            let fam = Fam::of(*ip);
+            match elem_request(&mut nl, fam, Some(*ip))?.into_iter().next() {
+                Some(e) if e.tag() == tag => {}
+                Some(e) => {
+                    return Err(Error::Missing(format!(
+                        "element {ip} in set inet {TABLE} {} belongs to \"{}\"",
+                        fwd_set(fam),
+                        e.comment
+                    )))
+                }
+                None => {
+                    return Err(Error::Missing(format!(
+                        "element {ip} not in set inet {TABLE} {}",
+                        fwd_set(fam)
+                    )))
+                }
+            }
+        }
+        if self
+            .ipt
+            .has_state(&att.network, &att.container_id, &att.ifname)
+        {
+            self.ipt.check_locked(att)?;
+        }
+        Ok(())
+    }
+
+    fn gc_forward(&self, network: &str, keep: &[(String, String)]) -> Result<(), Error> {
+        let _guard = lock::lock(&self.lock_path)?;
+        let mut errors = Vec::new();
+        let prefix = format!("{}-", network_hash(network));
+        let kept: BTreeSet<String> = keep.iter().map(|(c, i)| owner_tag(network, c, i)).collect();
+        let mut nl = Nl::open()?;
+        let mut all = elem_request(&mut nl, Fam::V4, None)?;
+        all.extend(elem_request(&mut nl, Fam::V6, None)?);
+        let ops = plan_remove(&all, &|e| {
+            let t = tag_of_comment(&e.comment);
+            t.starts_with(&prefix) && !kept.contains(t)
+        });
+        for chunk in ops.chunks(512) {
+            if let Err(e) = apply(&mut nl, chunk, "garbage-collect forward accept") {
+                errors.push(e);
+            }
+        }
+        if let Err(e) = self.ipt.gc_locked(network, keep) {
+            errors.push(e);
+        }
+        match errors.len() {
+            0 => Ok(()),
+            1 => Err(errors.remove(0)),
+            _ => Err(Error::Multiple(errors)),
+        }
+    }
+
+    fn add_isolation(
+        &self,
+        bridge: &str,
+        policy: IngressPolicy,
+        _v4: bool,
+        _v6: bool,
+    ) -> Result<(), Error> {
+        if policy == IngressPolicy::Open {
+            return Ok(());
+        }
+        validate_bridge(bridge)?;
+        let _guard = lock::lock(&self.lock_path)?;
+        let mut nl = Nl::open()?;
+        let base = dump_rules(&mut nl, FORWARD_CHAIN)?;
+        let intact = base
+            .as_deref()
+            .is_some_and(|b| FIXED.iter().all(|c| b.iter().any(|r| r.comment == *c)));
+        let mut present: Vec<String> = Vec::new();
+        for chain in [ISO1_CHAIN, ISO2_CHAIN] {
+            present.extend(
+                dump_rules(&mut nl, chain)?
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|r| r.comment),
+            );
+        }
+        let ops = plan_isolation(bridge, policy, intact, &present);
+        apply(&mut nl, &ops, "add isolation")
+    }
+
+    fn check_isolation(
+        &self,
+        bridge: &str,
+        policy: IngressPolicy,
+        _v4: bool,
+        _v6: bool,
+    ) -> Result<(), Error> {
+        validate_bridge(bridge)?;
+        let _guard = lock::lock(&self.lock_path)?;
+        let mut nl = Nl::open()?;
+        let mut present: Vec<String> = Vec::new();
+        for chain in [ISO1_CHAIN, ISO2_CHAIN] {
+            present.extend(
+                dump_rules(&mut nl, chain)?
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|r| r.comment),
+            );
+        }
+        for (chain, rule, comment) in isolation_rules(bridge, policy) {
+            if !present.contains(&comment) {
+                return Err(Error::Missing(format!(
+                    "chain inet {TABLE} {chain} lacks \"{rule}\""
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn att(cid: &str, ips: &[&str]) -> ForwardAttachment {
+        ForwardAttachment {
+            network: "n".into(),
+            container_id: cid.into(),
+            ifname: "eth0".into(),
+            ips: ips.iter().map(|i| i.parse().unwrap()).collect(),
+        }
+    }
+
+    fn render(ops: &[FwdOp]) -> Vec<String> {
+        ops.iter().map(|o| o.to_string()).collect()
+    }
+
+    fn intact() -> Vec<RuleInfo> {
+        FIXED
+            .iter()
+            .enumerate()
+            .map(|(i, c)| RuleInfo {
+                handle: i as u64 + 1,
+                comment: c.to_string(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn first_add_builds_table_then_steady_state_is_one_element() {
+        let a = att("c1", &["10.88.0.5", "fd00::5"]);
+        let ops = render(&plan_add(&a, None, &mut |_| None));
+        assert_eq!(ops[0], "add table inet rcni");
+        assert!(ops.contains(&"add chain inet rcni forward { type filter hook forward priority filter; policy accept; }".to_string()));
+        assert!(ops.contains(&"add rule inet rcni forward ip daddr @fwd4 ct state established,related accept comment \"rcni: fwd4 related\"".to_string()));
+        assert!(ops.contains(
+            &"add rule inet rcni forward ip6 saddr @fwd6 accept comment \"rcni: fwd6 source\""
+                .to_string()
+        ));
+        assert!(!ops.iter().any(|o| o.starts_with("flush")));
+        assert_eq!(
+            ops.iter().filter(|o| o.starts_with("add element")).count(),
+            2
+        );
+        let base = intact();
+        let b = att("c2", &["10.88.0.6"]);
+        let ops = plan_add(&b, Some(&base), &mut |_| None);
+        assert_eq!(ops.len(), 1, "{ops:?}");
+        // repeated ADD: nothing; stale owner: replaced in one transaction
+        let mine = Elem {
+            key: "10.88.0.6".parse().unwrap(),
+            comment: owner_comment("n", "c2", "eth0"),
+        };
+        assert!(plan_add(&b, Some(&base), &mut |_| Some(mine.clone())).is_empty());
+        let stale = Elem {
+            comment: owner_comment("n", "old", "eth0"),
+            ..mine
+        };
+        let ops = plan_add(&b, Some(&base), &mut |_| Some(stale.clone()));
+        assert!(matches!(
+            ops.as_slice(),
+            [FwdOp::DelElem(_), FwdOp::AddElem(_)]
+        ));
+    }
+
+    #[test]
+    fn damaged_base_chain_is_rebuilt() {
+        let mut base = intact();
+        base.remove(2);
+        let ops = render(&plan_add(
+            &att("c", &["10.0.0.2"]),
+            Some(&base),
+            &mut |_| None,
+        ));
+        assert!(ops.contains(&"flush chain inet rcni forward".to_string()));
+        assert_eq!(
+            ops.iter()
+                .filter(|o| o.contains("comment \"rcni: "))
+                .count(),
+            5
+        );
+    }
+
+    #[test]
+    fn isolation_plans() {
+        assert!(plan_isolation("br0", IngressPolicy::Open, true, &[]).is_empty());
+        let ops = render(&plan_isolation("br0", IngressPolicy::Isolated, true, &[]));
+        assert_eq!(
+            ops,
+            vec![
+                "add rule inet rcni isolation1 iifname \"br0\" oifname != \"br0\" jump isolation2 comment \"rcni-iso1: br0\"",
+                "add rule inet rcni isolation2 oifname \"br0\" drop comment \"rcni-iso2: br0\"",
+                "add rule inet rcni isolation1 iifname \"br0\" oifname \"br0\" drop comment \"rcni-isolated: br0\"",
+            ]
+        );
+        let present: Vec<String> = isolation_rules("br0", IngressPolicy::SameBridge)
+            .into_iter()
+            .map(|r| r.2)
+            .collect();
+        assert!(plan_isolation("br0", IngressPolicy::SameBridge, true, &present).is_empty());
+        let ops = plan_isolation("br0", IngressPolicy::SameBridge, false, &present);
+        assert!(matches!(ops[0], FwdOp::AddTable));
+    }
+
+    #[test]
+    fn remove_selects_by_owner() {
+        let all = vec![
+            Elem {
+                key: "10.0.0.2".parse().unwrap(),
+                comment: owner_comment("n", "c1", "eth0"),
+            },
+            Elem {
+                key: "10.0.0.3".parse().unwrap(),
+                comment: owner_comment("n", "c2", "eth0"),
+            },
+        ];
+        let tag = owner_tag("n", "c1", "eth0");
+        let ops = render(&plan_remove(&all, &|e| e.tag() == tag));
+        assert_eq!(ops, vec!["delete element inet rcni fwd4 { 10.0.0.2 }"]);
+    }
+
+    #[test]
+    fn encodes() {
+        let mut ops = plan_add(&att("c", &["10.0.0.2", "fd00::2"]), None, &mut |_| None);
+        ops.extend(plan_isolation("br0", IngressPolicy::Isolated, true, &[]));
+        ops.push(FwdOp::DelElem("10.0.0.9".parse().unwrap()));
+        let batch = encode(&ops).unwrap();
+        let all: Vec<u8> = batch.iter().flat_map(|p| p.to_vec()).collect();
+        let has = |needle: &[u8]| all.windows(needle.len()).any(|w| w == needle);
+        assert!(has(b"fwd6\0"));
+        assert!(has(b"isolation2\0"));
+        assert!(has(b"rcni-isolated: br0\0"));
+    }
+}
