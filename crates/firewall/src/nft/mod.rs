@@ -44,6 +44,7 @@
 mod encode;
 pub mod forward;
 pub mod hostport;
+pub mod macspoof;
 pub(crate) mod netlink;
 pub mod plan;
 
