@@ -6,8 +6,10 @@
 //! - [`netlink`]: [`netlink::NetlinkOps`], the real [`netlink::Netlink`] socket and the
 //!   recording [`netlink::FakeNetlink`].
 //! - [`sysctl`]: /proc/sys reads and writes (per network namespace).
+//! - [`conntrack`]: deletion of conntrack entries by protocol and destination port.
 //! - [`mac`]: MAC parsing/formatting and random veth names.
 
+pub mod conntrack;
 pub mod error;
 pub mod mac;
 pub mod netlink;
