@@ -536,3 +536,155 @@ fn gc_removes_stale_attachments_only() {
         assert!(nft_masq_present(sb, "10.22.0.3"));
     });
 }
+
+/// (set, value, comment) of every element of table `bridge rcni` (macspoofchk), via `nft -j`.
+fn spoof_elems(sb: &Sandbox) -> Vec<(String, String, String)> {
+    let out = sb.try_sh("nft -j list table bridge rcni 2>/dev/null");
+    if !out.status.success() {
+        return Vec::new();
+    }
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let mut res = Vec::new();
+    for item in v["nftables"].as_array().unwrap() {
+        let Some(set) = item.get("set") else { continue };
+        for e in set["elem"].as_array().cloned().unwrap_or_default() {
+            let el = &e["elem"];
+            let val = match &el["val"] {
+                Value::String(s) => s.clone(),
+                other => other["concat"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|p| p.as_str().unwrap().to_string())
+                    .collect::<Vec<_>>()
+                    .join(" . "),
+            };
+            res.push((
+                set["name"].as_str().unwrap().to_string(),
+                val,
+                el["comment"].as_str().unwrap_or("").to_string(),
+            ));
+        }
+    }
+    res
+}
+
+#[test]
+fn s39_macspoofchk_drops_spoofed_frames() {
+    sandbox(|sb| {
+        let c = conf(sb, &json!({"macspoofchk": true}));
+        let ns1 = sb.netns("c1");
+        let ns2 = sb.netns("c2");
+        let r1 = call("ADD", "cid1", &ns1, &c).ok();
+        let r2 = call("ADD", "cid2", &ns2, &c).ok();
+        let veth1 = r1["interfaces"][1]["name"].as_str().unwrap().to_string();
+        let veth2 = r2["interfaces"][1]["name"].as_str().unwrap().to_string();
+        let mac1 = r1["interfaces"][2]["mac"].as_str().unwrap().to_string();
+        let listing = sb.sh("nft list table bridge rcni");
+        assert!(
+            listing.contains(
+                "iifname @spoofchk_ports iifname . ether saddr != @spoofchk_allowed drop"
+            ),
+            "{listing}"
+        );
+        let elems = spoof_elems(sb);
+        assert!(
+            elems.iter().any(|e| e.0 == "spoofchk_allowed"
+                && e.1 == format!("{veth1} . {mac1}")
+                && e.2.contains("id: cid1, if: eth0")),
+            "{elems:?}"
+        );
+        assert!(elems
+            .iter()
+            .any(|e| e.0 == "spoofchk_ports" && e.1 == veth2));
+        // The reference's table is not ours to create.
+        assert!(!sb.sh("nft list tables").contains("bridge nat"));
+        call("CHECK", "cid1", &ns1, &with_prev(&c, &r1)).ok();
+
+        assert!(sb.ping("c1", "10.22.0.3"), "c1 to c2 with its own MAC");
+        // Spoof c1's MAC: its frames no longer pass the bridge.
+        sb.sh("ip -n c1 link set eth0 address 02:00:00:00:00:99");
+        sb.sh("ip -n c2 neigh flush all");
+        sb.sh("ip -n c1 neigh flush all");
+        assert!(!sb.ping("c1", "10.22.0.3"), "spoofed frames were forwarded");
+        assert!(
+            !sb.ping("c2", "10.22.0.2"),
+            "replies with a spoofed MAC were forwarded"
+        );
+        // CHECK notices the interface no longer has the MAC of the ADD.
+        call("CHECK", "cid1", &ns1, &with_prev(&c, &r1)).err();
+        // Control: the original MAC passes again, so the drop above was the spoof check.
+        sb.sh(&format!("ip -n c1 link set eth0 address {mac1}"));
+        sb.sh("ip -n c2 neigh flush all");
+        assert!(sb.ping("c1", "10.22.0.3"), "original MAC must pass again");
+
+        // A network without macspoofchk on another bridge is unaffected.
+        let plain = conf(
+            sb,
+            &json!({"bridge": "cni1", "ipam": ipam(sb, "10.24.0.0/24")}),
+        );
+        let ns3 = sb.netns("c3");
+        let ns4 = sb.netns("c4");
+        let r3 = CniCall::new("bridge", "ADD")
+            .attachment("cid3", &ns3, "eth0")
+            .conf(&plain)
+            .run()
+            .ok();
+        CniCall::new("bridge", "ADD")
+            .attachment("cid4", &ns4, "eth0")
+            .conf(&plain)
+            .run()
+            .ok();
+        let veth3 = r3["interfaces"][1]["name"].as_str().unwrap().to_string();
+        assert!(!spoof_elems(sb).iter().any(|e| e.1.starts_with(&veth3)));
+        sb.sh("ip -n c3 link set eth0 address 02:00:00:00:00:98");
+        assert!(sb.ping("c3", "10.24.0.3"), "no macspoofchk on cni1");
+
+        // DEL removes c1's entries only; the rule stays for c2.
+        call("DEL", "cid1", &ns1, &c).ok();
+        let elems = spoof_elems(sb);
+        assert!(
+            !elems
+                .iter()
+                .any(|e| e.1.starts_with(&veth1) || e.2.contains("id: cid1,")),
+            "{elems:?}"
+        );
+        assert_eq!(elems.len(), 2, "{elems:?}");
+        call("CHECK", "cid2", &ns2, &with_prev(&c, &r2)).ok();
+        call("DEL", "cid1", &ns1, &c).ok();
+        // DEL with an empty CNI_NETNS still finds c2's entries by owner.
+        CniCall::new("bridge", "DEL")
+            .attachment("cid2", &ns2, "eth0")
+            .env("CNI_NETNS", "")
+            .conf(&c)
+            .run()
+            .ok();
+        assert!(spoof_elems(sb).is_empty(), "{:?}", spoof_elems(sb));
+    });
+}
+
+#[test]
+fn macspoofchk_rollback_and_gc() {
+    sandbox(|sb| {
+        // An ADD failing after the entry was added (IPAM missing) leaves no element behind.
+        let bad = conf(
+            sb,
+            &json!({"macspoofchk": true, "ipam": {"type": "no-such-ipam"}}),
+        );
+        let ns1 = sb.netns("c1");
+        call("ADD", "cid1", &ns1, &bad).err();
+        assert!(spoof_elems(sb).is_empty(), "{:?}", spoof_elems(sb));
+        // GC keeps only the valid attachments.
+        let c = conf(sb, &json!({"macspoofchk": true}));
+        let ns2 = sb.netns("c2");
+        call("ADD", "cid1", &ns1, &c).ok();
+        call("ADD", "cid2", &ns2, &c).ok();
+        assert_eq!(spoof_elems(sb).len(), 4);
+        let mut gc = c.clone();
+        gc["cni.dev/valid-attachments"] = json!([{"containerID": "cid2", "ifname": "eth0"}]);
+        CniCall::new("bridge", "GC").conf(&gc).run().ok();
+        let elems = spoof_elems(sb);
+        assert_eq!(elems.len(), 2, "{elems:?}");
+        assert!(elems.iter().all(|e| e.2.contains("id: cid2,")), "{elems:?}");
+    });
+}

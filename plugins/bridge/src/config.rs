@@ -100,10 +100,10 @@ pub struct BridgeConf {
     pub mac: Option<[u8; 6]>,
     /// Replacement DNS for the result, when any field is set.
     pub dns: Option<Dns>,
+    /// Drop frames from the container whose source MAC is not the container's own.
+    pub macspoofchk: bool,
     /// `vlan` or `vlanTrunk` asked for.
     wants_vlan: bool,
-    /// `macspoofchk` asked for.
-    macspoofchk: bool,
 }
 
 fn invalid(msg: impl Into<String>) -> CniError {
@@ -237,12 +237,6 @@ impl BridgeConf {
             return Err(CniError::new(
                 codes::UNSUPPORTED_FIELD,
                 "vlan/vlanTrunk: bridge VLAN filtering is not supported by this bridge plugin",
-            ));
-        }
-        if self.macspoofchk {
-            return Err(CniError::new(
-                codes::UNSUPPORTED_FIELD,
-                "macspoofchk: not supported yet by this bridge plugin",
             ));
         }
         Ok(())

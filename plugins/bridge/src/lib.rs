@@ -7,6 +7,10 @@
 //!   firewall finds by owner (network, container, ifname) rather than by IP (plugins#810);
 //! - CHECK of an L2-only bridge (no IPAM) succeeds instead of failing on a missing IPAM type.
 //!
+//! `macspoofchk` lives in our own table `bridge rcni` (one fixed rule over two sets, see
+//! `firewall::nft::macspoof`) instead of the reference's per-container chains in `bridge nat`;
+//! like masquerade it is found by owner, so DEL without a namespace removes it too.
+//!
 //! The bridge itself, its gateway addresses and the host sysctls are shared by every attachment
 //! of the network and are never removed, as with the reference.
 
@@ -21,6 +25,9 @@ use cni::error::{codes, CniError};
 use cni::result::{CniResult, Interface, Route};
 use cni::skel::{CmdArgs, Plugin};
 pub use config::BridgeConf;
+use firewall::macspoof::{
+    add_macspoofchk, check_macspoofchk, del_macspoofchk, gc_macspoofchk, SpoofEntry,
+};
 use firewall::{Firewall, MasqRule};
 use ipnet::IpNet;
 use kernel::mac::{format_mac, random_veth_name};
@@ -49,6 +56,7 @@ enum Undo {
     HostVeth(u32),
     Lease(String),
     Masquerade(Box<dyn Firewall>),
+    MacSpoof,
 }
 
 struct Attachment<'a> {
@@ -68,6 +76,12 @@ impl Attachment<'_> {
                         &self.args.ifname,
                     )
                     .map_err(|e| e.to_string()),
+                Undo::MacSpoof => del_macspoofchk(
+                    &self.conf.network,
+                    &self.args.container_id,
+                    &self.args.ifname,
+                )
+                .map_err(|e| e.to_string()),
                 Undo::Lease(ipam_type) => {
                     delegate::delegate_del(&ipam_type, &self.args.stdin, self.args)
                         .map_err(|e| e.msg)
@@ -354,6 +368,26 @@ impl Attachment<'_> {
             .link_set_up(host_veth.index)
             .map_err(kerr("set host veth up"))?;
 
+        if conf.macspoofchk {
+            // The MAC the kernel holds, i.e. after any configured MAC was applied.
+            let mac = cont
+                .link_by_name(&args.ifname)
+                .map_err(kerr("lookup container veth"))?
+                .and_then(|l| l.mac)
+                .ok_or_else(|| {
+                    CniError::internal(format!("container veth {} has no MAC", args.ifname))
+                })?;
+            add_macspoofchk(&SpoofEntry {
+                network: conf.network.clone(),
+                container_id: args.container_id.clone(),
+                ifname: args.ifname.clone(),
+                host_veth: host_name.clone(),
+                mac,
+            })
+            .map_err(fwerr("macspoofchk"))?;
+            undo.push(Undo::MacSpoof);
+        }
+
         let mut result = match &conf.ipam_type {
             Some(ipam_type) => {
                 let r = delegate::delegate_add(ipam_type, &args.stdin, args)?;
@@ -586,6 +620,12 @@ impl Plugin for Bridge {
                 errors.push(e);
             }
         }
+        if conf.macspoofchk {
+            // Found by owner: works without a namespace and without the veth name or MAC.
+            if let Err(e) = del_macspoofchk(&conf.network, &args.container_id, &args.ifname) {
+                errors.push(fwerr("remove macspoofchk")(e));
+            }
+        }
         if conf.ip_masq {
             let outcome = choose_firewall(&conf).and_then(|fw| {
                 fw.del_masquerade(&conf.network, &args.container_id, &args.ifname)
@@ -674,12 +714,15 @@ impl Plugin for Bridge {
             .transpose()
             .map_err(kerr("lookup host veth"))?
             .flatten();
-        if peer.is_none_or(|p| p.master != Some(br.index)) {
-            return Err(CniError::internal(format!(
-                "the host end of {} is not attached to bridge {}",
-                args.ifname, conf.bridge
-            )));
-        }
+        let host_veth = match peer {
+            Some(p) if p.master == Some(br.index) => p,
+            _ => {
+                return Err(CniError::internal(format!(
+                    "the host end of {} is not attached to bridge {}",
+                    args.ifname, conf.bridge
+                )))
+            }
+        };
 
         if !conf.disable_container_interface {
             let addrs = cont
@@ -729,6 +772,19 @@ impl Plugin for Bridge {
                 .check_masquerade(&rules)
                 .map_err(fwerr("ipMasq"))?;
         }
+        if conf.macspoofchk {
+            let mac = link.mac.ok_or_else(|| {
+                CniError::internal(format!("interface {} has no MAC", args.ifname))
+            })?;
+            check_macspoofchk(&SpoofEntry {
+                network: conf.network.clone(),
+                container_id: args.container_id.clone(),
+                ifname: args.ifname.clone(),
+                host_veth: host_veth.name,
+                mac,
+            })
+            .map_err(fwerr("macspoofchk"))?;
+        }
         Ok(())
     }
 
@@ -736,11 +792,16 @@ impl Plugin for Bridge {
         let conf = BridgeConf::load(args)?;
         let valid = args.valid_attachments()?;
         let mut errors: Vec<CniError> = Vec::new();
+        let keep: Vec<(String, String)> = valid
+            .iter()
+            .map(|a| (a.container_id.clone(), a.ifname.clone()))
+            .collect();
+        if conf.macspoofchk {
+            if let Err(e) = gc_macspoofchk(&conf.network, &keep) {
+                errors.push(fwerr("macspoofchk GC")(e));
+            }
+        }
         if conf.ip_masq {
-            let keep: Vec<(String, String)> = valid
-                .iter()
-                .map(|a| (a.container_id.clone(), a.ifname.clone()))
-                .collect();
             let outcome = choose_firewall(&conf).and_then(|fw| {
                 fw.gc_masquerade(&conf.network, &keep)
                     .map_err(fwerr("ipMasq GC"))
