@@ -480,6 +480,21 @@ fn forward_policy_drop_host_traffic_flows_after_firewall_add() {
         assert!(!v4.contains(&format!("{a}/32")), "{v4}");
         assert!(!nft_table(sb).contains(&a));
         assert!(!sb.ping("a", &b), "blocked again after DEL");
+
+        // A drop policy in another nftables table cannot be overridden by anyone's accept: the
+        // plugin names it on stderr (read-only inspection) and touches nothing there.
+        sb.sh("nft add table inet userfw && nft add chain inet userfw gate '{ type filter hook forward priority 0; policy drop; }'");
+        let out = call("firewall", "ADD", "ca", &n.ns_a, &with_prev(&c1, &n.res_a));
+        out.ok();
+        assert!(
+            out.stderr.contains("nftables chain inet userfw gate"),
+            "{}",
+            out.stderr
+        );
+        assert!(!out.stderr.contains("ip filter FORWARD"), "{}", out.stderr);
+        let user =
+            String::from_utf8_lossy(&sb.try_sh("nft list table inet userfw").stdout).into_owned();
+        assert!(user.contains("policy drop") && !user.contains(&a), "{user}");
     });
 }
 

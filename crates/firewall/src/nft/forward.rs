@@ -583,6 +583,102 @@ fn elem_request(nl: &mut Nl, fam: Fam, key: Option<IpAddr>) -> Result<Vec<Elem>,
     Ok(if ok { to_elems(raw) } else { Vec::new() })
 }
 
+/// A base chain of another table on the IP forward hook whose policy is drop.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DropChain {
+    /// nft family keyword (`ip`, `ip6`, `inet`)
+    pub family: &'static str,
+    /// table name
+    pub table: String,
+    /// chain name
+    pub chain: String,
+}
+
+impl DropChain {
+    /// iptables-nft's own `FORWARD` chain: handled by the iptables fallback rules.
+    pub fn is_iptables_forward(&self) -> bool {
+        matches!(self.family, "ip" | "ip6") && self.table == "filter" && self.chain == "FORWARD"
+    }
+}
+
+fn family_kw(f: u32) -> Option<&'static str> {
+    match f as i32 {
+        libc::NFPROTO_IPV4 => Some("ip"),
+        libc::NFPROTO_IPV6 => Some("ip6"),
+        libc::NFPROTO_INET => Some("inet"),
+        _ => None,
+    }
+}
+
+/// Read-only listing of every nftables base chain on the IP forward hook with policy drop,
+/// other than our own (chain metadata only; no rule of another table is read).
+pub fn forward_drop_chains() -> Result<Vec<DropChain>, Error> {
+    forward_drop_chains_in(&mut Nl::open()?)
+}
+
+fn forward_drop_chains_in(nl: &mut Nl) -> Result<Vec<DropChain>, Error> {
+    let mut found = Vec::new();
+    nl.request(
+        "list chains",
+        true,
+        &|buf, seq| {
+            // SAFETY: buf has 8 KiB; a GETCHAIN dump request is a bare header.
+            unsafe {
+                nftnl::nftnl_sys::nftnl_nlmsg_build_hdr(
+                    buf,
+                    libc::NFT_MSG_GETCHAIN as u16,
+                    libc::NFPROTO_UNSPEC as u16,
+                    libc::NLM_F_DUMP as u16,
+                    seq,
+                );
+            }
+        },
+        &mut |d| {
+            use nftnl::nftnl_sys as sys;
+            // SAFETY: d is a complete netlink message inside the receive buffer; the chain
+            // object is freed before returning and its strings copied out first.
+            unsafe {
+                let c = sys::nftnl_chain_alloc();
+                if c.is_null() {
+                    std::process::abort();
+                }
+                if sys::nftnl_chain_nlmsg_parse(d.as_ptr().cast(), c) >= 0
+                    && sys::nftnl_chain_is_set(c, sys::NFTNL_CHAIN_HOOKNUM as u16)
+                    && sys::nftnl_chain_is_set(c, sys::NFTNL_CHAIN_POLICY as u16)
+                {
+                    let hook = sys::nftnl_chain_get_u32(c, sys::NFTNL_CHAIN_HOOKNUM as u16);
+                    let policy = sys::nftnl_chain_get_u32(c, sys::NFTNL_CHAIN_POLICY as u16);
+                    let fam = sys::nftnl_chain_get_u32(c, sys::NFTNL_CHAIN_FAMILY as u16);
+                    let text = |attr: u32| {
+                        let p = sys::nftnl_chain_get_str(c, attr as u16);
+                        if p.is_null() {
+                            String::new()
+                        } else {
+                            std::ffi::CStr::from_ptr(p).to_string_lossy().into_owned()
+                        }
+                    };
+                    let table = text(sys::NFTNL_CHAIN_TABLE);
+                    if let Some(family) = family_kw(fam) {
+                        if hook == libc::NF_INET_FORWARD as u32
+                            && policy == libc::NF_DROP as u32
+                            && !(family == "inet" && table == TABLE)
+                        {
+                            found.push(DropChain {
+                                family,
+                                table,
+                                chain: text(sys::NFTNL_CHAIN_NAME),
+                            });
+                        }
+                    }
+                }
+                sys::nftnl_chain_free(c);
+            }
+            Ok(())
+        },
+    )?;
+    Ok(found)
+}
+
 fn apply(nl: &mut Nl, ops: &[FwdOp], what: &str) -> Result<(), Error> {
     if ops.is_empty() {
         return Ok(());
@@ -658,6 +754,16 @@ impl ForwardFirewall for NftForward {
                     ips.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(", ")
                 ));
                 fallback.extend(ips);
+            }
+        }
+        // Drop policies of other nftables tables cannot be fixed from here (we never touch
+        // other tables): say so, so the administrator knows where the traffic stops.
+        if let Ok(chains) = forward_drop_chains_in(&mut nl) {
+            for c in chains.iter().filter(|c| !c.is_iptables_forward()) {
+                notes.push(format!(
+                    "nftables chain {} {} {} on the forward hook has policy drop: its own rules must accept this container's traffic",
+                    c.family, c.table, c.chain
+                ));
             }
         }
         if !fallback.is_empty() {
