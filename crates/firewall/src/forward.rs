@@ -11,10 +11,12 @@
 //!
 //! nftables evaluates every base chain registered on a hook, and a packet survives only if none
 //! of them drops it: our accept does not override an iptables `FORWARD` policy of DROP (Docker
-//! sets one) in table `ip filter`. The nftables backend therefore reads `iptables -S FORWARD`
-//! (read-only) and, when the policy is DROP, also installs the reference-layout iptables accept
-//! rules for the container's addresses; [`ForwardFirewall::add_forward`] reports that in its
-//! notes so the plugin can log it.
+//! sets one) in table `ip filter`. The nftables backend therefore lists the base chains on the
+//! forward hook (netlink, chain metadata only; `iptables -S FORWARD` is exec'd only when a
+//! legacy x_tables filter table exists) and, when iptables' FORWARD policy is DROP, also installs
+//! the reference-layout iptables accept rules for the container's addresses. Drop policies of
+//! other nftables tables cannot be overridden by anyone; they are named in the notes that
+//! [`ForwardFirewall::add_forward`] returns for the plugin to log.
 //!
 //! Ownership: the nftables elements carry the owner comment of [`crate::names::owner_comment`];
 //! the iptables rules keep the reference layout (no comment) and their owner is recorded in a

@@ -687,6 +687,16 @@ fn apply(nl: &mut Nl, ops: &[FwdOp], what: &str) -> Result<(), Error> {
     nl.transact(&batch, what)
 }
 
+/// Whether this namespace has a legacy (x_tables) `filter` table for `fam`: its names are
+/// listed in /proc/net/ip{,6}_tables_names, which is per network namespace.
+fn legacy_filter_present(fam: Family) -> bool {
+    let path = match fam {
+        Family::V4 => "/proc/net/ip_tables_names",
+        Family::V6 => "/proc/net/ip6_tables_names",
+    };
+    std::fs::read_to_string(path).is_ok_and(|s| s.lines().any(|l| l.trim() == "filter"))
+}
+
 /// The nftables implementation of [`ForwardFirewall`].
 pub struct NftForward {
     lock_path: PathBuf,
@@ -736,6 +746,9 @@ impl ForwardFirewall for NftForward {
         apply(&mut nl, &ops, "add forward accept")?;
         // An accept here is not final for other base chains on the hook: if iptables drops
         // by policy, its own accept rules are needed too (cni-reference.md §2.8, issue 7).
+        // iptables-nft's FORWARD shows up in the (netlink, read-only) chain listing; only a
+        // legacy (x_tables) filter table needs `iptables -S FORWARD` to be exec'd.
+        let chains = forward_drop_chains_in(&mut nl).unwrap_or_default();
         let mut notes = Vec::new();
         let mut fallback: Vec<IpAddr> = Vec::new();
         for fam in [Family::V4, Family::V6] {
@@ -745,7 +758,15 @@ impl ForwardFirewall for NftForward {
                 .copied()
                 .filter(|ip| ip.is_ipv4() == (fam == Family::V4))
                 .collect();
-            if !ips.is_empty() && self.ipt.policy_drops(fam) {
+            if ips.is_empty() {
+                continue;
+            }
+            let kw = if fam == Family::V4 { "ip" } else { "ip6" };
+            let drops = chains
+                .iter()
+                .any(|c| c.is_iptables_forward() && c.family == kw)
+                || (legacy_filter_present(fam) && self.ipt.policy_drops(fam));
+            if drops {
                 notes.push(format!(
                     "{} FORWARD policy is DROP: nftables accepts cannot override it, adding {} rules to chain {} for {}",
                     fam.prog(),
@@ -758,13 +779,11 @@ impl ForwardFirewall for NftForward {
         }
         // Drop policies of other nftables tables cannot be fixed from here (we never touch
         // other tables): say so, so the administrator knows where the traffic stops.
-        if let Ok(chains) = forward_drop_chains_in(&mut nl) {
-            for c in chains.iter().filter(|c| !c.is_iptables_forward()) {
-                notes.push(format!(
-                    "nftables chain {} {} {} on the forward hook has policy drop: its own rules must accept this container's traffic",
-                    c.family, c.table, c.chain
-                ));
-            }
+        for c in chains.iter().filter(|c| !c.is_iptables_forward()) {
+            notes.push(format!(
+                "nftables chain {} {} {} on the forward hook has policy drop: its own rules must accept this container's traffic",
+                c.family, c.table, c.chain
+            ));
         }
         if !fallback.is_empty() {
             self.ipt.add_locked(&ForwardAttachment {
