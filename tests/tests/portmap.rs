@@ -1,0 +1,618 @@
+//! `bridge` + `host-local` -> `portmap` chained against the real kernel, each test in its own
+//! private namespaces: scenarios 61–69 of cni-reference.md §4 and REAL traffic for every path
+//! (outside client, the host to its own address and to 127.0.0.1, hairpin to the container's
+//! own and to a neighbour's port, TCP and UDP, IPv6), conflicts, DEL without prevResult, GC,
+//! UDP conntrack cleanup, and both firewall backends.
+//!
+//! Topology: the test's private namespace is the "host"; `client` is another namespace on a veth
+//! (203.0.113.2 / fd00:77::2) whose only route is the host's uplink address (203.0.113.1 /
+//! fd00:77::1). Containers sit on bridge cni0 (10.22.0.0/24, fd00:22::/64) and run socat
+//! listeners (TCP echo on 80, UDP echo on 53) started as child processes and killed by PID.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use integration_tests::{sandbox, CniCall, CniOutput, Sandbox};
+use serde_json::{json, Value};
+
+const NET: &str = "pmnet";
+
+/// Listener processes, killed by PID when dropped.
+struct Listeners(Vec<Child>);
+
+impl Drop for Listeners {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn bridge_conf(sb: &Sandbox, dual: bool) -> Value {
+    let ranges = if dual {
+        json!([[{"subnet": "10.22.0.0/24"}], [{"subnet": "fd00:22::/64"}]])
+    } else {
+        json!([[{"subnet": "10.22.0.0/24"}]])
+    };
+    json!({"cniVersion": "1.0.0", "name": NET, "type": "bridge", "bridge": "cni0",
+           "isGateway": true, "isDefaultGateway": true, "hairpinMode": true,
+           "ipam": {"type": "host-local", "ranges": ranges, "dataDir": sb.dir("ipam")}})
+}
+
+fn pm_conf(extra: &Value, prev: Option<&Value>, maps: &Value) -> Value {
+    let mut c = json!({"cniVersion": "1.0.0", "name": NET, "type": "portmap",
+                       "capabilities": {"portMappings": true},
+                       "runtimeConfig": {"portMappings": maps}});
+    if let Some(p) = prev {
+        c["prevResult"] = p.clone();
+    }
+    for (k, v) in extra.as_object().unwrap() {
+        c[k] = v.clone();
+    }
+    c
+}
+
+fn pm(verb: &str, cid: &str, ns: &Path, conf: &Value) -> CniOutput {
+    CniCall::new("portmap", verb)
+        .attachment(cid, ns, "eth0")
+        .conf(conf)
+        .run()
+}
+
+/// A container: netns `name`, bridge ADD; returns (netns path, bridge result).
+fn container(sb: &Sandbox, name: &str, dual: bool) -> (PathBuf, Value) {
+    let ns = sb.netns(name);
+    let r = CniCall::new("bridge", "ADD")
+        .attachment(&format!("cid-{name}"), &ns, "eth0")
+        .conf(&bridge_conf(sb, dual))
+        .run()
+        .ok();
+    (ns, r)
+}
+
+/// bridge ADD then portmap ADD with its result as prevResult; returns the netns path.
+fn published(sb: &Sandbox, name: &str, dual: bool, extra: &Value, maps: &Value) -> PathBuf {
+    let (ns, prev) = container(sb, name, dual);
+    let out = pm(
+        "ADD",
+        &format!("cid-{name}"),
+        &ns,
+        &pm_conf(extra, Some(&prev), maps),
+    )
+    .ok();
+    assert_eq!(
+        out["ips"], prev["ips"],
+        "portmap must pass prevResult through"
+    );
+    ns
+}
+
+fn client(sb: &Sandbox) {
+    // With br_netfilter, bridged replies pass conntrack and hairpin works even unmasqueraded;
+    // turn it off in this (private) namespace so the hairpin checks prove the masquerade.
+    for fam in ["iptables", "ip6tables"] {
+        let _ = std::fs::write(format!("/proc/sys/net/bridge/bridge-nf-call-{fam}"), "0");
+    }
+    sb.netns("client");
+    sb.sh("ip link add up0 type veth peer name up1 netns client");
+    sb.sh("ip addr add 203.0.113.1/24 dev up0 && ip addr add fd00:77::1/64 dev up0 nodad && ip link set up0 up");
+    sb.sh("ip -n client addr add 203.0.113.2/24 dev up1 && ip -n client addr add fd00:77::2/64 dev up1 nodad");
+    sb.sh("ip -n client link set up1 up");
+}
+
+/// TCP echo (port 80) and UDP echo (port 53) servers answering `tag`, inside `ns`.
+fn listen(sb: &Sandbox, ns: &str, tag: &str) -> Listeners {
+    let spawn = |addr: &str, reply: String| {
+        Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                ns,
+                "socat",
+                addr,
+                &format!("SYSTEM:echo {reply}"),
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let l = Listeners(vec![
+        spawn("TCP6-LISTEN:80,fork,reuseaddr,ipv6only=0", tag.to_string()),
+        spawn("UDP6-RECVFROM:53,fork,ipv6only=0", format!("udp-{tag}")),
+    ]);
+    for _ in 0..200 {
+        let tcp = sb.exec_in(ns, "ss -Hltn 'sport = :80'");
+        let udp = sb.exec_in(ns, "ss -Hlun 'sport = :53'");
+        if !tcp.stdout.is_empty() && !udp.stdout.is_empty() {
+            return l;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(25));
+    }
+    panic!("listeners in {ns} did not start");
+}
+
+fn bracket(addr: &str) -> String {
+    if addr.contains(':') {
+        format!("[{addr}]")
+    } else {
+        addr.to_string()
+    }
+}
+
+/// What a TCP connection from `from` (None = the host) to addr:port reads back.
+fn tcp(sb: &Sandbox, from: Option<&str>, addr: &str, port: u16) -> String {
+    let cmd = format!(
+        "socat -t 3 -T 3 STDIO TCP:{}:{port},connect-timeout=3 </dev/null 2>/dev/null",
+        bracket(addr)
+    );
+    let out = match from {
+        Some(ns) => sb.exec_in(ns, &cmd),
+        None => sb.try_sh(&cmd),
+    };
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// What a UDP datagram from `from` to addr:port gets as reply.
+fn udp(sb: &Sandbox, from: Option<&str>, addr: &str, port: u16) -> String {
+    let cmd = format!(
+        "echo ping | socat -t 4 -T 4 STDIO UDP:{}:{port} 2>/dev/null",
+        bracket(addr)
+    );
+    let out = match from {
+        Some(ns) => sb.exec_in(ns, &cmd),
+        None => sb.try_sh(&cmd),
+    };
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+fn nft_table(sb: &Sandbox) -> String {
+    String::from_utf8_lossy(&sb.try_sh("nft list table inet rcni 2>/dev/null").stdout).into_owned()
+}
+
+fn maps(v: &[(u16, u16, &str, &str)]) -> Value {
+    Value::Array(
+        v.iter()
+            .map(|(h, c, p, ip)| json!({"hostPort": h, "containerPort": c, "protocol": p, "hostIP": ip}))
+            .collect(),
+    )
+}
+
+#[test]
+fn traffic_every_path_tcp_udp_ipv6_nftables() {
+    sandbox(|sb| {
+        client(sb);
+        let web = maps(&[(8080, 80, "tcp", ""), (5353, 53, "udp", "")]);
+        published(sb, "c1", true, &json!({}), &web);
+        published(sb, "c2", true, &json!({}), &maps(&[(8081, 80, "tcp", "")]));
+        let _l1 = listen(sb, "c1", "c1");
+        let _l2 = listen(sb, "c2", "c2");
+        println!("{}", nft_table(sb));
+
+        // From outside.
+        assert_eq!(tcp(sb, Some("client"), "203.0.113.1", 8080), "c1");
+        assert_eq!(tcp(sb, Some("client"), "203.0.113.1", 8081), "c2");
+        assert_eq!(udp(sb, Some("client"), "203.0.113.1", 5353), "udp-c1");
+        assert_eq!(tcp(sb, Some("client"), "fd00:77::1", 8080), "c1", "IPv6");
+        assert_eq!(
+            udp(sb, Some("client"), "fd00:77::1", 5353),
+            "udp-c1",
+            "IPv6 UDP"
+        );
+        // An unpublished port stays closed.
+        assert_eq!(tcp(sb, Some("client"), "203.0.113.1", 8090), "");
+
+        // From the host itself: its own addresses and localhost (route_localnet).
+        assert_eq!(tcp(sb, None, "203.0.113.1", 8080), "c1");
+        assert_eq!(tcp(sb, None, "10.22.0.1", 8081), "c2");
+        assert_eq!(tcp(sb, None, "127.0.0.1", 8080), "c1", "localhost");
+        assert_eq!(udp(sb, None, "127.0.0.1", 5353), "udp-c1", "localhost UDP");
+        assert_eq!(
+            std::fs::read_to_string("/proc/sys/net/ipv4/conf/cni0/route_localnet")
+                .unwrap()
+                .trim(),
+            "1"
+        );
+
+        // Hairpin: a container to its own and to its neighbour's published port.
+        assert_eq!(tcp(sb, Some("c1"), "203.0.113.1", 8080), "c1", "own port");
+        assert_eq!(tcp(sb, Some("c2"), "203.0.113.1", 8080), "c1", "neighbour");
+        assert_eq!(udp(sb, Some("c2"), "203.0.113.1", 5353), "udp-c1");
+        assert_eq!(
+            tcp(sb, Some("c1"), "fd00:77::1", 8081),
+            "c2",
+            "IPv6 hairpin"
+        );
+
+        // Controls: the paths above depend on what portmap set up. Without the hairpin
+        // masquerade the neighbour's reply bypasses the DNAT; without route_localnet the kernel
+        // drops 127.0.0.1 on cni0.
+        let listing = sb.sh("nft -a list chain inet rcni hostport-postrouting");
+        let handle = listing
+            .lines()
+            .find(|l| l.contains("ip saddr 10.22.0.0/24"))
+            .and_then(|l| l.rsplit("handle ").next())
+            .unwrap()
+            .trim()
+            .to_string();
+        sb.sh(&format!(
+            "nft delete rule inet rcni hostport-postrouting handle {handle}"
+        ));
+        sb.sh("conntrack -F 2>/dev/null || true");
+        assert_eq!(
+            tcp(sb, Some("c2"), "203.0.113.1", 8080),
+            "",
+            "hairpin works unmasqueraded?"
+        );
+        std::fs::write("/proc/sys/net/ipv4/conf/cni0/route_localnet", "0").unwrap();
+        assert_eq!(
+            tcp(sb, None, "127.0.0.1", 8080),
+            "",
+            "localhost without route_localnet?"
+        );
+    });
+}
+
+#[test]
+fn s61_s65_chained_only_and_nothing_without_mappings_or_address() {
+    sandbox(|sb| {
+        let (ns, prev) = container(sb, "c1", false);
+        let (code, msg) = pm(
+            "ADD",
+            "cid-c1",
+            &ns,
+            &pm_conf(&json!({}), None, &maps(&[(8080, 80, "tcp", "")])),
+        )
+        .err();
+        assert!(
+            msg.contains("must be called as chained plugin"),
+            "{code} {msg}"
+        );
+        // No mappings: prevResult echoed, nothing created (not even our table).
+        let out = pm(
+            "ADD",
+            "cid-c1",
+            &ns,
+            &pm_conf(&json!({}), Some(&prev), &json!([])),
+        )
+        .ok();
+        assert_eq!(out["ips"], prev["ips"]);
+        assert_eq!(out["interfaces"], prev["interfaces"]);
+        let no_rc =
+            json!({"cniVersion": "1.0.0", "name": NET, "type": "portmap", "prevResult": prev});
+        pm("ADD", "cid-c1", &ns, &no_rc).ok();
+        assert_eq!(nft_table(sb), "", "table created without mappings");
+        // No address on CNI_IFNAME: success, no rules.
+        let mut other = prev.clone();
+        other["interfaces"][2]["name"] = json!("eth9");
+        pm(
+            "ADD",
+            "cid-c1",
+            &ns,
+            &pm_conf(&json!({}), Some(&other), &maps(&[(8080, 80, "tcp", "")])),
+        )
+        .ok();
+        assert_eq!(nft_table(sb), "");
+    });
+}
+
+#[test]
+fn s64_invalid_mappings_rejected_before_any_change() {
+    sandbox(|sb| {
+        let (ns, prev) = container(sb, "c1", false);
+        for (bad, needle) in [
+            (
+                json!([{"hostPort": 0, "containerPort": 80, "protocol": "tcp"}]),
+                "hostPort: 0",
+            ),
+            (
+                json!([{"hostPort": 70000, "containerPort": 80, "protocol": "tcp"}]),
+                "70000",
+            ),
+            (
+                json!([{"hostPort": 80, "containerPort": 80, "protocol": "bogus"}]),
+                "bogus",
+            ),
+            (
+                json!([{"hostPort": 80, "containerPort": 80, "protocol": "tcp", "hostIP": "nope"}]),
+                "nope",
+            ),
+            // The good one first: it must not be written either.
+            (
+                json!([{"hostPort": 81, "containerPort": 80, "protocol": "tcp"},
+                    {"hostPort": 81, "containerPort": 90, "protocol": "TCP"}]),
+                "duplicate",
+            ),
+        ] {
+            let (code, msg) = pm(
+                "ADD",
+                "cid-c1",
+                &ns,
+                &pm_conf(&json!({}), Some(&prev), &bad),
+            )
+            .err();
+            assert_eq!(code, 7, "{msg}");
+            assert!(msg.contains(needle), "{msg}");
+            assert_eq!(nft_table(sb), "", "{bad}: something was written");
+        }
+        // Same with the iptables backend: no chain appears.
+        let bad = json!([{"hostPort": 80, "containerPort": 80, "protocol": "bogus"}]);
+        pm(
+            "ADD",
+            "cid-c1",
+            &ns,
+            &pm_conf(&json!({"backend": "iptables"}), Some(&prev), &bad),
+        )
+        .err();
+        assert!(!sb.sh("iptables-save -t nat").contains("CNI-"));
+        // iptables-only key with nftables, and a bad mark bit.
+        for extra in [
+            json!({"externalSetMarkChain": "KUBE-MARK-MASQ"}),
+            json!({"markMasqBit": 32}),
+        ] {
+            let (code, msg) = pm(
+                "ADD",
+                "cid-c1",
+                &ns,
+                &pm_conf(&extra, Some(&prev), &maps(&[(8080, 80, "tcp", "")])),
+            )
+            .err();
+            assert_eq!(code, 7, "{msg}");
+        }
+        let (_, msg) = pm(
+            "ADD",
+            "cid-c1",
+            &ns,
+            &pm_conf(
+                &json!({"externalSetMarkChain": "KUBE-MARK-MASQ"}),
+                Some(&prev),
+                &maps(&[(8080, 80, "tcp", "")]),
+            ),
+        )
+        .err();
+        assert!(msg.contains("externalSetMarkChain"), "{msg}");
+    });
+}
+
+#[test]
+fn s66_s67_s69_nft_layout_del_without_prev_check_and_conflicts() {
+    sandbox(|sb| {
+        client(sb);
+        let m1 = maps(&[(8080, 80, "tcp", ""), (9090, 80, "tcp", "127.0.0.1")]);
+        let ns1 = published(sb, "c1", false, &json!({}), &m1);
+        let (ns2, prev2) = container(sb, "c2", false);
+        let _l1 = listen(sb, "c1", "c1");
+        let _l2 = listen(sb, "c2", "c2");
+        let t = nft_table(sb);
+        assert!(t.contains("id: cid-c1, if: eth0\" : 10.22.0.2 . 80"), "{t}");
+        assert!(t.contains("127.0.0.1 . tcp . 9090"), "hostIP map: {t}");
+        assert!(t.contains("chain hostport-prerouting"), "{t}");
+        assert_eq!(tcp(sb, None, "127.0.0.1", 9090), "c1");
+        // hostIP 127.0.0.1 only: not reachable on another address.
+        assert_eq!(tcp(sb, Some("client"), "203.0.113.1", 9090), "");
+
+        // The same host port twice in one call, and across containers: refused; c1 unharmed.
+        let (_, msg) = pm(
+            "ADD",
+            "cid-c2",
+            &ns2,
+            &pm_conf(
+                &json!({}),
+                Some(&prev2),
+                &maps(&[(8082, 80, "tcp", ""), (8082, 80, "tcp", "")]),
+            ),
+        )
+        .err();
+        assert!(msg.contains("duplicate"), "{msg}");
+        let (_, msg) = pm(
+            "ADD",
+            "cid-c2",
+            &ns2,
+            &pm_conf(
+                &json!({}),
+                Some(&prev2),
+                &maps(&[(8083, 80, "tcp", ""), (8080, 80, "tcp", "")]),
+            ),
+        )
+        .err();
+        assert!(
+            msg.contains("already published") && msg.contains("cid-c1"),
+            "{msg}"
+        );
+        assert!(
+            !nft_table(sb).contains("8083"),
+            "partial write of a refused ADD"
+        );
+        assert_eq!(tcp(sb, Some("client"), "203.0.113.1", 8080), "c1");
+        // The same mapping on a specific address is another key: allowed, and it wins there.
+        published(
+            sb,
+            "c3",
+            false,
+            &json!({}),
+            &maps(&[(8080, 80, "tcp", "203.0.113.1")]),
+        );
+
+        // CHECK after ADD; after removing an element it names what is missing.
+        let c1_prev = pm_conf(&json!({}), Some(&container_prev(sb, &ns1)), &m1);
+        pm("CHECK", "cid-c1", &ns1, &c1_prev).ok();
+        sb.sh("nft delete element inet rcni hostports4 '{ tcp . 8080 }'");
+        let (_, msg) = pm("CHECK", "cid-c1", &ns1, &c1_prev).err();
+        assert!(msg.contains("tcp . 8080"), "{msg}");
+        pm("ADD", "cid-c1", &ns1, &c1_prev).ok();
+        pm("CHECK", "cid-c1", &ns1, &c1_prev).ok();
+
+        // DEL without prevResult and without mappings removes only c1's entries; twice is fine.
+        let bare = json!({"cniVersion": "1.0.0", "name": NET, "type": "portmap"});
+        pm("DEL", "cid-c1", Path::new(""), &bare).ok();
+        let t = nft_table(sb);
+        assert!(!t.contains("cid-c1"), "{t}");
+        assert!(t.contains("cid-c3"), "{t}");
+        assert!(t.contains("chain hostport-output"), "top-level chains stay");
+        pm("DEL", "cid-c1", Path::new(""), &bare).ok();
+        assert_eq!(tcp(sb, Some("client"), "fd00:77::1", 8080), "");
+        assert_eq!(tcp(sb, None, "127.0.0.1", 9090), "");
+        // Now the port is free for c2.
+        pm(
+            "ADD",
+            "cid-c2",
+            &ns2,
+            &pm_conf(&json!({}), Some(&prev2), &maps(&[(8080, 80, "tcp", "")])),
+        )
+        .ok();
+        assert_eq!(tcp(sb, None, "10.22.0.1", 8080), "c2");
+    });
+}
+
+/// The bridge part of a container's result, rebuilt from the kernel (enough for CHECK).
+fn container_prev(sb: &Sandbox, ns: &Path) -> Value {
+    let name = ns.file_name().unwrap().to_str().unwrap();
+    let addr = sb
+        .global_addrs(Some(name), "eth0")
+        .into_iter()
+        .find(|a| !a.contains(':'))
+        .unwrap();
+    json!({"cniVersion": "1.0.0",
+           "interfaces": [{"name": "eth0", "sandbox": ns.to_str().unwrap()}],
+           "ips": [{"interface": 0, "address": addr}]})
+}
+
+#[test]
+fn gc_after_lost_dels_removes_only_stale_mappings() {
+    sandbox(|sb| {
+        client(sb);
+        published(sb, "c1", false, &json!({}), &maps(&[(8080, 80, "tcp", "")]));
+        published(sb, "c2", false, &json!({}), &maps(&[(8081, 80, "tcp", "")]));
+        let _l2 = listen(sb, "c2", "c2");
+        // c1 vanished without DEL; a GC with only c2 valid removes c1's mapping.
+        sb.sh("ip netns del c1");
+        let mut gc = json!({"cniVersion": "1.1.0", "name": NET, "type": "portmap"});
+        gc["cni.dev/valid-attachments"] = json!([{"containerID": "cid-c2", "ifname": "eth0"}]);
+        CniCall::new("portmap", "GC").conf(&gc).run().ok();
+        let t = nft_table(sb);
+        assert!(!t.contains("cid-c1"), "{t}");
+        assert!(t.contains("cid-c2"), "{t}");
+        assert!(
+            t.contains("ip saddr 10.22.0.0/24"),
+            "hairpin rule kept for c2: {t}"
+        );
+        assert_eq!(tcp(sb, Some("client"), "203.0.113.1", 8081), "c2");
+        // The freed port can be published by a new container.
+        published(sb, "c4", false, &json!({}), &maps(&[(8080, 80, "tcp", "")]));
+        // STATUS is fine.
+        CniCall::new("portmap", "STATUS").conf(&gc).run().ok();
+    });
+}
+
+fn conntrack_udp(sb: &Sandbox, port: u16) -> usize {
+    let out = sb.try_sh(&format!("conntrack -L -p udp --dport {port} 2>/dev/null"));
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.contains("udp"))
+        .count()
+}
+
+#[test]
+fn s68_udp_conntrack_flushed_on_add_and_del() {
+    sandbox(|sb| {
+        client(sb);
+        let seed = "conntrack -I -p udp -s 203.0.113.2 -d 203.0.113.1 --sport 40000 --dport 5353 -t 120 -u SEEN_REPLY";
+        sb.sh(seed);
+        sb.sh("conntrack -I -p udp -s 203.0.113.2 -d 203.0.113.1 --sport 40000 --dport 5354 -t 120 -u SEEN_REPLY");
+        assert_eq!(
+            conntrack_udp(sb, 5353),
+            1,
+            "seeding failed: test proves nothing"
+        );
+        let m = maps(&[(5353, 53, "udp", "")]);
+        let (ns, prev) = container(sb, "c1", false);
+        pm("ADD", "cid-c1", &ns, &pm_conf(&json!({}), Some(&prev), &m)).ok();
+        assert_eq!(
+            conntrack_udp(sb, 5353),
+            0,
+            "stale flow to the mapped port survived ADD"
+        );
+        assert_eq!(conntrack_udp(sb, 5354), 1, "an unrelated flow was deleted");
+        // And the published port now answers through the DNAT.
+        let _l = listen(sb, "c1", "c1");
+        assert_eq!(udp(sb, Some("client"), "203.0.113.1", 5353), "udp-c1");
+        sb.sh(seed.replace("40000", "40001").as_str());
+        pm("DEL", "cid-c1", &ns, &pm_conf(&json!({}), Some(&prev), &m)).ok();
+        assert_eq!(conntrack_udp(sb, 5353), 0, "DEL left the flow");
+        assert_eq!(conntrack_udp(sb, 5354), 1);
+    });
+}
+
+#[test]
+fn s62_s63_s66_iptables_backend_layout_traffic_and_del() {
+    sandbox(|sb| {
+        client(sb);
+        let ipt = json!({"backend": "iptables"});
+        let m = maps(&[
+            (8080, 80, "tcp", ""),
+            (5353, 53, "udp", ""),
+            (9090, 80, "tcp", "127.0.0.1"),
+        ]);
+        let ns1 = published(sb, "c1", true, &ipt, &m);
+        published(sb, "c2", false, &ipt, &maps(&[(8081, 80, "tcp", "")]));
+        let _l1 = listen(sb, "c1", "c1");
+        let _l2 = listen(sb, "c2", "c2");
+        let v4 = sb.sh("iptables-save -t nat");
+        println!("{v4}");
+        // CNI-DN- + 21 hex of sha512(network + container id), computed independently.
+        let hash = sb.sh(&format!("printf '%s' '{NET}cid-c1' | sha512sum"));
+        let chain = format!("CNI-DN-{}", &hash[..21]);
+        for needle in [
+            "-A PREROUTING -m addrtype --dst-type LOCAL -j CNI-HOSTPORT-DNAT".to_string(),
+            "-A OUTPUT -m addrtype --dst-type LOCAL -j CNI-HOSTPORT-DNAT".to_string(),
+            "-A POSTROUTING -m comment --comment \"CNI portfwd requiring masquerade\" -j CNI-HOSTPORT-MASQ".to_string(),
+            "-j MARK --set-xmark 0x2000/0x2000".to_string(),
+            "--mark 0x2000/0x2000 -j MASQUERADE".to_string(),
+            format!("-A {chain} -s 10.22.0.0/24 -p tcp -m tcp --dport 8080 -j CNI-HOSTPORT-SETMARK"),
+            format!("-A {chain} -s 127.0.0.1/32 -p tcp -m tcp --dport 8080 -j CNI-HOSTPORT-SETMARK"),
+            format!("-A {chain} -p tcp -m tcp --dport 8080 -j DNAT --to-destination 10.22.0.2:80"),
+            format!("-A {chain} -d 127.0.0.1/32 -p tcp -m tcp --dport 9090 -j DNAT --to-destination 10.22.0.2:80"),
+            "--comment \"dnat name: \\\"pmnet\\\" id: \\\"cid-c1\\\"\" -m multiport --dports 8080,9090".to_string(),
+        ] {
+            assert!(v4.contains(&needle), "missing {needle}");
+        }
+        let v6 = sb.sh("ip6tables-save -t nat");
+        assert!(v6.contains("--to-destination [fd00:22::2]:80"), "{v6}");
+        assert!(
+            !v6.contains("9090"),
+            "v4 hostIP leaked into ip6tables: {v6}"
+        );
+        assert_eq!(
+            std::fs::read_to_string("/proc/sys/net/ipv4/conf/cni0/route_localnet")
+                .unwrap()
+                .trim(),
+            "1"
+        );
+        assert_eq!(tcp(sb, Some("client"), "203.0.113.1", 8080), "c1");
+        assert_eq!(udp(sb, Some("client"), "203.0.113.1", 5353), "udp-c1");
+        assert_eq!(tcp(sb, Some("client"), "fd00:77::1", 8080), "c1");
+        assert_eq!(tcp(sb, None, "127.0.0.1", 8080), "c1");
+        assert_eq!(tcp(sb, Some("c2"), "203.0.113.1", 8080), "c1", "hairpin");
+        // CHECK, DEL without prevResult (the chain is found by name), DEL twice.
+        let prev = container_prev(sb, &ns1);
+        pm("CHECK", "cid-c1", &ns1, &pm_conf(&ipt, Some(&prev), &m)).ok();
+        pm("DEL", "cid-c1", Path::new(""), &pm_conf(&ipt, None, &m)).ok();
+        let v4 = sb.sh("iptables-save -t nat");
+        assert!(!v4.contains(&chain), "{v4}");
+        assert!(v4.contains(":CNI-HOSTPORT-DNAT"), "top-level chains stay");
+        assert!(!sb.sh("ip6tables-save -t nat").contains(&chain));
+        pm("DEL", "cid-c1", Path::new(""), &pm_conf(&ipt, None, &m)).ok();
+        assert_eq!(tcp(sb, Some("client"), "203.0.113.1", 8080), "");
+        assert_eq!(tcp(sb, Some("client"), "203.0.113.1", 8081), "c2");
+        // GC removes c2's chain (not in the valid list).
+        let mut gc =
+            json!({"cniVersion": "1.1.0", "name": NET, "type": "portmap", "backend": "iptables"});
+        gc["cni.dev/valid-attachments"] = json!([]);
+        CniCall::new("portmap", "GC").conf(&gc).run().ok();
+        assert!(!sb.sh("iptables-save -t nat").contains("CNI-DN-"));
+    });
+}
