@@ -739,3 +739,109 @@ fn podman_chain_add_check_del_and_failed_add_cleanup() {
             .unwrap_or_else(|e| panic!("second DEL: {e}"));
     });
 }
+
+// ---------------------------------------------------------------------------------------------
+// differential / cross-compatibility with the reference plugins (Debian v1.1.1), when installed
+
+/// A differential test never passes silently without its oracle (same rule as
+/// bridge_differential.rs).
+fn require_reference() {
+    integration_tests::reference_dir().expect(
+        "the reference plugins are not installed: apt-get install containernetworking-plugins \
+         (./suite.sh test installs them)",
+    );
+}
+
+fn reference(plugin: &str, verb: &str, cid: &str, ns: &Path, conf: &Value) -> Option<CniOutput> {
+    let dir = integration_tests::reference_dir()?;
+    Some(
+        CniCall::with_bin(dir.join(plugin), verb)
+            .env("CNI_PATH", dir.to_str().unwrap())
+            .attachment(cid, ns, "eth0")
+            .conf(conf)
+            .run(),
+    )
+}
+
+#[test]
+fn differential_firewall_iptables_layout_and_cross_cleanup() {
+    require_reference();
+    sandbox(|sb| {
+        let ns = sb.netns("d1");
+        let conf = fw_conf("1.0.0", &json!({"backend": "iptables"}));
+        let prev = fw_prev("cni-podman0", &["10.88.0.5/16", "fd00:88::5/64"]);
+        let dump = |sb: &Sandbox| -> String {
+            let mut s = String::new();
+            for p in ["iptables-save", "ip6tables-save"] {
+                s += &save(sb, p)
+                    .lines()
+                    .filter(|l| !l.starts_with('#'))
+                    .map(|l| format!("{l}\n"))
+                    .collect::<String>();
+            }
+            s
+        };
+        let theirs_out = reference("firewall", "ADD", "c1", &ns, &with_prev(&conf, &prev)).unwrap();
+        theirs_out.ok();
+        let theirs = dump(sb);
+        // our DEL (with prevResult) removes the reference plugin's per-IP rules
+        call("firewall", "DEL", "c1", &ns, &with_prev(&conf, &prev)).ok();
+        let after_del = dump(sb);
+        assert!(
+            !after_del.contains("10.88.0.5") && !after_del.contains("fd00:88::5"),
+            "{after_del}"
+        );
+        let ours_res = call("firewall", "ADD", "c1", &ns, &with_prev(&conf, &prev)).ok();
+        let ours = dump(sb);
+        assert_eq!(ours, theirs, "same iptables state as the reference plugin");
+        // the reference CHECK accepts our rules, and its DEL removes them
+        reference("firewall", "CHECK", "c1", &ns, &with_prev(&conf, &ours_res))
+            .unwrap()
+            .ok();
+        reference("firewall", "DEL", "c1", &ns, &with_prev(&conf, &ours_res))
+            .unwrap()
+            .ok();
+        assert!(!dump(sb).contains("10.88.0.5"));
+        // our owner record is gone with the rules on our next DEL, which still succeeds
+        call("firewall", "DEL", "c1", &ns, &conf).ok();
+    });
+}
+
+#[test]
+fn differential_tuning_backup_is_interchangeable() {
+    require_reference();
+    sandbox(|sb| {
+        let (ns, prev) = veth_container(sb, "d2");
+        let before = link(sb, "d2", "eth0");
+        let data = sb.dir("tuning-diff");
+        let conf = json!({"cniVersion": "1.0.0", "name": "tnet", "type": "tuning",
+            "mac": "c2:11:22:33:44:55", "mtu": 1400, "promisc": true, "allmulti": true,
+            "dataDir": data});
+        // reference ADD, our DEL restores from the reference backup
+        let theirs = reference("tuning", "ADD", "c", &ns, &with_prev(&conf, &prev))
+            .unwrap()
+            .ok();
+        let ref_backup: Value =
+            serde_json::from_slice(&std::fs::read(data.join("c_eth0.json")).unwrap()).unwrap();
+        call("tuning", "DEL", "c", &ns, &with_prev(&conf, &theirs)).ok();
+        let l = link(sb, "d2", "eth0");
+        assert_eq!(l["address"], before["address"]);
+        assert_eq!(l["mtu"], before["mtu"]);
+        assert!(!has_flag(&l, "PROMISC") && !has_flag(&l, "ALLMULTI"), "{l}");
+        // our ADD writes the same backup keys and result; the reference DEL restores from it
+        let ours = call("tuning", "ADD", "c", &ns, &with_prev(&conf, &prev)).ok();
+        assert_eq!(ours["interfaces"], theirs["interfaces"]);
+        let our_backup: Value =
+            serde_json::from_slice(&std::fs::read(data.join("c_eth0.json")).unwrap()).unwrap();
+        assert_eq!(our_backup, ref_backup);
+        reference("tuning", "CHECK", "c", &ns, &with_prev(&conf, &ours))
+            .unwrap()
+            .ok();
+        reference("tuning", "DEL", "c", &ns, &with_prev(&conf, &ours))
+            .unwrap()
+            .ok();
+        let l = link(sb, "d2", "eth0");
+        assert_eq!(l["address"], before["address"]);
+        assert_eq!(l["mtu"], before["mtu"]);
+    });
+}
