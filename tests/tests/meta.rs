@@ -845,3 +845,52 @@ fn differential_tuning_backup_is_interchangeable() {
         assert_eq!(l["mtu"], before["mtu"]);
     });
 }
+
+#[test]
+fn firewall_parallel_add_del_under_the_lock() {
+    sandbox(|sb| {
+        let ns = sb.netns("p");
+        for backend in ["nftables", "iptables"] {
+            let conf = fw_conf("1.0.0", &json!({"backend": backend}));
+            // threads spawned here inherit the sandbox's namespaces (copied at clone time)
+            std::thread::scope(|s| {
+                for i in 0..12 {
+                    let (ns, conf) = (&ns, &conf);
+                    s.spawn(move || {
+                        let prev = fw_prev("cni-podman0", &[&format!("10.77.0.{}/16", i + 10)]);
+                        call(
+                            "firewall",
+                            "ADD",
+                            &format!("pc{i}"),
+                            ns,
+                            &with_prev(conf, &prev),
+                        )
+                        .ok();
+                    });
+                }
+            });
+            let state = nft_table(sb) + &save(sb, "iptables-save");
+            for i in 0..12 {
+                assert!(
+                    state.contains(&format!("10.77.0.{} ", i + 10))
+                        || state.contains(&format!("10.77.0.{}/32", i + 10)),
+                    "{backend}: 10.77.0.{} missing:\n{state}",
+                    i + 10
+                );
+            }
+            std::thread::scope(|s| {
+                for i in 0..12 {
+                    let (ns, conf) = (&ns, &conf);
+                    s.spawn(move || {
+                        call("firewall", "DEL", &format!("pc{i}"), ns, conf).ok();
+                    });
+                }
+            });
+            let state = nft_table(sb) + &save(sb, "iptables-save");
+            assert!(
+                !state.contains("10.77.0."),
+                "{backend}: leftovers:\n{state}"
+            );
+        }
+    });
+}
