@@ -6,12 +6,14 @@
 //! Everything runs inside a private network + mount namespace (the test harness's sandbox), so
 //! the machine's own interfaces and firewall are untouched.
 //!
-//! Usage: rcni-bench [--quick] [--n N] [--parallel P] [--scale MAX]
+//! Usage: rcni-bench [--quick] [--n N] [--parallel P] [--scale MAX] [--portmap]
 //!   --quick       a smoke run (CI): 5 attachments, 10 parallel, no scale run
 //!   --n N         attachments per implementation for the latency run (default 100)
 //!   --parallel P  simultaneous ADDs for the parallel run (default 100)
 //!   --scale MAX   also attach MAX containers (ours, and the reference when installed) and
 //!                 report ADD p50 at 10/100/500/1000/... (off by default: it takes minutes)
+//!   --portmap     chain portmap after bridge (one mapping per container, hostPort 20000+i,
+//!                 prevResult = bridge's result); ADD/DEL figures are then the whole chain's
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::HashSet;
@@ -31,6 +33,8 @@ struct Impl {
     bridge: &'static str,
     subnet: &'static str,
     data: PathBuf,
+    /// Chain portmap after bridge (`--portmap`).
+    portmap: bool,
 }
 
 /// What one plugin execution cost.
@@ -88,8 +92,60 @@ impl Impl {
         .unwrap()
     }
 
+    /// One runtime operation: bridge alone, or bridge then portmap (ADD) / portmap then bridge
+    /// (DEL) with `--portmap`; the elapsed time is the chain's.
     fn call(&self, verb: &str, cid: &str, netns: &Path) -> Exec {
-        let env = [
+        if !self.portmap {
+            return self.call_bridge(verb, cid, netns);
+        }
+        let port = host_port(cid, self.label);
+        let pm_conf = |prev: Option<Value>| {
+            let mut c = json!({
+                "cniVersion": "1.0.0", "name": "bench", "type": "portmap",
+                "capabilities": {"portMappings": true},
+                "runtimeConfig": {"portMappings": [
+                    {"hostPort": port, "containerPort": 80, "protocol": "tcp", "hostIP": ""}]}
+            });
+            if let Some(p) = prev {
+                c["prevResult"] = p;
+            }
+            serde_json::to_vec(&c).unwrap()
+        };
+        if verb == "ADD" {
+            let b = self.call_bridge(verb, cid, netns);
+            if !b.ok {
+                return b;
+            }
+            let prev: Value = serde_json::from_str(&b.stdout).unwrap_or(Value::Null);
+            let p = exec(
+                &self.dir.join("portmap"),
+                &self.env(verb, cid, netns),
+                &pm_conf(Some(prev)),
+            );
+            Exec {
+                elapsed: b.elapsed + p.elapsed,
+                ok: p.ok,
+                stdout: p.stdout,
+                max_rss_kb: b.max_rss_kb.max(p.max_rss_kb),
+            }
+        } else {
+            let p = exec(
+                &self.dir.join("portmap"),
+                &self.env(verb, cid, netns),
+                &pm_conf(None),
+            );
+            let b = self.call_bridge(verb, cid, netns);
+            Exec {
+                elapsed: b.elapsed + p.elapsed,
+                ok: b.ok && p.ok,
+                stdout: b.stdout,
+                max_rss_kb: b.max_rss_kb.max(p.max_rss_kb),
+            }
+        }
+    }
+
+    fn env(&self, verb: &str, cid: &str, netns: &Path) -> Vec<(&'static str, String)> {
+        vec![
             ("CNI_COMMAND", verb.to_string()),
             ("CNI_CONTAINERID", cid.to_string()),
             ("CNI_NETNS", netns.display().to_string()),
@@ -99,9 +155,27 @@ impl Impl {
                 "CNI_ARGS",
                 format!("IgnoreUnknown=1;K8S_POD_NAMESPACE=bench;K8S_POD_NAME={cid}"),
             ),
-        ];
-        exec(&self.dir.join("bridge"), &env, &self.conf())
+        ]
     }
+
+    fn call_bridge(&self, verb: &str, cid: &str, netns: &Path) -> Exec {
+        exec(
+            &self.dir.join("bridge"),
+            &self.env(verb, cid, netns),
+            &self.conf(),
+        )
+    }
+}
+
+/// hostPort of a container: 20000 + its index (latency `<label><i>` and scale `<label>s<i>` runs
+/// never overlap), 40000 + index for the parallel run (`<label>p<i>`).
+fn host_port(cid: &str, label: &str) -> u16 {
+    let rest = cid.strip_prefix(label).unwrap_or(cid);
+    let (base, digits) = match rest.strip_prefix('p') {
+        Some(d) => (40000u16, d),
+        None => (20000, rest.strip_prefix('s').unwrap_or(rest)),
+    };
+    base + digits.parse::<u16>().unwrap_or(0)
 }
 
 fn percentile(samples: &[Duration], p: f64) -> Duration {
@@ -263,6 +337,7 @@ fn main() {
     let n = num("--n", if quick { 5 } else { 100 });
     let p = num("--parallel", if quick { 10 } else { 100 });
     let scale = num("--scale", 0);
+    let portmap = flag("--portmap").is_some();
 
     sandbox(|sb| {
         let mut impls = vec![Impl {
@@ -271,6 +346,7 @@ fn main() {
             bridge: "br-ours",
             subnet: "10.60.0.0/16",
             data: sb.dir("data-ours"),
+            portmap,
         }];
         match reference_dir() {
             Some(dir) => impls.push(Impl {
@@ -279,11 +355,17 @@ fn main() {
                 bridge: "br-ref",
                 subnet: "10.61.0.0/16",
                 data: sb.dir("data-ref"),
+                portmap,
             }),
             None => println!("reference plugins not installed (/usr/lib/cni): ours only"),
         }
         println!(
-            "rcni-bench: bridge + host-local chain, ipMasq on, cniVersion 1.0.0; plugins from {}",
+            "rcni-bench: bridge + host-local{} chain, ipMasq on, cniVersion 1.0.0; plugins from {}",
+            if portmap {
+                " + portmap (1 mapping/container)"
+            } else {
+                ""
+            },
             bin_dir().display()
         );
         println!("\n== latency: {n} attachments per implementation, interleaved");
