@@ -118,6 +118,20 @@ impl Cluster {
             .unwrap();
     }
 
+    /// Everything an attachment can leave behind, as (what, count). The host ends of veths in a
+    /// namespace deleted with `ip netns del` vanish asynchronously (the kernel's netns cleanup
+    /// work), so their count is given up to 5 s to settle at `expect_veths`.
+    fn leftovers_settled(&self, sb: &Sandbox, expect_veths: usize) -> Vec<(&'static str, usize)> {
+        for _ in 0..100 {
+            let left = self.leftovers(sb);
+            if left[2].1 <= expect_veths {
+                return left;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        self.leftovers(sb)
+    }
+
     /// Everything an attachment can leave behind, as (what, count).
     fn leftovers(&self, sb: &Sandbox) -> Vec<(&'static str, usize)> {
         let count_files = |dir: &Path, skip: &dyn Fn(&str) -> bool| {
@@ -154,7 +168,7 @@ impl Cluster {
     }
 
     fn assert_clean(&self, sb: &Sandbox) {
-        for (what, n) in self.leftovers(sb) {
+        for (what, n) in self.leftovers_settled(sb, 0) {
             assert_eq!(n, 0, "{n} {what} left behind");
         }
     }
@@ -276,7 +290,7 @@ fn gc_after_lost_dels_removes_only_stale_pods() {
             ifname: "eth0".into(),
         }];
         c.cfg.gc_network_list(&c.pod_net, &valid).unwrap();
-        let left = c.leftovers(sb);
+        let left = c.leftovers_settled(sb, 1);
         assert_eq!(left[0], ("leases", 1), "{left:?}");
         assert_eq!(left[1], ("cache files", 1), "{left:?}");
         assert_eq!(left[2], ("veths", 1), "{left:?}");
