@@ -336,3 +336,55 @@ fn show_finds_iptables_masquerade_rules() {
         assert!(!save.contains("ipt-c1"), "{save}");
     });
 }
+
+/// `netns attach --port` through bridge + host-local + portmap: a listener in the namespace is
+/// reached from the host through the published port, `show` lists the port, and detach removes
+/// the mapping (the port stops answering).
+#[test]
+fn attach_with_published_port_carries_traffic() {
+    sandbox(|sb| {
+        let dir = sb.dir("net.d");
+        let conf = json!({"cniVersion": "1.1.0", "name": "pm", "plugins": [
+            {"type": "bridge", "bridge": "cni-pm", "isGateway": true, "ipMasq": true,
+             "ipam": {"type": "host-local", "subnet": "10.78.0.0/24",
+                      "dataDir": sb.scratch().join("ipam")}},
+            {"type": "portmap", "capabilities": {"portMappings": true}}]});
+        std::fs::write(dir.join("10-pm.conflist"), conf.to_string()).unwrap();
+        ok(&dir, &["add", "web"]);
+        ok(&dir, &["attach", "web", "pm", "--port", "8080:80"]);
+        let shown = ok(&dir, &["show", "web", "--json"]);
+        assert!(
+            shown.contains("8080"),
+            "show does not list the port: {shown}"
+        );
+
+        let mut listener = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                "web",
+                "socat",
+                "TCP-LISTEN:80,fork,reuseaddr",
+            ])
+            .arg("SYSTEM:echo published")
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        let fetch = |addr: &str| {
+            let out = sb.try_sh(&format!("socat -T2 - TCP:{addr}:8080 </dev/null"));
+            String::from_utf8_lossy(&out.stdout).trim().to_string()
+        };
+        // From the host to its own address on the bridge, and to localhost.
+        assert_eq!(fetch("10.78.0.1"), "published");
+        assert_eq!(fetch("127.0.0.1"), "published");
+
+        ok(&dir, &["detach", "web", "pm"]);
+        assert_ne!(
+            fetch("10.78.0.1"),
+            "published",
+            "port still answers after detach"
+        );
+        listener.kill().unwrap();
+        listener.wait().unwrap();
+    });
+}
