@@ -661,3 +661,70 @@ fn scale_figure_bridge_vs_portmap() {
         }
     });
 }
+
+/// nat rules as `iptables-save` prints them, without counters and comments-lines.
+fn nat_rules(sb: &Sandbox, prog: &str) -> Vec<String> {
+    let mut v: Vec<String> = sb
+        .sh(&format!("{prog}-save -t nat"))
+        .lines()
+        .filter(|l| l.starts_with("-A") || l.starts_with(':'))
+        .map(|l| l.split(" [").next().unwrap().to_string())
+        .collect();
+    v.sort();
+    v
+}
+
+/// Differential (scenario 62/63): the reference portmap (iptables) and ours with
+/// `backend: iptables` write the same nat rules for the same input, and each one's DEL leaves
+/// the same top-level chains.
+#[test]
+fn differential_iptables_layout_matches_reference() {
+    let Some(refdir) = integration_tests::reference_dir() else {
+        eprintln!("reference plugins not installed: differential test skipped");
+        return;
+    };
+    sandbox(|sb| {
+        let ns = sb.netns("c1");
+        // A host-side interface routing to the container address (route_localnet target).
+        sb.sh("ip link add cni0 type bridge && ip addr add 10.22.0.1/24 dev cni0 && ip link set cni0 up");
+        let prev = json!({"cniVersion": "1.0.0",
+            "interfaces": [{"name": "cni0"}, {"name": "eth0", "sandbox": ns.to_str().unwrap()}],
+            "ips": [{"interface": 1, "address": "10.22.0.5/24", "gateway": "10.22.0.1"}]});
+        let m = maps(&[
+            (8080, 80, "tcp", ""),
+            (8443, 443, "tcp", ""),
+            (5353, 53, "udp", "127.0.0.1"),
+        ]);
+        let conf = pm_conf(&json!({"backend": "iptables"}), Some(&prev), &m);
+        let run = |bin: PathBuf, verb: &str| {
+            CniCall::with_bin(bin, verb)
+                .env("CNI_PATH", refdir.to_str().unwrap())
+                .attachment("cid1", &ns, "eth0")
+                .conf(&conf)
+                .run()
+                .ok()
+        };
+        run(refdir.join("portmap"), "ADD");
+        let theirs = nat_rules(sb, "iptables");
+        run(refdir.join("portmap"), "DEL");
+        let theirs_after_del = nat_rules(sb, "iptables");
+        sb.sh("iptables -t nat -F && iptables -t nat -X");
+        run(integration_tests::plugin_bin("portmap"), "ADD");
+        let ours = nat_rules(sb, "iptables");
+        run(integration_tests::plugin_bin("portmap"), "DEL");
+        let ours_after_del = nat_rules(sb, "iptables");
+        let only = |a: &[String], b: &[String]| -> Vec<String> {
+            a.iter().filter(|l| !b.contains(l)).cloned().collect()
+        };
+        assert_eq!(
+            (only(&theirs, &ours), only(&ours, &theirs)),
+            (vec![], vec![]),
+            "(reference only, ours only)"
+        );
+        assert_eq!(theirs_after_del, ours_after_del);
+        // Drop-in: our DEL cleans what the reference's ADD wrote.
+        run(refdir.join("portmap"), "ADD");
+        run(integration_tests::plugin_bin("portmap"), "DEL");
+        assert_eq!(nat_rules(sb, "iptables"), ours_after_del);
+    });
+}

@@ -5,7 +5,7 @@
 //! ```text
 //! nat PREROUTING / OUTPUT:  -m addrtype --dst-type LOCAL -j CNI-HOSTPORT-DNAT       (appended)
 //! nat POSTROUTING:          -m comment --comment "CNI portfwd requiring masquerade" -j CNI-HOSTPORT-MASQ (first)
-//! CNI-HOSTPORT-MASQ:        -m comment --comment "…" -m mark --mark 0x2000/0x2000 -j MASQUERADE
+//! CNI-HOSTPORT-MASQ:        -m mark --mark 0x2000/0x2000 -j MASQUERADE
 //! CNI-HOSTPORT-SETMARK:     -m comment --comment "CNI portfwd masquerade mark" -j MARK --set-xmark 0x2000/0x2000
 //! CNI-HOSTPORT-DNAT:        -p tcp -m comment --comment "dnat name: \"<net>\" id: \"<cid>\"" -m multiport
 //!                               --destination-ports 8080,8443 [conditions] -j CNI-DN-<21 hex>   (≤15 ports/rule)
@@ -169,18 +169,7 @@ fn top_rules(spec: &PortmapSpec) -> Vec<(&'static str, Vec<String>, bool)> {
         ));
         v.push((
             MASQ_CHAIN,
-            s(&[
-                "-m",
-                "comment",
-                "--comment",
-                MASQ_COMMENT,
-                "-m",
-                "mark",
-                "--mark",
-                &mark,
-                "-j",
-                "MASQUERADE",
-            ]),
+            s(&["-m", "mark", "--mark", &mark, "-j", "MASQUERADE"]),
             false,
         ));
         v.push((
