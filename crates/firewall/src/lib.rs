@@ -1,8 +1,9 @@
 //! Firewall: one trait, two backends (nftables through nftnl, iptables with the reference layout).
 //!
-//! This session covers the masquerade half used by the `bridge` plugin's `ipMasq`
-//! (cni-reference.md §2.2/§2.3); portmap is meant to plug into the same [`Firewall`] trait and the
-//! same nftables table later.
+//! [`Firewall`] is the masquerade half used by the `bridge` plugin's `ipMasq`
+//! (cni-reference.md §2.2/§2.3); [`portmap::PortForward`] is the `portmap` plugin's port
+//! forwarding (§2.6) in the same table ([`nft::hostport`]) or the reference iptables chains
+//! ([`iptables_portmap`]).
 //!
 //! * [`nft`] — the default backend: one table `inet rcni` owned by the suite, changed by exactly one
 //!   netlink transaction per call; a container address is one element of a named set, so the
@@ -14,10 +15,11 @@
 //! Every backend takes the flock on [`LOCK_PATH`] around its read-modify-write so that concurrent
 //! plugin processes (parallel ADD/DEL is normal) never interleave.
 //!
-//! Portmap is meant to follow the same pattern in the same table: fixed rules created once and
-//! recognized by their comment, per-container state as set/map elements whose comment starts
-//! with the owner tag of [`names::owner_tag`] (so DEL/GC need no prevResult), keyed reads on
-//! ADD, no deletion on the ADD fast path, and the pure `plan` / `encode` split for unit tests.
+//! Port forwarding follows the same pattern in the same table: fixed rules created once and
+//! recognized by their comment, per-container state as map elements whose DATA is the DNAT
+//! target (never a verdict) and whose comment starts with the owner tag of
+//! [`names::owner_tag`] (so DEL/GC need no prevResult), keyed reads on ADD, no deletion on the
+//! ADD fast path, and the pure plan / encode split for unit tests.
 
 pub mod forward;
 pub mod iptables;
