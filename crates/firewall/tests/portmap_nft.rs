@@ -136,3 +136,38 @@ fn nft_portmap_scaling_figure() {
         assert!(!table().contains("id: c500,"));
     });
 }
+
+#[test]
+fn nft_portmap_masq_all_and_no_snat() {
+    in_netns(|| {
+        let fw = port_forwarder(Backend::Nftables);
+        let mut all = spec(
+            "c1",
+            "10.22.0.2/24",
+            Some("fd00:22::2/64"),
+            &[(8080, 80, "tcp", "")],
+        );
+        all.masq_all = true;
+        fw.add_portmap(&all).unwrap();
+        let t = table();
+        let set4 = t.split("set hostport-masqall4").nth(1).unwrap();
+        assert!(
+            set4.split('}')
+                .next()
+                .unwrap()
+                .contains("10.22.0.2 comment"),
+            "{t}"
+        );
+        assert!(t.contains("fd00:22::2 comment"), "{t}");
+        fw.check_portmap(&all).unwrap();
+        // snat off: no hairpin rule for its subnet.
+        let mut plain = spec("c2", "10.33.0.2/24", None, &[(8081, 80, "tcp", "")]);
+        plain.snat = false;
+        fw.add_portmap(&plain).unwrap();
+        assert!(!table().contains("10.33.0.0/24"));
+        fw.del_portmap("pnet", "c1", "eth0").unwrap();
+        let t = table();
+        assert!(!t.contains("10.22.0.2"), "{t}");
+        assert!(t.contains("10.33.0.2 . 80"), "{t}");
+    });
+}
