@@ -67,7 +67,8 @@ netns exec web -- ping -c1 -W2 10.88.0.3 >/dev/null && ok "web -> db over IPv4 (
 netns exec db -- ping -c1 -W2 fd00:88::2 >/dev/null && ok "db -> web over IPv6 (fd00:88::2)" || fail "db -> web v6"
 netns exec web -- ping -c1 -W2 203.0.113.2 >/dev/null && ok "web -> remote 203.0.113.2 through masquerade" || fail "web -> remote"
 ip netns exec web socat TCP-LISTEN:80,fork,reuseaddr SYSTEM:'echo hello from web' & listener=$!
-sleep 0.3
+trap 'kill "$listener" 2>/dev/null || true' EXIT
+for _ in $(seq 1 100); do ip netns exec web ss -Hltn 'sport = :80' | grep -q . && break; sleep 0.05; done
 reply=$(ip netns exec remote socat -T2 - TCP:203.0.113.1:8080 </dev/null || true)
 [ "$reply" = "hello from web" ] && ok "remote -> 203.0.113.1:8080 published port reaches web:80" || fail "published port from remote: '$reply'"
 reply=$(socat -T2 - TCP:127.0.0.1:8080 </dev/null || true)

@@ -251,11 +251,48 @@ impl Sandbox {
             .collect()
     }
 
+    /// Start `argv` inside a named namespace, in the background.
+    pub fn spawn_in(&self, ns: &str, argv: &[&str]) -> Background {
+        let child = Command::new("ip")
+            .args(["netns", "exec", ns])
+            .args(argv)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        Background(child)
+    }
+
+    /// Wait (up to 5 s) until something listens on `port` (`tcp` or `udp`) inside `ns`.
+    pub fn wait_listening(&self, ns: &str, proto: &str, port: u16) {
+        let flag = if proto == "udp" { "-Hlun" } else { "-Hltn" };
+        for _ in 0..200 {
+            let out = self.exec_in(ns, &format!("ss {flag} 'sport = :{port}'"));
+            if !out.stdout.is_empty() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(25));
+        }
+        panic!("nothing listens on {proto} port {port} in {ns}");
+    }
+
     /// `ping -c1` from a namespace; true when a reply came back.
     pub fn ping(&self, ns: &str, addr: &str) -> bool {
         self.exec_in(ns, &format!("ping -c1 -W2 {addr} >/dev/null 2>&1"))
             .status
             .success()
+    }
+}
+
+/// A process started inside a sandbox namespace; killed and reaped when dropped, also when the
+/// test panics, so no listener outlives its test.
+pub struct Background(std::process::Child);
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }
 

@@ -1,8 +1,8 @@
 //! Kubelet-style suite (issue 9): pods driven through whole conflists exactly as containerd's CRI
 //! plugin does it, through our libcni-compatible runtime side (`cni::runtime`).
 //!
-//! Per pod: a loopback network (cniVersion 0.3.1) and the pod network (bridge + host-local, plus
-//! portmap when it is built), CNI_ARGS with `IgnoreUnknown=1;K8S_POD_*` in varying key order.
+//! Per pod: a loopback network (cniVersion 0.3.1) and the pod network (bridge + host-local +
+//! portmap), CNI_ARGS with `IgnoreUnknown=1;K8S_POD_*` in varying key order.
 //! Lifecycle: ADD -> CHECK -> DEL (with netns and cached prevResult) -> DEL again with an empty
 //! CNI_NETNS and no cache (containerd does this on every later Stop/Remove) -> nothing left.
 
@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use cni::config::NetConfList;
 use cni::runtime::{CniConfig, RuntimeConf};
 use cni::skel::Attachment;
-use integration_tests::{bin_dir, sandbox, Sandbox};
+use integration_tests::{bin_dir, sandbox, Background, Sandbox};
 use serde_json::json;
 
 struct Cluster {
@@ -32,6 +32,7 @@ fn cluster(sb: &Sandbox, version: &str, extra_plugins: &[serde_json::Value]) -> 
         "isDefaultGateway": true, "ipMasq": true, "hairpinMode": true,
         "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.244.0.0/16"}]], "dataDir": data}}),
     ];
+    plugins.push(json!({"type": "portmap", "capabilities": {"portMappings": true}}));
     plugins.extend_from_slice(extra_plugins);
     let pod = json!({"cniVersion": version, "name": "k8s-pod-network", "plugins": plugins});
     let lo =
@@ -66,7 +67,8 @@ fn rt(pod: &str, netns: &str, ifname: &str, seed: usize) -> RuntimeConf {
     // containerd sends Go-style keys.
     caps.insert(
         "portMappings".into(),
-        json!([{"HostPort": 18000 + seed, "ContainerPort": 80, "Protocol": "tcp", "HostIP": ""}]),
+        json!([{"HostPort": 18000 + seed, "ContainerPort": 80, "Protocol": "tcp", "HostIP": ""},
+               {"HostPort": 28000 + seed, "ContainerPort": 53, "Protocol": "udp", "HostIP": ""}]),
     );
     RuntimeConf {
         container_id: format!("{pod}-sandbox"),
@@ -155,7 +157,8 @@ impl Cluster {
             .filter(|n| n.starts_with("veth"))
             .count();
         let nft = sb.try_sh("nft list table inet rcni 2>/dev/null");
-        // One map element per pod address, each commented with its owner.
+        // Set/map elements commented with a pod of this network as owner: one masquerade
+        // address plus one element per published port.
         let masq = String::from_utf8_lossy(&nft.stdout)
             .matches("net: k8s-pod-network, id: ")
             .count();
@@ -163,7 +166,7 @@ impl Cluster {
             ("leases", leases),
             ("cache files", cache),
             ("veths", veths),
-            ("masquerade entries", masq),
+            ("firewall entries", masq),
         ]
     }
 
@@ -294,11 +297,63 @@ fn gc_after_lost_dels_removes_only_stale_pods() {
         assert_eq!(left[0], ("leases", 1), "{left:?}");
         assert_eq!(left[1], ("cache files", 1), "{left:?}");
         assert_eq!(left[2], ("veths", 1), "{left:?}");
-        assert_eq!(left[3], ("masquerade entries", 1), "{left:?}");
+        // The survivor's masquerade address and its two published ports (tcp, udp).
+        assert_eq!(left[3], ("firewall entries", 3), "{left:?}");
         // The surviving pod still works.
         c.run_pod(sb, "d", 3);
         assert!(sb.ping("d", &ip_c));
         // STATUS of the whole list (1.1.0) is fine.
         c.cfg.status_network_list(&c.pod_net).unwrap();
+    });
+}
+
+/// Start a TCP (port 80) and a UDP (port 53) responder in a pod, ready when this returns.
+fn responders(sb: &Sandbox, pod: &str) -> Vec<Background> {
+    let tcp_reply = format!("SYSTEM:echo tcp-{pod}");
+    let udp_reply = format!("SYSTEM:echo udp-{pod}");
+    let v = vec![
+        sb.spawn_in(pod, &["socat", "TCP-LISTEN:80,fork,reuseaddr", &tcp_reply]),
+        sb.spawn_in(pod, &["socat", "UDP-LISTEN:53,fork,reuseaddr", &udp_reply]),
+    ];
+    sb.wait_listening(pod, "tcp", 80);
+    sb.wait_listening(pod, "udp", 53);
+    v
+}
+
+fn fetch(sb: &Sandbox, from: Option<&str>, proto: &str, addr: &str, port: usize) -> String {
+    let cmd = format!("echo ping | socat -T2 - {proto}:{addr}:{port}");
+    let out = match from {
+        Some(ns) => sb.exec_in(ns, &cmd),
+        None => sb.try_sh(&cmd),
+    };
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+#[test]
+fn host_ports_reach_pods_from_host_pods_and_themselves() {
+    sandbox(|sb| {
+        let c = cluster(sb, "1.0.0", &[]);
+        c.run_pod(sb, "web", 0);
+        c.run_pod(sb, "client", 1);
+        let _responders = responders(sb, "web");
+        // Host to hostPort (the node's address on the pod bridge, and localhost).
+        assert_eq!(fetch(sb, None, "TCP", "10.244.0.1", 18000), "tcp-web");
+        assert_eq!(fetch(sb, None, "TCP", "127.0.0.1", 18000), "tcp-web");
+        // UDP hostPort.
+        assert_eq!(fetch(sb, None, "UDP", "10.244.0.1", 28000), "udp-web");
+        // Another pod to web's hostPort, and web to its own hostPort (hairpin).
+        assert_eq!(
+            fetch(sb, Some("client"), "TCP", "10.244.0.1", 18000),
+            "tcp-web"
+        );
+        assert_eq!(
+            fetch(sb, Some("web"), "TCP", "10.244.0.1", 18000),
+            "tcp-web"
+        );
+        c.check_pod("web", 0);
+        c.stop_and_remove_pod(sb, "web", 0);
+        assert_ne!(fetch(sb, None, "TCP", "10.244.0.1", 18000), "tcp-web");
+        c.stop_and_remove_pod(sb, "client", 1);
+        c.assert_clean(sb);
     });
 }

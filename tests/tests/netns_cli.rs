@@ -358,18 +358,15 @@ fn attach_with_published_port_carries_traffic() {
             "show does not list the port: {shown}"
         );
 
-        let mut listener = Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                "web",
+        let _listener = sb.spawn_in(
+            "web",
+            &[
                 "socat",
                 "TCP-LISTEN:80,fork,reuseaddr",
-            ])
-            .arg("SYSTEM:echo published")
-            .spawn()
-            .unwrap();
-        std::thread::sleep(std::time::Duration::from_millis(300));
+                "SYSTEM:echo published",
+            ],
+        );
+        sb.wait_listening("web", "tcp", 80);
         let fetch = |addr: &str| {
             let out = sb.try_sh(&format!("socat -T2 - TCP:{addr}:8080 </dev/null"));
             String::from_utf8_lossy(&out.stdout).trim().to_string()
@@ -384,7 +381,5 @@ fn attach_with_published_port_carries_traffic() {
             "published",
             "port still answers after detach"
         );
-        listener.kill().unwrap();
-        listener.wait().unwrap();
     });
 }
