@@ -621,7 +621,7 @@ fn s62_s63_s66_iptables_backend_layout_traffic_and_del() {
 /// release binaries): the chain ADD split into bridge's and portmap's share as the number of
 /// containers grows, to see which part of the chain's cost follows the population.
 #[test]
-#[ignore]
+#[ignore = "a measurement, not a test: prints the bridge vs portmap ADD split at scale (PM_SCALE, default 1000); run with --ignored"]
 fn scale_figure_bridge_vs_portmap() {
     sandbox(|sb| {
         let n: usize = std::env::var("PM_SCALE")

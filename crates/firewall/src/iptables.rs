@@ -92,8 +92,156 @@ impl Family {
     }
 }
 
-fn s(v: &[&str]) -> Vec<String> {
+pub(crate) fn s(v: &[&str]) -> Vec<String> {
     v.iter().map(|x| x.to_string()).collect()
+}
+
+/// One iptables table, through a [`Runner`]: the command layer shared by every iptables backend
+/// (masquerade here, port forwarding, the forward filter). Commands always wait for the xtables
+/// lock (`-w`) and take their arguments as a vector, never through a shell.
+pub(crate) struct Table<'a, R: Runner> {
+    runner: &'a R,
+    name: &'static str,
+}
+
+impl<'a, R: Runner> Table<'a, R> {
+    pub(crate) fn new(runner: &'a R, name: &'static str) -> Self {
+        Self { runner, name }
+    }
+
+    /// Run `<prog> -w -t <table> <args>`; a non-zero exit is returned, not an error.
+    pub(crate) fn run(&self, fam: Family, args: Vec<String>) -> Result<CmdOutput, Error> {
+        let mut full = s(&["-w", "-t", self.name]);
+        full.extend(args);
+        self.runner.run(fam.prog(), &full)
+    }
+
+    /// Like [`Table::run`], but a non-zero exit is an error naming the command.
+    pub(crate) fn run_ok(&self, fam: Family, args: Vec<String>) -> Result<CmdOutput, Error> {
+        let cmd = format!("{} -w -t {} {}", fam.prog(), self.name, args.join(" "));
+        let out = self.run(fam, args)?;
+        if out.success {
+            Ok(out)
+        } else {
+            Err(Error::Command {
+                cmd,
+                status: out.status,
+                stderr: out.stderr,
+            })
+        }
+    }
+
+    /// Whether `chain` holds a rule with exactly `spec` (`-C`).
+    pub(crate) fn exists(&self, fam: Family, chain: &str, spec: &[String]) -> Result<bool, Error> {
+        let mut args = s(&["-C", chain]);
+        args.extend(spec.iter().cloned());
+        Ok(self.run(fam, args)?.success)
+    }
+
+    pub(crate) fn chain_exists(&self, fam: Family, chain: &str) -> Result<bool, Error> {
+        Ok(self.run(fam, s(&["-S", chain]))?.success)
+    }
+
+    /// Creates `chain` if absent; true when it was created now.
+    pub(crate) fn ensure_chain(&self, fam: Family, chain: &str) -> Result<bool, Error> {
+        if self.chain_exists(fam, chain)? {
+            return Ok(false);
+        }
+        let out = self.run(fam, s(&["-N", chain]))?;
+        // A racing reference plugin (no shared lock) may have created it meanwhile.
+        if out.success || self.chain_exists(fam, chain)? {
+            return Ok(out.success);
+        }
+        Err(Error::Command {
+            cmd: format!("{} -w -t {} -N {chain}", fam.prog(), self.name),
+            status: out.status,
+            stderr: out.stderr,
+        })
+    }
+
+    /// Append `spec` to `chain` unless an identical rule is there (ADD stays idempotent).
+    pub(crate) fn append_unique(
+        &self,
+        fam: Family,
+        chain: &str,
+        spec: Vec<String>,
+    ) -> Result<(), Error> {
+        if self.exists(fam, chain, &spec)? {
+            return Ok(());
+        }
+        let mut args = s(&["-A", chain]);
+        args.extend(spec);
+        self.run_ok(fam, args).map(|_| ())
+    }
+
+    /// Insert `spec` first in `chain` unless an identical rule is there.
+    pub(crate) fn insert_first_unique(
+        &self,
+        fam: Family,
+        chain: &str,
+        spec: Vec<String>,
+    ) -> Result<(), Error> {
+        if self.exists(fam, chain, &spec)? {
+            return Ok(());
+        }
+        let mut args = s(&["-I", chain, "1"]);
+        args.extend(spec);
+        self.run_ok(fam, args).map(|_| ())
+    }
+
+    /// Delete every rule of `parent` that jumps to `chain`, then flush and delete `chain`.
+    /// Errors are collected, never returned early (DEL keeps going). A family whose `parent`
+    /// cannot be listed has nothing of ours there; only an IPv4 exec failure is reported,
+    /// since hosts without IPv6 netfilter are common.
+    pub(crate) fn remove_chain(
+        &self,
+        fam: Family,
+        parent: &str,
+        chain: &str,
+        errors: &mut Vec<Error>,
+    ) {
+        let listing = match self.run(fam, s(&["-S", parent])) {
+            Ok(o) if o.success => o.stdout,
+            Ok(_) => String::new(),
+            Err(e) => {
+                if fam == Family::V4 {
+                    errors.push(e);
+                }
+                return;
+            }
+        };
+        for line in listing.lines() {
+            let toks = split_rule_line(line);
+            let jumps = toks.windows(2).any(|w| w[0] == "-j" && w[1] == chain);
+            if toks.len() > 2 && toks[0] == "-A" && jumps {
+                let mut args = s(&["-D", parent]);
+                args.extend(toks[2..].iter().cloned());
+                if let Err(e) = self.run_ok(fam, args) {
+                    errors.push(e);
+                }
+            }
+        }
+        match self.chain_exists(fam, chain) {
+            Ok(true) => {
+                for op in ["-F", "-X"] {
+                    if let Err(e) = self.run_ok(fam, s(&[op, chain])) {
+                        errors.push(e);
+                    }
+                }
+            }
+            Ok(false) => {}
+            Err(e) => errors.push(e),
+        }
+    }
+}
+
+/// Several steps failed: none, one, or all of them as [`Error::Multiple`].
+pub(crate) fn collect(mut errors: Vec<Error>) -> Result<(), Error> {
+    match errors.len() {
+        0 => Ok(()),
+        1 => Err(errors.remove(0)),
+        _ => Err(Error::Multiple(errors)),
+    }
 }
 
 /// The three rule specs (chain, args after the chain) of one address, in reference order.
@@ -186,112 +334,20 @@ impl<R: Runner> IptablesFirewall<R> {
         Self { runner, lock_path }
     }
 
-    fn ipt(&self, fam: Family, args: Vec<String>) -> Result<CmdOutput, Error> {
-        let mut full = s(&["-w", "-t", "nat"]);
-        full.extend(args);
-        self.runner.run(fam.prog(), &full)
-    }
-
-    fn ipt_ok(&self, fam: Family, args: Vec<String>) -> Result<CmdOutput, Error> {
-        let cmd = format!("{} -w -t nat {}", fam.prog(), args.join(" "));
-        let out = self.ipt(fam, args)?;
-        if out.success {
-            Ok(out)
-        } else {
-            Err(Error::Command {
-                cmd,
-                status: out.status,
-                stderr: out.stderr,
-            })
-        }
-    }
-
-    fn exists(&self, fam: Family, chain: &str, spec: &[String]) -> Result<bool, Error> {
-        let mut args = s(&["-C", chain]);
-        args.extend(spec.iter().cloned());
-        Ok(self.ipt(fam, args)?.success)
-    }
-
-    fn chain_exists(&self, fam: Family, chain: &str) -> Result<bool, Error> {
-        Ok(self.ipt(fam, s(&["-S", chain]))?.success)
-    }
-
-    fn ensure_chain(&self, fam: Family, chain: &str) -> Result<(), Error> {
-        if !self.chain_exists(fam, chain)? {
-            self.ipt_ok(fam, s(&["-N", chain]))?;
-        }
-        Ok(())
-    }
-
-    /// Removes the POSTROUTING jumps to `chain`, then flushes and deletes it; absent => Ok.
-    fn remove_chain(&self, fam: Family, chain: &str, errors: &mut Vec<Error>) {
-        let listing = match self.ipt(fam, s(&["-S", "POSTROUTING"])) {
-            Ok(o) if o.success => o.stdout,
-            // A host without IPv6 netfilter has nothing of ours to clean in that family.
-            Ok(_) | Err(_) if fam == Family::V6 => return,
-            Ok(o) => {
-                errors.push(Error::Command {
-                    cmd: format!("{} -w -t nat -S POSTROUTING", fam.prog()),
-                    status: o.status,
-                    stderr: o.stderr,
-                });
-                return;
-            }
-            Err(e) => {
-                errors.push(e);
-                return;
-            }
-        };
-        for line in listing.lines() {
-            let toks = split_rule_line(line);
-            let jumps = toks.windows(2).any(|w| w[0] == "-j" && w[1] == chain);
-            if toks.len() > 2 && toks[0] == "-A" && jumps {
-                let mut args = s(&["-D", "POSTROUTING"]);
-                args.extend(toks[2..].iter().cloned());
-                if let Err(e) = self.ipt_ok(fam, args) {
-                    errors.push(e);
-                }
-            }
-        }
-        match self.chain_exists(fam, chain) {
-            Ok(true) => {
-                for op in ["-F", "-X"] {
-                    if let Err(e) = self.ipt_ok(fam, s(&[op, chain])) {
-                        errors.push(e);
-                    }
-                }
-            }
-            Ok(false) => {}
-            Err(e) => errors.push(e),
-        }
+    fn nat(&self) -> Table<'_, R> {
+        Table::new(&self.runner, "nat")
     }
 
     fn add_locked(&self, rules: &[MasqRule]) -> Result<(), Error> {
         for rule in rules {
             let fam = Family::of(rule);
             let specs = masq_rule_specs(rule);
-            self.ensure_chain(fam, &specs[0].0)?;
+            self.nat().ensure_chain(fam, &specs[0].0)?;
             for (chain, spec) in specs {
-                // AppendUnique: ADD stays idempotent for the same owner.
-                if !self.exists(fam, &chain, &spec)? {
-                    let mut args = s(&["-A", &chain]);
-                    args.extend(spec);
-                    self.ipt_ok(fam, args)?;
-                }
+                self.nat().append_unique(fam, &chain, spec)?;
             }
         }
         Ok(())
-    }
-}
-
-fn collect(errors: Vec<Error>) -> Result<(), Error> {
-    match errors.len() {
-        0 => Ok(()),
-        1 => Err(errors
-            .into_iter()
-            .next()
-            .unwrap_or(Error::Multiple(Vec::new()))),
-        _ => Err(Error::Multiple(errors)),
     }
 }
 
@@ -316,7 +372,8 @@ impl<R: Runner> Firewall for IptablesFirewall<R> {
                 })
                 .collect();
             for (fam, chain) in owners {
-                self.remove_chain(fam, &chain, &mut ignored);
+                self.nat()
+                    .remove_chain(fam, "POSTROUTING", &chain, &mut ignored);
             }
         }
         res
@@ -328,7 +385,8 @@ impl<R: Runner> Firewall for IptablesFirewall<R> {
         let chain = iptables_masq_chain(network, container_id);
         let mut errors = Vec::new();
         for fam in [Family::V4, Family::V6] {
-            self.remove_chain(fam, &chain, &mut errors);
+            self.nat()
+                .remove_chain(fam, "POSTROUTING", &chain, &mut errors);
         }
         collect(errors)
     }
@@ -339,7 +397,7 @@ impl<R: Runner> Firewall for IptablesFirewall<R> {
         for rule in rules {
             let fam = Family::of(rule);
             for (chain, spec) in masq_rule_specs(rule) {
-                if !self.exists(fam, &chain, &spec)? {
+                if !self.nat().exists(fam, &chain, &spec)? {
                     return Err(Error::Missing(format!(
                         "{} nat rule missing for {}: -A {chain} {}",
                         fam.prog(),
@@ -363,7 +421,7 @@ impl<R: Runner> Firewall for IptablesFirewall<R> {
         let prefix = format!("name: \"{network}\" id: \"");
         let mut errors = Vec::new();
         for fam in [Family::V4, Family::V6] {
-            let listing = match self.ipt(fam, s(&["-S", "POSTROUTING"])) {
+            let listing = match self.nat().run(fam, s(&["-S", "POSTROUTING"])) {
                 Ok(o) if o.success => o.stdout,
                 _ if fam == Family::V6 => continue,
                 Ok(o) => {
@@ -396,7 +454,8 @@ impl<R: Runner> Firewall for IptablesFirewall<R> {
                 }
             }
             for chain in stale {
-                self.remove_chain(fam, &chain, &mut errors);
+                self.nat()
+                    .remove_chain(fam, "POSTROUTING", &chain, &mut errors);
             }
         }
         collect(errors)

@@ -26,7 +26,7 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
 use crate::forward::{validate_bridge, ForwardAttachment, ForwardFirewall, IngressPolicy};
-use crate::iptables::{CmdOutput, ExecRunner, Family, Runner};
+use crate::iptables::{collect, s, ExecRunner, Family, Runner, Table};
 use crate::names::{network_hash, owner_tag};
 use crate::{lock, validate_owner, Error, LOCK_PATH, RUN_DIR};
 
@@ -77,10 +77,6 @@ pub fn validate_chain_name(name: &str) -> Result<(), Error> {
         return Err(bad("is a reserved chain or target name"));
     }
     Ok(())
-}
-
-fn s(v: &[&str]) -> Vec<String> {
-    v.iter().map(|x| x.to_string()).collect()
 }
 
 fn fam_of(ip: &IpAddr) -> Family {
@@ -154,82 +150,26 @@ impl<R: Runner> IptablesForward<R> {
         }
     }
 
-    fn ipt(&self, fam: Family, args: Vec<String>) -> Result<CmdOutput, Error> {
-        let mut full = vec!["-w".to_string(), "-t".to_string(), "filter".to_string()];
-        full.extend(args);
-        self.runner.run(fam.prog(), &full)
-    }
-
-    fn ipt_ok(&self, fam: Family, args: Vec<String>) -> Result<(), Error> {
-        let shown = args.join(" ");
-        let out = self.ipt(fam, args)?;
-        if out.success {
-            Ok(())
-        } else {
-            Err(Error::Command {
-                cmd: format!("{} {shown}", fam.prog()),
-                status: out.status,
-                stderr: out.stderr,
-            })
-        }
-    }
-
-    fn exists(&self, fam: Family, chain: &str, spec: &[String]) -> Result<bool, Error> {
-        let mut a = vec!["-C".to_string(), chain.to_string()];
-        a.extend(spec.iter().cloned());
-        Ok(self.ipt(fam, a)?.success)
-    }
-
-    fn chain_exists(&self, fam: Family, chain: &str) -> Result<bool, Error> {
-        Ok(self.ipt(fam, s(&["-S", chain]))?.success)
-    }
-
-    /// Creates `chain` if absent; true when it was created now.
-    fn ensure_chain(&self, fam: Family, chain: &str) -> Result<bool, Error> {
-        if self.chain_exists(fam, chain)? {
-            return Ok(false);
-        }
-        let out = self.ipt(fam, s(&["-N", chain]))?;
-        // A racing reference plugin (no shared lock) may have created it meanwhile.
-        if out.success || self.chain_exists(fam, chain)? {
-            return Ok(out.success);
-        }
-        Err(Error::Command {
-            cmd: format!("{} -N {chain}", fam.prog()),
-            status: out.status,
-            stderr: out.stderr,
-        })
-    }
-
-    fn insert_first(&self, fam: Family, chain: &str, spec: Vec<String>) -> Result<(), Error> {
-        if self.exists(fam, chain, &spec)? {
-            return Ok(());
-        }
-        let mut a = vec!["-I".to_string(), chain.to_string(), "1".to_string()];
-        a.extend(spec);
-        self.ipt_ok(fam, a)
-    }
-
-    fn append(&self, fam: Family, chain: &str, spec: Vec<String>) -> Result<(), Error> {
-        if self.exists(fam, chain, &spec)? {
-            return Ok(());
-        }
-        let mut a = vec!["-A".to_string(), chain.to_string()];
-        a.extend(spec);
-        self.ipt_ok(fam, a)
+    fn filter(&self) -> Table<'_, R> {
+        Table::new(&self.runner, "filter")
     }
 
     fn setup_chains(&self, fam: Family) -> Result<(), Error> {
-        self.ensure_chain(fam, FORWARD_CHAIN)?;
-        self.ensure_chain(fam, &self.admin)?;
-        self.insert_first(fam, "FORWARD", jump_spec(FORWARD_COMMENT, FORWARD_CHAIN))?;
-        self.insert_first(fam, FORWARD_CHAIN, jump_spec(ADMIN_COMMENT, &self.admin))
+        self.filter().ensure_chain(fam, FORWARD_CHAIN)?;
+        self.filter().ensure_chain(fam, &self.admin)?;
+        self.filter().insert_first_unique(
+            fam,
+            "FORWARD",
+            jump_spec(FORWARD_COMMENT, FORWARD_CHAIN),
+        )?;
+        self.filter()
+            .insert_first_unique(fam, FORWARD_CHAIN, jump_spec(ADMIN_COMMENT, &self.admin))
     }
 
     /// True when this family's FORWARD policy is DROP (read-only `-S FORWARD`). A missing
     /// binary or table counts as "not dropping".
     pub fn policy_drops(&self, fam: Family) -> bool {
-        match self.ipt(fam, s(&["-S", "FORWARD"])) {
+        match self.filter().run(fam, s(&["-S", "FORWARD"])) {
             Ok(out) if out.success => policy_is_drop(&out.stdout),
             _ => false,
         }
@@ -277,7 +217,8 @@ impl<R: Runner> IptablesForward<R> {
         self.write_state(&path, &owned)?;
         for ip in &att.ips {
             for spec in per_ip_specs(ip) {
-                self.append(fam_of(ip), FORWARD_CHAIN, spec)?;
+                self.filter()
+                    .append_unique(fam_of(ip), FORWARD_CHAIN, spec)?;
             }
         }
         Ok(())
@@ -290,7 +231,10 @@ impl<R: Runner> IptablesForward<R> {
             let has_chain = match present.iter().find(|(f, _)| *f == fam) {
                 Some((_, p)) => *p,
                 None => {
-                    let p = self.chain_exists(fam, FORWARD_CHAIN).unwrap_or(false);
+                    let p = self
+                        .filter()
+                        .chain_exists(fam, FORWARD_CHAIN)
+                        .unwrap_or(false);
                     present.push((fam, p));
                     p
                 }
@@ -299,11 +243,11 @@ impl<R: Runner> IptablesForward<R> {
                 continue;
             }
             for spec in per_ip_specs(ip) {
-                match self.exists(fam, FORWARD_CHAIN, &spec) {
+                match self.filter().exists(fam, FORWARD_CHAIN, &spec) {
                     Ok(true) => {
                         let mut a = vec!["-D".to_string(), FORWARD_CHAIN.to_string()];
                         a.extend(spec);
-                        if let Err(e) = self.ipt_ok(fam, a) {
+                        if let Err(e) = self.filter().run_ok(fam, a) {
                             errors.push(e);
                         }
                     }
@@ -345,20 +289,26 @@ impl<R: Runner> IptablesForward<R> {
         let fams: BTreeSet<Family> = att.ips.iter().map(fam_of).collect();
         for fam in fams {
             for chain in [FORWARD_CHAIN, self.admin.as_str()] {
-                if !self.chain_exists(fam, chain)? {
+                if !self.filter().chain_exists(fam, chain)? {
                     return Err(Error::Missing(format!(
                         "{} chain {chain} does not exist in table filter",
                         fam.prog()
                     )));
                 }
             }
-            if !self.exists(fam, "FORWARD", &jump_spec(FORWARD_COMMENT, FORWARD_CHAIN))? {
+            if !self
+                .filter()
+                .exists(fam, "FORWARD", &jump_spec(FORWARD_COMMENT, FORWARD_CHAIN))?
+            {
                 return Err(Error::Missing(format!(
                     "{} FORWARD has no jump to {FORWARD_CHAIN}",
                     fam.prog()
                 )));
             }
-            if !self.exists(fam, FORWARD_CHAIN, &jump_spec(ADMIN_COMMENT, &self.admin))? {
+            if !self
+                .filter()
+                .exists(fam, FORWARD_CHAIN, &jump_spec(ADMIN_COMMENT, &self.admin))?
+            {
                 return Err(Error::Missing(format!(
                     "{} {FORWARD_CHAIN} has no jump to {}",
                     fam.prog(),
@@ -368,7 +318,7 @@ impl<R: Runner> IptablesForward<R> {
         }
         for ip in &att.ips {
             for spec in per_ip_specs(ip) {
-                if !self.exists(fam_of(ip), FORWARD_CHAIN, &spec)? {
+                if !self.filter().exists(fam_of(ip), FORWARD_CHAIN, &spec)? {
                     return Err(Error::Missing(format!(
                         "{} {FORWARD_CHAIN} lacks rule {}",
                         fam_of(ip).prog(),
@@ -451,14 +401,15 @@ impl<R: Runner> IptablesForward<R> {
         validate_bridge(bridge)?;
         for fam in Self::fams(v4, v6) {
             for chain in [ISOLATION_STAGE_1, ISOLATION_STAGE_2] {
-                self.ensure_chain(fam, chain)?;
+                self.filter().ensure_chain(fam, chain)?;
                 // The trailing RETURN stays last: bridge rules are inserted at position 1.
-                self.append(fam, chain, s(&["-j", "RETURN"]))?;
+                self.filter()
+                    .append_unique(fam, chain, s(&["-j", "RETURN"]))?;
             }
             for (chain, spec) in Self::isolation_specs(bridge, policy) {
-                self.insert_first(fam, chain, spec)?;
+                self.filter().insert_first_unique(fam, chain, spec)?;
             }
-            self.insert_first(
+            self.filter().insert_first_unique(
                 fam,
                 "FORWARD",
                 jump_spec(ISOLATION_COMMENT, ISOLATION_STAGE_1),
@@ -482,7 +433,9 @@ impl<R: Runner> IptablesForward<R> {
             let mut want = Self::isolation_specs(bridge, policy);
             want.push(("FORWARD", jump_spec(ISOLATION_COMMENT, ISOLATION_STAGE_1)));
             for (chain, spec) in want {
-                if !self.chain_exists(fam, chain)? || !self.exists(fam, chain, &spec)? {
+                if !self.filter().chain_exists(fam, chain)?
+                    || !self.filter().exists(fam, chain, &spec)?
+                {
                     return Err(Error::Missing(format!(
                         "{} {chain} lacks rule {}",
                         fam.prog(),
@@ -492,14 +445,6 @@ impl<R: Runner> IptablesForward<R> {
             }
         }
         Ok(())
-    }
-}
-
-fn collect(mut errors: Vec<Error>) -> Result<(), Error> {
-    match errors.len() {
-        0 => Ok(()),
-        1 => Err(errors.remove(0)),
-        _ => Err(Error::Multiple(errors)),
     }
 }
 
@@ -563,6 +508,7 @@ impl<R: Runner> ForwardFirewall for IptablesForward<R> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::iptables::CmdOutput;
     use std::cell::RefCell;
 
     /// Records commands; `-C`/`-S` succeed only for specs added earlier (a tiny iptables model).

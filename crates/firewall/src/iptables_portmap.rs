@@ -24,7 +24,7 @@
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 
-use crate::iptables::{split_rule_line, CmdOutput, ExecRunner, Family, Runner};
+use crate::iptables::{collect, s, split_rule_line, ExecRunner, Family, Runner, Table};
 use crate::names::sha512_hex;
 use crate::portmap::{PortForward, PortmapSpec};
 use crate::{lock, validate_owner, Error, LOCK_PATH};
@@ -49,10 +49,6 @@ pub fn dn_chain(network: &str, container_id: &str) -> String {
 /// Reference comment of the entry rules.
 pub fn dnat_comment(network: &str, container_id: &str) -> String {
     format!("dnat name: \"{network}\" id: \"{container_id}\"")
-}
-
-fn s(v: &[&str]) -> Vec<String> {
-    v.iter().map(|x| x.to_string()).collect()
 }
 
 fn mark_hex(bit: u8) -> String {
@@ -206,41 +202,8 @@ impl<R: Runner> IptablesPortForward<R> {
         Self { runner, lock_path }
     }
 
-    fn ipt(&self, fam: Family, args: Vec<String>) -> Result<CmdOutput, Error> {
-        let mut full = s(&["-w", "-t", "nat"]);
-        full.extend(args);
-        self.runner.run(fam.prog(), &full)
-    }
-
-    fn ipt_ok(&self, fam: Family, args: Vec<String>) -> Result<CmdOutput, Error> {
-        let cmd = format!("{} -w -t nat {}", fam.prog(), args.join(" "));
-        let out = self.ipt(fam, args)?;
-        if out.success {
-            Ok(out)
-        } else {
-            Err(Error::Command {
-                cmd,
-                status: out.status,
-                stderr: out.stderr,
-            })
-        }
-    }
-
-    fn exists(&self, fam: Family, chain: &str, spec: &[String]) -> Result<bool, Error> {
-        let mut args = s(&["-C", chain]);
-        args.extend(spec.iter().cloned());
-        Ok(self.ipt(fam, args)?.success)
-    }
-
-    fn chain_exists(&self, fam: Family, chain: &str) -> Result<bool, Error> {
-        Ok(self.ipt(fam, s(&["-S", chain]))?.success)
-    }
-
-    fn ensure_chain(&self, fam: Family, chain: &str) -> Result<(), Error> {
-        if !self.chain_exists(fam, chain)? {
-            self.ipt_ok(fam, s(&["-N", chain]))?;
-        }
-        Ok(())
+    fn nat(&self) -> Table<'_, R> {
+        Table::new(&self.runner, "nat")
     }
 
     fn add_family(&self, spec: &PortmapSpec, fam: Family) -> Result<(), Error> {
@@ -248,91 +211,43 @@ impl<R: Runner> IptablesPortForward<R> {
         if rules.is_empty() {
             return Ok(());
         }
-        self.ensure_chain(fam, DNAT_CHAIN)?;
+        self.nat().ensure_chain(fam, DNAT_CHAIN)?;
         if spec.external_set_mark_chain.is_none() {
-            self.ensure_chain(fam, SETMARK_CHAIN)?;
-            self.ensure_chain(fam, MASQ_CHAIN)?;
+            self.nat().ensure_chain(fam, SETMARK_CHAIN)?;
+            self.nat().ensure_chain(fam, MASQ_CHAIN)?;
         }
         for (chain, rule, first) in top_rules(spec) {
-            if !self.exists(fam, chain, &rule)? {
+            if !self.nat().exists(fam, chain, &rule)? {
                 let mut args = if first {
                     s(&["-I", chain, "1"])
                 } else {
                     s(&["-A", chain])
                 };
                 args.extend(rule);
-                self.ipt_ok(fam, args)?;
+                self.nat().run_ok(fam, args)?;
             }
         }
         let chain = dn_chain(&spec.network, &spec.container_id);
         // A fresh chain each ADD: rules of an earlier ADD of this container would otherwise
         // linger in front of the new ones.
-        if self.chain_exists(fam, &chain)? {
-            self.ipt_ok(fam, s(&["-F", &chain]))?;
+        if self.nat().chain_exists(fam, &chain)? {
+            self.nat().run_ok(fam, s(&["-F", &chain]))?;
         } else {
-            self.ipt_ok(fam, s(&["-N", &chain]))?;
+            self.nat().run_ok(fam, s(&["-N", &chain]))?;
         }
         for rule in rules {
             let mut args = s(&["-A", &chain]);
             args.extend(rule);
-            self.ipt_ok(fam, args)?;
+            self.nat().run_ok(fam, args)?;
         }
         for entry in entries {
-            if !self.exists(fam, DNAT_CHAIN, &entry)? {
+            if !self.nat().exists(fam, DNAT_CHAIN, &entry)? {
                 let mut args = s(&["-A", DNAT_CHAIN]);
                 args.extend(entry);
-                self.ipt_ok(fam, args)?;
+                self.nat().run_ok(fam, args)?;
             }
         }
         Ok(())
-    }
-
-    /// Removes the entry rules jumping to `chain`, then the chain; absent => Ok.
-    fn remove_chain(&self, fam: Family, chain: &str, errors: &mut Vec<Error>) {
-        let listing = match self.ipt(fam, s(&["-S", DNAT_CHAIN])) {
-            Ok(o) if o.success => o.stdout,
-            // No top-level chain (or no IPv6 netfilter): nothing of ours to clean there.
-            Ok(_) => String::new(),
-            Err(e) => {
-                if fam == Family::V4 {
-                    errors.push(e);
-                }
-                return;
-            }
-        };
-        for line in listing.lines() {
-            let toks = split_rule_line(line);
-            let jumps = toks.windows(2).any(|w| w[0] == "-j" && w[1] == chain);
-            if toks.len() > 2 && toks[0] == "-A" && jumps {
-                let mut args = s(&["-D", DNAT_CHAIN]);
-                args.extend(toks[2..].iter().cloned());
-                if let Err(e) = self.ipt_ok(fam, args) {
-                    errors.push(e);
-                }
-            }
-        }
-        match self.chain_exists(fam, chain) {
-            Ok(true) => {
-                for op in ["-F", "-X"] {
-                    if let Err(e) = self.ipt_ok(fam, s(&[op, chain])) {
-                        errors.push(e);
-                    }
-                }
-            }
-            Ok(false) => {}
-            Err(e) => errors.push(e),
-        }
-    }
-}
-
-fn collect(errors: Vec<Error>) -> Result<(), Error> {
-    match errors.len() {
-        0 => Ok(()),
-        1 => Err(errors
-            .into_iter()
-            .next()
-            .unwrap_or(Error::Multiple(Vec::new()))),
-        _ => Err(Error::Multiple(errors)),
     }
 }
 
@@ -361,7 +276,7 @@ impl<R: Runner> PortForward for IptablesPortForward<R> {
                 // Roll back this call's chains so a failed ADD leaves nothing behind.
                 let mut ignored = Vec::new();
                 for f in families(spec) {
-                    self.remove_chain(f, &chain, &mut ignored);
+                    self.nat().remove_chain(f, DNAT_CHAIN, &chain, &mut ignored);
                 }
                 return Err(e);
             }
@@ -375,7 +290,8 @@ impl<R: Runner> PortForward for IptablesPortForward<R> {
         let chain = dn_chain(network, container_id);
         let mut errors = Vec::new();
         for fam in [Family::V4, Family::V6] {
-            self.remove_chain(fam, &chain, &mut errors);
+            self.nat()
+                .remove_chain(fam, DNAT_CHAIN, &chain, &mut errors);
         }
         collect(errors)
     }
@@ -391,7 +307,7 @@ impl<R: Runner> PortForward for IptablesPortForward<R> {
                 .map(|r| (chain.as_str(), r))
                 .chain(entries.iter().map(|e| (DNAT_CHAIN, e)));
             for (c, rule) in all {
-                if !self.exists(fam, c, rule)? {
+                if !self.nat().exists(fam, c, rule)? {
                     return Err(Error::Missing(format!(
                         "{} nat rule missing: -A {c} {}",
                         fam.prog(),
@@ -411,7 +327,7 @@ impl<R: Runner> PortForward for IptablesPortForward<R> {
         let prefix = format!("dnat name: \"{network}\" id: \"");
         let mut errors = Vec::new();
         for fam in [Family::V4, Family::V6] {
-            let listing = match self.ipt(fam, s(&["-S", DNAT_CHAIN])) {
+            let listing = match self.nat().run(fam, s(&["-S", DNAT_CHAIN])) {
                 Ok(o) if o.success => o.stdout,
                 _ => continue,
             };
@@ -432,7 +348,8 @@ impl<R: Runner> PortForward for IptablesPortForward<R> {
                 }
             }
             for chain in stale {
-                self.remove_chain(fam, &chain, &mut errors);
+                self.nat()
+                    .remove_chain(fam, DNAT_CHAIN, &chain, &mut errors);
             }
         }
         collect(errors)
