@@ -47,9 +47,14 @@ case "$cmd" in
     exec bash examples/demo.sh target/release
     ;;
   bench)
+    # The runs behind docs/benchmarks.md; the last one takes several minutes.
     need_root; install_deps
     cargo build --release --workspace --bins
-    cargo bench --workspace
+    cargo bench -p host-local
+    target/release/rcni-bench --n 100 --parallel 100
+    out=$(mktemp)
+    target/release/rcni-bench --portmap --n 100 --parallel 100 --scale 1000 | tee "$out"
+    python3 bench/plot_scale.py "$out" target/scale.svg && echo "plot: target/scale.svg"
     ;;
   *)
     echo "usage: ./suite.sh demo|test|bench" >&2
