@@ -45,7 +45,7 @@ use nftnl::{
 };
 
 use super::encode::{cstring, ElemMsg, SetLookup};
-use super::netlink::{parse_raw_elems, parse_rule, Nl, RawSet};
+use super::netlink::{parse_raw_elems, Nl, RawSet};
 use super::plan::{Elem, Fam, RuleInfo, TABLE};
 use crate::forward::{validate_bridge, ForwardAttachment, ForwardFirewall, IngressPolicy};
 use crate::iptables::Family;
@@ -513,73 +513,24 @@ fn to_elems(raw: Vec<(Vec<u8>, String)>) -> Vec<Elem> {
 
 /// Rules (handle, comment) of one of our chains; None when it does not exist or is empty.
 fn dump_rules(nl: &mut Nl, chain: &str) -> Result<Option<Vec<RuleInfo>>, Error> {
-    let chain_c = cstring("chain name", chain)?;
-    let table_c = cstring("table name", TABLE)?;
-    let mut found = Vec::new();
-    let ok = nl.request(
-        &format!("list chain {chain}"),
-        true,
-        &|buf, seq| {
-            // SAFETY: allocation checked; the rule is freed before returning; buf has 8 KiB.
-            unsafe {
-                let r = nftnl::nftnl_sys::nftnl_rule_alloc();
-                if r.is_null() {
-                    std::process::abort();
-                }
-                use nftnl::nftnl_sys as sys;
-                sys::nftnl_rule_set_u32(r, sys::NFTNL_RULE_FAMILY as u16, ProtoFamily::Inet as u32);
-                sys::nftnl_rule_set_str(r, sys::NFTNL_RULE_TABLE as u16, table_c.as_ptr());
-                sys::nftnl_rule_set_str(r, sys::NFTNL_RULE_CHAIN as u16, chain_c.as_ptr());
-                let nlh = sys::nftnl_nlmsg_build_hdr(
-                    buf,
-                    libc::NFT_MSG_GETRULE as u16,
-                    ProtoFamily::Inet as u16,
-                    libc::NLM_F_DUMP as u16,
-                    seq,
-                );
-                sys::nftnl_rule_nlmsg_build_payload(nlh, r);
-                sys::nftnl_rule_free(r);
-            }
-        },
-        &mut |d| parse_rule(d, &mut found),
-    )?;
-    Ok(if ok && !found.is_empty() {
-        Some(found)
-    } else {
-        None
-    })
+    Ok(nl
+        .dump_chain_rules(ProtoFamily::Inet, TABLE, chain)?
+        .filter(|rules| !rules.is_empty()))
 }
 
 fn elem_request(nl: &mut Nl, fam: Fam, key: Option<IpAddr>) -> Result<Vec<Elem>, Error> {
-    let mut raw = Vec::new();
     let what = match key {
         Some(k) => format!("get element {} {k}", fwd_set(fam)),
         None => format!("list set {}", fwd_set(fam)),
     };
-    let ok = nl.request(
-        &what,
-        key.is_none(),
-        &|buf, seq| {
-            let set = raw_set(fam);
-            if let Some(k) = key {
-                set.add_raw_key(&key_bytes(k));
-            }
-            let flags = if key.is_none() { libc::NLM_F_DUMP } else { 0 };
-            // SAFETY: buf has 8 KiB, far more than one element request needs.
-            unsafe {
-                use nftnl::nftnl_sys as sys;
-                let nlh = sys::nftnl_nlmsg_build_hdr(
-                    buf,
-                    libc::NFT_MSG_GETSETELEM as u16,
-                    ProtoFamily::Inet as u16,
-                    flags as u16,
-                    seq,
-                );
-                sys::nftnl_set_elems_nlmsg_build_payload(nlh, set.ptr);
-            }
-        },
-        &mut |d| parse_raw_elems(d, &mut raw),
-    )?;
+    let set = raw_set(fam);
+    if let Some(k) = key {
+        set.add_raw_key(&key_bytes(k));
+    }
+    let mut raw = Vec::new();
+    let ok = nl.request_set_elems(&what, ProtoFamily::Inet, set.ptr, key.is_none(), &mut |d| {
+        parse_raw_elems(d, &mut raw)
+    })?;
     Ok(if ok { to_elems(raw) } else { Vec::new() })
 }
 

@@ -57,7 +57,7 @@ use nftnl::nftnl_sys as sys;
 use nftnl::{Batch, Chain, ChainType, FinalizedBatch, Hook, MsgType, NlMsg, Policy, ProtoFamily};
 use nftnl::{Rule, Table};
 
-use super::netlink::{comment_udata, parse_comment_udata, parse_rule, table_cstr, Nl};
+use super::netlink::{comment_udata, parse_comment_udata, table_cstr, Nl};
 use super::plan::{RuleInfo, TABLE};
 use crate::names::{
     network_hash, owner_comment, owner_tag, parse_subnet_tag, subnet_tag, tag_of_comment,
@@ -1024,67 +1024,25 @@ pub fn encode(ops: &[PmOp]) -> Result<FinalizedBatch, Error> {
 // Reads
 
 fn dump_chain(nl: &mut Nl, chain: HpChain) -> Result<Option<Vec<RuleInfo>>, Error> {
-    let name = CString::new(chain.name()).unwrap_or_default();
-    let mut found = Vec::new();
-    let ok = nl.request(
-        &format!("list chain {}", chain.name()),
-        true,
-        &|buf, seq| {
-            // SAFETY: allocation checked; freed before returning; buf has 8 KiB.
-            unsafe {
-                let r = sys::nftnl_rule_alloc();
-                if r.is_null() {
-                    std::process::abort();
-                }
-                sys::nftnl_rule_set_u32(r, sys::NFTNL_RULE_FAMILY as u16, ProtoFamily::Inet as u32);
-                sys::nftnl_rule_set_str(r, sys::NFTNL_RULE_TABLE as u16, table_cstr().as_ptr());
-                sys::nftnl_rule_set_str(r, sys::NFTNL_RULE_CHAIN as u16, name.as_ptr());
-                let nlh = sys::nftnl_nlmsg_build_hdr(
-                    buf,
-                    libc::NFT_MSG_GETRULE as u16,
-                    ProtoFamily::Inet as u16,
-                    libc::NLM_F_DUMP as u16,
-                    seq,
-                );
-                sys::nftnl_rule_nlmsg_build_payload(nlh, r);
-                sys::nftnl_rule_free(r);
-            }
-        },
-        &mut |d| parse_rule(d, &mut found),
-    )?;
     // Our chains are never empty once created: empty and ENOENT both mean "absent".
-    Ok((ok && !found.is_empty()).then_some(found))
+    Ok(nl
+        .dump_chain_rules(ProtoFamily::Inet, TABLE, chain.name())?
+        .filter(|rules| !rules.is_empty()))
 }
 
 fn elem_request(nl: &mut Nl, slot: Slot, key: Option<&[u8]>) -> Result<Vec<PmElem>, Error> {
-    let mut found = Vec::new();
     let what = match key {
         Some(k) => format!("get element {} {{ {} }}", slot.name(), key_str(slot, k)),
         None => format!("list {}", slot.name()),
     };
-    let ok = nl.request(
-        &what,
-        key.is_none(),
-        &|buf, seq| {
-            let s = RawSet::new(slot);
-            if let Some(k) = key {
-                s.add(k, &[], None);
-            }
-            let flags = if key.is_some() { 0 } else { libc::NLM_F_DUMP };
-            // SAFETY: buf has 8 KiB, far more than this request needs.
-            unsafe {
-                let nlh = sys::nftnl_nlmsg_build_hdr(
-                    buf,
-                    libc::NFT_MSG_GETSETELEM as u16,
-                    ProtoFamily::Inet as u16,
-                    flags as u16,
-                    seq,
-                );
-                sys::nftnl_set_elems_nlmsg_build_payload(nlh, s.ptr);
-            }
-        },
-        &mut |d| parse_elems(slot, d, &mut found),
-    )?;
+    let set = RawSet::new(slot);
+    if let Some(k) = key {
+        set.add(k, &[], None);
+    }
+    let mut found = Vec::new();
+    let ok = nl.request_set_elems(&what, ProtoFamily::Inet, set.ptr, key.is_none(), &mut |d| {
+        parse_elems(slot, d, &mut found)
+    })?;
     Ok(if ok { found } else { Vec::new() })
 }
 

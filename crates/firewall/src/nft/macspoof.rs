@@ -41,7 +41,7 @@ use nftnl::{
 };
 
 use super::encode::{cstring, ElemMsg, SetLookup};
-use super::netlink::{parse_raw_elems, parse_rule, Nl, RawSet};
+use super::netlink::{parse_raw_elems, Nl, RawSet};
 use super::plan::RuleInfo;
 use crate::macspoof::SpoofEntry;
 use crate::names::{network_hash, owner_comment, owner_tag, tag_of_comment};
@@ -482,40 +482,7 @@ pub fn encode(ops: &[SpoofOp]) -> Result<FinalizedBatch, Error> {
 /// Reads of our bridge table over the shared netlink socket type.
 impl Nl {
     fn spoof_rules(&mut self) -> Result<Option<Vec<RuleInfo>>, Error> {
-        let mut found = Vec::new();
-        let ok = self.request(
-            "list chain bridge rcni prerouting",
-            true,
-            &|buf, seq| {
-                let table = CString::new(TABLE).unwrap_or_default();
-                let chain = CString::new(CHAIN).unwrap_or_default();
-                // SAFETY: allocation checked; the rule is freed before returning; buf has 8 KiB.
-                unsafe {
-                    let r = sys::nftnl_rule_alloc();
-                    if r.is_null() {
-                        std::process::abort();
-                    }
-                    sys::nftnl_rule_set_u32(
-                        r,
-                        sys::NFTNL_RULE_FAMILY as u16,
-                        ProtoFamily::Bridge as u32,
-                    );
-                    sys::nftnl_rule_set_str(r, sys::NFTNL_RULE_TABLE as u16, table.as_ptr());
-                    sys::nftnl_rule_set_str(r, sys::NFTNL_RULE_CHAIN as u16, chain.as_ptr());
-                    let nlh = sys::nftnl_nlmsg_build_hdr(
-                        buf,
-                        libc::NFT_MSG_GETRULE as u16,
-                        ProtoFamily::Bridge as u16,
-                        libc::NLM_F_DUMP as u16,
-                        seq,
-                    );
-                    sys::nftnl_rule_nlmsg_build_payload(nlh, r);
-                    sys::nftnl_rule_free(r);
-                }
-            },
-            &mut |d| parse_rule(d, &mut found),
-        )?;
-        Ok(ok.then_some(found))
+        self.dump_chain_rules(ProtoFamily::Bridge, TABLE, CHAIN)
     }
 
     /// Keyed lookup (`key` = None: dump the whole set). Absent table/set/element => empty.
@@ -524,32 +491,20 @@ impl Nl {
         set: &'static str,
         key: Option<&[u8]>,
     ) -> Result<Vec<(Vec<u8>, String)>, Error> {
-        let mut found = Vec::new();
         let what = match key {
             Some(_) => format!("get element bridge {TABLE} {set}"),
             None => format!("list set bridge {TABLE} {set}"),
         };
-        let ok = self.request(
+        let raw = RawSet::named(ProtoFamily::Bridge, TABLE, set);
+        if let Some(k) = key {
+            raw.add_raw_key(k);
+        }
+        let mut found = Vec::new();
+        let ok = self.request_set_elems(
             &what,
+            ProtoFamily::Bridge,
+            raw.ptr,
             key.is_none(),
-            &|buf, seq| {
-                let raw = RawSet::named(ProtoFamily::Bridge, TABLE, set);
-                if let Some(k) = key {
-                    raw.add_raw_key(k);
-                }
-                let flags = if key.is_none() { libc::NLM_F_DUMP } else { 0 };
-                // SAFETY: buf has 8 KiB, far more than one element request needs.
-                unsafe {
-                    let nlh = sys::nftnl_nlmsg_build_hdr(
-                        buf,
-                        libc::NFT_MSG_GETSETELEM as u16,
-                        ProtoFamily::Bridge as u16,
-                        flags as u16,
-                        seq,
-                    );
-                    sys::nftnl_set_elems_nlmsg_build_payload(nlh, raw.ptr);
-                }
-            },
             &mut |d| parse_raw_elems(d, &mut found),
         )?;
         Ok(if ok { found } else { Vec::new() })

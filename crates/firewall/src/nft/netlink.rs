@@ -239,13 +239,27 @@ impl Nl {
         }
     }
 
-    /// The rules of our base chain (handle + comment); None when the table or chain does not
-    /// exist. Its length grows with the number of subnets, never with containers.
-    pub(crate) fn dump_base_rules(&mut self) -> Result<Option<Vec<RuleInfo>>, Error> {
-        let chain = CString::new(BASE_CHAIN).unwrap_or_default();
+    /// The rules (handle + comment) of one chain of one of our tables; None when the table or
+    /// chain does not exist. Every reader of our chains goes through here.
+    pub(crate) fn dump_chain_rules(
+        &mut self,
+        family: nftnl::ProtoFamily,
+        table: &str,
+        chain: &str,
+    ) -> Result<Option<Vec<RuleInfo>>, Error> {
+        let table_c = CString::new(table).map_err(|_| Error::Invalid {
+            what: "table name",
+            value: table.to_string(),
+            reason: "contains NUL",
+        })?;
+        let chain_c = CString::new(chain).map_err(|_| Error::Invalid {
+            what: "chain name",
+            value: chain.to_string(),
+            reason: "contains NUL",
+        })?;
         let mut found = Vec::new();
         let ok = self.request(
-            "list chain postrouting",
+            &format!("list chain {table} {chain}"),
             true,
             &|buf, seq| {
                 // SAFETY: allocation checked; the rule is freed before returning; buf has 8 KiB.
@@ -254,17 +268,13 @@ impl Nl {
                     if r.is_null() {
                         std::process::abort();
                     }
-                    sys::nftnl_rule_set_u32(
-                        r,
-                        sys::NFTNL_RULE_FAMILY as u16,
-                        nftnl::ProtoFamily::Inet as u32,
-                    );
-                    sys::nftnl_rule_set_str(r, sys::NFTNL_RULE_TABLE as u16, table_cstr().as_ptr());
-                    sys::nftnl_rule_set_str(r, sys::NFTNL_RULE_CHAIN as u16, chain.as_ptr());
+                    sys::nftnl_rule_set_u32(r, sys::NFTNL_RULE_FAMILY as u16, family as u32);
+                    sys::nftnl_rule_set_str(r, sys::NFTNL_RULE_TABLE as u16, table_c.as_ptr());
+                    sys::nftnl_rule_set_str(r, sys::NFTNL_RULE_CHAIN as u16, chain_c.as_ptr());
                     let nlh = sys::nftnl_nlmsg_build_hdr(
                         buf,
                         libc::NFT_MSG_GETRULE as u16,
-                        nftnl::ProtoFamily::Inet as u16,
+                        family as u16,
                         libc::NLM_F_DUMP as u16,
                         seq,
                     );
@@ -274,38 +284,64 @@ impl Nl {
             },
             &mut |d| parse_rule(d, &mut found),
         )?;
-        // A dump of a missing chain may also come back empty rather than ENOENT: our chain is
-        // never empty once created, so both mean "absent".
-        Ok(if ok && !found.is_empty() {
-            Some(found)
-        } else {
-            None
-        })
+        Ok(ok.then_some(found))
+    }
+
+    /// GETSETELEM on `set`, a libnftnl set object that already names its table and set and, for
+    /// a keyed lookup (`dump` false), carries the key: the kernel's O(1) lookup, or with `dump`
+    /// every element. Replies go to `on_data`; Ok(false) when the table, set or element does
+    /// not exist. Every element reader goes through here.
+    pub(crate) fn request_set_elems(
+        &mut self,
+        what: &str,
+        family: nftnl::ProtoFamily,
+        set: *mut sys::nftnl_set,
+        dump: bool,
+        on_data: &mut dyn FnMut(&[u8]) -> Result<(), Error>,
+    ) -> Result<bool, Error> {
+        let flags = if dump { libc::NLM_F_DUMP } else { 0 };
+        self.request(
+            what,
+            dump,
+            &|buf, seq| {
+                // SAFETY: buf has 8 KiB, far more than one element request needs; `set` is a
+                // live libnftnl set owned by the caller for the duration of this call.
+                unsafe {
+                    let nlh = sys::nftnl_nlmsg_build_hdr(
+                        buf,
+                        libc::NFT_MSG_GETSETELEM as u16,
+                        family as u16,
+                        flags as u16,
+                        seq,
+                    );
+                    sys::nftnl_set_elems_nlmsg_build_payload(nlh, set);
+                }
+            },
+            on_data,
+        )
+    }
+
+    /// The rules of our masquerade base chain; None when it does not exist. Its length grows
+    /// with the number of subnets, never with containers. Our chain is never empty once
+    /// created, so an empty dump also means "absent".
+    pub(crate) fn dump_base_rules(&mut self) -> Result<Option<Vec<RuleInfo>>, Error> {
+        Ok(self
+            .dump_chain_rules(nftnl::ProtoFamily::Inet, TABLE, BASE_CHAIN)?
+            .filter(|rules| !rules.is_empty()))
     }
 
     /// One element of a family's set by key (kernel keyed lookup, O(1)); None if absent or if
     /// the table/set does not exist yet.
     pub(crate) fn get_elem(&mut self, key: IpAddr) -> Result<Option<Elem>, Error> {
         let fam = Fam::of(key);
+        let set = RawSet::new(fam);
+        set.add_key(key);
         let mut found = Vec::new();
-        let ok = self.request(
+        let ok = self.request_set_elems(
             &format!("get element {} {key}", fam.set()),
+            nftnl::ProtoFamily::Inet,
+            set.ptr,
             false,
-            &|buf, seq| {
-                let set = RawSet::new(fam);
-                set.add_key(key);
-                // SAFETY: buf has 8 KiB, far more than one element request needs.
-                unsafe {
-                    let nlh = sys::nftnl_nlmsg_build_hdr(
-                        buf,
-                        libc::NFT_MSG_GETSETELEM as u16,
-                        nftnl::ProtoFamily::Inet as u16,
-                        0,
-                        seq,
-                    );
-                    sys::nftnl_set_elems_nlmsg_build_payload(nlh, set.ptr);
-                }
-            },
             &mut |d| parse_elems(d, &mut found),
         )?;
         Ok(if ok { found.into_iter().next() } else { None })
@@ -313,24 +349,13 @@ impl Nl {
 
     /// Every element of a family's set (DEL/GC only; ADD never dumps).
     pub(crate) fn dump_elems(&mut self, fam: Fam) -> Result<Vec<Elem>, Error> {
+        let set = RawSet::new(fam);
         let mut found = Vec::new();
-        self.request(
+        self.request_set_elems(
             &format!("list set {}", fam.set()),
+            nftnl::ProtoFamily::Inet,
+            set.ptr,
             true,
-            &|buf, seq| {
-                let set = RawSet::new(fam);
-                // SAFETY: buf has 8 KiB, more than a dump request needs.
-                unsafe {
-                    let nlh = sys::nftnl_nlmsg_build_hdr(
-                        buf,
-                        libc::NFT_MSG_GETSETELEM as u16,
-                        nftnl::ProtoFamily::Inet as u16,
-                        libc::NLM_F_DUMP as u16,
-                        seq,
-                    );
-                    sys::nftnl_set_elems_nlmsg_build_payload(nlh, set.ptr);
-                }
-            },
             &mut |d| parse_elems(d, &mut found),
         )?;
         Ok(found)
