@@ -235,6 +235,34 @@ impl<'a, R: Runner> Table<'a, R> {
     }
 }
 
+/// GC of per-container chains: the chains that rules of an `iptables -S` listing jump to
+/// (targets starting with `target_prefix`) when the rule's comment starts with `comment_prefix`
+/// (one network's rules) and the chain is not one of the `kept` attachments'.
+pub(crate) fn stale_jump_targets(
+    listing: &str,
+    comment_prefix: &str,
+    target_prefix: &str,
+    kept: &BTreeSet<String>,
+) -> BTreeSet<String> {
+    let mut stale = BTreeSet::new();
+    for line in listing.lines() {
+        let toks = split_rule_line(line);
+        let ours = toks
+            .windows(2)
+            .any(|w| w[0] == "--comment" && w[1].starts_with(comment_prefix));
+        let target = toks
+            .windows(2)
+            .find(|w| w[0] == "-j" && w[1].starts_with(target_prefix))
+            .map(|w| w[1].clone());
+        if let (true, Some(chain)) = (ours, target) {
+            if !kept.contains(&chain) {
+                stale.insert(chain);
+            }
+        }
+    }
+    stale
+}
+
 /// Several steps failed: none, one, or all of them as [`Error::Multiple`].
 pub(crate) fn collect(mut errors: Vec<Error>) -> Result<(), Error> {
     match errors.len() {
@@ -437,22 +465,7 @@ impl<R: Runner> Firewall for IptablesFirewall<R> {
                     continue;
                 }
             };
-            let mut stale = BTreeSet::new();
-            for line in listing.lines() {
-                let toks = split_rule_line(line);
-                let ours = toks
-                    .windows(2)
-                    .any(|w| w[0] == "--comment" && w[1].starts_with(&prefix));
-                let target = toks
-                    .windows(2)
-                    .find(|w| w[0] == "-j" && w[1].starts_with("CNI-"))
-                    .map(|w| w[1].clone());
-                if let (true, Some(chain)) = (ours, target) {
-                    if !kept.contains(&chain) {
-                        stale.insert(chain);
-                    }
-                }
-            }
+            let stale = stale_jump_targets(&listing, &prefix, "CNI-", &kept);
             for chain in stale {
                 self.nat()
                     .remove_chain(fam, "POSTROUTING", &chain, &mut errors);
@@ -565,6 +578,20 @@ mod tests {
         assert_eq!(specs[0].1[1], "fd00:22::/64");
         assert_eq!(specs[1].1[2], "ff00::/8");
         assert_eq!(Family::of(&rule("fd00:22::5/64")).prog(), "ip6tables");
+    }
+
+    #[test]
+    fn stale_jump_targets_keeps_listed_and_foreign_rules() {
+        let listing = "-A POSTROUTING -s 10.0.0.2/32 -m comment --comment \"name: \\\"n1\\\" id: \\\"a\\\"\" -j CNI-aaa\n\
+                       -A POSTROUTING -s 10.0.0.3/32 -m comment --comment \"name: \\\"n1\\\" id: \\\"b\\\"\" -j CNI-bbb\n\
+                       -A POSTROUTING -s 10.0.0.4/32 -m comment --comment \"name: \\\"n2\\\" id: \\\"c\\\"\" -j CNI-ccc\n\
+                       -A POSTROUTING -j MASQUERADE\n";
+        let kept: BTreeSet<String> = ["CNI-bbb".to_string()].into();
+        let stale = stale_jump_targets(listing, "name: \"n1\" id: \"", "CNI-", &kept);
+        assert_eq!(
+            stale.into_iter().collect::<Vec<_>>(),
+            vec!["CNI-aaa".to_string()]
+        );
     }
 
     #[test]

@@ -24,7 +24,7 @@
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 
-use crate::iptables::{collect, s, split_rule_line, ExecRunner, Family, Runner, Table};
+use crate::iptables::{collect, s, stale_jump_targets, ExecRunner, Family, Runner, Table};
 use crate::names::sha512_hex;
 use crate::portmap::{PortForward, PortmapSpec};
 use crate::{lock, validate_owner, Error, LOCK_PATH};
@@ -331,22 +331,7 @@ impl<R: Runner> PortForward for IptablesPortForward<R> {
                 Ok(o) if o.success => o.stdout,
                 _ => continue,
             };
-            let mut stale = BTreeSet::new();
-            for line in listing.lines() {
-                let toks = split_rule_line(line);
-                let ours = toks
-                    .windows(2)
-                    .any(|w| w[0] == "--comment" && w[1].starts_with(&prefix));
-                let target = toks
-                    .windows(2)
-                    .find(|w| w[0] == "-j" && w[1].starts_with("CNI-DN-"))
-                    .map(|w| w[1].clone());
-                if let (true, Some(chain)) = (ours, target) {
-                    if !kept.contains(&chain) {
-                        stale.insert(chain);
-                    }
-                }
-            }
+            let stale = stale_jump_targets(&listing, &prefix, "CNI-DN-", &kept);
             for chain in stale {
                 self.nat()
                     .remove_chain(fam, DNAT_CHAIN, &chain, &mut errors);
