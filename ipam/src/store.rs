@@ -386,35 +386,18 @@ impl Store {
         let pairs: HashSet<(&str, &str)> =
             valid.iter().map(|(c, i)| (c.trim(), i.as_str())).collect();
         let cids: HashSet<&str> = valid.iter().map(|(c, _)| c.trim()).collect();
-        let mut removed = Vec::new();
-        let mut failed = Vec::new();
-        for (name, kind) in &entries {
-            let EntryKind::Lease(ip) = kind else { continue };
-            let Some(content) = self.read(name) else {
-                continue;
-            };
-            let keep = match Owner::parse(&content) {
-                Owner::Attachment { cid, ifname } => {
-                    pairs.contains(&(cid.as_str(), ifname.as_str()))
-                }
-                Owner::Legacy(cid) => cids.contains(cid.as_str()),
-                Owner::Nobody => false,
-            };
-            if keep {
-                continue;
-            }
-            let path = self.dir.join(name);
-            match fs::remove_file(&path) {
-                Ok(()) => removed.push(*ip),
-                Err(e) if e.kind() == ErrorKind::NotFound => {}
-                Err(e) => failed.push(format!("remove {}: {e}", path.display())),
-            }
-        }
-        if failed.is_empty() {
-            Ok(removed)
-        } else {
-            Err(Error::Gc(failed))
-        }
+        let leases: Vec<(IpAddr, String)> = entries
+            .into_iter()
+            .filter_map(|(name, kind)| match kind {
+                EntryKind::Lease(ip) => Some((ip, name)),
+                _ => None,
+            })
+            .collect();
+        self.remove_matching(&leases, |content| match Owner::parse(content) {
+            Owner::Attachment { cid, ifname } => !pairs.contains(&(cid.as_str(), ifname.as_str())),
+            Owner::Legacy(cid) => !cids.contains(cid.as_str()),
+            Owner::Nobody => true,
+        })
     }
 }
 
