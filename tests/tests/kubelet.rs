@@ -320,13 +320,24 @@ fn responders(sb: &Sandbox, pod: &str) -> Vec<Background> {
     v
 }
 
+/// One request/response through `addr:port`. UDP may lose a datagram (it does, rarely, when
+/// the test machine is saturated by parallel tests), so a UDP exchange is retried like a real
+/// UDP client would; TCP gets one attempt.
 fn fetch(sb: &Sandbox, from: Option<&str>, proto: &str, addr: &str, port: usize) -> String {
     let cmd = format!("echo ping | socat -T2 - {proto}:{addr}:{port}");
-    let out = match from {
-        Some(ns) => sb.exec_in(ns, &cmd),
-        None => sb.try_sh(&cmd),
-    };
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
+    let attempts = if proto == "UDP" { 3 } else { 1 };
+    let mut reply = String::new();
+    for _ in 0..attempts {
+        let out = match from {
+            Some(ns) => sb.exec_in(ns, &cmd),
+            None => sb.try_sh(&cmd),
+        };
+        reply = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        if !reply.is_empty() {
+            break;
+        }
+    }
+    reply
 }
 
 #[test]
