@@ -688,3 +688,69 @@ fn macspoofchk_rollback_and_gc() {
         assert!(elems.iter().all(|e| e.2.contains("id: cid2,")), "{elems:?}");
     });
 }
+
+/// A container joins a second bridge network (`podman network connect`, Multus): the second
+/// ADD must not fail on the default route the first network installed. As the reference does,
+/// the route that exists wins; the second network's own routes and addresses are installed,
+/// CHECK passes for both, and DEL of the second network leaves the first one's route alone.
+#[test]
+fn second_network_keeps_the_first_default_route() {
+    sandbox(|sb| {
+        let ns = sb.netns("c1");
+        let net_a = conf(sb, &json!({"isDefaultGateway": true}));
+        let mut net_b = conf(
+            sb,
+            &json!({"isDefaultGateway": true, "bridge": "cni1",
+                    "ipam": ipam(sb, "10.23.0.0/24")}),
+        );
+        net_b["name"] = json!("brnet2");
+        let ra = call("ADD", "cid1", &ns, &net_a).ok();
+        let rb = CniCall::new("bridge", "ADD")
+            .attachment("cid1", &ns, "eth1")
+            .conf(&net_b)
+            .run()
+            .ok();
+        assert_eq!(rb["ips"][0]["address"], "10.23.0.2/24", "{rb}");
+        assert!(sb
+            .addrs(Some("c1"), "eth1")
+            .contains(&"10.23.0.2/24".to_string()));
+        let default = sb.sh("ip -n c1 route show default");
+        assert_eq!(
+            default.trim(),
+            "default via 10.22.0.1 dev eth0",
+            "{default}"
+        );
+        // Both networks carry traffic: each gateway answers on its own interface.
+        assert!(sb.ping("c1", "10.22.0.1"));
+        assert!(sb.ping("c1", "10.23.0.1"));
+
+        for (prev, ifname, c) in [(&ra, "eth0", &net_a), (&rb, "eth1", &net_b)] {
+            CniCall::new("bridge", "CHECK")
+                .attachment("cid1", &ns, ifname)
+                .conf(&with_prev(c, prev))
+                .run()
+                .ok();
+        }
+        CniCall::new("bridge", "DEL")
+            .attachment("cid1", &ns, "eth1")
+            .conf(&with_prev(&net_b, &rb))
+            .run()
+            .ok();
+        assert!(sb.link(Some("c1"), "eth1").is_none());
+        let default = sb.sh("ip -n c1 route show default");
+        assert_eq!(
+            default.trim(),
+            "default via 10.22.0.1 dev eth0",
+            "{default}"
+        );
+        call("DEL", "cid1", &ns, &with_prev(&net_a, &ra)).ok();
+        assert!(host_veths(sb).is_empty());
+        assert!(leases(sb).is_empty());
+        let second: Vec<_> = std::fs::read_dir(sb.scratch().join("ipam/brnet2"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|n| n != "lock" && !n.starts_with("last_reserved_ip"))
+            .collect();
+        assert!(second.is_empty(), "{second:?}");
+    });
+}

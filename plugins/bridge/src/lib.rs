@@ -461,8 +461,16 @@ impl Attachment<'_> {
                     scope: r.scope,
                     mtu: None,
                 };
-                cont.route_add(&spec)
-                    .map_err(kerr(format!("add route {} in container", r.dst)))?;
+                match cont.route_add(&spec) {
+                    Ok(()) => {}
+                    // The container already routes this destination, typically the default
+                    // route of its first network when it joins a second one (podman network
+                    // connect, Multus). The reference skips it: the first one wins. Our routes
+                    // hang on our veth and go with it, so rollback and DEL never touch the
+                    // other interface's route.
+                    Err(e) if e.is_exists() => {}
+                    Err(e) => return Err(kerr(format!("add route {} in container", r.dst))(e)),
+                }
             }
         }
 
@@ -768,9 +776,12 @@ impl Plugin for Bridge {
                     kernel::netlink::Family::V6
                 };
                 let routes = cont.routes(family).map_err(kerr("list routes"))?;
-                let found = routes
-                    .iter()
-                    .any(|k| k.dst == r.dst.trunc() && (r.gw.is_none() || k.gw == r.gw));
+                // Ours (dst and gateway match), or the same destination owned by another
+                // interface: ADD skipped it then ("the first one wins").
+                let found = routes.iter().any(|k| {
+                    k.dst == r.dst.trunc()
+                        && (r.gw.is_none() || k.gw == r.gw || k.oif != Some(link.index))
+                });
                 if !found {
                     let via = r.gw.map(|g| format!(" via {g}")).unwrap_or_default();
                     return Err(CniError::internal(format!(
