@@ -4,7 +4,7 @@
 
 use cni::error::CniError;
 use cni::result::{CniResult, Dns, IpConfig, Route};
-use cni::skel::{CmdArgs, Plugin};
+use cni::skel::{CmdArgs, NetnsPolicy, Plugin};
 
 use crate::alloc;
 use crate::config::{IpamConfig, RawNetConf};
@@ -48,6 +48,11 @@ fn dns(cfg: &IpamConfig) -> Result<Dns, CniError> {
 }
 
 impl Plugin for HostLocal {
+    /// IPAM never enters CNI_NETNS: any value is accepted, as the reference does.
+    fn netns_policy(&self) -> NetnsPolicy {
+        NetnsPolicy::NotEntered
+    }
+
     fn known_args(&self) -> &'static [&'static str] {
         &[ARG_IP]
     }

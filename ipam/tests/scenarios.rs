@@ -408,3 +408,36 @@ fn case_insensitive_keys_like_go() {
         assert_eq!(leases(&dd), ["10.13.0.100"]);
     });
 }
+
+/// host-local never enters CNI_NETNS, so, like the reference, it accepts any value: a VM
+/// runtime's own path, a regular file, a path that does not exist, the plugin's own namespace.
+/// Each ADD gets its lease and each DEL releases it.
+#[test]
+fn any_netns_value_is_accepted_because_ipam_never_enters_it() {
+    sandbox(|sb| {
+        let dd = sb.dir("data");
+        let c = conf("1.0.0", &dd, json!({"subnet": "10.98.0.0/24"}));
+        let file = sb.scratch().join("not-a-namespace");
+        std::fs::write(&file, b"").unwrap();
+        let paths = [
+            file,
+            sb.scratch().join("missing"),
+            std::path::PathBuf::from("/proc/thread-self/ns/net"),
+            std::path::PathBuf::from("/var/run/vm-123"),
+        ];
+        for (i, p) in paths.iter().enumerate() {
+            let cid = format!("vm{i}");
+            let r = add(p, &c, &cid, "eth0").ok();
+            assert_eq!(
+                addrs(&r),
+                [format!("10.98.0.{}/24", i + 2)],
+                "{}",
+                p.display()
+            );
+        }
+        for (i, p) in paths.iter().enumerate() {
+            del(p, &c, &format!("vm{i}"), "eth0").ok();
+        }
+        assert_eq!(files(&dd), ["last_reserved_ip.0", "lock"]);
+    });
+}

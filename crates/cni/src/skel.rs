@@ -184,6 +184,11 @@ pub enum NetnsPolicy {
     RejectOwn,
     /// The plugin checks CNI_NETNS itself (the `host` plugin).
     AllowAny,
+    /// The plugin never enters CNI_NETNS (IPAM, and meta plugins that only program the host:
+    /// `portmap`, `firewall`), so any value is accepted, as the reference does: VM runtimes,
+    /// IP-reservation tools and delegating meta-plugins pass paths that are not namespaces, and
+    /// only a plugin that enters the namespace has a reason to validate it.
+    NotEntered,
 }
 
 /// A CNI plugin.

@@ -24,7 +24,7 @@ use std::path::Path;
 
 use cni::error::{codes, CniError};
 use cni::result::CniResult;
-use cni::skel::{CmdArgs, Plugin};
+use cni::skel::{CmdArgs, NetnsPolicy, Plugin};
 use firewall::forward::{forward_firewall, ForwardAttachment, ForwardFirewall, IngressPolicy};
 use firewall::iptables_forward::DEFAULT_ADMIN_CHAIN;
 use firewall::Backend;
@@ -199,6 +199,11 @@ fn families(ips: &[IpAddr]) -> (bool, bool) {
 }
 
 impl Plugin for FirewallPlugin {
+    /// The forward filter is the host's; CNI_NETNS is never entered.
+    fn netns_policy(&self) -> NetnsPolicy {
+        NetnsPolicy::NotEntered
+    }
+
     fn supported_versions(&self) -> &'static [&'static str] {
         &SUPPORTED_VERSIONS
     }

@@ -19,7 +19,7 @@ use std::net::IpAddr;
 
 use cni::error::{codes, CniError};
 use cni::result::CniResult;
-use cni::skel::{CmdArgs, Plugin};
+use cni::skel::{CmdArgs, NetnsPolicy, Plugin};
 use firewall::portmap::{check_duplicates, port_forwarder, PortMap, PortmapSpec, Proto};
 use firewall::Backend;
 use ipnet::IpNet;
@@ -250,6 +250,11 @@ fn flush_udp(maps: &[PortMap]) {
 }
 
 impl Plugin for Portmap {
+    /// Port forwarding is programmed on the host; CNI_NETNS is never entered.
+    fn netns_policy(&self) -> NetnsPolicy {
+        NetnsPolicy::NotEntered
+    }
+
     fn add(&self, args: &CmdArgs) -> Result<CniResult, CniError> {
         let conf = PortmapConf::load(args)?;
         let mut prev = prev_required(args)?;
