@@ -287,9 +287,10 @@ pub fn addr_del(index: u32, addr: IpNet) -> Request {
 }
 
 /// `RTM_GETADDR` dump; with strict checking the kernel filters by index itself.
-pub fn dump_addrs(index: Option<u32>) -> Request {
+pub fn dump_addrs(index: Option<u32>, family: AddressFamily) -> Request {
     let mut m = AddressMessage::default();
     m.header.index = index.unwrap_or(0);
+    m.header.family = family;
     Request::new(RouteNetlinkMessage::GetAddress(m), NLM_F_DUMP)
 }
 
@@ -895,12 +896,14 @@ mod tests {
     #[test]
     fn dumps_are_dumps() {
         assert!(dump_links().is_dump());
-        assert!(dump_addrs(Some(3)).is_dump());
+        assert!(dump_addrs(Some(3), AddressFamily::Inet).is_dump());
         assert!(dump_routes(Family::V6).is_dump());
         assert!(!get_link_by_name("x").is_dump());
-        let RouteNetlinkMessage::GetAddress(m) = dump_addrs(Some(3)).msg else {
+        let RouteNetlinkMessage::GetAddress(m) = dump_addrs(Some(3), AddressFamily::Inet6).msg
+        else {
             panic!()
         };
         assert_eq!(m.header.index, 3);
+        assert_eq!(m.header.family, AddressFamily::Inet6);
     }
 }

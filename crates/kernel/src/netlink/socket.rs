@@ -8,7 +8,7 @@ use netlink_packet_core::{
     NetlinkBuffer, NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_MULTIPART, NLM_F_REQUEST,
 };
 use netlink_packet_route::link::{LinkAttribute, LinkFlags};
-use netlink_packet_route::RouteNetlinkMessage;
+use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
 
 use super::msg::{self, Request};
@@ -390,7 +390,31 @@ impl NetlinkOps for Netlink {
     }
 
     fn addrs(&mut self, index: Option<u32>) -> Result<Vec<Addr>> {
-        let msgs = self.request("addrs", &String::new, msg::dump_addrs(index))?;
+        // An AF_UNSPEC dump walks every family's handler, and some of them visit every device
+        // of the namespace whatever the index filter says: with 1000 veths one request cost
+        // ~4.5 ms. Per-family requests are filtered by index in the kernel (strict checking),
+        // so their cost does not grow with the number of links.
+        let msgs = match index {
+            Some(_) => {
+                let mut v4 = self.request(
+                    "addrs",
+                    &String::new,
+                    msg::dump_addrs(index, AddressFamily::Inet),
+                )?;
+                let v6 = self.request(
+                    "addrs",
+                    &String::new,
+                    msg::dump_addrs(index, AddressFamily::Inet6),
+                )?;
+                v4.extend(v6);
+                v4
+            }
+            None => self.request(
+                "addrs",
+                &String::new,
+                msg::dump_addrs(None, AddressFamily::Unspec),
+            )?,
+        };
         Ok(msgs
             .iter()
             .filter_map(|m| match m {
