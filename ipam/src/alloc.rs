@@ -10,8 +10,9 @@ use ipnet::IpNet;
 
 use crate::config::IpamConfig;
 use crate::error::Error;
+use crate::index::{IndexedLease, Listing};
 use crate::range::{RangeIter, RangeSet};
-use crate::store::{lease_content, Store};
+use crate::store::{lease_content, LeaseWriter, Store};
 
 /// One address handed out by ADD.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -73,17 +74,48 @@ fn allocate_in_set(
     ifname: &str,
 ) -> Result<Allocation, Error> {
     let _guard = store.lock()?;
-    let entries = store.entries()?;
-    store.sweep_temps(&entries);
-    let leases: Vec<(IpAddr, String)> = entries
-        .into_iter()
-        .filter_map(|(n, k)| match k {
-            crate::store::EntryKind::Lease(ip) => Some((ip, n)),
-            _ => None,
-        })
-        .collect();
+    let mut listing = store.listing()?;
     let writer = store.writer(cid, ifname)?;
+    // Every exit below leaves the owner index matching what this call did to the directory.
+    let outcome = allocate_with(
+        store,
+        &mut listing,
+        &writer,
+        set,
+        idx,
+        requested,
+        cid,
+        ifname,
+    );
+    store.save_listing(&listing);
+    outcome
+}
 
+/// Remember a lease `writer` just linked, so the next call need not read it.
+fn note_claimed(listing: &mut Listing, writer: &LeaseWriter<'_>, ip: IpAddr) {
+    match writer.inode() {
+        Some(ino) => listing.insert(IndexedLease {
+            ip,
+            name: ip.to_string(),
+            ino,
+            content: writer.content().to_string(),
+        }),
+        // Unknown inode: leave it out; the next listing reads the file once.
+        None => listing.dirty = true,
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn allocate_with(
+    store: &Store,
+    listing: &mut Listing,
+    writer: &LeaseWriter<'_>,
+    set: &RangeSet,
+    idx: usize,
+    requested: Option<IpAddr>,
+    cid: &str,
+    ifname: &str,
+) -> Result<Allocation, Error> {
     if let Some(ip) = requested {
         // plan_requests guarantees the set holds ip and ip is not the gateway.
         let Some(range) = set.range_for(ip) else {
@@ -95,13 +127,14 @@ fn allocate_in_set(
         };
         // A lease named differently but for the same address (e.g. non-canonical IPv6 text
         // written by another tool) also makes it unavailable.
-        if leases.iter().any(|(l, _)| *l == ip) || !writer.claim(ip)? {
+        if listing.leases.iter().any(|l| l.ip == ip) || !writer.claim(ip)? {
             return Err(Error::RequestedTaken {
                 idx,
                 ip,
                 set: set.to_string(),
             });
         }
+        note_claimed(listing, writer, ip);
         note_last_reserved(store, idx, ip);
         return Ok(Allocation {
             set: idx,
@@ -110,24 +143,29 @@ fn allocate_in_set(
         });
     }
 
-    let in_set: Vec<(IpAddr, String)> = leases
-        .iter()
-        .filter(|(ip, _)| set.contains(*ip))
-        .cloned()
-        .collect();
-    if let Some(ip) = store.get_by_id(&in_set, cid, ifname).first() {
+    if let Some(ip) = store
+        .get_by_id(listing, cid, ifname)
+        .into_iter()
+        .find(|ip| set.contains(*ip))
+    {
         return Err(Error::Duplicate {
             idx,
-            ip: *ip,
+            ip,
             cid: cid.to_string(),
         });
     }
-    let taken: HashSet<IpAddr> = in_set.iter().map(|(ip, _)| *ip).collect();
+    let taken: HashSet<IpAddr> = listing
+        .leases
+        .iter()
+        .map(|l| l.ip)
+        .filter(|ip| set.contains(*ip))
+        .collect();
     for (ip, range) in RangeIter::new(set, store.last_reserved(idx)) {
         if taken.contains(&ip) {
             continue;
         }
         if writer.claim(ip)? {
+            note_claimed(listing, writer, ip);
             note_last_reserved(store, idx, ip);
             return Ok(Allocation {
                 set: idx,
@@ -157,8 +195,6 @@ pub fn del(cfg: &IpamConfig, cid: &str, ifname: &str) -> Result<Vec<IpAddr>, Err
         return Ok(Vec::new());
     };
     let _guard = store.lock()?;
-    let entries = store.entries()?;
-    store.sweep_temps(&entries);
     store.release_by_id(cid, ifname)
 }
 
@@ -245,6 +281,7 @@ mod tests {
         let mut v: Vec<String> = std::fs::read_dir(dir.join("net"))
             .unwrap()
             .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|n| n != crate::index::INDEX_FILE)
             .collect();
         v.sort();
         v
@@ -393,5 +430,84 @@ mod tests {
             std::fs::read(t.0.join("net/10.1.0.2")).unwrap(),
             b"c1\r\neth0"
         );
+    }
+
+    fn listing_of(dir: &Path) -> Listing {
+        let store = Store::open(dir.join("net")).unwrap();
+        let _guard = store.lock().unwrap();
+        store.listing().unwrap()
+    }
+
+    #[test]
+    fn owner_index_spares_reading_known_leases() {
+        let t = TempDir::new("idx");
+        let c = cfg(&t.0, serde_json::json!({"subnet":"10.1.0.0/24"}), None);
+        for i in 0..20 {
+            add(&c, &format!("c{i}"), "eth0").unwrap();
+        }
+        let l = listing_of(&t.0);
+        assert_eq!(l.leases.len(), 20);
+        assert_eq!(l.files_read, 0, "every lease came from the index");
+        assert!(!l.dirty);
+        assert!(add(&c, "c3", "eth0")
+            .unwrap_err()
+            .to_string()
+            .contains("10.1.0.5 has been allocated to c3"));
+        assert_eq!(del(&c, "c3", "eth0").unwrap().len(), 1);
+        let l = listing_of(&t.0);
+        assert_eq!((l.leases.len(), l.files_read, l.dirty), (19, 0, false));
+    }
+
+    #[test]
+    fn owner_index_sees_leases_written_by_others() {
+        let t = TempDir::new("idx-foreign");
+        let c = cfg(&t.0, serde_json::json!({"subnet":"10.1.0.0/24"}), None);
+        add(&c, "c1", "eth0").unwrap();
+        // The reference plugin (or a writer killed before updating the index) adds a lease.
+        std::fs::write(t.0.join("net/10.1.0.9"), "ref\r\neth0").unwrap();
+        assert_eq!(listing_of(&t.0).files_read, 1);
+        let e = add(&c, "ref", "eth0").unwrap_err().to_string();
+        assert!(e.contains("10.1.0.9 has been allocated to ref"), "{e}");
+        // It replaces c1's lease under the same name (a new file, hence a new inode).
+        let tmp = t.0.join("net/replacement");
+        std::fs::write(&tmp, "other\r\neth0").unwrap();
+        std::fs::rename(&tmp, t.0.join("net/10.1.0.2")).unwrap();
+        assert!(
+            del(&c, "c1", "eth0").unwrap().is_empty(),
+            "not c1's any more"
+        );
+        assert!(t.0.join("net/10.1.0.2").exists());
+        assert_eq!(del(&c, "other", "eth0").unwrap().len(), 1);
+        assert_eq!(del(&c, "ref", "eth0").unwrap().len(), 1);
+        let l = listing_of(&t.0);
+        assert!(l.leases.is_empty());
+    }
+
+    #[test]
+    fn a_corrupt_or_stale_index_costs_reads_not_correctness() {
+        let t = TempDir::new("idx-corrupt");
+        let c = cfg(&t.0, serde_json::json!({"subnet":"10.1.0.0/24"}), None);
+        add(&c, "c1", "eth0").unwrap();
+        add(&c, "c2", "eth0").unwrap();
+        let index = t.0.join("net").join(crate::index::INDEX_FILE);
+        std::fs::write(&index, "garbage\n10.1.0.2\t1\tnot-c1\n").unwrap();
+        assert!(add(&c, "c1", "eth0").is_err(), "duplicate still detected");
+        // A lease removed behind our back (GC by another tool) is dropped from the index.
+        std::fs::remove_file(t.0.join("net/10.1.0.3")).unwrap();
+        assert_eq!(
+            add(&c, "c3", "eth0").unwrap()[0].address.to_string(),
+            "10.1.0.4/24"
+        );
+        let l = listing_of(&t.0);
+        let owners: Vec<(&str, &str)> = l
+            .leases
+            .iter()
+            .map(|x| (x.name.as_str(), x.content.as_str()))
+            .collect();
+        assert_eq!(
+            owners,
+            [("10.1.0.2", "c1\r\neth0"), ("10.1.0.4", "c3\r\neth0")]
+        );
+        assert_eq!(l.files_read, 0);
     }
 }

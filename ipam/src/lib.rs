@@ -3,12 +3,14 @@
 //!
 //! Layers: [`config`] merges and validates the configuration and requested addresses,
 //! [`range`] holds range arithmetic and the round-robin cursor, [`store`] owns the on-disk
-//! lease layout and its atomic writes, [`alloc`] implements the verbs on top of them, and
+//! lease layout and its atomic writes, [`index`] caches lease owners so a call does not read
+//! every lease, [`alloc`] implements the verbs on top of them, and
 //! [`plugin`] maps CNI calls onto the verbs.
 
 pub mod alloc;
 pub mod config;
 pub mod error;
+pub mod index;
 pub mod plugin;
 pub mod range;
 pub mod resolv;

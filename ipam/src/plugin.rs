@@ -62,7 +62,9 @@ impl Plugin for HostLocal {
         // Everything that can fail on input alone is checked before the first lease is written.
         let routes = routes(&cfg)?;
         let dns = dns(&cfg)?;
+        cni::trace::phase("config");
         let allocs = alloc::add(&cfg, &args.container_id, &args.ifname)?;
+        cni::trace::phase("allocate");
         Ok(CniResult {
             cni_version: args.version.as_str().to_string(),
             interfaces: Vec::new(),

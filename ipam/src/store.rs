@@ -28,6 +28,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use crate::error::Error;
+use crate::index::{self, IndexedLease, Listing, INDEX_FILE};
 
 /// Name of the lock file inside the network directory.
 pub const LOCK_FILE: &str = "lock";
@@ -43,7 +44,7 @@ pub const LINE_BREAK: &str = "\r\n";
 pub enum EntryKind {
     /// A lease: the name parses as an address.
     Lease(IpAddr),
-    /// `lock` or `last_reserved_ip.*`: allocator state, never a lease.
+    /// `lock`, `last_reserved_ip.*` or our owner index: allocator state, never a lease.
     State,
     /// One of our temp files.
     Temp,
@@ -53,7 +54,7 @@ pub enum EntryKind {
 
 /// Classify a file name the way the reference does (a lease is a file named by an address).
 pub fn classify(name: &str) -> EntryKind {
-    if name == LOCK_FILE || name.starts_with(LAST_RESERVED_PREFIX) {
+    if name == LOCK_FILE || name == INDEX_FILE || name.starts_with(LAST_RESERVED_PREFIX) {
         EntryKind::State
     } else if name.starts_with(TEMP_PREFIX) {
         EntryKind::Temp
@@ -267,18 +268,93 @@ impl Store {
         }
     }
 
-    /// Leases held by (cid, ifname) or, legacy, by cid alone (duplicate check of ADD).
-    pub fn get_by_id(&self, leases: &[(IpAddr, String)], cid: &str, ifname: &str) -> Vec<IpAddr> {
+    /// Leases held by (cid, ifname) or, legacy, by cid alone (duplicate check of ADD). The
+    /// listing names the candidates; each is re-read so a stale index never refuses an ADD.
+    pub fn get_by_id(&self, listing: &Listing, cid: &str, ifname: &str) -> Vec<IpAddr> {
         let want = lease_content(cid, ifname);
         let legacy = cid.trim();
-        leases
-            .iter()
-            .filter(|(_, name)| {
-                self.read(name)
+        listing
+            .held_by(&want)
+            .chain(listing.held_by(legacy))
+            .filter(|l| {
+                self.read(&l.name)
                     .is_some_and(|c| c.trim() == want || c.trim() == legacy)
             })
-            .map(|(ip, _)| *ip)
+            .map(|l| l.ip)
             .collect()
+    }
+
+    /// Every lease with its owner, read through the owner index (see [`crate::index`]): one
+    /// directory listing, plus one read per lease the index does not know. Temp files of dead
+    /// writers are swept on the way. Lock must be held.
+    pub fn listing(&self) -> Result<Listing, Error> {
+        let cached = self
+            .read(INDEX_FILE)
+            .map(|t| index::decode(&t))
+            .unwrap_or_default();
+        let rd = fs::read_dir(&self.dir).map_err(|e| Error::io("read", &self.dir, e))?;
+        let mut listing = Listing::default();
+        let mut known = 0usize;
+        for ent in rd {
+            let ent = ent.map_err(|e| Error::io("read", &self.dir, e))?;
+            let Ok(name) = ent.file_name().into_string() else {
+                continue;
+            };
+            let ip = match classify(&name) {
+                EntryKind::Lease(ip) => ip,
+                EntryKind::Temp => {
+                    let _ = fs::remove_file(self.dir.join(&name));
+                    continue;
+                }
+                EntryKind::State | EntryKind::Other => continue,
+            };
+            let ino = std::os::unix::fs::DirEntryExt::ino(&ent);
+            let content = match cached.get(&name) {
+                Some((i, c)) if *i == ino => {
+                    known += 1;
+                    c.clone()
+                }
+                _ => {
+                    listing.files_read += 1;
+                    // Vanished since the listing: not a lease any more.
+                    let Some(c) = self.read(&name) else { continue };
+                    c
+                }
+            };
+            listing.leases.push(IndexedLease {
+                ip,
+                name,
+                ino,
+                content,
+            });
+        }
+        listing.leases.sort_by(|a, b| a.name.cmp(&b.name));
+        listing.dirty = listing.files_read > 0 || known != cached.len();
+        Ok(listing)
+    }
+
+    /// Rewrite the owner index when the listing changed. Best effort: a stale or missing index
+    /// only costs reads on the next call. Lock must be held.
+    pub fn save_listing(&self, listing: &Listing) {
+        if !listing.dirty {
+            return;
+        }
+        let target = self.dir.join(INDEX_FILE);
+        let tmp = self.temp_path();
+        let write = || -> std::io::Result<()> {
+            let mut f = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .custom_flags(libc::O_CLOEXEC)
+                .open(&tmp)?;
+            f.write_all(listing.encode().as_bytes())?;
+            fs::rename(&tmp, &target)
+        };
+        if let Err(e) = write() {
+            let _ = fs::remove_file(&tmp);
+            eprintln!("host-local: owner index {}: {e}", target.display());
+        }
     }
 
     /// A writer for new leases of (cid, ifname); call [`LeaseWriter::claim`] per candidate.
@@ -333,16 +409,30 @@ impl Store {
     }
 
     /// DEL: remove every lease of (cid, ifname); if there is none, every legacy lease of cid.
+    /// The listing names the candidates; `remove_matching` re-reads each before removing it.
     /// Keeps going past failures and reports them at the end. Lock must be held.
     pub fn release_by_id(&self, cid: &str, ifname: &str) -> Result<Vec<IpAddr>, Error> {
-        let leases = self.leases()?;
+        let mut listing = self.listing()?;
         let want = lease_content(cid, ifname);
-        let mut released = self.remove_matching(&leases, |c| c == want)?;
-        if released.is_empty() {
-            let legacy = cid.trim();
-            released = self.remove_matching(&leases, |c| c == legacy)?;
+        let legacy = cid.trim();
+        let candidates = |content: &str| -> Vec<(IpAddr, String)> {
+            listing
+                .held_by(content)
+                .map(|l| (l.ip, l.name.clone()))
+                .collect()
+        };
+        let (exact, old) = (candidates(&want), candidates(legacy));
+        let mut outcome = self.remove_matching(&exact, |c| c == want);
+        if matches!(&outcome, Ok(r) if r.is_empty()) {
+            outcome = self.remove_matching(&old, |c| c == legacy);
         }
-        Ok(released)
+        for (_, name) in exact.iter().chain(&old) {
+            if !self.dir.join(name).exists() {
+                listing.remove(name);
+            }
+        }
+        self.save_listing(&listing);
+        outcome
     }
 
     fn remove_matching(
@@ -372,8 +462,8 @@ impl Store {
 
     /// CHECK: does (cid, ifname), or legacy cid, hold any lease?
     pub fn find_by_id(&self, cid: &str, ifname: &str) -> Result<bool, Error> {
-        let leases = self.leases()?;
-        Ok(!self.get_by_id(&leases, cid, ifname).is_empty())
+        let listing = self.listing()?;
+        Ok(!self.get_by_id(&listing, cid, ifname).is_empty())
     }
 
     /// GC (spec 1.1): remove every lease not owned by one of `valid` (cid, ifname) pairs.
@@ -481,6 +571,15 @@ impl<'a> LeaseWriter<'a> {
     /// The content every lease of this writer gets.
     pub fn content(&self) -> &str {
         &self.content
+    }
+
+    /// Inode number of the leases this writer links (all are hard links of one file).
+    pub fn inode(&self) -> Option<u64> {
+        use std::os::unix::fs::MetadataExt;
+        match &self.tmp {
+            TempLease::Anonymous(f) => f.metadata().ok().map(|m| m.ino()),
+            TempLease::Named(p) => fs::metadata(p).ok().map(|m| m.ino()),
+        }
     }
 
     /// Try to create the lease for `ip`: Ok(false) when the name is taken (`EEXIST`).

@@ -18,6 +18,22 @@ use std::process::{Command, Output, Stdio};
 
 use serde_json::Value;
 
+/// Lease files in a host-local network directory: the files whose name parses as an address,
+/// the reference's own definition (`lock`, `last_reserved_ip.*` and our owner index are not
+/// leases). Sorted; empty when the directory was never created.
+pub fn lease_files(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = match std::fs::read_dir(dir) {
+        Ok(d) => d
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|n| n.parse::<std::net::IpAddr>().is_ok())
+            .collect(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => panic!("cannot list {}: {e}", dir.display()),
+    };
+    v.sort();
+    v
+}
+
 /// The sandbox of one test: a private "host" network namespace plus helpers.
 pub struct Sandbox {
     scratch: PathBuf,

@@ -3,9 +3,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use integration_tests::{sandbox, CniCall, CniOutput, Sandbox};
+use integration_tests::{lease_files, sandbox, CniCall, CniOutput, Sandbox};
 use serde_json::{json, Value};
 
 const NET: &str = "brnet";
@@ -41,16 +41,7 @@ fn with_prev(c: &Value, prev: &Value) -> Value {
 }
 
 fn leases(sb: &Sandbox) -> Vec<String> {
-    let dir: PathBuf = sb.scratch().join("ipam").join(NET);
-    let mut v: Vec<String> = std::fs::read_dir(&dir)
-        .map(|d| {
-            d.map(|e| e.unwrap().file_name().into_string().unwrap())
-                .filter(|n| n != "lock" && !n.starts_with("last_reserved_ip"))
-                .collect()
-        })
-        .unwrap_or_default();
-    v.sort();
-    v
+    lease_files(&sb.scratch().join("ipam").join(NET))
 }
 
 fn host_veths(sb: &Sandbox) -> Vec<String> {
@@ -746,11 +737,7 @@ fn second_network_keeps_the_first_default_route() {
         call("DEL", "cid1", &ns, &with_prev(&net_a, &ra)).ok();
         assert!(host_veths(sb).is_empty());
         assert!(leases(sb).is_empty());
-        let second: Vec<_> = std::fs::read_dir(sb.scratch().join("ipam/brnet2"))
-            .unwrap()
-            .map(|e| e.unwrap().file_name().into_string().unwrap())
-            .filter(|n| n != "lock" && !n.starts_with("last_reserved_ip"))
-            .collect();
+        let second = lease_files(&sb.scratch().join("ipam/brnet2"));
         assert!(second.is_empty(), "{second:?}");
     });
 }

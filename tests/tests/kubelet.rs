@@ -145,9 +145,7 @@ impl Cluster {
                 })
                 .unwrap_or(0)
         };
-        let leases = count_files(&self.data.join("k8s-pod-network"), &|n| {
-            n == "lock" || n.starts_with("last_reserved_ip")
-        });
+        let leases = integration_tests::lease_files(&self.data.join("k8s-pod-network")).len();
         let cache = count_files(&self.cache.join("results"), &|n| {
             !n.starts_with("k8s-pod-network-")
         });

@@ -68,15 +68,7 @@ fn fails(conf: &Path, args: &[&str], code: i32) -> String {
 }
 
 fn leases(sb: &Sandbox) -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_dir(sb.scratch().join("ipam").join(NET))
-        .map(|d| {
-            d.map(|e| e.unwrap().file_name().into_string().unwrap())
-                .filter(|n| n != "lock" && !n.starts_with("last_reserved_ip"))
-                .collect()
-        })
-        .unwrap_or_default();
-    v.sort();
-    v
+    integration_tests::lease_files(&sb.scratch().join("ipam").join(NET))
 }
 
 fn cache_files() -> Vec<String> {

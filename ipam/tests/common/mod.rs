@@ -80,13 +80,17 @@ pub fn net_dir(data_dir: &Path) -> PathBuf {
     data_dir.join(NET)
 }
 
-/// Sorted file names of the network directory (empty when it does not exist).
+/// Sorted file names of the network directory (empty when it does not exist), without our
+/// owner index `.rcni-owners`: a cache that the reference ignores, so on-disk layout
+/// comparisons with the reference leave it out (its own tests are in `index.rs` and
+/// `owner_index.rs`).
 pub fn files(data_dir: &Path) -> Vec<String> {
     let Ok(rd) = std::fs::read_dir(net_dir(data_dir)) else {
         return Vec::new();
     };
     let mut v: Vec<String> = rd
         .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n != host_local::index::INDEX_FILE)
         .collect();
     v.sort();
     v
