@@ -10,6 +10,7 @@ pub mod gojson;
 pub mod result;
 pub mod runtime;
 pub mod skel;
+pub mod trace;
 pub mod version;
 
 pub use args::CniArgs;

@@ -288,7 +288,32 @@ pub fn run_with(
     if cmd == Command::Version {
         return print_version(plugin, stdin, stdout);
     }
-    match prepare(plugin, cmd, &get, stdin) {
+    let tracing = crate::trace::requested(&get);
+    if tracing {
+        let argv0 = std::env::args().next().unwrap_or_default();
+        let name = Path::new(&argv0)
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or(argv0);
+        crate::trace::start(&name, &cmd_s);
+    }
+    let rc = dispatch(plugin, cmd, &get, stdin, stdout);
+    if let Some(line) = crate::trace::finish() {
+        let _ = writeln!(stderr, "{line}");
+    }
+    rc
+}
+
+fn dispatch(
+    plugin: &dyn Plugin,
+    cmd: Command,
+    get: &dyn Fn(&str) -> Option<String>,
+    stdin: &mut dyn Read,
+    stdout: &mut dyn Write,
+) -> i32 {
+    let prepared = prepare(plugin, cmd, get, stdin);
+    crate::trace::phase("parse");
+    match prepared {
         Err((e, ver)) => print_error(stdout, &e, ver),
         Ok(args) => {
             let ver = args.version.as_str();

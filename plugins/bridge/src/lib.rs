@@ -24,6 +24,7 @@ use cni::delegate;
 use cni::error::{codes, CniError};
 use cni::result::{CniResult, Interface, Route};
 use cni::skel::{CmdArgs, Plugin};
+use cni::trace;
 pub use config::BridgeConf;
 use firewall::macspoof::{
     add_macspoofchk, check_macspoofchk, del_macspoofchk, gc_macspoofchk, SpoofEntry,
@@ -311,6 +312,7 @@ impl Attachment<'_> {
         let args = self.args;
         let conf = self.conf.clone();
         let bridge = ensure_bridge(&mut self.host, &conf)?;
+        trace::phase("bridge");
 
         // One NEWLINK: the container end is born in CNI_NETNS under its final name.
         let mut host_name = String::new();
@@ -350,6 +352,7 @@ impl Attachment<'_> {
             .map_err(kerr("lookup host veth"))?
             .ok_or_else(|| CniError::internal(format!("host veth {host_name} vanished")))?;
         undo.push(Undo::HostVeth(host_veth.index));
+        trace::phase("veth");
 
         self.host
             .link_set_master(host_veth.index, bridge.index)
@@ -367,6 +370,7 @@ impl Attachment<'_> {
         self.host
             .link_set_up(host_veth.index)
             .map_err(kerr("set host veth up"))?;
+        trace::phase("enslave+up");
 
         if conf.macspoofchk {
             // The MAC the kernel holds, i.e. after any configured MAC was applied.
@@ -399,6 +403,7 @@ impl Attachment<'_> {
             }
             None => CniResult::default(),
         };
+        trace::phase("ipam");
         result.cni_version = args.version.as_str().to_string();
 
         // Gateways per family: the IPAM's, or network+1 when we are the gateway.
@@ -474,6 +479,7 @@ impl Attachment<'_> {
             }
         }
 
+        trace::phase("container-addrs+routes");
         if conf.is_gateway {
             for (gw, subnet) in [gw4, gw6].into_iter().flatten() {
                 let gw_net = IpNet::new(gw, subnet.prefix_len())
@@ -499,6 +505,7 @@ impl Attachment<'_> {
             }
         }
 
+        trace::phase("gateway");
         if conf.ip_masq && !result.ips.is_empty() {
             let fw = choose_firewall(&conf)?;
             let rules: Vec<MasqRule> = result
@@ -515,9 +522,11 @@ impl Attachment<'_> {
             undo.push(Undo::Masquerade(fw));
         }
 
+        trace::phase("masquerade");
         if !conf.disable_container_interface {
             wait_for_port(&mut self.host, host_veth.index)?;
         }
+        trace::phase("wait-port");
 
         // Re-read MACs: enslaving and pinning may have changed them (plugins PR #809).
         let bridge_now = self
@@ -635,6 +644,7 @@ impl Plugin for Bridge {
             )));
         }
         let host = Netlink::open().map_err(kerr("netlink"))?;
+        trace::phase("netns+sockets");
         let mut attachment = Attachment { args, conf, host };
         let mut undo = Vec::new();
         match attachment.add(&ns, &mut cont, &mut undo) {

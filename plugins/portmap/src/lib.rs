@@ -20,6 +20,7 @@ use std::net::IpAddr;
 use cni::error::{codes, CniError};
 use cni::result::CniResult;
 use cni::skel::{CmdArgs, NetnsPolicy, Plugin};
+use cni::trace;
 use firewall::portmap::{check_duplicates, port_forwarder, PortMap, PortmapSpec, Proto};
 use firewall::Backend;
 use ipnet::IpNet;
@@ -268,7 +269,9 @@ impl Plugin for Portmap {
             return Ok(prev);
         }
         let fw = port_forwarder(conf.backend);
+        trace::phase("config");
         fw.add_portmap(&spec).map_err(fwerr("portmap"))?;
+        trace::phase("firewall");
         if let (true, Some(v4)) = (conf.snat, spec.v4) {
             if let Err(e) = enable_route_localnet(v4.addr()) {
                 if let Err(undo) = fw.del_portmap(&conf.network, &args.container_id, &args.ifname) {
@@ -277,7 +280,9 @@ impl Plugin for Portmap {
                 return Err(e);
             }
         }
+        trace::phase("route_localnet");
         flush_udp(&spec.mappings);
+        trace::phase("conntrack");
         Ok(prev)
     }
 
