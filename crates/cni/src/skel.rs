@@ -271,6 +271,25 @@ pub fn run_with(
     stdout: &mut dyn Write,
     stderr: &mut dyn Write,
 ) -> i32 {
+    let argv0 = std::env::args().next().unwrap_or_default();
+    let name = Path::new(&argv0)
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or(argv0);
+    run_named(plugin, about, &name, env, stdin, stdout, stderr)
+}
+
+/// [`run_with`] for a plugin known by `name` (its trace label) rather than by argv\[0\]: a
+/// plugin linked into another one and run in its process (see [`crate::delegate`]).
+pub fn run_named(
+    plugin: &dyn Plugin,
+    about: &str,
+    name: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+    stdin: &mut dyn Read,
+    stdout: &mut dyn Write,
+    stderr: &mut dyn Write,
+) -> i32 {
     let get = |k: &str| env(k).filter(|v| !v.is_empty());
     let Some(cmd_s) = get("CNI_COMMAND") else {
         // Go convention: about text and versions on stderr, success (scenario 2).
@@ -290,16 +309,13 @@ pub fn run_with(
     }
     let tracing = crate::trace::requested(&get);
     if tracing {
-        let argv0 = std::env::args().next().unwrap_or_default();
-        let name = Path::new(&argv0)
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or(argv0);
-        crate::trace::start(&name, &cmd_s);
+        crate::trace::start(name, &cmd_s);
     }
     let rc = dispatch(plugin, cmd, &get, stdin, stdout);
-    if let Some(line) = crate::trace::finish() {
-        let _ = writeln!(stderr, "{line}");
+    if tracing {
+        if let Some(line) = crate::trace::finish() {
+            let _ = writeln!(stderr, "{line}");
+        }
     }
     rc
 }

@@ -23,7 +23,9 @@ struct Tracer {
     phases: Vec<(&'static str, Duration)>,
 }
 
-static TRACE: Mutex<Option<Tracer>> = Mutex::new(None);
+/// A stack: a plugin run in the process of another (IPAM linked into bridge) traces itself as
+/// a nested call, and its time shows up in the caller's current phase.
+static TRACE: Mutex<Vec<Tracer>> = Mutex::new(Vec::new());
 
 /// Whether the environment asks for a trace (`RCNI_TRACE=1` or `true`).
 pub fn requested(env: &dyn Fn(&str) -> Option<String>) -> bool {
@@ -34,7 +36,7 @@ pub fn requested(env: &dyn Fn(&str) -> Option<String>) -> bool {
 pub fn start(plugin: &str, verb: &str) {
     let now = Instant::now();
     if let Ok(mut t) = TRACE.lock() {
-        *t = Some(Tracer {
+        t.push(Tracer {
             plugin: plugin.to_string(),
             verb: verb.to_string(),
             start: now,
@@ -47,7 +49,7 @@ pub fn start(plugin: &str, verb: &str) {
 /// End the phase named `name` now. A no-op unless a trace was started.
 pub fn phase(name: &'static str) {
     if let Ok(mut guard) = TRACE.lock() {
-        if let Some(t) = guard.as_mut() {
+        if let Some(t) = guard.last_mut() {
             let now = Instant::now();
             t.phases.push((name, now - t.last));
             t.last = now;
@@ -57,7 +59,7 @@ pub fn phase(name: &'static str) {
 
 /// The trace line (without newline), closing the last phase as `rest`; `None` when off.
 pub fn finish() -> Option<String> {
-    let t = TRACE.lock().ok()?.take()?;
+    let t = TRACE.lock().ok()?.pop()?;
     let now = Instant::now();
     let ms = |d: Duration| format!("{:.3}", d.as_secs_f64() * 1000.0);
     let mut line = format!(
@@ -102,6 +104,20 @@ mod tests {
         assert!(veth >= 2.0, "{line}");
         assert!((veth + ipam + rest - total).abs() < 0.01, "{line}");
         assert!(finish().is_none(), "finish consumes the trace");
+        // Nested: the inner call's time lands in the outer call's current phase.
+        start("bridge", "ADD");
+        phase("veth");
+        start("host-local", "ADD");
+        phase("allocate");
+        let inner = finish().unwrap();
+        assert!(inner.starts_with("rcni-trace host-local ADD"), "{inner}");
+        phase("ipam");
+        let outer = finish().unwrap();
+        assert!(
+            outer.contains(" veth=") && outer.contains(" ipam="),
+            "{outer}"
+        );
+        assert!(!outer.contains("allocate"), "{outer}");
         assert!(requested(&|_| Some("1".into())));
         assert!(requested(&|_| Some("TRUE".into())));
         assert!(!requested(&|_| Some("0".into())));
