@@ -110,7 +110,8 @@ cni DEL bridge db /run/netns/db eth0 \
   '{"cniVersion":"1.0.0","name":"demo","type":"bridge","bridge":"demo0","ipMasq":true,"ipam":{"type":"host-local","subnet":"10.88.0.0/24"}}' &&
   ok "bridge DEL again, without namespace or cache: still fine (idempotent)"
 left_veths=$(ip -br link | grep -c '^veth' || true)
-left_leases=$(find /var/lib/cni/networks/demo -type f ! -name lock ! -name 'last_reserved_ip.*' | wc -l)
+# A lease is a file named by an address (lock, last_reserved_ip.* and our .rcni-owners index are not).
+left_leases=$(ls -A /var/lib/cni/networks/demo 2>/dev/null | grep -cE '^[0-9a-fA-F:.]+$' || true)
 left_fw=$(nft list table inet rcni | grep -cE '10\.88\.0\.[0-9]+ comment|fd00:88::[0-9]+ comment|: 10\.88' || true)
 left_cache=$(find /var/lib/cni/results -type f 2>/dev/null | wc -l)
 [ "$left_veths$left_leases$left_fw$left_cache" = "0000" ] && ok "nothing left: 0 veths, 0 leases, 0 firewall entries, 0 cache files" ||

@@ -17,3 +17,17 @@ pub mod resolv;
 pub mod store;
 
 pub use error::{ConfigError, Error};
+
+/// The string that identifies a `host-local` binary of this build epoch, so a plugin that links
+/// this crate can run it in process instead of exec'ing it (`cni::delegate::register_builtin`).
+/// Bump the epoch whenever the plugin's observable behaviour changes: binaries of another epoch
+/// are then exec'd, never imitated. A macro so the binary's about text can embed it (concat!).
+#[macro_export]
+macro_rules! builtin_marker {
+    () => {
+        "rcni-builtin host-local epoch 1"
+    };
+}
+
+/// See [`builtin_marker`].
+pub const BUILTIN_MARKER: &str = builtin_marker!();

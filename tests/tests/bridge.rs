@@ -741,3 +741,82 @@ fn second_network_keeps_the_first_default_route() {
         assert!(second.is_empty(), "{second:?}");
     });
 }
+
+/// bridge links our host-local and runs it in its own process, but only when the `host-local`
+/// CNI_PATH names is ours: a user's own binary in front of it, or one that replaces ours in
+/// place, is exec'd as always. Proven with a wrapper script that logs every call it gets.
+#[test]
+fn in_process_ipam_only_when_cni_path_names_our_host_local() {
+    use std::os::unix::fs::PermissionsExt;
+    sandbox(|sb| {
+        let ours = integration_tests::bin_dir().join("host-local");
+        let user_dir = sb.dir("user-bin");
+        let log = sb.scratch().join("user-host-local.log");
+        let wrapper = format!(
+            "#!/bin/sh\necho \"$CNI_COMMAND $CNI_CONTAINERID\" >> {}\nexec {} \"$@\"\n",
+            log.display(),
+            ours.display()
+        );
+        let install_user_binary = |dir: &Path| {
+            let p = dir.join("host-local");
+            let tmp = dir.join(".host-local.new");
+            std::fs::write(&tmp, &wrapper).unwrap();
+            std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755)).unwrap();
+            std::fs::rename(&tmp, &p).unwrap();
+        };
+        install_user_binary(&user_dir);
+        let path = |first: &Path| {
+            format!(
+                "{}:{}",
+                first.display(),
+                integration_tests::bin_dir().display()
+            )
+        };
+        let logged = || std::fs::read_to_string(&log).unwrap_or_default();
+
+        // 1. The user's host-local comes first in CNI_PATH: it runs for ADD and DEL.
+        let ns = sb.netns("c1");
+        let c = conf(sb, &json!({}));
+        let r = call_with_path("ADD", "cid1", &ns, &c, &path(&user_dir)).ok();
+        assert_eq!(r["ips"][0]["address"], "10.22.0.2/24");
+        call_with_path("DEL", "cid1", &ns, &with_prev(&c, &r), &path(&user_dir)).ok();
+        assert_eq!(logged(), "ADD cid1\nDEL cid1\n");
+
+        // 2. Ours comes first (a copy, as an install would make): no exec, same outcome.
+        let mine = sb.dir("our-bin");
+        std::fs::copy(&ours, mine.join("host-local")).unwrap();
+        let ns2 = sb.netns("c2");
+        let r = call_with_path("ADD", "cid2", &ns2, &c, &path(&mine)).ok();
+        // Round robin goes on from the first ADD's lease, as the exec'd binary would.
+        assert_eq!(r["ips"][0]["address"], "10.22.0.3/24");
+        assert_eq!(leases(sb), ["10.22.0.3"]);
+        assert!(
+            Path::new("/run/rcni/builtin-host-local").exists(),
+            "verdict cached"
+        );
+        call_with_path("DEL", "cid2", &ns2, &with_prev(&c, &r), &path(&mine)).ok();
+        assert!(leases(sb).is_empty());
+        assert_eq!(
+            logged(),
+            "ADD cid1\nDEL cid1\n",
+            "the wrapper was not involved"
+        );
+
+        // 3. The user replaces our copy in place: the cached verdict no longer applies.
+        install_user_binary(&mine);
+        let ns3 = sb.netns("c3");
+        let r = call_with_path("ADD", "cid3", &ns3, &c, &path(&mine)).ok();
+        call_with_path("DEL", "cid3", &ns3, &with_prev(&c, &r), &path(&mine)).ok();
+        assert_eq!(logged(), "ADD cid1\nDEL cid1\nADD cid3\nDEL cid3\n");
+        assert!(leases(sb).is_empty());
+        assert!(host_veths(sb).is_empty());
+    });
+}
+
+fn call_with_path(verb: &str, cid: &str, ns: &Path, c: &Value, cni_path: &str) -> CniOutput {
+    CniCall::new("bridge", verb)
+        .env("CNI_PATH", cni_path)
+        .attachment(cid, ns, "eth0")
+        .conf(c)
+        .run()
+}
