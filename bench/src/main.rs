@@ -6,6 +6,18 @@
 //! Everything runs inside a private network + mount namespace (the test harness's sandbox), so
 //! the machine's own interfaces and firewall are untouched.
 //!
+//! The floor. Every figure of ours is printed beside the floor measured in the same run: one
+//! exec of a static do-nothing binary per plugin process of the chain (2 for bridge and
+//! host-local, 3 with portmap) plus the kernel's own attach done by one process over netlink
+//! (veth pair born in the namespace, enslave, host end up, container address, up, default
+//! route). Nothing can
+//! be faster than that without leaving the exec model; the ratio to it is what is left to win.
+//! The floor attach is also measured at each scale checkpoint, which isolates the kernel's own
+//! growth with the number of bridge ports from ours.
+//!
+//! Phases. Our plugins run with `RCNI_TRACE=1` in the scale run; the per-phase p50s of their
+//! trace lines (cni::trace) are printed at each checkpoint, so growth is attributed to a phase.
+//!
 //! Usage: rcni-bench [--quick] [--n N] [--parallel P] [--scale MAX] [--portmap]
 //!   --quick       a smoke run (CI): 5 attachments, 10 parallel, no scale run
 //!   --n N         attachments per implementation for the latency run (default 100)
@@ -26,6 +38,9 @@ use std::time::{Duration, Instant};
 use integration_tests::{bin_dir, reference_dir, sandbox, Sandbox};
 use serde_json::{json, Value};
 
+mod floor;
+use floor::Floor;
+
 /// One implementation under measurement.
 struct Impl {
     label: &'static str,
@@ -35,6 +50,8 @@ struct Impl {
     data: PathBuf,
     /// Chain portmap after bridge (`--portmap`).
     portmap: bool,
+    /// Run the plugins with RCNI_TRACE=1 (ours only; the scale run).
+    trace: std::sync::atomic::AtomicBool,
 }
 
 /// What one plugin execution cost.
@@ -42,6 +59,8 @@ struct Exec {
     elapsed: Duration,
     ok: bool,
     stdout: String,
+    /// `rcni-trace` lines the plugins wrote to stderr (only with RCNI_TRACE=1).
+    traces: Vec<String>,
     /// Peak resident set of the plugin process (and the children it waited for), in KiB.
     max_rss_kb: i64,
 }
@@ -55,7 +74,7 @@ fn exec(bin: &Path, env: &[(&str, String)], stdin: &[u8]) -> Exec {
         .envs(env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     let _ = child.stdin.take().unwrap().write_all(stdin);
@@ -66,6 +85,9 @@ fn exec(bin: &Path, env: &[(&str, String)], stdin: &[u8]) -> Exec {
         .unwrap()
         .read_to_string(&mut stdout)
         .unwrap();
+    // Plugins write at most a few lines to stderr; reading it after stdout cannot block them.
+    let mut stderr = String::new();
+    let _ = child.stderr.take().unwrap().read_to_string(&mut stderr);
     let mut status: libc::c_int = 0;
     // SAFETY: rusage is plain data; wait4 fills it for our own child, which we then consider reaped.
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
@@ -78,6 +100,11 @@ fn exec(bin: &Path, env: &[(&str, String)], stdin: &[u8]) -> Exec {
         elapsed,
         ok: std::process::ExitStatus::from_raw(status).success(),
         stdout,
+        traces: stderr
+            .lines()
+            .filter(|l| l.starts_with("rcni-trace "))
+            .map(str::to_string)
+            .collect(),
         max_rss_kb: usage.ru_maxrss,
     }
 }
@@ -126,6 +153,7 @@ impl Impl {
                 elapsed: b.elapsed + p.elapsed,
                 ok: p.ok,
                 stdout: p.stdout,
+                traces: [b.traces, p.traces].concat(),
                 max_rss_kb: b.max_rss_kb.max(p.max_rss_kb),
             }
         } else {
@@ -139,13 +167,18 @@ impl Impl {
                 elapsed: b.elapsed + p.elapsed,
                 ok: b.ok && p.ok,
                 stdout: b.stdout,
+                traces: [b.traces, p.traces].concat(),
                 max_rss_kb: b.max_rss_kb.max(p.max_rss_kb),
             }
         }
     }
 
     fn env(&self, verb: &str, cid: &str, netns: &Path) -> Vec<(&'static str, String)> {
-        vec![
+        let mut env = vec![(
+            "RCNI_TRACE",
+            u8::from(self.trace.load(std::sync::atomic::Ordering::Relaxed)).to_string(),
+        )];
+        env.extend([
             ("CNI_COMMAND", verb.to_string()),
             ("CNI_CONTAINERID", cid.to_string()),
             ("CNI_NETNS", netns.display().to_string()),
@@ -155,7 +188,8 @@ impl Impl {
                 "CNI_ARGS",
                 format!("IgnoreUnknown=1;K8S_POD_NAMESPACE=bench;K8S_POD_NAME={cid}"),
             ),
-        ]
+        ]);
+        env
     }
 
     fn call_bridge(&self, verb: &str, cid: &str, netns: &Path) -> Exec {
@@ -228,7 +262,30 @@ fn kernel_veth_delete(sb: &Sandbox, n: usize) -> Vec<Duration> {
     out
 }
 
-fn latency_run(sb: &Sandbox, impls: &[Impl], n: usize) -> Vec<Stats> {
+/// Samples of the floor taken in the latency run, interleaved with the implementations.
+struct FloorSamples {
+    exec: Vec<Duration>,
+    attach: Vec<Duration>,
+}
+
+impl FloorSamples {
+    /// The floor of a chain of `processes` plugin processes: that many static execs plus one
+    /// kernel attach, at p50.
+    fn p50(&self, processes: u32) -> Duration {
+        percentile(&self.exec, 0.5) * processes + percentile(&self.attach, 0.5)
+    }
+}
+
+fn latency_run(
+    sb: &Sandbox,
+    impls: &[Impl],
+    n: usize,
+    floor: &mut Floor,
+) -> (Vec<Stats>, FloorSamples) {
+    let mut fs = FloorSamples {
+        exec: Vec::new(),
+        attach: Vec::new(),
+    };
     let mut stats: Vec<Stats> = impls
         .iter()
         .map(|_| Stats {
@@ -238,8 +295,11 @@ fn latency_run(sb: &Sandbox, impls: &[Impl], n: usize) -> Vec<Stats> {
             max_rss_kb: 0,
         })
         .collect();
-    // Interleaved: container i of every implementation before container i+1 of any.
+    // Interleaved: container i of every implementation (and of the floor) before container
+    // i+1 of any.
     for i in 0..n {
+        fs.exec.push(floor.exec_noop());
+        fs.attach.push(floor.attach(sb));
         for (k, im) in impls.iter().enumerate() {
             let name = format!("{}{i}", im.label);
             let ns = sb.netns(&name);
@@ -260,7 +320,8 @@ fn latency_run(sb: &Sandbox, impls: &[Impl], n: usize) -> Vec<Stats> {
             sb.sh(&format!("ip netns del {name}"));
         }
     }
-    stats
+    floor.cleanup(sb);
+    (stats, fs)
 }
 
 /// `p` ADDs at once: wall time, failures and duplicate addresses.
@@ -295,9 +356,58 @@ fn parallel_run(sb: &Sandbox, im: &Impl, p: usize) -> (Duration, usize, usize) {
     (wall, failures, dups)
 }
 
-/// Attach `max` containers one by one and report ADD p50 around each checkpoint.
-fn scale_run(sb: &Sandbox, im: &Impl, max: usize) -> Vec<(usize, Duration)> {
+/// p50 per phase of `rcni-trace` lines, as `plugin.phase`, in order of first appearance.
+fn phase_p50s(traces: &[String]) -> Vec<(String, f64)> {
+    let mut order: Vec<String> = Vec::new();
+    let mut samples: std::collections::HashMap<String, Vec<f64>> = Default::default();
+    for line in traces {
+        let mut words = line.split(' ');
+        let (Some(_), Some(plugin), Some(_verb)) = (words.next(), words.next(), words.next())
+        else {
+            continue;
+        };
+        for w in words {
+            let Some((k, v)) = w.split_once('=') else {
+                continue;
+            };
+            let Ok(v) = v.parse::<f64>() else { continue };
+            let key = format!("{plugin}.{k}");
+            if !samples.contains_key(&key) {
+                order.push(key.clone());
+            }
+            samples.entry(key).or_default().push(v);
+        }
+    }
+    order
+        .into_iter()
+        .map(|k| {
+            let mut v = samples.remove(&k).unwrap_or_default();
+            v.sort_by(f64::total_cmp);
+            let p50 = v.get(v.len().saturating_sub(1) / 2).copied().unwrap_or(0.0);
+            (k, p50)
+        })
+        .collect()
+}
+
+/// One checkpoint of the scale run.
+struct ScalePoint {
+    n: usize,
+    add_p50: Duration,
+    /// p50 of the floor's own attach at this population (ours only).
+    floor_attach_p50: Option<Duration>,
+    phases: Vec<(String, f64)>,
+}
+
+/// Attach `max` containers one by one and report ADD p50 around each checkpoint; with a floor,
+/// also the kernel's own attach at that population and the phases of our trace.
+fn scale_run(
+    sb: &Sandbox,
+    im: &Impl,
+    max: usize,
+    mut floor: Option<&mut Floor>,
+) -> Vec<ScalePoint> {
     let mut adds = Vec::new();
+    let mut traces: Vec<Vec<String>> = Vec::new();
     let mut out = Vec::new();
     let checkpoints: Vec<usize> = [10, 100, 500, 1000, 2000, 5000]
         .into_iter()
@@ -309,17 +419,31 @@ fn scale_run(sb: &Sandbox, im: &Impl, max: usize) -> Vec<(usize, Duration)> {
         let e = im.call("ADD", &name, &ns);
         assert!(e.ok, "{} ADD {i} failed: {}", im.label, e.stdout);
         adds.push(e.elapsed);
+        traces.push(e.traces);
         let n = i + 1;
         if checkpoints.contains(&n) {
             // p50 of the last min(n, 10) ADDs: the cost at this population.
-            let window = &adds[n.saturating_sub(10)..];
-            out.push((n, percentile(window, 0.5)));
+            let from = n.saturating_sub(10);
+            let window: Vec<String> = traces[from..].concat();
+            let floor_attach_p50 = floor.as_deref_mut().map(|f| {
+                let samples: Vec<Duration> = (0..10).map(|_| f.attach(sb)).collect();
+                percentile(&samples, 0.5)
+            });
+            out.push(ScalePoint {
+                n,
+                add_p50: percentile(&adds[from..], 0.5),
+                floor_attach_p50,
+                phases: phase_p50s(&window),
+            });
         }
     }
     for i in 0..max {
         let name = format!("{}s{i}", im.label);
         im.call("DEL", &name, &PathBuf::from(format!("/run/netns/{name}")));
         sb.sh(&format!("ip netns del {name}"));
+    }
+    if let Some(f) = floor {
+        f.cleanup(sb);
     }
     out
 }
@@ -347,6 +471,7 @@ fn main() {
             subnet: "10.60.0.0/16",
             data: sb.dir("data-ours"),
             portmap,
+            trace: Default::default(),
         }];
         match reference_dir() {
             Some(dir) => impls.push(Impl {
@@ -356,6 +481,7 @@ fn main() {
                 subnet: "10.61.0.0/16",
                 data: sb.dir("data-ref"),
                 portmap,
+                trace: Default::default(),
             }),
             None => println!("reference plugins not installed (/usr/lib/cni): ours only"),
         }
@@ -369,7 +495,8 @@ fn main() {
             bin_dir().display()
         );
         println!("\n== latency: {n} attachments per implementation, interleaved");
-        let stats = latency_run(sb, &impls, n);
+        let mut floor = Floor::new(sb);
+        let (stats, floor_samples) = latency_run(sb, &impls, n, &mut floor);
         for (im, s) in impls.iter().zip(&stats) {
             println!("{}", row(&format!("{} ADD", im.label), &s.add));
             println!("{}", row(&format!("{} DEL", im.label), &s.del));
@@ -378,6 +505,23 @@ fn main() {
                 format!("{}", im.label),
                 s.failures,
                 s.max_rss_kb
+            );
+        }
+        println!("{}", row("floor: static exec", &floor_samples.exec));
+        println!("{}", row("floor: kernel attach", &floor_samples.attach));
+        let processes: u32 = if portmap { 3 } else { 2 };
+        let chain_floor = floor_samples.p50(processes);
+        println!(
+            "floor (bridge + host-local: 2 execs + attach) = {} ms; (+ portmap: 3 execs + attach) = {} ms",
+            ms(floor_samples.p50(2)),
+            ms(floor_samples.p50(3))
+        );
+        for (im, s) in impls.iter().zip(&stats) {
+            println!(
+                "{} ADD p50 / floor of this chain ({processes} execs + attach, {} ms) = {:.2}x",
+                im.label,
+                ms(chain_floor),
+                percentile(&s.add, 0.5).as_secs_f64() / chain_floor.as_secs_f64()
             );
         }
         let kdel = kernel_veth_delete(sb, n.min(50));
@@ -422,21 +566,53 @@ fn main() {
             println!(
                 "\n== scale: ADD p50 (last 10 ADDs) as the number of attached containers grows"
             );
-            for im in &impls {
-                let points = scale_run(sb, im, scale);
+            for (k, im) in impls.iter().enumerate() {
+                let ours = k == 0;
+                im.trace.store(ours, std::sync::atomic::Ordering::Relaxed);
+                let points = scale_run(sb, im, scale, ours.then_some(&mut floor));
+                im.trace.store(false, std::sync::atomic::Ordering::Relaxed);
                 let line: Vec<String> = points
                     .iter()
-                    .map(|(n, d)| format!("n={n}: {} ms", ms(*d)))
+                    .map(|p| format!("n={}: {} ms", p.n, ms(p.add_p50)))
                     .collect();
                 println!("{:<8} {}", im.label, line.join("  "));
                 if let (Some(first), Some(last)) = (points.first(), points.last()) {
                     println!(
                         "{:<8} p50 at n={} / p50 at n={} = {:.2}",
                         im.label,
-                        last.0,
-                        first.0,
-                        last.1.as_secs_f64() / first.1.as_secs_f64()
+                        last.n,
+                        first.n,
+                        last.add_p50.as_secs_f64() / first.add_p50.as_secs_f64()
                     );
+                }
+                if !ours {
+                    continue;
+                }
+                // The kernel's own attach at each population: its growth is the kernel's.
+                let line: Vec<String> = points
+                    .iter()
+                    .filter_map(|p| Some(format!("n={}: {} ms", p.n, ms(p.floor_attach_p50?))))
+                    .collect();
+                println!("{:<8} {}", "floor attach", line.join("  "));
+                println!("phase p50s of ours (RCNI_TRACE, ms; plugin.phase):");
+                let keys: Vec<&String> = points
+                    .last()
+                    .map(|p| p.phases.iter().map(|(k, _)| k).collect())
+                    .unwrap_or_default();
+                let header: Vec<String> = points
+                    .iter()
+                    .map(|p| format!("{:>8}", format!("n={}", p.n)))
+                    .collect();
+                println!("  {:<40}{}", "", header.join(""));
+                for key in keys {
+                    let vals: Vec<String> = points
+                        .iter()
+                        .map(|p| {
+                            let v = p.phases.iter().find(|(k, _)| k == key).map(|(_, v)| *v);
+                            format!("{:>8}", v.map(|v| format!("{v:.3}")).unwrap_or_default())
+                        })
+                        .collect();
+                    println!("  {key:<40}{}", vals.join(""));
                 }
             }
         }
