@@ -301,6 +301,89 @@ impl Sandbox {
     }
 }
 
+/// Where a runtime keeps the state of one CNI network: the host-local data directory (leases under
+/// `<data_dir>/<network>/`) and libcni's cache directory (results under `<cache_dir>/results/`,
+/// named `<network>-<container id>-<ifname>`).
+pub struct CniState<'a> {
+    /// host-local's `dataDir`.
+    pub data_dir: &'a Path,
+    /// libcni's cache directory.
+    pub cache_dir: &'a Path,
+    /// The network name.
+    pub network: &'a str,
+}
+
+/// Number of entries in `dir` whose name `keep` accepts (0 when `dir` does not exist).
+fn count_entries(dir: &Path, keep: &dyn Fn(&str) -> bool) -> usize {
+    std::fs::read_dir(dir)
+        .map(|d| {
+            d.filter_map(Result::ok)
+                .filter(|e| keep(&e.file_name().to_string_lossy()))
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+impl Sandbox {
+    /// Everything attachments to one network can leave behind, as (what, count): leases, cache
+    /// files, veths on the host side (all networks: veth names do not tell the network) and our
+    /// nftables entries owned by an attachment of this network.
+    pub fn cni_leftovers(&self, st: &CniState) -> Vec<(&'static str, usize)> {
+        let leases = lease_files(&st.data_dir.join(st.network)).len();
+        let prefix = format!("{}-", st.network);
+        let cache = count_entries(&st.cache_dir.join("results"), &|n| n.starts_with(&prefix));
+        vec![
+            ("leases", leases),
+            ("cache files", cache),
+            ("veths", self.host_veths()),
+            (
+                "firewall entries",
+                self.nft_entries(&format!("net: {}, id: ", st.network)),
+            ),
+        ]
+    }
+
+    /// [`Sandbox::cni_leftovers`], giving the host ends of veths up to 5 s to settle at
+    /// `expect_veths`: veths in a namespace deleted with `ip netns del` (or by a runtime that
+    /// unmounted its namespace) vanish asynchronously, in the kernel's netns cleanup work.
+    pub fn cni_leftovers_settled(
+        &self,
+        st: &CniState,
+        expect_veths: usize,
+    ) -> Vec<(&'static str, usize)> {
+        for _ in 0..100 {
+            if self.host_veths() <= expect_veths {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        self.cni_leftovers(st)
+    }
+
+    /// Assert that no attachment to this network left anything behind.
+    pub fn assert_no_cni_leftovers(&self, st: &CniState) {
+        for (what, n) in self.cni_leftovers_settled(st, 0) {
+            assert_eq!(n, 0, "{n} {what} left behind on network {}", st.network);
+        }
+    }
+
+    /// Number of veths in the sandbox's host namespace (the host ends of attachments).
+    pub fn host_veths(&self) -> usize {
+        self.link_names(None)
+            .iter()
+            .filter(|n| n.starts_with("veth"))
+            .count()
+    }
+
+    /// Occurrences of `needle` in the comments of our nftables table `inet rcni`. Every set or
+    /// map element we add is commented with its owner (`net: <network>, id: <container id>,
+    /// if: <ifname>`), so this counts an attachment's masquerade, forward and port entries.
+    pub fn nft_entries(&self, needle: &str) -> usize {
+        let nft = self.try_sh("nft list table inet rcni 2>/dev/null");
+        String::from_utf8_lossy(&nft.stdout).matches(needle).count()
+    }
+}
+
 /// A process started inside a sandbox namespace; killed and reaped when dropped, also when the
 /// test panics, so no listener outlives its test.
 pub struct Background(std::process::Child);

@@ -8,12 +8,12 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use cni::config::NetConfList;
 use cni::runtime::{CniConfig, RuntimeConf};
 use cni::skel::Attachment;
-use integration_tests::{bin_dir, sandbox, Background, Sandbox};
+use integration_tests::{bin_dir, sandbox, Background, CniState, Sandbox};
 use serde_json::json;
 
 struct Cluster {
@@ -120,58 +120,27 @@ impl Cluster {
             .unwrap();
     }
 
-    /// Everything an attachment can leave behind, as (what, count). The host ends of veths in a
-    /// namespace deleted with `ip netns del` vanish asynchronously (the kernel's netns cleanup
-    /// work), so their count is given up to 5 s to settle at `expect_veths`.
-    fn leftovers_settled(&self, sb: &Sandbox, expect_veths: usize) -> Vec<(&'static str, usize)> {
-        for _ in 0..100 {
-            let left = self.leftovers(sb);
-            if left[2].1 <= expect_veths {
-                return left;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(50));
+    /// Where this cluster's pod network keeps its state.
+    fn state(&self) -> CniState<'_> {
+        CniState {
+            data_dir: &self.data,
+            cache_dir: &self.cache,
+            network: "k8s-pod-network",
         }
-        self.leftovers(sb)
+    }
+
+    /// Everything an attachment can leave behind, as (what, count), veths given time to settle.
+    fn leftovers_settled(&self, sb: &Sandbox, expect_veths: usize) -> Vec<(&'static str, usize)> {
+        sb.cni_leftovers_settled(&self.state(), expect_veths)
     }
 
     /// Everything an attachment can leave behind, as (what, count).
     fn leftovers(&self, sb: &Sandbox) -> Vec<(&'static str, usize)> {
-        let count_files = |dir: &Path, skip: &dyn Fn(&str) -> bool| {
-            std::fs::read_dir(dir)
-                .map(|d| {
-                    d.filter_map(Result::ok)
-                        .filter(|e| !skip(&e.file_name().to_string_lossy()))
-                        .count()
-                })
-                .unwrap_or(0)
-        };
-        let leases = integration_tests::lease_files(&self.data.join("k8s-pod-network")).len();
-        let cache = count_files(&self.cache.join("results"), &|n| {
-            !n.starts_with("k8s-pod-network-")
-        });
-        let veths = sb
-            .link_names(None)
-            .iter()
-            .filter(|n| n.starts_with("veth"))
-            .count();
-        let nft = sb.try_sh("nft list table inet rcni 2>/dev/null");
-        // Set/map elements commented with a pod of this network as owner: one masquerade
-        // address plus one element per published port.
-        let masq = String::from_utf8_lossy(&nft.stdout)
-            .matches("net: k8s-pod-network, id: ")
-            .count();
-        vec![
-            ("leases", leases),
-            ("cache files", cache),
-            ("veths", veths),
-            ("firewall entries", masq),
-        ]
+        sb.cni_leftovers(&self.state())
     }
 
     fn assert_clean(&self, sb: &Sandbox) {
-        for (what, n) in self.leftovers_settled(sb, 0) {
-            assert_eq!(n, 0, "{n} {what} left behind");
-        }
+        sb.assert_no_cni_leftovers(&self.state());
     }
 }
 
