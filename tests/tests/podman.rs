@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use integration_tests::{plugin_bin, sandbox, CniState, Sandbox};
+use integration_tests::{lease_files, plugin_bin, sandbox, CniState, Sandbox};
 use serde_json::Value;
 
 /// Our binaries, the only ones in Podman's CNI plugin directory.
@@ -380,13 +380,12 @@ impl Podman<'_> {
     /// What one container left on one network: leases holding its id, libcni cache files, our
     /// nftables entries owned by it.
     fn traces(&self, cid: &str, net: &str) -> Vec<(&'static str, usize)> {
-        let leases = std::fs::read_dir(Path::new("/var/lib/cni/networks").join(net))
-            .map(|d| {
-                d.filter_map(Result::ok)
-                    .filter(|e| std::fs::read_to_string(e.path()).is_ok_and(|s| s.starts_with(cid)))
-                    .count()
-            })
-            .unwrap_or(0);
+        // A lease file holds the owner's container id, then its ifname.
+        let dir = Path::new("/var/lib/cni/networks").join(net);
+        let leases = lease_files(&dir)
+            .iter()
+            .filter(|ip| std::fs::read_to_string(dir.join(ip)).is_ok_and(|s| s.starts_with(cid)))
+            .count();
         let prefix = format!("{net}-{cid}-");
         let cache = std::fs::read_dir("/var/lib/cni/results")
             .map(|d| {
