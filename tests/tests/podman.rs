@@ -18,6 +18,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
@@ -271,13 +272,30 @@ impl Podman<'_> {
 
     /// `podman network create <name>` and the subnet Podman chose for it.
     fn network(&self, name: &str) -> Network {
-        self.ok(&["network", "create", name]);
+        self.network_with(name, &[])
+    }
+
+    /// `podman network create <opts> <name>` and the subnets Podman chose for it.
+    fn network_with(&self, name: &str, opts: &[&str]) -> Network {
+        let mut args = vec!["network", "create"];
+        args.extend_from_slice(opts);
+        args.push(name);
+        self.ok(&args);
         let v: Value = serde_json::from_str(&self.ok(&["network", "inspect", name])).unwrap();
-        let subnet = &v[0]["subnets"][0];
-        Network {
-            subnet: subnet["subnet"].as_str().unwrap().to_string(),
-            gateway: subnet["gateway"].as_str().unwrap().to_string(),
-        }
+        let subnets = v[0]["subnets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| {
+                let (net, len) = s["subnet"].as_str().unwrap().split_once('/').unwrap();
+                Subnet {
+                    net: net.parse().unwrap(),
+                    len: len.parse().unwrap(),
+                    gateway: s["gateway"].as_str().map(|g| g.parse().unwrap()),
+                }
+            })
+            .collect();
+        Network { subnets }
     }
 
     /// The container's full id.
@@ -306,6 +324,17 @@ impl Podman<'_> {
             .get(net)
             .and_then(|n| n["IPAddress"].as_str())
             .unwrap_or_else(|| panic!("{ctr} has no address on {net}: {a:?}"));
+        ip.to_string()
+    }
+
+    /// The container's global IPv6 address on `net`, as Podman reports it.
+    fn ip6(&self, ctr: &str, net: &str) -> String {
+        let a = self.attachments(ctr);
+        let ip = a
+            .get(net)
+            .and_then(|n| n["GlobalIPv6Address"].as_str())
+            .filter(|ip| !ip.is_empty())
+            .unwrap_or_else(|| panic!("{ctr} has no IPv6 address on {net}: {a:?}"));
         ip.to_string()
     }
 
@@ -462,17 +491,50 @@ impl Origin<'_> {
 
 /// A network as `podman network inspect` reports it.
 struct Network {
-    subnet: String,
-    gateway: String,
+    subnets: Vec<Subnet>,
+}
+
+/// One subnet of a network and its gateway (none on an `--internal` network).
+struct Subnet {
+    net: IpAddr,
+    len: u32,
+    gateway: Option<IpAddr>,
 }
 
 impl Network {
-    /// Whether `ip` is in this network's subnet (the /24s Podman hands out: compare 3 octets).
+    /// Whether `ip` (with or without a prefix length) is in one of this network's subnets.
     fn holds(&self, ip: &str) -> bool {
-        let net: Vec<&str> = self.subnet.split('/').next().unwrap().split('.').collect();
-        let ip: Vec<&str> = ip.split('/').next().unwrap().split('.').collect();
-        assert!(self.subnet.ends_with("/24"), "subnet {}", self.subnet);
-        net[..3] == ip[..3]
+        let ip: IpAddr = ip.split('/').next().unwrap().parse().unwrap();
+        self.subnets.iter().any(|s| match (s.net, ip) {
+            (IpAddr::V4(n), IpAddr::V4(a)) => {
+                let mask = u32::MAX.checked_shl(32 - s.len).unwrap_or(0);
+                u32::from(n) & mask == u32::from(a) & mask
+            }
+            (IpAddr::V6(n), IpAddr::V6(a)) => {
+                let mask = u128::MAX.checked_shl(128 - s.len).unwrap_or(0);
+                u128::from(n) & mask == u128::from(a) & mask
+            }
+            _ => false,
+        })
+    }
+
+    /// The IPv4 gateway.
+    fn gateway(&self) -> String {
+        self.gateway_of(true)
+    }
+
+    /// The IPv6 gateway.
+    fn gateway6(&self) -> String {
+        self.gateway_of(false)
+    }
+
+    fn gateway_of(&self, v4: bool) -> String {
+        self.subnets
+            .iter()
+            .filter_map(|s| s.gateway)
+            .find(|g| g.is_ipv4() == v4)
+            .expect("network without such a gateway")
+            .to_string()
     }
 }
 
@@ -525,7 +587,7 @@ fn container_on_two_networks_reaches_both() {
         p.expect_get(Origin::Ctr("sa"), &format!("http://{both_a}/"), "both");
         p.expect_get(Origin::Ctr("sb"), &format!("http://{both_b}/"), "both");
         assert!(p.ping(Origin::Host, &both_a) && p.ping(Origin::Host, &both_b));
-        assert!(p.ping(Origin::Host, &a.gateway) && p.ping(Origin::Ctr("both"), &b.gateway));
+        assert!(p.ping(Origin::Host, &a.gateway()) && p.ping(Origin::Ctr("both"), &b.gateway()));
 
         let both = p.id("both");
         p.assert_traces(&both, "a");
@@ -600,7 +662,7 @@ fn network_reload_keeps_addresses_and_traffic() {
         let before = p.attachments("s");
         let s_ip = p.ip("s", "a");
         let entries = p.traces(&s, "a");
-        p.expect_get(Origin::Host, &format!("http://{}:8082/", a.gateway), "s");
+        p.expect_get(Origin::Host, &format!("http://{}:8082/", a.gateway()), "s");
 
         p.ok(&["network", "reload", "s"]);
         p.ok(&["network", "reload", "--all"]);
@@ -617,10 +679,10 @@ fn network_reload_keeps_addresses_and_traffic() {
 
         p.expect_get(Origin::Ctr("c"), &format!("http://{s_ip}/"), "s");
         p.expect_get(Origin::Host, &format!("http://{s_ip}/"), "s");
-        p.expect_get(Origin::Host, &format!("http://{}:8082/", a.gateway), "s");
+        p.expect_get(Origin::Host, &format!("http://{}:8082/", a.gateway()), "s");
         p.expect_get(
             Origin::Ctr("c"),
-            &format!("http://{}:8082/", a.gateway),
+            &format!("http://{}:8082/", a.gateway()),
             "s",
         );
         p.rm_all_and_assert_clean(&["a"]);
@@ -648,7 +710,7 @@ fn published_port_is_reachable() {
         let up = "http://198.51.100.1:8080/";
         p.expect_get(Origin::Netns("outside"), up, "s");
         p.expect_get(Origin::Host, up, "s");
-        p.expect_get(Origin::Host, &format!("http://{}:8080/", a.gateway), "s");
+        p.expect_get(Origin::Host, &format!("http://{}:8080/", a.gateway()), "s");
         p.expect_get(Origin::Host, "http://127.0.0.1:8080/", "s");
         p.expect_get(Origin::Ctr("c"), up, "s");
         p.expect_get(Origin::Ctr("s"), up, "s");
@@ -671,7 +733,7 @@ fn stop_start_rm_leave_nothing() {
         p.web("s", "a", &["-p", "8083:80"]);
         p.web("c", "a", &[]);
         let (s, c) = (p.id("s"), p.id("c"));
-        let port = format!("http://{}:8083/", a.gateway);
+        let port = format!("http://{}:8083/", a.gateway());
         p.expect_get(Origin::Host, &port, "s");
         p.assert_traces(&s, "a");
         p.assert_host_veths(2);
@@ -717,5 +779,131 @@ fn stop_start_rm_leave_nothing() {
 
         p.rm_all_and_assert_clean(&["a"]);
         p.ok(&["network", "rm", "a"]);
+    });
+}
+
+/// `podman network create --ipv6`: dual-stack containers talk over IPv6, and a published port
+/// answers on the host's IPv6 address on the bridge.
+#[test]
+fn dual_stack_network() {
+    sandbox(|sb| {
+        let p = podman(sb);
+        let n = p.network_with("v6", &["--ipv6"]);
+        p.web("s", "v6", &["-p", "8084:80"]);
+        p.web("c", "v6", &[]);
+        let (s4, s6) = (p.ip("s", "v6"), p.ip6("s", "v6"));
+        assert!(n.holds(&s4) && n.holds(&s6), "{s4} {s6}");
+        let inside = p.exec("s", "ip -o -6 addr show dev eth0 scope global");
+        assert!(
+            String::from_utf8_lossy(&inside.stdout).contains(&format!("{s6}/")),
+            "{inside:?}"
+        );
+        assert!(p.ping(Origin::Ctr("c"), &s6));
+        p.expect_get(Origin::Ctr("c"), &format!("http://[{s6}]/"), "s");
+        p.expect_get(Origin::Ctr("c"), &format!("http://{s4}/"), "s");
+        p.expect_get(Origin::Host, &format!("http://[{s6}]/"), "s");
+        p.expect_get(
+            Origin::Host,
+            &format!("http://[{}]:8084/", n.gateway6()),
+            "s",
+        );
+        p.expect_get(Origin::Host, &format!("http://{}:8084/", n.gateway()), "s");
+        p.rm_all_and_assert_clean(&["v6"]);
+    });
+}
+
+/// Options of `podman network create` that reach our plugins: `--internal` (no gateway, no
+/// masquerade), `--opt isolate=true` (firewall `ingressPolicy: same-bridge`), `--opt mtu`,
+/// `--subnet/--gateway/--ip-range`, and per-container `--ip` / `--mac-address` (the `ips`
+/// capability and `MAC` in CNI_ARGS), kept across a restart.
+#[test]
+fn network_create_options() {
+    sandbox(|sb| {
+        let p = podman(sb);
+        p.network("a");
+        p.network_with("int", &["--internal"]);
+        p.network_with("iso1", &["--opt", "isolate=true", "--opt", "mtu=1400"]);
+        p.network_with("iso2", &["--opt", "isolate=true"]);
+        let custom = p.network_with(
+            "custom",
+            &[
+                "--subnet",
+                "10.77.0.0/24",
+                "--gateway",
+                "10.77.0.254",
+                "--ip-range",
+                "10.77.0.128/25",
+            ],
+        );
+        p.web("ca", "a", &[]);
+        p.web("n1", "int", &[]);
+        p.web("n2", "int", &[]);
+        p.web("i1", "iso1", &[]);
+        p.web("i1b", "iso1", &[]);
+        p.web("i2", "iso2", &[]);
+        let ip = |c: &str, n: &str| p.ip(c, n);
+        let (ca, n1, i1, i2) = (
+            ip("ca", "a"),
+            ip("n1", "int"),
+            ip("i1", "iso1"),
+            ip("i2", "iso2"),
+        );
+
+        // --internal: neighbours only, no way out and no way in from other networks.
+        p.expect_get(Origin::Ctr("n2"), &format!("http://{n1}/"), "n1");
+        let routes = p.exec("n1", "ip route");
+        assert!(
+            !String::from_utf8_lossy(&routes.stdout).contains("default"),
+            "{routes:?}"
+        );
+        assert_eq!(p.get(Origin::Ctr("n1"), &format!("http://{ca}/")), None);
+        assert_eq!(p.get(Origin::Ctr("ca"), &format!("http://{n1}/")), None);
+
+        // isolate=true blocks traffic between the networks that have it (Podman's definition,
+        // the reference firewall's same-bridge policy): not from a plain network, not from
+        // the host.
+        p.expect_get(Origin::Ctr("i1b"), &format!("http://{i1}/"), "i1");
+        p.expect_get(Origin::Ctr("ca"), &format!("http://{i1}/"), "i1");
+        assert_eq!(p.get(Origin::Ctr("i2"), &format!("http://{i1}/")), None);
+        assert_eq!(p.get(Origin::Ctr("i1"), &format!("http://{i2}/")), None);
+        p.expect_get(Origin::Host, &format!("http://{i1}/"), "i1");
+        p.expect_get(Origin::Host, &format!("http://{i2}/"), "i2");
+        // mtu=1400 on the container's interface.
+        let mtu = p.exec("i1", "cat /sys/class/net/eth0/mtu");
+        assert_eq!(String::from_utf8_lossy(&mtu.stdout).trim(), "1400");
+
+        // Static address and MAC, a dynamic address from the range, the custom gateway.
+        let mac = "02:11:22:33:44:55";
+        p.web(
+            "st",
+            "custom",
+            &["--ip", "10.77.0.200", "--mac-address", mac],
+        );
+        p.web("dyn", "custom", &[]);
+        let d = ip("dyn", "custom");
+        let last: u8 = d.rsplit('.').next().unwrap().parse().unwrap();
+        assert!(custom.holds(&d) && last > 128, "{d} outside the range");
+        let routes = p.exec("dyn", "ip route");
+        assert!(
+            String::from_utf8_lossy(&routes.stdout).contains("default via 10.77.0.254"),
+            "{routes:?}"
+        );
+        for round in ["run", "restart"] {
+            if round == "restart" {
+                p.ok(&["restart", "-t", "0", "st"]);
+            }
+            assert_eq!(ip("st", "custom"), "10.77.0.200", "after {round}");
+            let inside = p.exec(
+                "st",
+                "cat /sys/class/net/eth0/address; ip -o -4 addr show eth0",
+            );
+            let inside = String::from_utf8_lossy(&inside.stdout).to_string();
+            assert!(
+                inside.starts_with(mac) && inside.contains("10.77.0.200/24"),
+                "after {round}: {inside}"
+            );
+            p.expect_get(Origin::Ctr("dyn"), "http://10.77.0.200/", "st");
+        }
+        p.rm_all_and_assert_clean(&["a", "int", "iso1", "iso2", "custom"]);
     });
 }
