@@ -907,3 +907,31 @@ fn network_create_options() {
         p.rm_all_and_assert_clean(&["a", "int", "iso1", "iso2", "custom"]);
     });
 }
+
+/// Podman hands a container's port mappings to EVERY network it attaches (CNI backend), as the
+/// reference portmap expects: each attachment gets its own DNAT chain and the first one
+/// matches. `-p` on a container with two networks, or `network connect` of a container that
+/// publishes ports, must therefore work, and the port must keep answering while any attachment
+/// remains.
+#[test]
+fn published_port_on_two_networks() {
+    sandbox(|sb| {
+        let p = podman(sb);
+        let a = p.network("a");
+        p.network("b");
+        // Attached to both at start.
+        p.web("s", "a,b", &["-p", "8087:80"]);
+        let port = format!("http://{}:8087/", a.gateway());
+        p.expect_get(Origin::Host, &port, "s");
+        p.expect_get(Origin::Host, "http://127.0.0.1:8087/", "s");
+        // Connected later, then the first network goes: the port still reaches it through b.
+        p.web("t", "a", &["-p", "8088:80"]);
+        p.ok(&["network", "connect", "b", "t"]);
+        p.expect_get(Origin::Host, "http://127.0.0.1:8088/", "t");
+        p.ok(&["network", "disconnect", "a", "t"]);
+        p.expect_get(Origin::Host, "http://127.0.0.1:8088/", "t");
+        p.ok(&["network", "disconnect", "b", "t"]);
+        assert_eq!(p.get(Origin::Host, "http://127.0.0.1:8088/"), None);
+        p.rm_all_and_assert_clean(&["a", "b"]);
+    });
+}
