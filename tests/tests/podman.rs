@@ -261,9 +261,11 @@ impl Podman<'_> {
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     }
 
-    /// A container that serves its own name over HTTP on port 80 (busybox httpd).
+    /// A container that serves its own name over HTTP on ports 80 and 81 (busybox httpd).
     fn web(&self, name: &str, networks: &str, extra: &[&str]) -> String {
-        let script = format!("echo {name} > /www/index.html && exec httpd -f -p 80 -h /www");
+        let script = format!(
+            "echo {name} > /www/index.html && httpd -p 81 -h /www && exec httpd -f -p 80 -h /www"
+        );
         let mut args = vec!["run", "-d", "--name", name, "--network", networks];
         args.extend_from_slice(extra);
         args.extend_from_slice(&[IMAGE, "sh", "-c", &script]);
@@ -518,6 +520,19 @@ impl Network {
         })
     }
 
+    /// The `n`th address of the first IPv4 subnet.
+    fn nth_host(&self, n: u32) -> String {
+        let net = self
+            .subnets
+            .iter()
+            .find_map(|s| match s.net {
+                IpAddr::V4(v4) => Some(v4),
+                IpAddr::V6(_) => None,
+            })
+            .expect("no IPv4 subnet");
+        std::net::Ipv4Addr::from(u32::from(net) + n).to_string()
+    }
+
     /// The IPv4 gateway.
     fn gateway(&self) -> String {
         self.gateway_of(true)
@@ -610,9 +625,18 @@ fn connect_and_disconnect_a_running_container() {
         p.assert_no_traces(&c, "b");
 
         for round in 0..2 {
-            p.ok(&["network", "connect", "b", "c"]);
+            // The second time with a static address (the `ips` capability).
+            let static_ip = b.nth_host(77);
+            if round == 0 {
+                p.ok(&["network", "connect", "b", "c"]);
+            } else {
+                p.ok(&["network", "connect", "--ip", &static_ip, "b", "c"]);
+            }
             let c_b = p.ip("c", "b");
             assert!(b.holds(&c_b), "round {round}: {c_b}");
+            if round == 1 {
+                assert_eq!(c_b, static_ip);
+            }
             let if_b = p
                 .ifname_with("c", &c_b)
                 .unwrap_or_else(|| panic!("round {round}: no interface with {c_b}"));
@@ -656,8 +680,11 @@ fn network_reload_keeps_addresses_and_traffic() {
     sandbox(|sb| {
         let p = podman(sb);
         let a = p.network("a");
+        p.network("b");
         p.web("s", "a", &["-p", "8082:80"]);
-        p.web("c", "a", &[]);
+        p.web("c", "a,b", &[]);
+        p.web("t", "b", &[]);
+        let c_before = p.attachments("c");
         let s = p.id("s");
         let before = p.attachments("s");
         let s_ip = p.ip("s", "a");
@@ -675,7 +702,20 @@ fn network_reload_keeps_addresses_and_traffic() {
             after["a"]["MacAddress"].as_str().unwrap()
         );
         assert_eq!(p.traces(&s, "a"), entries, "reload changed what s owns");
-        p.assert_host_veths(2);
+        // Every network of a container is re-added, with the same addresses and MACs.
+        let c_after = p.attachments("c");
+        for net in ["a", "b"] {
+            for key in ["IPAddress", "MacAddress"] {
+                assert_eq!(c_before[net][key], c_after[net][key], "c {net} {key}");
+            }
+        }
+        assert_eq!(p.interfaces("c").len(), 2, "{:?}", p.interfaces("c"));
+        p.assert_host_veths(4);
+        p.expect_get(
+            Origin::Ctr("t"),
+            &format!("http://{}/", p.ip("c", "b")),
+            "c",
+        );
 
         p.expect_get(Origin::Ctr("c"), &format!("http://{s_ip}/"), "s");
         p.expect_get(Origin::Host, &format!("http://{s_ip}/"), "s");
@@ -685,7 +725,7 @@ fn network_reload_keeps_addresses_and_traffic() {
             &format!("http://{}:8082/", a.gateway()),
             "s",
         );
-        p.rm_all_and_assert_clean(&["a"]);
+        p.rm_all_and_assert_clean(&["a", "b"]);
     });
 }
 
@@ -706,6 +746,23 @@ fn published_port_is_reachable() {
         p.web("s", "a", &["-p", "8080:80"]);
         p.web("c", "a", &[]);
         assert!(p.ok(&["port", "s"]).contains("80/tcp -> 0.0.0.0:8080"));
+        // A mapping bound to one host address and a range.
+        p.web(
+            "r",
+            "a",
+            &["-p", "127.0.0.1:8086:80", "-p", "9000-9001:80-81"],
+        );
+        p.expect_get(Origin::Host, "http://127.0.0.1:8086/", "r");
+        assert_eq!(
+            p.get(Origin::Netns("outside"), "http://198.51.100.1:8086/"),
+            None
+        );
+        assert_eq!(
+            p.get(Origin::Host, &format!("http://{}:8086/", a.gateway())),
+            None
+        );
+        p.expect_get(Origin::Netns("outside"), "http://198.51.100.1:9000/", "r");
+        p.expect_get(Origin::Netns("outside"), "http://198.51.100.1:9001/", "r");
 
         let up = "http://198.51.100.1:8080/";
         p.expect_get(Origin::Netns("outside"), up, "s");
@@ -776,6 +833,36 @@ fn stop_start_rm_leave_nothing() {
             network: "a",
         });
         assert_eq!(leases[0], ("leases", 2), "{leases:?}");
+
+        // A detached container that exits on its own: conmon's exit command (`podman container
+        // cleanup`, reading the default config path) tears its network down.
+        p.ok(&[
+            "run",
+            "-d",
+            "--name",
+            "short",
+            "--network",
+            "a",
+            IMAGE,
+            "sleep",
+            "1",
+        ]);
+        let short = p.id("short");
+        p.assert_traces(&short, "a");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !p.traces(&short, "a").iter().all(|(_, n)| *n == 0) {
+            assert!(
+                Instant::now() < deadline,
+                "exited container still attached: {:?}",
+                p.traces(&short, "a")
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        assert_eq!(
+            p.ok(&["inspect", "--format", "{{.State.Status}}", "short"]),
+            "exited"
+        );
+        p.assert_host_veths(2);
 
         p.rm_all_and_assert_clean(&["a"]);
         p.ok(&["network", "rm", "a"]);
