@@ -380,9 +380,10 @@ impl Podman<'_> {
         (out.status.success() && !body.is_empty()).then_some(body)
     }
 
-    /// GET until `expect` comes back (a server may still be starting), for up to 5 s.
+    /// GET until `expect` comes back (a server may still be starting), for up to 10 s: the
+    /// machine may be busy with other builds.
     fn expect_get(&self, from: Origin, url: &str, expect: &str) {
-        let deadline = Instant::now() + Duration::from_secs(5);
+        let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             let got = self.get(from, url);
             if got.as_deref() == Some(expect) {
