@@ -8,10 +8,14 @@
 //! policy.json (conmon's exit command `podman container cleanup` reads the default config path,
 //! so it must be ours too), `/var/lib` is an overlay whose upper layer lives in the test's tmpfs
 //! (`/var/lib/cni`, `/var/lib/containers`), `/var/tmp` and `/dev/shm` (Podman's lock segment) are
-//! tmpfs, and so is `/sys/fs/cgroup` (crun 1.8 refuses this machine's hybrid hierarchy; Podman
-//! runs with cgroups disabled). Storage is vfs under the test's `/run`. The CNI plugin directory
+//! tmpfs, and so is `/sys/fs/cgroup`: the sandbox's fresh sysfs hides the machine's hybrid
+//! cgroup hierarchy (which crun 1.8 refuses), and on a bare sysfs directory crun fails with
+//! "invalid file system type on '/sys/fs/cgroup'"; Podman runs with cgroups disabled. Storage is vfs under the test's `/run`. The CNI plugin directory
 //! holds symlinks to our binaries only. The image is a busybox rootfs built from
 //! `busybox-static` and `podman import`ed: no registry.
+//!
+//! `published_port_on_two_networks` fails until portmap accepts the same container publishing
+//! a host port on a second attachment (Podman passes the mappings to every network).
 //!
 //! Podman starts conmon as a daemon outside the test thread's control; the [`Podman`] guard
 //! removes every container when dropped (also when a test panics) and kills what survives by PID.
