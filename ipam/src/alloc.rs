@@ -74,7 +74,9 @@ fn allocate_in_set(
     ifname: &str,
 ) -> Result<Allocation, Error> {
     let _guard = store.lock()?;
+    cni::trace::phase("lock");
     let mut listing = store.listing()?;
+    cni::trace::phase("listing");
     let writer = store.writer(cid, ifname)?;
     // Every exit below leaves the owner index matching what this call did to the directory.
     let outcome = allocate_with(
@@ -87,7 +89,9 @@ fn allocate_in_set(
         cid,
         ifname,
     );
+    cni::trace::phase("claim");
     store.save_listing(&listing);
+    cni::trace::phase("index");
     outcome
 }
 

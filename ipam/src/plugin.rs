@@ -64,7 +64,7 @@ impl Plugin for HostLocal {
         let dns = dns(&cfg)?;
         cni::trace::phase("config");
         let allocs = alloc::add(&cfg, &args.container_id, &args.ifname)?;
-        cni::trace::phase("allocate");
+        cni::trace::phase("result");
         Ok(CniResult {
             cni_version: args.version.as_str().to_string(),
             interfaces: Vec::new(),

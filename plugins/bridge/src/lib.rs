@@ -446,12 +446,15 @@ impl Attachment<'_> {
         if !conf.disable_container_interface {
             let has_v6 = result.ips.iter().any(|ip| ip.address.addr().is_ipv6());
             container_sysctls(ns, &args.ifname, &conf, has_v6)?;
+            trace::phase("container-sysctls");
             for ip in &result.ips {
                 cont.addr_add(cont_link.index, ip.address)
                     .map_err(kerr(format!("add {} to {}", ip.address, args.ifname)))?;
             }
+            trace::phase("container-addrs");
             cont.link_set_up(cont_link.index)
                 .map_err(kerr("set container veth up"))?;
+            trace::phase("container-up");
             if has_v6 && conf.enabledad {
                 wait_for_dad(cont, cont_link.index)?;
             }
@@ -479,7 +482,7 @@ impl Attachment<'_> {
             }
         }
 
-        trace::phase("container-addrs+routes");
+        trace::phase("container-routes");
         if conf.is_gateway {
             for (gw, subnet) in [gw4, gw6].into_iter().flatten() {
                 let gw_net = IpNet::new(gw, subnet.prefix_len())
