@@ -272,25 +272,45 @@ fn s14_prev_result_version_family() {
     });
 }
 
+/// A plugin that reads CNI_ARGS (host-local here, bridge and tuning too) refuses unknown keys
+/// unless IgnoreUnknown is set, and malformed pairs; one that never reads it (loopback, portmap,
+/// firewall) accepts anything, exactly as the reference's do (checked side by side with
+/// /usr/lib/cni 1.1.1: their loopback, portmap and firewall succeed with `FOO=bar`).
 #[test]
 fn s16_cni_args() {
     sandbox(|sb| {
         let ns = sb.netns("c");
-        let call = |args: &str| {
-            CniCall::new("loopback", "ADD")
+        let ipam = json!({"cniVersion": "1.1.0", "name": "proto",
+                          "ipam": {"type": "host-local", "subnet": "10.3.0.0/24",
+                                   "dataDir": sb.dir("ipam")}});
+        let call = |plugin: &str, c: &Value, args: &str| {
+            CniCall::new(plugin, "ADD")
                 .attachment("c1", &ns, "eth0")
                 .env("CNI_ARGS", args)
-                .conf(&conf("1.1.0"))
+                .conf(c)
                 .run()
         };
-        let (_, msg) = call("K8S_POD_NAME=x;IP=10.0.0.2").err();
+        let (_, msg) = call("host-local", &ipam, "K8S_POD_NAME=x;IP=10.3.0.9").err();
         assert!(msg.contains("unknown args"), "{msg}");
-        call("IgnoreUnknown=1;K8S_POD_NAMESPACE=ns;K8S_POD_NAME=x;K8S_POD_INFRA_CONTAINER_ID=abc;K8S_POD_UID=u").ok();
-        call("K8S_POD_UID=u;IgnoreUnknown=true;K8S_POD_NAME=x").ok();
-        let (_, msg) = call("badpair").err();
+        let r = call(
+            "host-local",
+            &ipam,
+            "IgnoreUnknown=1;K8S_POD_NAMESPACE=ns;K8S_POD_NAME=x;K8S_POD_INFRA_CONTAINER_ID=abc;K8S_POD_UID=u;IP=10.3.0.9",
+        )
+        .ok();
+        assert_eq!(r["ips"][0]["address"], "10.3.0.9/24");
+        let (_, msg) = call("host-local", &ipam, "badpair").err();
         assert!(msg.contains("invalid pair"), "{msg}");
-        let (_, msg) = call("IgnoreUnknown=1;A=b=c").err();
+        let (_, msg) = call("host-local", &ipam, "IgnoreUnknown=1;A=b=c").err();
         assert!(msg.contains("invalid pair"), "{msg}");
+        for args in [
+            "K8S_POD_NAME=x;IP=10.0.0.2",
+            "K8S_POD_UID=u;IgnoreUnknown=true;K8S_POD_NAME=x",
+            "badpair",
+        ] {
+            call("loopback", &conf("1.1.0"), args).ok();
+        }
+        assert!(lo_is_up(sb, "c"));
     });
 }
 
@@ -312,5 +332,42 @@ fn s18_netns_path_problems() {
             .run()
             .err();
         assert!(msg.contains("unknown FS magic"), "{msg}");
+    });
+}
+
+/// portmap and firewall program the host only: like the reference's, they accept a CNI_NETNS
+/// that is not a namespace (a VM runtime's path) and CNI_ARGS they do not read, and still add
+/// and remove their entries.
+#[test]
+fn host_only_plugins_accept_any_netns_and_unread_args() {
+    sandbox(|sb| {
+        // The "VM" is reached through a host link (portmap needs a route to the address).
+        sb.sh("ip link add vm42 type veth peer name vm42-peer && ip addr add 10.4.0.1/24 dev vm42 && ip link set vm42 up");
+        let not_ns = sb.scratch().join("vm-42");
+        std::fs::write(&not_ns, b"").unwrap();
+        let prev = json!({"cniVersion": "1.0.0",
+            "interfaces": [{"name": "eth0", "sandbox": not_ns.to_str().unwrap()}],
+            "ips": [{"address": "10.4.0.2/24", "interface": 0}]});
+        let portmap = json!({"cniVersion": "1.0.0", "name": "hostonly", "type": "portmap",
+            "capabilities": {"portMappings": true},
+            "runtimeConfig": {"portMappings": [
+                {"hostPort": 18080, "containerPort": 80, "protocol": "tcp"}]},
+            "prevResult": prev});
+        let firewall = json!({"cniVersion": "1.0.0", "name": "hostonly", "type": "firewall",
+                              "prevResult": prev});
+        let call = |plugin: &str, verb: &str, c: &Value| {
+            CniCall::new(plugin, verb)
+                .attachment("vm42", &not_ns, "eth0")
+                .env("CNI_ARGS", "VM_ID=42;badpair")
+                .conf(c)
+                .run()
+        };
+        let owner = "net: hostonly, id: vm42";
+        call("portmap", "ADD", &portmap).ok();
+        call("firewall", "ADD", &firewall).ok();
+        assert!(sb.nft_entries(owner) >= 2, "both plugins added entries");
+        call("firewall", "DEL", &firewall).ok();
+        call("portmap", "DEL", &portmap).ok();
+        assert_eq!(sb.nft_entries(owner), 0);
     });
 }

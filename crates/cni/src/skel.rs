@@ -197,6 +197,12 @@ pub trait Plugin {
     fn known_args(&self) -> &'static [&'static str] {
         &[]
     }
+    /// Whether the plugin reads CNI_ARGS. Those that do reject unknown keys unless
+    /// `IgnoreUnknown` is set (the reference's `LoadArgs`); those that do not (portmap,
+    /// firewall, loopback in the reference) accept any CNI_ARGS, even malformed.
+    fn reads_cni_args(&self) -> bool {
+        true
+    }
     /// Netns guard policy.
     fn netns_policy(&self) -> NetnsPolicy {
         NetnsPolicy::RejectOwn
@@ -409,7 +415,14 @@ fn prepare(
     } else {
         (String::new(), String::new())
     };
-    let args = CniArgs::parse(&get("CNI_ARGS").unwrap_or_default()).map_err(early)?;
+    let raw_args = get("CNI_ARGS").unwrap_or_default();
+    // A plugin that never reads CNI_ARGS ignores it entirely, bad pairs included, as the
+    // reference's portmap, firewall and loopback do (none of them delegates).
+    let args = match CniArgs::parse(&raw_args) {
+        Ok(a) => a,
+        Err(_) if !plugin.reads_cni_args() => CniArgs::default(),
+        Err(e) => return Err(early(e)),
+    };
     let path: Vec<PathBuf> = get("CNI_PATH")
         .unwrap_or_default()
         .split(':')
@@ -456,7 +469,9 @@ fn prepare(
         _ => {}
     }
     if cmd.is_attachment() {
-        args.check_known(plugin.known_args()).map_err(|e| (e, vs))?;
+        if plugin.reads_cni_args() {
+            args.check_known(plugin.known_args()).map_err(|e| (e, vs))?;
+        }
         if plugin.netns_policy() == NetnsPolicy::RejectOwn {
             let override_ = get("CNI_NETNS_OVERRIDE")
                 .is_some_and(|v| v == "1" || v.eq_ignore_ascii_case("true"));

@@ -199,6 +199,11 @@ fn families(ips: &[IpAddr]) -> (bool, bool) {
 }
 
 impl Plugin for FirewallPlugin {
+    /// The reference ignores CNI_ARGS here (no LoadArgs), so unknown keys are no error.
+    fn reads_cni_args(&self) -> bool {
+        false
+    }
+
     /// The forward filter is the host's; CNI_NETNS is never entered.
     fn netns_policy(&self) -> NetnsPolicy {
         NetnsPolicy::NotEntered

@@ -57,6 +57,11 @@ fn loopback(nl: &mut Netlink) -> Result<kernel::netlink::Link, CniError> {
 }
 
 impl Plugin for Loopback {
+    /// The reference loopback ignores CNI_ARGS (no LoadArgs), so unknown keys are no error.
+    fn reads_cni_args(&self) -> bool {
+        false
+    }
+
     fn add(&self, args: &CmdArgs) -> Result<CniResult, CniError> {
         let ns = require_netns(args)?;
         let mut nl = netlink_in(&ns)?;

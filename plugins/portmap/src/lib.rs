@@ -251,6 +251,11 @@ fn flush_udp(maps: &[PortMap]) {
 }
 
 impl Plugin for Portmap {
+    /// The reference ignores CNI_ARGS here (no LoadArgs), so unknown keys are no error.
+    fn reads_cni_args(&self) -> bool {
+        false
+    }
+
     /// Port forwarding is programmed on the host; CNI_NETNS is never entered.
     fn netns_policy(&self) -> NetnsPolicy {
         NetnsPolicy::NotEntered
