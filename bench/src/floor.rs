@@ -15,6 +15,17 @@ use kernel::netns::NetNs;
 const BRIDGE: &str = "br-floor";
 const NS_PREFIX: &str = "floor";
 
+/// The steps of one floor attach, in order, with their names.
+pub const STEPS: [&str; 7] = [
+    "open ns + socket",
+    "veth create",
+    "lookup + enslave",
+    "host end up",
+    "container address",
+    "container up",
+    "default route",
+];
+
 pub struct Floor {
     noop: PathBuf,
     host: Netlink,
@@ -61,15 +72,27 @@ impl Floor {
     /// One attach done by this process: veth pair born in a fresh namespace under its final
     /// name, host end enslaved and up, container end addressed and up, default route.
     pub fn attach(&mut self, sb: &Sandbox) -> Duration {
+        self.attach_steps(sb).iter().sum()
+    }
+
+    /// [`Floor::attach`], timed per step (see [`STEPS`]).
+    pub fn attach_steps(&mut self, sb: &Sandbox) -> [Duration; 7] {
         let i = self.made.len();
         let name = format!("{NS_PREFIX}{i}");
         let path = sb.netns(&name);
         self.made.push(name);
         let host_name = format!("vfl{i}");
         let addr = format!("10.62.{}.{}/16", 1 + i / 250, 2 + i % 250);
-        let t = Instant::now();
+        let mut steps = [Duration::ZERO; 7];
+        let mut t = Instant::now();
+        let mut lap = |i: usize| {
+            let now = Instant::now();
+            steps[i] = now - t;
+            t = now;
+        };
         let ns = NetNs::open(&path).unwrap();
         let mut cont = Netlink::open_in(&ns).unwrap();
+        lap(0);
         self.host
             .veth_add(&VethSpec {
                 host_name: &host_name,
@@ -79,17 +102,23 @@ impl Floor {
                 peer_mac: None,
             })
             .unwrap();
+        lap(1);
         let hv = self.host.link_by_name(&host_name).unwrap().unwrap();
         self.host.link_set_master(hv.index, self.bridge).unwrap();
+        lap(2);
         self.host.link_set_up(hv.index).unwrap();
+        lap(3);
         let eth0 = cont.link_by_name("eth0").unwrap().unwrap();
         cont.addr_add(eth0.index, addr.parse().unwrap()).unwrap();
+        lap(4);
         cont.link_set_up(eth0.index).unwrap();
+        lap(5);
         let mut default = RouteSpec::new("0.0.0.0/0".parse().unwrap());
         default.gw = Some("10.62.0.1".parse().unwrap());
         default.oif = Some(eth0.index);
         cont.route_add(&default).unwrap();
-        t.elapsed()
+        lap(6);
+        steps
     }
 
     /// Remove every namespace (and so every veth) the floor made.

@@ -393,8 +393,9 @@ fn phase_p50s(traces: &[String]) -> Vec<(String, f64)> {
 struct ScalePoint {
     n: usize,
     add_p50: Duration,
-    /// p50 of the floor's own attach at this population (ours only).
+    /// p50 of the floor's own attach at this population (ours only), and of each step.
     floor_attach_p50: Option<Duration>,
+    floor_steps_p50: Vec<Duration>,
     phases: Vec<(String, f64)>,
 }
 
@@ -425,14 +426,21 @@ fn scale_run(
             // p50 of the last min(n, 10) ADDs: the cost at this population.
             let from = n.saturating_sub(10);
             let window: Vec<String> = traces[from..].concat();
+            let mut floor_steps_p50 = Vec::new();
             let floor_attach_p50 = floor.as_deref_mut().map(|f| {
-                let samples: Vec<Duration> = (0..10).map(|_| f.attach(sb)).collect();
-                percentile(&samples, 0.5)
+                let samples: Vec<[Duration; 7]> = (0..10).map(|_| f.attach_steps(sb)).collect();
+                for step in 0..floor::STEPS.len() {
+                    let v: Vec<Duration> = samples.iter().map(|s| s[step]).collect();
+                    floor_steps_p50.push(percentile(&v, 0.5));
+                }
+                let totals: Vec<Duration> = samples.iter().map(|s| s.iter().sum()).collect();
+                percentile(&totals, 0.5)
             });
             out.push(ScalePoint {
                 n,
                 add_p50: percentile(&adds[from..], 0.5),
                 floor_attach_p50,
+                floor_steps_p50,
                 phases: phase_p50s(&window),
             });
         }
@@ -594,6 +602,17 @@ fn main() {
                     .filter_map(|p| Some(format!("n={}: {} ms", p.n, ms(p.floor_attach_p50?))))
                     .collect();
                 println!("{:<8} {}", "floor attach", line.join("  "));
+                println!("floor attach steps p50 (the kernel's own work, one process, ms):");
+                for (i, step) in floor::STEPS.iter().enumerate() {
+                    let vals: Vec<String> = points
+                        .iter()
+                        .map(|p| {
+                            let v = p.floor_steps_p50.get(i).map(|d| ms(*d)).unwrap_or_default();
+                            format!("{v:>8}")
+                        })
+                        .collect();
+                    println!("  {step:<40}{}", vals.join(""));
+                }
                 println!("phase p50s of ours (RCNI_TRACE, ms; plugin.phase):");
                 let keys: Vec<&String> = points
                     .last()
