@@ -291,7 +291,9 @@ fn responders(sb: &Sandbox, pod: &str) -> Vec<Background> {
 /// the test machine is saturated by parallel tests), so a UDP exchange is retried like a real
 /// UDP client would; TCP gets one attempt.
 fn fetch(sb: &Sandbox, from: Option<&str>, proto: &str, addr: &str, port: usize) -> String {
-    let cmd = format!("echo ping | socat -T2 - {proto}:{addr}:{port}");
+    // -t: after our stdin's EOF socat waits only 0.5 s for the reply by default, less than a
+    // forked responder takes on a machine saturated by the parallel churn tests.
+    let cmd = format!("echo ping | socat -t5 -T5 - {proto}:{addr}:{port}");
     let attempts = if proto == "UDP" { 3 } else { 1 };
     let mut reply = String::new();
     for _ in 0..attempts {
