@@ -24,6 +24,7 @@
 //!   --parallel P  simultaneous ADDs for the parallel run (default 100)
 //!   --scale MAX   also attach MAX containers (ours, and the reference when installed) and
 //!                 report ADD p50 at 10/100/500/1000/... (off by default: it takes minutes)
+//!   --ours-only   skip the reference (quick iterations; not for reported figures)
 //!   --portmap     chain portmap after bridge (one mapping per container, hostPort 20000+i,
 //!                 prevResult = bridge's result); ADD/DEL figures are then the whole chain's
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -470,6 +471,8 @@ fn main() {
     let p = num("--parallel", if quick { 10 } else { 100 });
     let scale = num("--scale", 0);
     let portmap = flag("--portmap").is_some();
+    // Iterating on our own figures: skip the reference (reported figures never use this).
+    let ours_only = flag("--ours-only").is_some();
 
     sandbox(|sb| {
         let mut impls = vec![Impl {
@@ -481,7 +484,7 @@ fn main() {
             portmap,
             trace: Default::default(),
         }];
-        match reference_dir() {
+        match reference_dir().filter(|_| !ours_only) {
             Some(dir) => impls.push(Impl {
                 label: "ref",
                 dir,
