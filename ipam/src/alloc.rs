@@ -90,7 +90,11 @@ fn allocate_in_set(
         ifname,
     );
     cni::trace::phase("claim");
-    store.save_listing(&listing);
+    if outcome.is_ok() {
+        store.save_and_seal(&mut listing);
+    } else {
+        store.save_listing(&listing);
+    }
     cni::trace::phase("index");
     outcome
 }
@@ -453,6 +457,11 @@ mod tests {
         assert_eq!(l.leases.len(), 20);
         assert_eq!(l.files_read, 0, "every lease came from the index");
         assert!(!l.dirty);
+        // On a file system with multigrain timestamps the directory is not even listed.
+        let multigrain = crate::store::Store::open(t.0.join("net"))
+            .unwrap()
+            .multigrain();
+        assert_eq!(l.sealed, multigrain);
         assert!(add(&c, "c3", "eth0")
             .unwrap_err()
             .to_string()
@@ -469,7 +478,8 @@ mod tests {
         add(&c, "c1", "eth0").unwrap();
         // The reference plugin (or a writer killed before updating the index) adds a lease.
         std::fs::write(t.0.join("net/10.1.0.9"), "ref\r\neth0").unwrap();
-        assert_eq!(listing_of(&t.0).files_read, 1);
+        let l = listing_of(&t.0);
+        assert_eq!((l.files_read, l.sealed), (1, false), "the seal is broken");
         let e = add(&c, "ref", "eth0").unwrap_err().to_string();
         assert!(e.contains("10.1.0.9 has been allocated to ref"), "{e}");
         // It replaces c1's lease under the same name (a new file, hence a new inode).

@@ -47,6 +47,8 @@ pub struct Listing {
     pub dirty: bool,
     /// Lease files read because the index did not know them (observability, tests).
     pub files_read: usize,
+    /// Taken from the index alone: the directory was unchanged since the last sealed call.
+    pub sealed: bool,
 }
 
 impl Listing {

@@ -135,6 +135,49 @@ fn cstring(p: &Path) -> Result<CString, Error> {
 
 static TEMP_SEQ: AtomicU32 = AtomicU32::new(0);
 
+/// Inode, size, mtime and ctime to the nanosecond: what changes when a file or directory does.
+fn file_stamp(m: &fs::Metadata) -> String {
+    use std::os::unix::fs::MetadataExt;
+    format!(
+        "{}:{}:{}.{}:{}.{}",
+        m.ino(),
+        m.size(),
+        m.mtime(),
+        m.mtime_nsec(),
+        m.ctime(),
+        m.ctime_nsec()
+    )
+}
+
+/// Whether the file system of `fd` has multigrain timestamps: Linux 6.13 or later, and tmpfs,
+/// ext4, xfs or btrfs (the file systems that opted in).
+fn multigrain_fs(fd: libc::c_int) -> bool {
+    const TMPFS: i64 = 0x0102_1994;
+    const EXT4: i64 = 0xEF53;
+    const XFS: i64 = 0x5846_5342;
+    const BTRFS: i64 = 0x9123_683E;
+    static KERNEL_OK: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    let kernel_ok = *KERNEL_OK.get_or_init(|| {
+        let release = fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+        let mut parts = release.trim().split(['.', '-']);
+        let major: u32 = parts.next().and_then(|p| p.parse().ok()).unwrap_or(0);
+        let minor: u32 = parts.next().and_then(|p| p.parse().ok()).unwrap_or(0);
+        (major, minor) >= (6, 13)
+    });
+    if !kernel_ok {
+        return false;
+    }
+    // SAFETY: zeroed statfs is a valid out-parameter.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: valid fd and a writable statfs.
+    if unsafe { libc::fstatfs(fd, &mut st) } != 0 {
+        return false;
+    }
+    #[allow(clippy::unnecessary_cast)]
+    let magic = st.f_type as i64;
+    matches!(magic, TMPFS | EXT4 | XFS | BTRFS)
+}
+
 impl Store {
     /// Open the network directory, creating it (0755) and its lock file like the reference does.
     pub fn open(dir: PathBuf) -> Result<Store, Error> {
@@ -288,10 +331,11 @@ impl Store {
     /// directory listing, plus one read per lease the index does not know. Temp files of dead
     /// writers are swept on the way. Lock must be held.
     pub fn listing(&self) -> Result<Listing, Error> {
-        let cached = self
-            .read(INDEX_FILE)
-            .map(|t| index::decode(&t))
-            .unwrap_or_default();
+        let (text, index_stamp) = self.read_index();
+        let cached = text.map(|t| index::decode(&t)).unwrap_or_default();
+        if let Some(listing) = self.sealed_listing(&cached, &index_stamp) {
+            return Ok(listing);
+        }
         let rd = fs::read_dir(&self.dir).map_err(|e| Error::io("read", &self.dir, e))?;
         let mut listing = Listing::default();
         let mut known = 0usize;
@@ -333,11 +377,119 @@ impl Store {
         Ok(listing)
     }
 
+    /// The index alone, when the directory provably did not change since our last sealed call
+    /// (see [`Store::seal`]); `None` means list the directory.
+    fn sealed_listing(
+        &self,
+        cached: &std::collections::HashMap<String, (u64, String)>,
+        index_stamp: &str,
+    ) -> Option<Listing> {
+        let stamp = self.dir_stamp(index_stamp)?;
+        // A seal is about 140 bytes; anything longer is not ours and fails the comparison.
+        let mut buf = [0u8; 512];
+        // SAFETY: valid fd and a writable buffer of the given length.
+        let n =
+            unsafe { libc::pread(self.lock.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+        let seal = buf.get(..usize::try_from(n).ok()?)?;
+        if seal != stamp.as_bytes() {
+            return None;
+        }
+        let mut leases = Vec::with_capacity(cached.len());
+        for (name, (ino, content)) in cached {
+            let EntryKind::Lease(ip) = classify(name) else {
+                return None;
+            };
+            leases.push(IndexedLease {
+                ip,
+                name: name.clone(),
+                ino: *ino,
+                content: content.clone(),
+            });
+        }
+        leases.sort_by(|a, b| a.name.cmp(&b.name));
+        Some(Listing {
+            leases,
+            dirty: false,
+            files_read: 0,
+            sealed: true,
+        })
+    }
+
+    /// The directory's change stamp (mtime and ctime to the nanosecond), only where a change
+    /// after we read it is guaranteed to produce a different stamp: multigrain timestamps
+    /// (Linux 6.13+) on tmpfs, ext4, xfs and btrfs. Elsewhere timestamps are as coarse as a
+    /// clock tick, a foreign writer could go unnoticed, and `None` makes callers list.
+    fn dir_stamp(&self, index_stamp: &str) -> Option<String> {
+        if index_stamp.is_empty() || !multigrain_fs(self.dirfd.as_raw_fd()) {
+            return None;
+        }
+        let m = self.dirfd.metadata().ok()?;
+        Some(format!(
+            "rcni-seal dir {} index {index_stamp}",
+            file_stamp(&m)
+        ))
+    }
+
+    /// Whether this directory's file system gives multigrain timestamps (sealed listings).
+    pub fn multigrain(&self) -> bool {
+        multigrain_fs(self.dirfd.as_raw_fd())
+    }
+
+    /// The owner index's text and its own stamp (so an in-place edit of the index is noticed
+    /// too); empty stamp when there is no index.
+    fn read_index(&self) -> (Option<String>, String) {
+        let Ok(name) = CString::new(INDEX_FILE) else {
+            return (None, String::new());
+        };
+        // SAFETY: valid directory fd and NUL-terminated name.
+        let fd = unsafe {
+            libc::openat(
+                self.dirfd.as_raw_fd(),
+                name.as_ptr(),
+                libc::O_RDONLY | libc::O_CLOEXEC,
+            )
+        };
+        if fd < 0 {
+            return (None, String::new());
+        }
+        // SAFETY: fd was just opened and is owned by nobody else.
+        let mut f = unsafe { <File as std::os::unix::io::FromRawFd>::from_raw_fd(fd) };
+        let stamp = f.metadata().map(|m| file_stamp(&m)).unwrap_or_default();
+        let mut text = String::new();
+        match std::io::Read::read_to_string(&mut f, &mut text) {
+            Ok(_) => (Some(text), stamp),
+            Err(_) => (None, String::new()),
+        }
+    }
+
+    /// After a call changed the directory and the index matches it, record the directory's
+    /// stamp in the lock file (whose content the reference never reads; writing it does not
+    /// change the directory). The next call trusts the index without listing the directory
+    /// if the stamp is unchanged: any lease created, replaced or removed by anyone since then
+    /// (the reference, a killed writer, an admin) changed it. Lock must be held. Best effort.
+    pub fn seal(&self, listing: &Listing) {
+        let stamp = if listing.dirty {
+            None
+        } else {
+            let index_stamp = fs::metadata(self.dir.join(INDEX_FILE))
+                .map(|m| file_stamp(&m))
+                .unwrap_or_default();
+            self.dir_stamp(&index_stamp)
+        };
+        let bytes = stamp.unwrap_or_default();
+        // SAFETY: valid fd; the buffer outlives the calls.
+        unsafe {
+            libc::pwrite(self.lock.as_raw_fd(), bytes.as_ptr().cast(), bytes.len(), 0);
+            libc::ftruncate(self.lock.as_raw_fd(), bytes.len() as libc::off_t);
+        }
+    }
+
     /// Rewrite the owner index when the listing changed. Best effort: a stale or missing index
-    /// only costs reads on the next call. Lock must be held.
-    pub fn save_listing(&self, listing: &Listing) {
+    /// only costs reads on the next call. Lock must be held. Returns whether the index on disk
+    /// now matches the listing.
+    pub fn save_listing(&self, listing: &Listing) -> bool {
         if !listing.dirty {
-            return;
+            return true;
         }
         let target = self.dir.join(INDEX_FILE);
         let tmp = self.temp_path();
@@ -351,10 +503,21 @@ impl Store {
             f.write_all(listing.encode().as_bytes())?;
             fs::rename(&tmp, &target)
         };
-        if let Err(e) = write() {
-            let _ = fs::remove_file(&tmp);
-            eprintln!("host-local: owner index {}: {e}", target.display());
+        match write() {
+            Ok(()) => true,
+            Err(e) => {
+                let _ = fs::remove_file(&tmp);
+                eprintln!("host-local: owner index {}: {e}", target.display());
+                false
+            }
         }
+    }
+
+    /// Write the index if needed, then seal: the end of every call that changed leases. A
+    /// failed index write leaves the old index in place, which must not be vouched for.
+    pub fn save_and_seal(&self, listing: &mut Listing) {
+        listing.dirty = !self.save_listing(listing);
+        self.seal(listing);
     }
 
     /// A writer for new leases of (cid, ifname); call [`LeaseWriter::claim`] per candidate.
@@ -431,7 +594,11 @@ impl Store {
                 listing.remove(name);
             }
         }
-        self.save_listing(&listing);
+        if outcome.is_ok() {
+            self.save_and_seal(&mut listing);
+        } else {
+            self.save_listing(&listing);
+        }
         outcome
     }
 
