@@ -18,7 +18,6 @@
 //! Format: one line per lease, `<name>\t<inode>\t<content>`, with `\\`, `\t`, `\r` and `\n` of
 //! the content escaped. Written with temp file + rename under the network lock.
 
-use std::collections::HashMap;
 use std::net::IpAddr;
 
 /// Name of the index file in the network directory.
@@ -91,22 +90,44 @@ impl Listing {
     }
 }
 
-/// Parse an index file into name → (inode, content). Malformed lines are dropped: the entry
-/// is then simply re-read from its lease file.
-pub fn decode(text: &str) -> HashMap<String, (u64, String)> {
-    let mut map = HashMap::new();
+/// Parse an index file into its leases, sorted by name. Malformed lines are dropped: the
+/// entry is then simply re-read from its lease file.
+pub fn decode(text: &str) -> Vec<IndexedLease> {
+    let mut leases = Vec::with_capacity(text.len() / 40);
     for line in text.lines() {
         let mut parts = line.splitn(3, '\t');
         let (Some(name), Some(ino), Some(content)) = (parts.next(), parts.next(), parts.next())
         else {
             continue;
         };
-        let (Ok(ino), Some(content)) = (ino.parse::<u64>(), unescape(content)) else {
+        let (Ok(ip), Ok(ino), Some(content)) = (
+            name.parse::<IpAddr>(),
+            ino.parse::<u64>(),
+            unescape(content),
+        ) else {
             continue;
         };
-        map.insert(name.to_string(), (ino, content));
+        leases.push(IndexedLease {
+            ip,
+            name: name.to_string(),
+            ino,
+            content,
+        });
     }
-    map
+    // Written sorted; sorting again only costs when someone else wrote the file.
+    if !leases.is_sorted_by(|a, b| a.name < b.name) {
+        leases.sort_by(|a, b| a.name.cmp(&b.name));
+        leases.dedup_by(|a, b| a.name == b.name);
+    }
+    leases
+}
+
+/// The entry for `name` in decoded (sorted) leases.
+pub fn find<'a>(leases: &'a [IndexedLease], name: &str) -> Option<&'a IndexedLease> {
+    leases
+        .binary_search_by(|l| l.name.as_str().cmp(name))
+        .ok()
+        .map(|i| &leases[i])
 }
 
 fn escape_into(s: &str, out: &mut String) {
@@ -161,18 +182,23 @@ mod tests {
         l.insert(lease("10.0.0.2", 5, "legacy\\id\twith\ntabs"));
         l.insert(lease("fd00::2", 9, ""));
         assert_eq!(l.leases[0].name, "10.0.0.2", "kept sorted");
-        let map = decode(&l.encode());
-        assert_eq!(map.len(), 3);
-        assert_eq!(map["10.0.0.3"], (7, "c\r\neth0".to_string()));
-        assert_eq!(map["10.0.0.2"], (5, "legacy\\id\twith\ntabs".to_string()));
-        assert_eq!(map["fd00::2"], (9, String::new()));
+        let back = decode(&l.encode());
+        assert_eq!(back, l.leases);
+        let hit = find(&back, "10.0.0.2").unwrap();
+        assert_eq!(
+            (hit.ino, hit.content.as_str()),
+            (5, "legacy\\id\twith\ntabs")
+        );
+        assert!(find(&back, "10.0.0.9").is_none());
     }
 
     #[test]
     fn malformed_lines_are_dropped_not_fatal() {
-        let map = decode("10.0.0.2\tx\tc\n10.0.0.3\t4\tbad\\q\n10.0.0.4\t4\n10.0.0.5\t6\tok\n");
-        assert_eq!(map.len(), 1);
-        assert_eq!(map["10.0.0.5"], (6, "ok".to_string()));
+        let v = decode(
+            "10.0.0.2\tx\tc\n10.0.0.3\t4\tbad\\q\n10.0.0.4\t4\nnot-ip\t5\tc\n10.0.0.5\t6\tok\n",
+        );
+        assert_eq!(v.len(), 1);
+        assert_eq!((v[0].name.as_str(), v[0].ino), ("10.0.0.5", 6));
     }
 
     #[test]

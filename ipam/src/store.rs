@@ -333,8 +333,13 @@ impl Store {
     pub fn listing(&self) -> Result<Listing, Error> {
         let (text, index_stamp) = self.read_index();
         let cached = text.map(|t| index::decode(&t)).unwrap_or_default();
-        if let Some(listing) = self.sealed_listing(&cached, &index_stamp) {
-            return Ok(listing);
+        if self.seal_holds(&index_stamp) {
+            return Ok(Listing {
+                leases: cached,
+                dirty: false,
+                files_read: 0,
+                sealed: true,
+            });
         }
         let rd = fs::read_dir(&self.dir).map_err(|e| Error::io("read", &self.dir, e))?;
         let mut listing = Listing::default();
@@ -353,10 +358,10 @@ impl Store {
                 EntryKind::State | EntryKind::Other => continue,
             };
             let ino = std::os::unix::fs::DirEntryExt::ino(&ent);
-            let content = match cached.get(&name) {
-                Some((i, c)) if *i == ino => {
+            let content = match index::find(&cached, &name) {
+                Some(l) if l.ino == ino => {
                     known += 1;
-                    c.clone()
+                    l.content.clone()
                 }
                 _ => {
                     listing.files_read += 1;
@@ -377,42 +382,21 @@ impl Store {
         Ok(listing)
     }
 
-    /// The index alone, when the directory provably did not change since our last sealed call
-    /// (see [`Store::seal`]); `None` means list the directory.
-    fn sealed_listing(
-        &self,
-        cached: &std::collections::HashMap<String, (u64, String)>,
-        index_stamp: &str,
-    ) -> Option<Listing> {
-        let stamp = self.dir_stamp(index_stamp)?;
+    /// Whether the directory and the index provably did not change since our last sealed call
+    /// (see [`Store::seal`]), so the index alone is the listing.
+    fn seal_holds(&self, index_stamp: &str) -> bool {
+        let Some(stamp) = self.dir_stamp(index_stamp) else {
+            return false;
+        };
         // A seal is about 140 bytes; anything longer is not ours and fails the comparison.
         let mut buf = [0u8; 512];
         // SAFETY: valid fd and a writable buffer of the given length.
         let n =
             unsafe { libc::pread(self.lock.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
-        let seal = buf.get(..usize::try_from(n).ok()?)?;
-        if seal != stamp.as_bytes() {
-            return None;
-        }
-        let mut leases = Vec::with_capacity(cached.len());
-        for (name, (ino, content)) in cached {
-            let EntryKind::Lease(ip) = classify(name) else {
-                return None;
-            };
-            leases.push(IndexedLease {
-                ip,
-                name: name.clone(),
-                ino: *ino,
-                content: content.clone(),
-            });
-        }
-        leases.sort_by(|a, b| a.name.cmp(&b.name));
-        Some(Listing {
-            leases,
-            dirty: false,
-            files_read: 0,
-            sealed: true,
-        })
+        usize::try_from(n)
+            .ok()
+            .and_then(|n| buf.get(..n))
+            .is_some_and(|seal| seal == stamp.as_bytes())
     }
 
     /// The directory's change stamp (mtime and ctime to the nanosecond), only where a change
