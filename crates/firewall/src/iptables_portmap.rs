@@ -17,16 +17,26 @@
 //!
 //! The per-container chain is per (network, container) like the reference, so DEL removes every
 //! ifname of that container in that network. DEL needs no mappings: it lists CNI-HOSTPORT-DNAT
-//! and deletes the rules jumping to the container's chain. Unlike the nftables backend, a host
-//! port already published by another container is not detected here (first match wins, as with
-//! the reference); top-level chains are never removed.
+//! and deletes the rules jumping to the container's chain. Top-level chains are never removed.
+//!
+//! Shared host ports behave as in the nftables backend: the same container may publish a host
+//! port on several networks (Podman passes a container's portMappings to every network it
+//! joins); each network has its own chain, the first entry rule matches, and when that
+//! network's chain is deleted the next one answers. A host port whose DNAT (same protocol, port
+//! and `-d` host address) is in ANOTHER container's chain is refused before anything changes,
+//! naming the owner (the reference lets the first rule silently shadow the other). The check
+//! lists CNI-HOSTPORT-DNAT once per family and reads only the chains whose entry rules name
+//! one of the requested ports.
 
 use std::collections::BTreeSet;
+use std::net::IpAddr;
 use std::path::PathBuf;
 
-use crate::iptables::{collect, s, stale_jump_targets, ExecRunner, Family, Runner, Table};
+use crate::iptables::{
+    collect, s, split_rule_line, stale_jump_targets, ExecRunner, Family, Runner, Table,
+};
 use crate::names::sha512_hex;
-use crate::portmap::{PortForward, PortmapSpec};
+use crate::portmap::{PortForward, PortmapSpec, Proto};
 use crate::{lock, validate_owner, Error, LOCK_PATH};
 
 /// Top-level DNAT chain.
@@ -177,6 +187,72 @@ fn top_rules(spec: &PortmapSpec) -> Vec<(&'static str, Vec<String>, bool)> {
     v
 }
 
+/// An entry rule of [`DNAT_CHAIN`] as listed by `-S`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EntryRule {
+    /// Container id from the reference comment `dnat name: "<net>" id: "<cid>"`.
+    pub container_id: String,
+    /// The whole comment.
+    pub comment: String,
+    /// The per-container chain it jumps to.
+    pub chain: String,
+    /// `-p`.
+    pub proto: Option<Proto>,
+    /// `--dports` of its multiport match.
+    pub ports: Vec<u16>,
+}
+
+/// Entry rules (ours or the reference's) of a `-S CNI-HOSTPORT-DNAT` listing.
+pub fn parse_entries(listing: &str) -> Vec<EntryRule> {
+    let mut out = Vec::new();
+    for line in listing.lines() {
+        let t = split_rule_line(line);
+        let after = |flag: &str| t.windows(2).find(|w| w[0] == flag).map(|w| w[1].clone());
+        let (Some(comment), Some(chain)) = (after("--comment"), after("-j")) else {
+            continue;
+        };
+        let Some(cid) = comment
+            .split_once(" id: \"")
+            .and_then(|(_, rest)| rest.strip_suffix('"'))
+        else {
+            continue;
+        };
+        out.push(EntryRule {
+            container_id: cid.to_string(),
+            comment: comment.clone(),
+            chain,
+            proto: after("-p").and_then(|p| Proto::parse(&p)),
+            ports: after("--dports")
+                .or_else(|| after("--destination-ports"))
+                .map(|p| p.split(',').filter_map(|x| x.parse().ok()).collect())
+                .unwrap_or_default(),
+        });
+    }
+    out
+}
+
+/// (protocol, host port, `-d` address) of every DNAT rule of a per-container chain listing.
+pub fn parse_dnats(listing: &str) -> Vec<(Proto, u16, Option<IpAddr>)> {
+    let mut out = Vec::new();
+    for line in listing.lines() {
+        let t = split_rule_line(line);
+        let after = |flag: &str| t.windows(2).find(|w| w[0] == flag).map(|w| w[1].clone());
+        if after("-j").as_deref() != Some("DNAT") {
+            continue;
+        }
+        let (Some(proto), Some(port)) = (
+            after("-p").and_then(|p| Proto::parse(&p)),
+            after("--dport").and_then(|p| p.parse().ok()),
+        ) else {
+            continue;
+        };
+        let dest =
+            after("-d").and_then(|d| d.split('/').next().and_then(|a| a.parse::<IpAddr>().ok()));
+        out.push((proto, port, dest));
+    }
+    out
+}
+
 /// iptables implementation of [`PortForward`].
 pub struct IptablesPortForward<R: Runner = ExecRunner> {
     runner: R,
@@ -204,6 +280,60 @@ impl<R: Runner> IptablesPortForward<R> {
 
     fn nat(&self) -> Table<'_, R> {
         Table::new(&self.runner, "nat")
+    }
+
+    /// Err naming the owner when another container's chain already DNATs one of `spec`'s host
+    /// ports (same protocol, port and host address) in this family. Nothing is changed.
+    fn refuse_foreign(&self, spec: &PortmapSpec, fam: Family) -> Result<(), Error> {
+        let addr = match fam {
+            Family::V4 => spec.v4,
+            Family::V6 => spec.v6,
+        };
+        let Some(addr) = addr else { return Ok(()) };
+        let wanted: Vec<_> = spec
+            .mappings
+            .iter()
+            .filter(|m| m.applies_to(addr.addr()))
+            .collect();
+        let listing = match self.nat().run(fam, s(&["-S", DNAT_CHAIN]))? {
+            o if o.success => o.stdout,
+            _ => return Ok(()),
+        };
+        let mut read = BTreeSet::new();
+        for entry in parse_entries(&listing) {
+            if entry.container_id == spec.container_id {
+                continue;
+            }
+            let named = wanted
+                .iter()
+                .any(|m| Some(m.proto) == entry.proto && entry.ports.contains(&m.host_port));
+            if !named || !read.insert(entry.chain.clone()) {
+                continue;
+            }
+            let out = self.nat().run(fam, s(&["-S", &entry.chain]))?;
+            if !out.success {
+                continue;
+            }
+            let dnats = parse_dnats(&out.stdout);
+            for m in &wanted {
+                let key = (m.proto, m.host_port, m.specific_host_ip());
+                if dnats.contains(&key) {
+                    let host = m
+                        .specific_host_ip()
+                        .map(|h| format!("{h} . "))
+                        .unwrap_or_default();
+                    return Err(Error::Conflict(format!(
+                        "host port {host}{} . {} ({} nat {}) is already published by another attachment \"{}\"; DEL it or run GC first",
+                        m.proto,
+                        m.host_port,
+                        fam.prog(),
+                        entry.chain,
+                        entry.comment
+                    )));
+                }
+            }
+        }
+        Ok(())
     }
 
     fn add_family(&self, spec: &PortmapSpec, fam: Family) -> Result<(), Error> {
@@ -270,6 +400,9 @@ impl<R: Runner> PortForward for IptablesPortForward<R> {
             return Ok(());
         }
         let _guard = lock::lock(&self.lock_path)?;
+        for fam in families(spec) {
+            self.refuse_foreign(spec, fam)?;
+        }
         let chain = dn_chain(&spec.network, &spec.container_id);
         for fam in families(spec) {
             if let Err(e) = self.add_family(spec, fam) {
@@ -408,6 +541,31 @@ mod tests {
             .collect();
         let (_, entries) = container_rules(&sp, Family::V4);
         assert_eq!(entries.len(), 2);
+    }
+
+    #[test]
+    fn listings_parse_into_owners_and_dnat_keys() {
+        let entries = "-N CNI-HOSTPORT-DNAT\n\
+            -A CNI-HOSTPORT-DNAT -p tcp -m comment --comment \"dnat name: \\\"a\\\" id: \\\"ctr\\\"\" -m multiport --dports 8087,9000 -j CNI-DN-aaa\n\
+            -A CNI-HOSTPORT-DNAT -p udp -m comment --comment \"dnat name: \\\"b\\\" id: \\\"x\\\"\" -m multiport --dports 53 -j CNI-DN-bbb\n";
+        let e = parse_entries(entries);
+        assert_eq!(e.len(), 2, "{e:?}");
+        assert_eq!(e[0].container_id, "ctr");
+        assert_eq!(e[0].chain, "CNI-DN-aaa");
+        assert_eq!(e[0].proto, Some(Proto::Tcp));
+        assert_eq!(e[0].ports, vec![8087, 9000]);
+        assert_eq!(e[1].comment, "dnat name: \"b\" id: \"x\"");
+        let chain = "-N CNI-DN-aaa\n\
+            -A CNI-DN-aaa -s 10.22.0.0/24 -p tcp -m tcp --dport 8087 -j CNI-HOSTPORT-SETMARK\n\
+            -A CNI-DN-aaa -p tcp -m tcp --dport 8087 -j DNAT --to-destination 10.22.0.2:80\n\
+            -A CNI-DN-aaa -d 127.0.0.1/32 -p tcp -m tcp --dport 9000 -j DNAT --to-destination 10.22.0.2:90\n";
+        assert_eq!(
+            parse_dnats(chain),
+            vec![
+                (Proto::Tcp, 8087, None),
+                (Proto::Tcp, 9000, Some("127.0.0.1".parse().unwrap()))
+            ]
+        );
     }
 
     #[test]

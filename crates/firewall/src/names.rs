@@ -73,6 +73,28 @@ pub fn owner_comment(network: &str, container_id: &str, ifname: &str) -> String 
     s
 }
 
+/// 16 hex identifying a container across all its networks and interfaces: carried by the
+/// port-forwarding element comments so an attachment can tell whether a host port is held by
+/// another attachment of the SAME container (Podman publishes a container's ports on every
+/// network it joins) even when the readable `id:` part of the comment was truncated.
+pub fn container_hash(container_id: &str) -> String {
+    sha512_hex(format!("ctr\0{container_id}").as_bytes())[..16].to_string()
+}
+
+/// Cuts `s` (quotes dropped) so it fits [`NFT_COMMENT_MAX`] with its NUL, at a char boundary.
+pub fn bounded_comment(mut s: String) -> String {
+    s.retain(|c| c != '"');
+    let max = NFT_COMMENT_MAX - 1;
+    if s.len() > max {
+        let mut cut = max;
+        while !s.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        s.truncate(cut);
+    }
+    s
+}
+
 /// The owner tag at the start of a stored comment (text before the first space).
 pub fn tag_of_comment(comment: &str) -> &str {
     comment.split(' ').next().unwrap_or("")

@@ -262,11 +262,15 @@ pub fn check_duplicates(mappings: &[PortMap]) -> Result<(), Error> {
 /// backend applies each call as one transaction.
 pub trait PortForward {
     /// Publishes every mapping of `spec` for each container address. A host port already
-    /// published by ANOTHER attachment is an error naming that owner (nothing is written): the
-    /// reference silently shadows one of them.
+    /// published by ANOTHER container is an error naming that owner (nothing is written): the
+    /// reference silently shadows one of them. One published by another attachment of the SAME
+    /// container (another network or ifname; Podman passes a container's ports to every network
+    /// it joins) is accepted: the first attachment keeps answering, and when it is deleted this
+    /// one takes over, as with the reference.
     fn add_portmap(&self, spec: &PortmapSpec) -> Result<(), Error>;
     /// Removes everything this attachment published, without needing its addresses or
-    /// mappings. Nothing there => Ok.
+    /// mappings; a host port it was answering for passes to another attachment of the same
+    /// container that published it too. Nothing there => Ok.
     fn del_portmap(&self, network: &str, container_id: &str, ifname: &str) -> Result<(), Error>;
     /// Err naming the first missing or different piece.
     fn check_portmap(&self, spec: &PortmapSpec) -> Result<(), Error>;

@@ -7,8 +7,11 @@
 //! Differences from the reference, each a problem users hit:
 //! - every mapping is validated (ports 1–65535, tcp/udp/sctp, hostIP, duplicates in one call)
 //!   before the first change; the reference half-builds a chain and fails inside iptables;
-//! - with nftables, a host port already published by another attachment is refused with an
-//!   error naming the owner instead of being silently shadowed (plugins#683);
+//! - a host port already published by another container is refused with an error naming the
+//!   owner instead of being silently shadowed (plugins#683), with either backend; the same
+//!   container may publish it on several networks (Podman: `--network a,b -p 8087:80`, `network
+//!   connect`), the first attachment answers and the next takes over on its DEL, as with the
+//!   reference;
 //! - DEL removes this attachment's mappings even without prevResult or mappings (nftables: one
 //!   cheap dump; iptables keeps the reference's early return without mappings, plugins#510);
 //! - UDP conntrack entries of the mapped host ports are deleted on ADD and on DEL

@@ -6,12 +6,17 @@
 //!
 //! ```text
 //! map hostports4 { type inet_proto . inet_service : ipv4_addr . inet_service
-//!     elements = { tcp . 8080 : 10.22.0.2 . 80 comment "<nethash>-<ownerhash> net: n, id: c, if: eth0" } }
+//!     elements = { tcp . 8080 comment "<nethash>-<ownerhash> ctr:<ctrhash> net: n, id: c, if: eth0"
+//!                  : 10.22.0.2 . 80 } }
 //! map hostips4   { type ipv4_addr . inet_proto . inet_service : ipv4_addr . inet_service }
 //! map hostports6 { type inet_proto . inet_service : ipv6_addr . inet_service }
 //! map hostips6   { type ipv6_addr . inet_proto . inet_service : ipv6_addr . inet_service }
 //! set hostport-masqall4 { type ipv4_addr }      # container addresses of masqAll attachments
 //! set hostport-masqall6 { type ipv6_addr }
+//! map hostport-standby4 { type ipv4_addr . inet_proto . inet_service . mark : ipv4_addr . inet_service
+//!     elements = { 0.0.0.0 . tcp . 8080 . 0x1a2b3c4d comment "<nethash b>-<ownerhash> ctr:<ctrhash> net: b, …"
+//!                  : 10.33.0.2 . 80 } }        # 0.0.0.0 = the hostports4 key, else hostips4
+//! map hostport-standby6 { type ipv6_addr . inet_proto . inet_service . mark : ipv6_addr . inet_service }
 //! chain hostport-prerouting { type nat hook prerouting priority dstnat; policy accept;
 //!     fib daddr type local dnat ip to ip daddr . meta l4proto . th dport map @hostips4
 //!     fib daddr type local dnat ip to meta l4proto . th dport map @hostports4
@@ -41,7 +46,21 @@
 //!   last element of that subnet. Localhost needs `route_localnet=1` (set by the plugin) and the
 //!   fixed 127.0.0.0/8 rule.
 //! * Each element comment starts with [`crate::names::owner_tag`], so DEL needs neither
-//!   prevResult nor the mappings, and GC finds stale owners by dumping our maps.
+//!   prevResult nor the mappings, and GC finds stale owners by dumping our maps. The second
+//!   token, `ctr:<16 hex>` ([`crate::names::container_hash`]), names the container.
+//! * One container may publish the same host port on several attachments: Podman passes a
+//!   container's portMappings to every network it joins (`--network a,b -p 8087:80`, `network
+//!   connect`), like the reference, whose per-attachment DNAT chains let the first match and the
+//!   next take over when the first is deleted. Here the first attachment's element is active;
+//!   a later attachment of the SAME container (compared by `ctr:`) records its target in the
+//!   standby map, keyed by the active key plus a 32-bit mark of its owner tag (so several
+//!   standbys coexist and each one names its active key). DEL of the active owner deletes its
+//!   element and, in the same transaction, adds the first remaining standby's target under that
+//!   key and deletes the standby (GC does the same for the keys it frees; a standby whose active
+//!   element is gone is promoted by the next DEL/GC). DEL of a standby owner removes its standby
+//!   elements only. A host port held by ANOTHER container is still refused before any change.
+//!   The standby maps hold only such duplicates: ADD costs one more keyed lookup per duplicate
+//!   mapping, DEL reads them along with the other maps.
 
 use std::collections::BTreeSet;
 use std::ffi::{c_void, CStr, CString};
@@ -60,7 +79,8 @@ use nftnl::{Rule, Table};
 use super::netlink::{comment_udata, parse_comment_udata, table_cstr, Nl};
 use super::plan::{RuleInfo, TABLE};
 use crate::names::{
-    network_hash, owner_comment, owner_tag, parse_subnet_tag, subnet_tag, tag_of_comment,
+    bounded_comment, container_hash, network_hash, owner_tag, parse_subnet_tag, subnet_tag,
+    tag_of_comment,
 };
 use crate::portmap::{PortForward, PortmapSpec, Proto};
 use crate::{lock, validate_owner, Error, LOCK_PATH};
@@ -140,6 +160,11 @@ pub enum Slot {
     MasqAll4,
     /// `hostport-masqall6`
     MasqAll6,
+    /// `hostport-standby4`: v4 host address (0.0.0.0 = any) . proto . port . owner mark -> v4
+    /// target: mappings of a container's other attachments waiting for the active one's DEL
+    Standby4,
+    /// `hostport-standby6`: the same for IPv6 (`::` = any)
+    Standby6,
 }
 
 // nft datatype ids (nftables' enum datatypes) and the concatenation rule (id << 6 | next).
@@ -147,19 +172,22 @@ const T_IPV4: u32 = 7;
 const T_IPV6: u32 = 8;
 const T_PROTO: u32 = 12;
 const T_SERVICE: u32 = 13;
+const T_MARK: u32 = 19;
 const fn cat(a: u32, b: u32) -> u32 {
     (a << 6) | b
 }
 
 impl Slot {
     /// All, in creation order.
-    pub const ALL: [Slot; 6] = [
+    pub const ALL: [Slot; 8] = [
         Slot::Ports4,
         Slot::Ips4,
         Slot::Ports6,
         Slot::Ips6,
         Slot::MasqAll4,
         Slot::MasqAll6,
+        Slot::Standby4,
+        Slot::Standby6,
     ];
     /// Object name.
     pub fn name(self) -> &'static str {
@@ -170,6 +198,8 @@ impl Slot {
             Slot::Ips6 => "hostips6",
             Slot::MasqAll4 => "hostport-masqall4",
             Slot::MasqAll6 => "hostport-masqall6",
+            Slot::Standby4 => "hostport-standby4",
+            Slot::Standby6 => "hostport-standby6",
         }
     }
     fn id(self) -> u32 {
@@ -180,7 +210,22 @@ impl Slot {
         !matches!(self, Slot::MasqAll4 | Slot::MasqAll6)
     }
     fn v6(self) -> bool {
-        matches!(self, Slot::Ports6 | Slot::Ips6 | Slot::MasqAll6)
+        matches!(
+            self,
+            Slot::Ports6 | Slot::Ips6 | Slot::MasqAll6 | Slot::Standby6
+        )
+    }
+    /// The maps the DNAT rules read (one active mapping per host port).
+    fn is_active_map(self) -> bool {
+        matches!(self, Slot::Ports4 | Slot::Ips4 | Slot::Ports6 | Slot::Ips6)
+    }
+    /// Where the standbys of an active map live.
+    fn standby(self) -> Slot {
+        if self.v6() {
+            Slot::Standby6
+        } else {
+            Slot::Standby4
+        }
     }
     /// (key type, key len, data type, data len); data 0 for plain sets.
     fn types(self) -> (u32, u32, u32, u32) {
@@ -194,6 +239,18 @@ impl Slot {
             Slot::Ips6 => (cat(cat(T_IPV6, T_PROTO), T_SERVICE), 24, d6.0, d6.1),
             Slot::MasqAll4 => (T_IPV4, 4, 0, 0),
             Slot::MasqAll6 => (T_IPV6, 16, 0, 0),
+            Slot::Standby4 => (
+                cat(cat(cat(T_IPV4, T_PROTO), T_SERVICE), T_MARK),
+                16,
+                d4.0,
+                d4.1,
+            ),
+            Slot::Standby6 => (
+                cat(cat(cat(T_IPV6, T_PROTO), T_SERVICE), T_MARK),
+                28,
+                d6.0,
+                d6.1,
+            ),
         }
     }
     fn key_len(self) -> usize {
@@ -207,6 +264,12 @@ impl Slot {
             Slot::Ips6 => "ipv6_addr . inet_proto . inet_service : ipv6_addr . inet_service",
             Slot::MasqAll4 => "ipv4_addr",
             Slot::MasqAll6 => "ipv6_addr",
+            Slot::Standby4 => {
+                "ipv4_addr . inet_proto . inet_service . mark : ipv4_addr . inet_service"
+            }
+            Slot::Standby6 => {
+                "ipv6_addr . inet_proto . inet_service . mark : ipv6_addr . inet_service"
+            }
         }
     }
 }
@@ -299,8 +362,8 @@ fn key_str(slot: Slot, key: &[u8]) -> String {
         return ip_from(key).map(|i| i.to_string()).unwrap_or_default();
     }
     let n = match slot {
-        Slot::Ips4 => 4,
-        Slot::Ips6 => 16,
+        Slot::Ips4 | Slot::Standby4 => 4,
+        Slot::Ips6 | Slot::Standby6 => 16,
         _ => 0,
     };
     let mut s = String::new();
@@ -316,7 +379,50 @@ fn key_str(slot: Slot, key: &[u8]) -> String {
         .unwrap_or_else(|| format!("{}", key.get(n).copied().unwrap_or(0)));
     let port = key.get(n + 4..).and_then(port_from).unwrap_or(0);
     s.push_str(&format!("{proto} . {port}"));
+    if let Some(m) = key.get(n + 8..n + 12) {
+        let mut b = [0u8; 4];
+        b.copy_from_slice(m);
+        s.push_str(&format!(" . {:#010x}", u32::from_ne_bytes(b)));
+    }
     s
+}
+
+/// Standby key of an attachment's mapping: the active key with the host address made explicit
+/// (all zeros = any, which no hostIP map key can be) and the owner's mark appended, so the
+/// standbys of several attachments of one container coexist and the active key is recovered
+/// from a standby element alone ([`active_of_standby`]).
+pub fn standby_key(active: Slot, key: &[u8], owner_tag: &str) -> (Slot, Vec<u8>) {
+    let standby = active.standby();
+    let mut k = match active {
+        Slot::Ports4 => vec![0; 4],
+        Slot::Ports6 => vec![0; 16],
+        _ => Vec::new(),
+    };
+    k.extend_from_slice(key);
+    k.extend(owner_mark(owner_tag).to_ne_bytes());
+    (standby, k)
+}
+
+/// 32 bits of sha512(owner tag): tells apart the standbys of one container's attachments.
+fn owner_mark(owner_tag: &str) -> u32 {
+    let h = crate::names::sha512_hex(owner_tag.as_bytes());
+    u32::from_str_radix(&h[..8], 16).unwrap_or(0)
+}
+
+/// The active (map, key) a standby element stands in for.
+pub fn active_of_standby(e: &PmElem) -> Option<(Slot, Vec<u8>)> {
+    let (n, any, ips) = match e.slot {
+        Slot::Standby4 => (4, Slot::Ports4, Slot::Ips4),
+        Slot::Standby6 => (16, Slot::Ports6, Slot::Ips6),
+        _ => return None,
+    };
+    let addr = e.key.get(..n)?;
+    let rest = e.key.get(n..n + 8)?;
+    Some(if addr.iter().all(|b| *b == 0) {
+        (any, rest.to_vec())
+    } else {
+        (ips, e.key.get(..n + 8)?.to_vec())
+    })
 }
 
 /// A rule body of one of our chains.
@@ -460,9 +566,33 @@ fn parse_hairpin(comment: &str) -> Option<(&str, IpNet)> {
     parse_subnet_tag(tag_of_comment(comment).strip_prefix("hp-")?)
 }
 
+/// Comment of this backend's elements: the owner tag, the container hash (`ctr:<16 hex>`, so
+/// another attachment of the same container is recognized even when the readable part is
+/// truncated), then the readable owner.
+pub fn pm_comment(network: &str, container_id: &str, ifname: &str) -> String {
+    bounded_comment(format!(
+        "{} ctr:{} net: {network}, id: {container_id}, if: {ifname}",
+        owner_tag(network, container_id, ifname),
+        container_hash(container_id)
+    ))
+}
+
+/// Whether a stored element comment belongs to an attachment of `container_id`. Comments
+/// written before the container hash existed are matched on their complete `id:` part.
+pub fn same_container(comment: &str, container_id: &str) -> bool {
+    match comment
+        .split(' ')
+        .nth(1)
+        .and_then(|t| t.strip_prefix("ctr:"))
+    {
+        Some(h) => h == container_hash(container_id),
+        None => comment.contains(&format!(", id: {container_id}, if: ")),
+    }
+}
+
 /// The elements `spec` wants.
 pub fn wanted_elems(spec: &PortmapSpec) -> Vec<PmElem> {
-    let comment = owner_comment(&spec.network, &spec.container_id, &spec.ifname);
+    let comment = pm_comment(&spec.network, &spec.container_id, &spec.ifname);
     let mut out = Vec::new();
     for addr in spec.addrs() {
         let ip = addr.addr();
@@ -563,6 +693,7 @@ pub fn plan_add(
         }
     }
     let mine = owner_tag(&spec.network, &spec.container_id, &spec.ifname);
+    let mut standby_sets = BTreeSet::new();
     for want in wanted_elems(spec) {
         match existing(want.slot, &want.key) {
             None => ops.push(PmOp::AddElem(want)),
@@ -572,6 +703,23 @@ pub fn plan_add(
                 // stale owner (address reused): replace it in the same transaction.
                 ops.push(PmOp::DelElem(want.slot, want.key.clone()));
                 ops.push(PmOp::AddElem(want));
+            }
+            Some(cur) if same_container(&cur.comment, &spec.container_id) => {
+                // Another attachment of this container (another network or ifname) publishes
+                // the port: it stays active; ours waits as a standby that DEL of the active
+                // one promotes (one more keyed lookup, only for such duplicates).
+                let (slot, key) = standby_key(want.slot, &want.key, &mine);
+                let sb = PmElem { slot, key, ..want };
+                match existing(sb.slot, &sb.key) {
+                    Some(cur) if cur.tag() == mine && cur.data == sb.data => continue,
+                    Some(_) => ops.push(PmOp::DelElem(sb.slot, sb.key.clone())),
+                    None => {}
+                }
+                if standby_sets.insert(sb.slot) {
+                    // Tables created before the standby maps existed lack them.
+                    ops.push(PmOp::AddSet(sb.slot));
+                }
+                ops.push(PmOp::AddElem(sb));
             }
             Some(cur) => {
                 return Err(Error::Conflict(format!(
@@ -586,8 +734,10 @@ pub fn plan_add(
     Ok(ops)
 }
 
-/// DEL/GC plan: delete elements selected by `remove`, then the hairpin rules of `network` that
-/// no remaining element needs.
+/// DEL/GC plan: delete elements selected by `remove`; for every active key left without an
+/// element, promote the first remaining standby of that key (delete the standby, add its target
+/// under the active key, next to the deletion so both land in one transaction, see
+/// [`transactions`]); last, the hairpin rules of `network` that no remaining element needs.
 pub fn plan_remove(
     network: &str,
     all: &[PmElem],
@@ -597,12 +747,58 @@ pub fn plan_remove(
     let prefix = format!("{}-", network_hash(network));
     let mut ops = Vec::new();
     let mut remaining = Vec::new();
+    // Active keys that keep their element, and the standbys that stay, per active key (sorted
+    // by comment so the choice is deterministic).
+    let mut held: BTreeSet<(Slot, Vec<u8>)> = BTreeSet::new();
+    let mut standbys: std::collections::BTreeMap<(Slot, Vec<u8>), Vec<&PmElem>> =
+        std::collections::BTreeMap::new();
+    let mut freed = Vec::new();
     for e in all {
         if remove(e) {
-            ops.push(PmOp::DelElem(e.slot, e.key.clone()));
-        } else if e.tag().starts_with(&prefix) {
+            if e.slot.is_active_map() {
+                freed.push((e.slot, e.key.clone()));
+            } else {
+                ops.push(PmOp::DelElem(e.slot, e.key.clone()));
+            }
+            continue;
+        }
+        if e.tag().starts_with(&prefix) {
             remaining.extend(e.container_ip());
         }
+        if e.slot.is_active_map() {
+            held.insert((e.slot, e.key.clone()));
+        } else if let Some(active) = active_of_standby(e) {
+            standbys.entry(active).or_default().push(e);
+        }
+    }
+    for v in standbys.values_mut() {
+        v.sort_by(|a, b| a.comment.cmp(&b.comment).then(a.key.cmp(&b.key)));
+    }
+    // Standbys whose active element is gone without a promotion (removed by hand, or by an
+    // older version): promote them too, so a standby never waits for a DEL that cannot come.
+    let orphans: Vec<(Slot, Vec<u8>)> = standbys
+        .iter()
+        .filter(|(k, v)| !v.is_empty() && !held.contains(*k) && !freed.contains(*k))
+        .map(|(k, _)| k.clone())
+        .collect();
+    let mut promote = |ops: &mut Vec<PmOp>, active: &(Slot, Vec<u8>)| {
+        if let Some(s) = standbys.get_mut(active).filter(|v| !v.is_empty()) {
+            let s = s.remove(0);
+            ops.push(PmOp::AddElem(PmElem {
+                slot: active.0,
+                key: active.1.clone(),
+                data: s.data.clone(),
+                comment: s.comment.clone(),
+            }));
+            ops.push(PmOp::DelElem(s.slot, s.key.clone()));
+        }
+    };
+    for active in &freed {
+        ops.push(PmOp::DelElem(active.0, active.1.clone()));
+        promote(&mut ops, active);
+    }
+    for active in &orphans {
+        promote(&mut ops, active);
     }
     let nethash = network_hash(network);
     for r in post {
@@ -613,6 +809,25 @@ pub fn plan_remove(
         }
     }
     ops
+}
+
+/// Splits a removal plan into transactions of about `max` messages without separating a
+/// promotion (deletion of the active element, addition of the standby's target under its key,
+/// deletion of the standby) so a host port never stays unpublished between two commits.
+pub fn transactions(ops: &[PmOp], max: usize) -> Vec<&[PmOp]> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    for i in 1..ops.len() {
+        let inside = matches!(ops[i], PmOp::AddElem(_)) || matches!(ops[i - 1], PmOp::AddElem(_));
+        if i - start >= max && !inside {
+            out.push(&ops[start..i]);
+            start = i;
+        }
+    }
+    if start < ops.len() {
+        out.push(&ops[start..]);
+    }
+    out
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1159,7 +1374,7 @@ impl NftPortForward {
         let ops = plan_remove(network, &all, &post, select);
         // Element deletions come first, rule deletions last: chunks never drop a rule still
         // needed by an element that stays.
-        for chunk in ops.chunks(512) {
+        for chunk in transactions(&ops, 512) {
             Self::apply(&mut nl, chunk, what)?;
         }
         Ok(())
@@ -1229,6 +1444,23 @@ impl PortForward for NftPortForward {
             let found = elem_request(&mut nl, w.slot, Some(&w.key))?;
             match found.first() {
                 Some(e) if e.tag() == mine && e.data == w.data => {}
+                Some(e)
+                    if w.slot.is_active_map() && same_container(&e.comment, &spec.container_id) =>
+                {
+                    // Another attachment of this container is active: ours must be standing by.
+                    let (slot, key) = standby_key(w.slot, &w.key, &mine);
+                    let sb = elem_request(&mut nl, slot, Some(&key))?;
+                    if !sb.first().is_some_and(|s| s.tag() == mine && s.data == w.data) {
+                        return Err(Error::Missing(format!(
+                            "host port {} ({}) is published by \"{}\" of the same container, and this attachment's standby target {} is missing from map inet {TABLE} {}",
+                            w.key_str(),
+                            w.slot.name(),
+                            e.comment,
+                            w.data_str(),
+                            slot.name()
+                        )));
+                    }
+                }
                 Some(e) => {
                     return Err(Error::Missing(format!(
                         "element {} in map inet {TABLE} {} is \"{} : {}\", expected target {} of container {:?}",
@@ -1371,7 +1603,7 @@ mod tests {
             .is_empty());
         // Another owner holds the port: refused.
         let other = PmElem {
-            comment: owner_comment("n", "someone", "eth0"),
+            comment: pm_comment("n", "someone", "eth0"),
             ..same
         };
         let err = plan_add(&s, &chains, &mut |_, _| Some(other.clone())).unwrap_err();
@@ -1423,6 +1655,261 @@ mod tests {
             ]
         );
         assert!(encode(&plan_remove("n", &all, &post, &|_| true)).is_ok());
+    }
+
+    fn on(net: &str, cid: &str, v4: &str, maps: &[(i64, i64, &str, &str)]) -> PortmapSpec {
+        let mut s = spec(cid, v4, maps);
+        s.network = net.to_string();
+        s
+    }
+
+    /// A fake kernel: the elements present, looked up by (slot, key).
+    fn lookup(all: &[PmElem]) -> impl FnMut(Slot, &[u8]) -> Option<PmElem> + '_ {
+        move |slot, key| all.iter().find(|e| e.slot == slot && e.key == key).cloned()
+    }
+
+    /// Applies a plan's element ops to a fake kernel state.
+    fn apply(all: &mut Vec<PmElem>, ops: &[PmOp]) {
+        for op in ops {
+            match op {
+                PmOp::AddElem(e) => {
+                    assert!(
+                        !all.iter().any(|x| x.slot == e.slot && x.key == e.key),
+                        "add of an existing key {op}"
+                    );
+                    all.push(e.clone());
+                }
+                PmOp::DelElem(slot, key) => {
+                    let n = all.len();
+                    all.retain(|x| !(x.slot == *slot && x.key == *key));
+                    assert_eq!(n, all.len() + 1, "delete of an absent key {op}");
+                }
+                _ => {}
+            }
+        }
+    }
+
+    fn hairpins_for(specs: &[&PortmapSpec]) -> [Option<Vec<RuleInfo>>; 3] {
+        let mut chains = present();
+        let post = chains[2].as_mut().unwrap();
+        for (i, s) in specs.iter().enumerate() {
+            post.push(RuleInfo {
+                handle: 100 + i as u64,
+                comment: hairpin_comment(&s.network, &s.v4.unwrap().trunc()),
+            });
+        }
+        chains
+    }
+
+    #[test]
+    fn same_container_on_another_network_stands_by_and_is_promoted() {
+        let m = [(8087, 80, "tcp", ""), (9000, 90, "udp", "127.0.0.1")];
+        let a = on("a", "ctr", "10.22.0.2/24", &m);
+        let b = on("b", "ctr", "10.33.0.2/24", &m);
+        let c = on("c", "ctr", "10.44.0.2/24", &m);
+        let chains = hairpins_for(&[&a, &b, &c]);
+        let mut k: Vec<PmElem> = Vec::new();
+        let ops = plan_add(&a, &chains, &mut lookup(&k)).unwrap();
+        apply(&mut k, &ops);
+        // b: same container, other network: accepted as standby, a stays active.
+        let ops = plan_add(&b, &chains, &mut lookup(&k)).unwrap();
+        let r = render(&ops);
+        println!("{r:#?}");
+        assert_eq!(r[0], "add map inet rcni hostport-standby4 { type ipv4_addr . inet_proto . inet_service . mark : ipv4_addr . inet_service; }");
+        assert!(
+            r[1].starts_with("add element inet rcni hostport-standby4 { 0.0.0.0 . tcp . 8087 . 0x"),
+            "{r:?}"
+        );
+        assert!(r[1].contains(": 10.33.0.2 . 80 comment"), "{r:?}");
+        assert!(r[2].contains("{ 127.0.0.1 . udp . 9000 . 0x"), "{r:?}");
+        assert_eq!(r.len(), 3, "{r:?}");
+        assert!(encode(&ops).is_ok());
+        apply(&mut k, &ops);
+        // Idempotent; c stands by too.
+        assert!(plan_add(&b, &chains, &mut lookup(&k)).unwrap().is_empty());
+        let ops = plan_add(&c, &chains, &mut lookup(&k)).unwrap();
+        apply(&mut k, &ops);
+        assert_eq!(
+            k.iter().filter(|e| e.slot == Slot::Standby4).count(),
+            4,
+            "{k:?}"
+        );
+        // Another container on the port: refused, naming the active owner.
+        let d = on("b", "other", "10.33.0.9/24", &[(8087, 80, "tcp", "")]);
+        let err = plan_add(&d, &chains, &mut lookup(&k))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("already published") && err.contains("id: ctr"),
+            "{err}"
+        );
+
+        let active = |k: &[PmElem], slot: Slot, key: &[u8]| {
+            k.iter()
+                .find(|e| e.slot == slot && e.key == key)
+                .map(|e| (e.tag().to_string(), e.data.clone()))
+        };
+        let k8087 = port_key(None, Proto::Tcp, 8087);
+        let k9000 = port_key(Some("127.0.0.1".parse().unwrap()), Proto::Udp, 9000);
+        let ip = |s: &str| target_data(s.parse().unwrap(), 80);
+        assert_eq!(
+            active(&k, Slot::Ports4, &k8087),
+            Some((owner_tag("a", "ctr", "eth0"), ip("10.22.0.2")))
+        );
+        // DEL of a standby owner (c) removes its standbys only.
+        let post = chains[2].clone().unwrap();
+        let tag_c = owner_tag("c", "ctr", "eth0");
+        let ops = plan_remove("c", &k, &post, &|e| e.tag() == tag_c);
+        assert!(
+            ops.iter()
+                .all(|o| matches!(o, PmOp::DelElem(Slot::Standby4, _) | PmOp::DelRule(..))),
+            "{:?}",
+            render(&ops)
+        );
+        apply(&mut k, &ops);
+        assert_eq!(k.len(), 4, "{k:?}");
+        // DEL of the active owner (a): b's targets take over in the same plan.
+        let tag_a = owner_tag("a", "ctr", "eth0");
+        let ops = plan_remove("a", &k, &post, &|e| e.tag() == tag_a);
+        let r = render(&ops);
+        println!("{r:#?}");
+        assert_eq!(r[0], "delete element inet rcni hostports4 { tcp . 8087 }");
+        assert!(
+            r[1].starts_with(
+                "add element inet rcni hostports4 { tcp . 8087 : 10.33.0.2 . 80 comment"
+            ),
+            "{r:?}"
+        );
+        assert!(
+            r[2].starts_with(
+                "delete element inet rcni hostport-standby4 { 0.0.0.0 . tcp . 8087 . 0x"
+            ),
+            "{r:?}"
+        );
+        assert_eq!(r.len(), 7, "two promotions and a's hairpin rule: {r:?}");
+        assert!(r[6].starts_with("delete rule inet rcni hostport-postrouting handle 100"));
+        assert!(encode(&ops).is_ok());
+        apply(&mut k, &ops);
+        assert_eq!(
+            active(&k, Slot::Ports4, &k8087),
+            Some((owner_tag("b", "ctr", "eth0"), ip("10.33.0.2")))
+        );
+        assert_eq!(
+            active(&k, Slot::Ips4, &k9000).map(|(t, _)| t),
+            Some(owner_tag("b", "ctr", "eth0"))
+        );
+        assert!(k.iter().all(|e| e.slot != Slot::Standby4), "{k:?}");
+        // Re-ADD of b is a no-op; DEL of b leaves nothing.
+        assert!(plan_add(&b, &chains, &mut lookup(&k)).unwrap().is_empty());
+        let tag_b = owner_tag("b", "ctr", "eth0");
+        let ops = plan_remove("b", &k, &post, &|e| e.tag() == tag_b);
+        apply(&mut k, &ops);
+        assert!(k.is_empty(), "{k:?}");
+    }
+
+    #[test]
+    fn gc_promotes_for_freed_keys_and_orphans() {
+        let m = [(8087, 80, "tcp", "")];
+        let a = on("a", "ctr", "10.22.0.2/24", &m);
+        let b = on("b", "ctr", "10.33.0.2/24", &m);
+        let chains = hairpins_for(&[&a, &b]);
+        let mut k: Vec<PmElem> = Vec::new();
+        for s in [&a, &b] {
+            let ops = plan_add(s, &chains, &mut lookup(&k)).unwrap();
+            apply(&mut k, &ops);
+        }
+        let post = chains[2].clone().unwrap();
+        // GC of network a with nothing valid frees the key: b is promoted.
+        let ops = plan_remove("a", &k, &post, &|e| e.tag().starts_with(&network_hash("a")));
+        apply(&mut k, &ops);
+        assert_eq!(k.len(), 1);
+        assert_eq!(k[0].slot, Slot::Ports4);
+        assert_eq!(k[0].tag(), owner_tag("b", "ctr", "eth0"));
+        // GC removing both active and standby owners: nothing promoted, nothing left.
+        let mut k: Vec<PmElem> = Vec::new();
+        for s in [&a, &b] {
+            let ops = plan_add(s, &chains, &mut lookup(&k)).unwrap();
+            apply(&mut k, &ops);
+        }
+        let ops = plan_remove("a", &k, &post, &|_| true);
+        apply(&mut k, &ops);
+        assert!(k.is_empty(), "{k:?}");
+        // An orphan standby (active element deleted by hand) is promoted by the next removal.
+        let mut k: Vec<PmElem> = Vec::new();
+        for s in [&a, &b] {
+            let ops = plan_add(s, &chains, &mut lookup(&k)).unwrap();
+            apply(&mut k, &ops);
+        }
+        k.retain(|e| e.slot != Slot::Ports4);
+        let ops = plan_remove("x", &k, &post, &|_| false);
+        apply(&mut k, &ops);
+        assert_eq!(k.len(), 1);
+        assert_eq!(k[0].slot, Slot::Ports4);
+    }
+
+    #[test]
+    fn same_container_detection_and_standby_keys() {
+        let c = pm_comment("n", "abc", "eth0");
+        assert!(same_container(&c, "abc"));
+        assert!(!same_container(&c, "ab"));
+        // Comments of older versions: the complete id part.
+        let old = crate::names::owner_comment("n", "abc", "eth0");
+        assert!(same_container(&old, "abc"));
+        assert!(!same_container(&old, "ab"));
+        // A long container id survives truncation through the hash.
+        let long = "f".repeat(64);
+        let c = pm_comment(&"n".repeat(40), &long, "eth0");
+        assert!(c.len() < crate::names::NFT_COMMENT_MAX);
+        assert!(same_container(&c, &long));
+        assert_eq!(
+            tag_of_comment(&c),
+            owner_tag(&"n".repeat(40), &long, "eth0")
+        );
+        for (slot, host) in [
+            (Slot::Ports4, None),
+            (Slot::Ips4, Some("10.0.0.1")),
+            (Slot::Ports6, None),
+            (Slot::Ips6, Some("fd00::1")),
+        ] {
+            let key = port_key(host.map(|h| h.parse().unwrap()), Proto::Tcp, 80);
+            let (sb, k) = standby_key(slot, &key, "t");
+            assert_eq!(k.len(), sb.key_len());
+            let e = PmElem {
+                slot: sb,
+                key: k,
+                data: Vec::new(),
+                comment: String::new(),
+            };
+            assert_eq!(active_of_standby(&e), Some((slot, key)));
+            assert_ne!(
+                standby_key(slot, &port_key(None, Proto::Tcp, 80), "u").1,
+                e.key
+            );
+        }
+    }
+
+    #[test]
+    fn transactions_keep_promotions_whole() {
+        let e = |n: u8| PmElem {
+            slot: Slot::Ports4,
+            key: vec![n],
+            data: Vec::new(),
+            comment: String::new(),
+        };
+        let del = |n: u8| PmOp::DelElem(Slot::Ports4, vec![n]);
+        let ops = vec![
+            del(1),
+            del(2),
+            PmOp::AddElem(e(2)),
+            PmOp::DelElem(Slot::Standby4, vec![2]),
+            del(3),
+            del(4),
+        ];
+        let t = transactions(&ops, 2);
+        let lens: Vec<usize> = t.iter().map(|c| c.len()).collect();
+        assert_eq!(lens, vec![4, 2]);
+        assert_eq!(transactions(&ops, 1).len(), 4);
+        assert!(transactions(&[], 5).is_empty());
     }
 
     #[test]
