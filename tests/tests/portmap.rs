@@ -728,3 +728,253 @@ fn differential_iptables_layout_matches_reference() {
         assert_eq!(nat_rules(sb, "iptables"), ours_after_del);
     });
 }
+
+/// One attachment of a container on network `net` (bridge `br`, `subnet`), the way Podman's
+/// CNI backend runs a network: bridge ADD, then portmap ADD with the container's port
+/// mappings (Podman passes them to every network the container joins).
+struct Attachment {
+    net: &'static str,
+    br: &'static str,
+    subnet: &'static str,
+    ifname: &'static str,
+}
+
+impl Attachment {
+    fn bridge(&self, sb: &Sandbox, default_gw: bool) -> Value {
+        json!({"cniVersion": "1.0.0", "name": self.net, "type": "bridge", "bridge": self.br,
+               "isGateway": true, "isDefaultGateway": default_gw, "hairpinMode": true,
+               "ipam": {"type": "host-local", "ranges": [[{"subnet": self.subnet}]],
+                        "dataDir": sb.dir("ipam")}})
+    }
+    fn portmap(&self, backend: &str, prev: Option<&Value>, m: &Value) -> Value {
+        let mut c = pm_conf(&json!({"backend": backend}), prev, m);
+        c["name"] = json!(self.net);
+        c
+    }
+    fn call(&self, plugin: &str, verb: &str, cid: &str, ns: &Path, conf: &Value) -> CniOutput {
+        CniCall::new(plugin, verb)
+            .attachment(cid, ns, self.ifname)
+            .conf(conf)
+            .run()
+    }
+    /// bridge ADD; returns its result.
+    fn attach(&self, sb: &Sandbox, cid: &str, ns: &Path, default_gw: bool) -> Value {
+        self.call("bridge", "ADD", cid, ns, &self.bridge(sb, default_gw))
+            .ok()
+    }
+    /// portmap DEL then bridge DEL (`podman network disconnect`).
+    fn detach(&self, sb: &Sandbox, backend: &str, cid: &str, ns: &Path, m: &Value) {
+        self.call("portmap", "DEL", cid, ns, &self.portmap(backend, None, m))
+            .ok();
+        self.call("bridge", "DEL", cid, ns, &self.bridge(sb, false))
+            .ok();
+    }
+}
+
+/// Every firewall entry mentioning host port `port`, read with the backend's own listing
+/// tools; panics when the listing fails, so an empty answer really means "none".
+fn port_entries(sb: &Sandbox, backend: &str, port: u16) -> Vec<String> {
+    let needle = port.to_string();
+    if backend == "iptables" {
+        let mut out = Vec::new();
+        for prog in ["iptables-save", "ip6tables-save"] {
+            out.extend(
+                sb.sh(&format!("{prog} -t nat"))
+                    .lines()
+                    .filter(|l| l.starts_with("-A") && l.contains(&needle))
+                    .map(|l| format!("{prog}: {l}")),
+            );
+        }
+        return out;
+    }
+    let j: Value = serde_json::from_str(&sb.sh("nft -j list table inet rcni")).unwrap();
+    let mut out = Vec::new();
+    for item in j["nftables"].as_array().unwrap() {
+        let Some(m) = item.get("map").or_else(|| item.get("set")) else {
+            continue;
+        };
+        for e in m["elem"].as_array().into_iter().flatten() {
+            let s = e.to_string();
+            if s.contains(&needle) {
+                out.push(format!("{}: {s}", m["name"]));
+            }
+        }
+    }
+    out
+}
+
+/// The nat state a refused ADD must leave untouched.
+fn fw_state(sb: &Sandbox, backend: &str) -> Vec<String> {
+    if backend == "iptables" {
+        let mut v = nat_rules(sb, "iptables");
+        v.extend(nat_rules(sb, "ip6tables"));
+        v
+    } else {
+        vec![sb.sh("nft list table inet rcni")]
+    }
+}
+
+/// Podman's `--network a,b -p 8087:80` and `network connect` (tests/tests/podman.rs
+/// `published_port_on_two_networks`): one container publishes the same host port on two
+/// networks. Both ADDs succeed; the port answers; DEL of the first attachment leaves it
+/// answering through the second; DEL of the second closes it and leaves no entry; another
+/// container asking for the port is refused and changes nothing.
+fn same_container_on_two_networks(backend: &str) {
+    sandbox(|sb| {
+        let a = Attachment {
+            net: "pma",
+            br: "cnia",
+            subnet: "10.22.0.0/24",
+            ifname: "eth0",
+        };
+        let b = Attachment {
+            net: "pmb",
+            br: "cnib",
+            subnet: "10.33.0.0/24",
+            ifname: "eth1",
+        };
+        let m = maps(&[(8087, 80, "tcp", ""), (5353, 53, "udp", "")]);
+        let ns = sb.netns("c");
+        let cid = "cid-c";
+        let prev_a = a.attach(sb, cid, &ns, true);
+        a.call(
+            "portmap",
+            "ADD",
+            cid,
+            &ns,
+            &a.portmap(backend, Some(&prev_a), &m),
+        )
+        .ok();
+        let prev_b = b.attach(sb, cid, &ns, false);
+        b.call(
+            "portmap",
+            "ADD",
+            cid,
+            &ns,
+            &b.portmap(backend, Some(&prev_b), &m),
+        )
+        .ok();
+        let _l = listen(sb, "c", "c");
+        println!("{}", fw_state(sb, backend).join("\n"));
+        assert_eq!(tcp(sb, None, "127.0.0.1", 8087), "c", "localhost");
+        assert_eq!(tcp(sb, None, "10.22.0.1", 8087), "c", "bridge address of a");
+        assert_eq!(udp(sb, None, "127.0.0.1", 5353), "udp-c");
+        // Both attachments pass CHECK.
+        a.call(
+            "portmap",
+            "CHECK",
+            cid,
+            &ns,
+            &a.portmap(backend, Some(&prev_a), &m),
+        )
+        .ok();
+        b.call(
+            "portmap",
+            "CHECK",
+            cid,
+            &ns,
+            &b.portmap(backend, Some(&prev_b), &m),
+        )
+        .ok();
+
+        // Another container on network b asking for the port: refused, nothing changes.
+        let ns_d = sb.netns("d");
+        let prev_d = b.attach(sb, "cid-d", &ns_d, false);
+        let before = fw_state(sb, backend);
+        let (_, msg) = b
+            .call(
+                "portmap",
+                "ADD",
+                "cid-d",
+                &ns_d,
+                &b.portmap(
+                    backend,
+                    Some(&prev_d),
+                    &maps(&[(8088, 80, "tcp", ""), (8087, 80, "tcp", "")]),
+                ),
+            )
+            .err();
+        assert!(
+            msg.contains("already published") && msg.contains("cid-c"),
+            "{msg}"
+        );
+        assert_eq!(
+            fw_state(sb, backend),
+            before,
+            "a refused ADD changed the firewall"
+        );
+        assert_eq!(tcp(sb, None, "127.0.0.1", 8087), "c");
+        b.call("bridge", "DEL", "cid-d", &ns_d, &b.bridge(sb, false))
+            .ok();
+
+        // The first network goes: the port keeps answering through the second.
+        a.detach(sb, backend, cid, &ns, &m);
+        println!("{}", fw_state(sb, backend).join("\n"));
+        assert_eq!(tcp(sb, None, "127.0.0.1", 8087), "c", "after DEL of a");
+        assert_eq!(tcp(sb, None, "10.33.0.1", 8087), "c", "bridge address of b");
+        assert_eq!(udp(sb, None, "127.0.0.1", 5353), "udp-c");
+        b.call(
+            "portmap",
+            "CHECK",
+            cid,
+            &ns,
+            &b.portmap(backend, Some(&prev_b), &m),
+        )
+        .ok();
+        let left = port_entries(sb, backend, 8087);
+        assert!(!left.is_empty(), "the checker sees b's entries");
+        assert!(left.iter().all(|e| !e.contains("10.22.0.")), "{left:?}");
+
+        // The second goes: closed, nothing left.
+        b.detach(sb, backend, cid, &ns, &m);
+        assert_eq!(
+            tcp(sb, None, "127.0.0.1", 8087),
+            "",
+            "closed after both DELs"
+        );
+        assert_eq!(port_entries(sb, backend, 8087), Vec::<String>::new());
+        assert_eq!(port_entries(sb, backend, 5353), Vec::<String>::new());
+        if backend == "iptables" {
+            assert!(!sb.sh("iptables-save -t nat").contains("CNI-DN-"));
+            assert!(!sb.sh("ip6tables-save -t nat").contains("CNI-DN-"));
+        } else {
+            let t = sb.sh("nft list table inet rcni");
+            assert!(!t.contains("cid-c"), "{t}");
+            assert!(!t.contains("ctr:"), "{t}");
+        }
+        for net in [a.net, b.net] {
+            assert_eq!(
+                integration_tests::lease_files(&sb.dir("ipam").join(net)),
+                Vec::<String>::new(),
+                "leases left in {net}"
+            );
+        }
+        assert!(
+            !sb.link_names(None).iter().any(|n| n.starts_with("veth")),
+            "veths left: {:?}",
+            sb.link_names(None)
+        );
+        // The port is free for another container now.
+        let prev_d = b.attach(sb, "cid-d", &ns_d, false);
+        b.call(
+            "portmap",
+            "ADD",
+            "cid-d",
+            &ns_d,
+            &b.portmap(backend, Some(&prev_d), &maps(&[(8087, 80, "tcp", "")])),
+        )
+        .ok();
+        let _ld = listen(sb, "d", "d");
+        assert_eq!(tcp(sb, None, "127.0.0.1", 8087), "d");
+    });
+}
+
+#[test]
+fn same_container_on_two_networks_shares_the_port_nftables() {
+    same_container_on_two_networks("nftables");
+}
+
+#[test]
+fn same_container_on_two_networks_shares_the_port_iptables() {
+    same_container_on_two_networks("iptables");
+}
