@@ -253,6 +253,29 @@ mod tests {
     }
 
     #[test]
+    fn portmap_standby_elements_are_listed() {
+        // A container publishing a host port on a second network: its mapping waits in
+        // hostport-standby4 (shape as `nft -j` 1.0.6 prints it).
+        let mut b = owner("web-id");
+        b.network = "b".into();
+        let c = firewall::nft::hostport::pm_comment("b", "web-id", "eth0");
+        let json = serde_json::json!({"nftables":[
+            {"map":{"family":"inet","name":"hostport-standby4","table":"rcni",
+                "type":["ipv4_addr","inet_proto","inet_service","mark"],"map":"ipv4_addr . inet_service",
+                "elem":[[{"elem":{"val":{"concat":["0.0.0.0","tcp",8087,3551612032u64]},"comment":c}},
+                         {"concat":["10.33.0.2",80]}]]}}
+        ]})
+        .to_string();
+        let got = parse_nft(&json, &[b]);
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert_eq!(got[0].object, "map hostport-standby4");
+        assert_eq!(
+            got[0].entry,
+            "0.0.0.0 . tcp . 8087 . 3551612032 : 10.33.0.2 . 80"
+        );
+    }
+
+    #[test]
     fn iptables_lines_by_comment() {
         let save = "*nat\n\
             :CNI-abc - [0:0]\n\
