@@ -113,7 +113,7 @@ fn listen(sb: &Sandbox, ns: &str, tag: &str) -> Listeners {
                 ns,
                 "socat",
                 addr,
-                &format!("SYSTEM:echo {reply}"),
+                &format!("SYSTEM:{reply}"),
             ])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -121,9 +121,19 @@ fn listen(sb: &Sandbox, ns: &str, tag: &str) -> Listeners {
             .spawn()
             .unwrap()
     };
+    // The UDP reply waits until the request is read: with a bare `echo`, socat's child
+    // sometimes sees the command's EOF before it has read the datagram and never answers
+    // (about 1 in 15 first datagrams after start, measured with a fresh listener per try;
+    // 0 in 60 with the `read`).
     let l = Listeners(vec![
-        spawn("TCP6-LISTEN:80,fork,reuseaddr,ipv6only=0", tag.to_string()),
-        spawn("UDP6-RECVFROM:53,fork,ipv6only=0", format!("udp-{tag}")),
+        spawn(
+            "TCP6-LISTEN:80,fork,reuseaddr,ipv6only=0",
+            format!("echo {tag}"),
+        ),
+        spawn(
+            "UDP6-RECVFROM:53,fork,ipv6only=0",
+            format!("read request; echo udp-{tag}"),
+        ),
     ]);
     for _ in 0..200 {
         let tcp = sb.exec_in(ns, "ss -Hltn 'sport = :80'");
