@@ -14,8 +14,9 @@
 //! holds symlinks to our binaries only. The image is a busybox rootfs built from
 //! `busybox-static` and `podman import`ed: no registry.
 //!
-//! `published_port_on_two_networks` fails until portmap accepts the same container publishing
-//! a host port on a second attachment (Podman passes the mappings to every network).
+//! `published_port_on_two_networks`: Podman passes a container's port mappings to every network
+//! it joins, so portmap sees the same host port on a second attachment of the same container;
+//! it stands by and takes over when the first network is disconnected.
 //!
 //! Podman starts conmon as a daemon outside the test thread's control; the [`Podman`] guard
 //! removes every container when dropped (also when a test panics) and kills what survives by PID.

@@ -580,14 +580,15 @@ pub fn pm_comment(network: &str, container_id: &str, ifname: &str) -> String {
 /// Whether a stored element comment belongs to an attachment of `container_id`. Comments
 /// written before the container hash existed are matched on their complete `id:` part.
 pub fn same_container(comment: &str, container_id: &str) -> bool {
-    match comment
-        .split(' ')
-        .nth(1)
-        .and_then(|t| t.strip_prefix("ctr:"))
-    {
+    match ctr_token(comment).and_then(|t| t.strip_prefix("ctr:")) {
         Some(h) => h == container_hash(container_id),
         None => comment.contains(&format!(", id: {container_id}, if: ")),
     }
+}
+
+/// The `ctr:<hash>` token of an element comment (None for comments of older versions).
+fn ctr_token(comment: &str) -> Option<&str> {
+    comment.split(' ').nth(1).filter(|t| t.starts_with("ctr:"))
 }
 
 /// The elements `spec` wants.
@@ -756,7 +757,8 @@ pub fn plan_remove(
     for e in all {
         if remove(e) {
             if e.slot.is_active_map() {
-                freed.push((e.slot, e.key.clone()));
+                let ctr = ctr_token(&e.comment).map(str::to_string);
+                freed.push(((e.slot, e.key.clone()), ctr));
             } else {
                 ops.push(PmOp::DelElem(e.slot, e.key.clone()));
             }
@@ -778,12 +780,20 @@ pub fn plan_remove(
     // older version): promote them too, so a standby never waits for a DEL that cannot come.
     let orphans: Vec<(Slot, Vec<u8>)> = standbys
         .iter()
-        .filter(|(k, v)| !v.is_empty() && !held.contains(*k) && !freed.contains(*k))
+        .filter(|(k, v)| !v.is_empty() && !held.contains(*k) && !freed.iter().any(|(f, _)| f == *k))
         .map(|(k, _)| k.clone())
         .collect();
-    let mut promote = |ops: &mut Vec<PmOp>, active: &(Slot, Vec<u8>)| {
-        if let Some(s) = standbys.get_mut(active).filter(|v| !v.is_empty()) {
-            let s = s.remove(0);
+    // Only a standby of the container that held the key takes over (a standby of another
+    // container could only be left by hand-edits); `None` = anyone.
+    let mut promote = |ops: &mut Vec<PmOp>, active: &(Slot, Vec<u8>), ctr: Option<&str>| {
+        let Some(cands) = standbys.get_mut(active) else {
+            return;
+        };
+        let pick = cands
+            .iter()
+            .position(|s| ctr.is_none_or(|c| ctr_token(&s.comment) == Some(c)));
+        if let Some(i) = pick {
+            let s = cands.remove(i);
             ops.push(PmOp::AddElem(PmElem {
                 slot: active.0,
                 key: active.1.clone(),
@@ -793,12 +803,12 @@ pub fn plan_remove(
             ops.push(PmOp::DelElem(s.slot, s.key.clone()));
         }
     };
-    for active in &freed {
+    for (active, ctr) in &freed {
         ops.push(PmOp::DelElem(active.0, active.1.clone()));
-        promote(&mut ops, active);
+        promote(&mut ops, active, ctr.as_deref());
     }
     for active in &orphans {
-        promote(&mut ops, active);
+        promote(&mut ops, active, None);
     }
     let nethash = network_hash(network);
     for r in post {
@@ -1845,6 +1855,21 @@ mod tests {
         apply(&mut k, &ops);
         assert_eq!(k.len(), 1);
         assert_eq!(k[0].slot, Slot::Ports4);
+        // A standby of ANOTHER container (only hand-edits make one) does not take over a key
+        // freed by DEL of the container that held it.
+        let foreign = on("b", "other", "10.33.0.7/24", &m);
+        let mut stray = wanted_elems(&foreign).remove(0);
+        let (slot, key) = standby_key(stray.slot, &stray.key, &owner_tag("b", "other", "eth0"));
+        stray.slot = slot;
+        stray.key = key;
+        k.push(stray);
+        let tag_b = owner_tag("b", "ctr", "eth0");
+        let ops = plan_remove("b", &k, &post, &|e| e.tag() == tag_b);
+        assert!(
+            !ops.iter().any(|o| matches!(o, PmOp::AddElem(_))),
+            "{:?}",
+            render(&ops)
+        );
     }
 
     #[test]
