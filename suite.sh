@@ -15,12 +15,13 @@ need_root() {
 }
 
 install_deps() {
-  # iproute2/iputils-ping/conntrack/socat: test oracles and traffic; iptables/nftables: firewall oracles;
+  # iproute2/iputils-ping/conntrack/socat: test oracles and traffic; curl: the independent sandboxd API client
+  # of the tests; iptables/nftables: firewall oracles;
   # libnftnl-dev/libmnl-dev/pkg-config: the nftables backend links libnftnl;
   # containernetworking-plugins: the reference plugins for differential tests and benchmarks;
   # podman/crun/conmon/busybox-static: the Podman suite (tests/tests/podman.rs) runs Podman's CNI
   # backend on our plugins, with an image built from the static busybox.
-  local pkgs=(iproute2 iputils-ping conntrack socat iptables nftables libnftnl-dev libmnl-dev pkg-config
+  local pkgs=(iproute2 iputils-ping conntrack socat curl iptables nftables libnftnl-dev libmnl-dev pkg-config
               containernetworking-plugins podman crun conmon busybox-static)
   local missing=()
   for p in "${pkgs[@]}"; do
