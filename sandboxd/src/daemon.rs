@@ -68,8 +68,16 @@ pub fn lock(data_dir: &Path) -> Result<Locks, Error> {
             .map_err(|e| Error::io("open", p, e))
     };
     let daemon = open("daemon.lock")?;
-    flock(&daemon, libc::LOCK_EX | libc::LOCK_NB)
-        .map_err(|_| Error::Locked(data_dir.to_path_buf()))?;
+    // A daemon killed while it was starting a plugin leaves the lock for a moment: the forked
+    // child holds every descriptor until its exec closes the close-on-exec ones. A live daemon
+    // holds it for good, so give up after a few seconds.
+    let t = std::time::Instant::now();
+    while flock(&daemon, libc::LOCK_EX | libc::LOCK_NB).is_err() {
+        if t.elapsed() > Duration::from_secs(5) {
+            return Err(Error::Locked(data_dir.to_path_buf()));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let exec = open("exec.lock")?;
     let mut waited = false;
     while flock(&exec, libc::LOCK_EX | libc::LOCK_NB).is_err() {

@@ -275,14 +275,14 @@ pub struct SandboxRec {
 }
 
 impl SandboxRec {
-    /// The API view (endpoints in any intent state are shown; the gateway endpoint is the first
-    /// ready endpoint with a gateway).
+    /// The API view (endpoints in any intent state are shown; the gateway endpoint is the ready
+    /// endpoint that installed the default route).
     pub fn to_api(&self) -> Sandbox {
         let endpoints: Vec<Endpoint> = self.endpoints.iter().map(|e| e.endpoint.clone()).collect();
         let gateway_endpoint = self
             .endpoints
             .iter()
-            .find(|e| e.state == EpState::Ready && !e.endpoint.gateway.is_empty())
+            .find(|e| e.state == EpState::Ready && e.default_route)
             .map(|e| e.endpoint.id.clone());
         Sandbox {
             id: self.id.clone(),

@@ -272,6 +272,7 @@ fn assert_state_matches_kernel(sb: &Sandbox, d: &Daemon) {
     let mut want_leases = BTreeSet::new();
     let mut want_cache = BTreeSet::new();
     let mut veths = 0;
+    let mut ports = 0;
     for s in &sbs {
         let name = s["name"].as_str().unwrap();
         let id = s["id"].as_str().unwrap();
@@ -293,6 +294,7 @@ fn assert_state_matches_kernel(sb: &Sandbox, d: &Daemon) {
                 continue;
             }
             veths += 1;
+            ports += e["ports"].as_array().unwrap().len();
             want_ifs.insert(ifname.to_string());
             let got = sb.global_addrs(Some(name), ifname);
             for a in e["addresses"].as_array().unwrap() {
@@ -317,11 +319,13 @@ fn assert_state_matches_kernel(sb: &Sandbox, d: &Daemon) {
     assert_eq!(d.lease_files(), want_leases, "leases");
     assert_eq!(d.cache_files(), want_cache, "cache files");
     assert_eq!(host_veths(sb).len(), veths, "host veths");
-    // Each network endpoint has masquerade + forward entries at least.
-    let fw = owned_fw_entries(sb);
-    assert!(
-        fw >= 2 * veths,
-        "firewall entries {fw} for {veths} endpoints"
+    // Each endpoint of a sandboxd bridge network owns one masquerade and one forward entry, plus
+    // one port-map entry per published IPv4 port.
+    assert_eq!(
+        owned_fw_entries(sb),
+        2 * veths + ports,
+        "firewall entries for {veths} endpoints and {ports} ports:\n{}",
+        sb.sh("nft list ruleset")
     );
 }
 
@@ -883,6 +887,7 @@ fn kill9_at_random_instants_of_50_connects_and_disconnects_leaks_nothing() {
         eprintln!("kill -9 test seed: {seed} (SANDBOXD_TEST_SEED)");
         let mut rng = Lcg(seed);
         let finished = AtomicBool::new(false);
+        let stop = AtomicBool::new(false);
         let sock = d.sock.clone();
         let mut kills = 0;
         let mut answered = BTreeMap::<u16, usize>::new();
@@ -916,6 +921,11 @@ fn kill9_at_random_instants_of_50_connects_and_disconnects_leaks_nothing() {
                             codes.push(code);
                             break;
                         }
+                        // Bounded, so a panic of the killing thread (daemon that does not come
+                        // back) ends the test instead of leaving this loop spinning.
+                        if stop.load(Ordering::SeqCst) {
+                            return codes;
+                        }
                         std::thread::sleep(Duration::from_millis(10));
                     }
                 }
@@ -927,16 +937,22 @@ fn kill9_at_random_instants_of_50_connects_and_disconnects_leaks_nothing() {
                 if finished.load(Ordering::SeqCst) {
                     break;
                 }
-                d.kill9();
-                kills += 1;
-                // Now and then also kill the next daemon during its start-up reconcile.
-                if rng.next(4) == 0 {
-                    d.spawn();
-                    std::thread::sleep(Duration::from_millis(rng.next(30)));
+                let restarted = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                     d.kill9();
                     kills += 1;
+                    // Now and then also kill the next daemon during its start-up reconcile.
+                    if rng.next(4) == 0 {
+                        d.spawn();
+                        std::thread::sleep(Duration::from_millis(rng.next(30)));
+                        d.kill9();
+                        kills += 1;
+                    }
+                    d.start();
+                }));
+                if let Err(p) = restarted {
+                    stop.store(true, Ordering::SeqCst);
+                    std::panic::resume_unwind(p);
                 }
-                d.start();
             }
             for c in client.join().unwrap() {
                 *answered.entry(c).or_default() += 1;
@@ -1096,6 +1112,44 @@ fn bad_input_is_refused_with_a_message_and_changes_nothing() {
         assert!(v["message"].as_str().unwrap().contains("10.99.0.5"), "{v}");
         assert_eq!(snapshot(&d), before, "a refused request changed something");
         d.remove_all();
+        assert_no_leftovers(sb, &d);
+    });
+}
+
+#[test]
+fn default_subnets_skip_prefixes_already_in_use() {
+    sandbox(|sb| {
+        // An address in 172.17.0.0/16 and a route into 172.18.0.0/16 exist before the first start.
+        sb.sh("ip link add dummy0 type veth peer name dummy1 && ip link set dummy0 up");
+        sb.sh("ip addr add 172.17.5.1/24 dev dummy0 && ip route add 172.18.9.0/24 dev dummy0");
+        let d = Daemon::new(sb);
+        let bridge = d.api("GET", "/v1/networks/bridge", None, 200);
+        assert_eq!(bridge["subnets"][0]["subnet"], "172.19.0.0/16", "{bridge}");
+        d.api(
+            "POST",
+            "/v1/networks",
+            Some(json!({"name": "taken", "subnets": [{"subnet": "172.20.0.0/16"}]})),
+            201,
+        );
+        let auto = d.api(
+            "POST",
+            "/v1/networks",
+            Some(json!({"name": "auto", "internal": true})),
+            201,
+        );
+        assert_eq!(auto["subnets"][0]["subnet"], "172.21.0.0/16", "{auto}");
+        // Internal: reachable inside, no default route out.
+        let a = d.create_sandbox(json!({"name": "a", "network": "auto"}));
+        let b = d.create_sandbox(json!({"name": "b", "network": "auto"}));
+        assert!(sb.ping("a", &addr_of(&b, "eth0")));
+        assert!(sb
+            .ip_json(Some("a"), "route show default")
+            .as_array()
+            .unwrap()
+            .is_empty());
+        assert!(a.get("gateway_endpoint").is_none(), "{a}");
+        d.remove_all();
+        sb.sh("ip link del dummy0");
         assert_no_leftovers(sb, &d);
     });
 }
