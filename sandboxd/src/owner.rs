@@ -127,6 +127,11 @@ pub enum Done {
         /// Reply.
         reply: Reply<()>,
     },
+    /// The background CHECK of one sandbox after start.
+    Checked {
+        /// What the reconcile did to it.
+        outcome: Box<SbOutcome>,
+    },
     /// Repair.
     Repaired {
         /// What the reconcile did and the resulting records.
@@ -159,6 +164,13 @@ pub struct Owner {
     busy: HashMap<String, &'static str>,
     net_busy: HashSet<String>,
     repairing: bool,
+    /// Sandboxes still to CHECK after start (the start-up reconcile skips CHECK so the socket
+    /// answers at once; these run in the background, a few at a time).
+    check_queue: std::collections::VecDeque<String>,
+    checks_running: usize,
+    /// Requests for a sandbox whose background CHECK runs: handled when it finishes (internal
+    /// work must not turn a client's request into a 409).
+    deferred: HashMap<String, Vec<Request>>,
     shutdown: Option<Option<oneshot::Sender<()>>>,
     jobs: usize,
     tx: mpsc::UnboundedSender<Msg>,
@@ -359,6 +371,9 @@ impl Owner {
             busy: HashMap::new(),
             net_busy: HashSet::new(),
             repairing: false,
+            check_queue: std::collections::VecDeque::new(),
+            checks_running: 0,
+            deferred: HashMap::new(),
             shutdown: None,
             jobs: 0,
             tx,
@@ -369,6 +384,7 @@ impl Owner {
 
     /// The owner loop: runs on its own thread until every sender is gone.
     pub fn run(mut self, mut rx: mpsc::UnboundedReceiver<Msg>) {
+        self.pump_checks();
         while let Some(msg) = rx.blocking_recv() {
             match msg {
                 Msg::Api(r) => self.handle(r),
@@ -377,6 +393,7 @@ impl Owner {
                     self.done(d);
                 }
             }
+            self.pump_checks();
             if self.jobs == 0 {
                 if let Some(slot) = self.shutdown.as_mut() {
                     if let Some(tx) = slot.take() {
@@ -426,6 +443,18 @@ impl Owner {
     }
 
     fn handle(&mut self, r: Request) {
+        let target = match &r {
+            Request::DeleteSandbox(k, _)
+            | Request::Connect(k, _, _)
+            | Request::Disconnect(k, _, _) => self.find_sb(k).ok(),
+            _ => None,
+        };
+        if let Some(name) = target {
+            if self.busy.get(&name) == Some(&"check") {
+                self.deferred.entry(name).or_default().push(r);
+                return;
+            }
+        }
         match r {
             Request::ListNetworks(reply) => {
                 let v = self.networks.values().map(|n| self.render_net(n)).collect();
@@ -1323,6 +1352,36 @@ impl Owner {
 
     // ---- repair ---------------------------------------------------------------------------
 
+    /// Start background CHECKs from the queue, at most 4 at a time; a sandbox busy with a
+    /// client's operation waits at the back of the queue.
+    fn pump_checks(&mut self) {
+        let mut budget = self.check_queue.len();
+        while self.checks_running < 4 && budget > 0 && self.shutdown.is_none() && !self.repairing {
+            budget -= 1;
+            let Some(name) = self.check_queue.pop_front() else {
+                break;
+            };
+            let Some(sb) = self.sandboxes.get(&name) else {
+                continue;
+            };
+            if sb.state != SbState::Ready {
+                continue;
+            }
+            if self.busy.contains_key(&name) {
+                self.check_queue.push_back(name);
+                continue;
+            }
+            let sb = sb.clone();
+            let nets = self.networks.clone();
+            let runner = self.runner.clone();
+            self.busy.insert(name, "check");
+            self.checks_running += 1;
+            self.spawn(move || Done::Checked {
+                outcome: Box::new(reconcile_sandbox(&runner, &nets, sb, true)),
+            });
+        }
+    }
+
     fn valid_attachments(&self) -> BTreeMap<String, Vec<Attachment>> {
         let mut m: BTreeMap<String, Vec<Attachment>> = BTreeMap::new();
         for s in self.sandboxes.values() {
@@ -1353,7 +1412,7 @@ impl Owner {
         let valid = self.valid_attachments();
         let runner = self.runner.clone();
         self.spawn(move || {
-            let outcome = reconcile(&runner, &nets, sbs, &valid, &skip_nets);
+            let outcome = reconcile(&runner, &nets, sbs, &valid, &skip_nets, true);
             Done::Repaired {
                 outcome: Box::new(outcome),
                 reply,
@@ -1536,6 +1595,35 @@ impl Owner {
                 };
                 let _ = reply.send(r);
             }
+            Done::Checked { outcome } => {
+                self.checks_running = self.checks_running.saturating_sub(1);
+                let name = outcome.name.clone();
+                self.busy.remove(&name);
+                for a in &outcome.actions {
+                    tracing::info!(action = %a, "start-up check");
+                }
+                match outcome.kept {
+                    Some(sb) => {
+                        if self.sandboxes.get(&name) != Some(&sb) {
+                            self.sandboxes.insert(name.clone(), sb);
+                            if let Err(e) = self.persist_sb(&name) {
+                                tracing::warn!(sandbox = %name, error = %e, "persisting a repaired sandbox");
+                            }
+                        }
+                    }
+                    None => {
+                        self.sandboxes.remove(&name);
+                        let _ = self.persist_sb(&name);
+                        self.event("sandbox", "remove", &name, None, Some(&name));
+                    }
+                }
+                for r in self.deferred.remove(&name).unwrap_or_default() {
+                    self.handle(r);
+                }
+                if self.check_queue.is_empty() && self.checks_running == 0 {
+                    tracing::info!("start-up checks finished");
+                }
+            }
             Done::Repaired { outcome, reply } => {
                 self.repairing = false;
                 let r = self.apply_outcome(*outcome);
@@ -1661,7 +1749,8 @@ fn finish_network_delete(runner: &Runner, rec: &NetworkRec) -> Result<(), ApiErr
 }
 
 /// What the reconcile did to one sandbox.
-struct SbOutcome {
+#[derive(Debug)]
+pub struct SbOutcome {
     name: String,
     id: String,
     actions: Vec<String>,
@@ -1678,6 +1767,7 @@ fn reconcile_sandbox(
     runner: &Runner,
     nets: &BTreeMap<String, NetworkRec>,
     mut sb: SandboxRec,
+    check: bool,
 ) -> SbOutcome {
     let mut o = SbOutcome {
         name: sb.name.clone(),
@@ -1740,7 +1830,7 @@ fn reconcile_sandbox(
                 }
             }
             EpState::Ready => {
-                if let Err(msg) = runner.check(&a) {
+                if let Err(msg) = if check { runner.check(&a) } else { Ok(()) } {
                     // Repair: DEL, then ADD again with the same address and MAC.
                     let pinned = attach(&sb, &ep, true).unwrap_or(a.clone());
                     let _ = runner.del(&a);
@@ -1766,13 +1856,15 @@ fn reconcile_sandbox(
 
 /// The reconcile, at start and on `POST /v1/_repair` (blocking). `sbs` are the sandboxes no
 /// job is working on; `valid` lists every endpoint of every sandbox (busy ones included) so GC
-/// never collects an attachment in flight.
+/// never collects an attachment in flight. `check` also CHECKs (and repairs) every ready
+/// endpoint; at start that part runs in the background instead.
 pub fn reconcile(
     runner: &Runner,
     nets: &BTreeMap<String, NetworkRec>,
     sbs: Vec<SandboxRec>,
     valid: &BTreeMap<String, Vec<Attachment>>,
     skip_nets: &HashSet<String>,
+    check: bool,
 ) -> Outcome {
     let mut o = Outcome::default();
     let mut valid = valid.clone();
@@ -1794,7 +1886,7 @@ pub fn reconcile(
                         let Some(slot) = slots.get(i) else { break };
                         let taken = slot.lock().ok().and_then(|mut g| g.take());
                         if let Some(sb) = taken {
-                            out.push(reconcile_sandbox(runner, nets, sb));
+                            out.push(reconcile_sandbox(runner, nets, sb, check));
                         }
                     }
                     out
@@ -1920,8 +2012,23 @@ impl Owner {
         self.ensure_builtins()?;
         let sbs: Vec<SandboxRec> = self.sandboxes.values().cloned().collect();
         let valid = self.valid_attachments();
-        let outcome = reconcile(&self.runner, &self.networks, sbs, &valid, &HashSet::new());
+        let outcome = reconcile(
+            &self.runner,
+            &self.networks,
+            sbs,
+            &valid,
+            &HashSet::new(),
+            false,
+        );
         let report = self.apply_outcome(outcome)?;
+        // CHECK (and repair) every endpoint in the background once the socket answers: with
+        // many sandboxes the plugin execs take seconds, and sandboxes work meanwhile anyway.
+        self.check_queue = self
+            .sandboxes
+            .values()
+            .filter(|s| s.state == SbState::Ready)
+            .map(|s| s.name.clone())
+            .collect();
         Ok(report.actions)
     }
 

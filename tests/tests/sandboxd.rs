@@ -738,9 +738,9 @@ fn namespace_deleted_behind_the_daemons_back_is_cleaned_at_restart_and_by_repair
 }
 
 #[test]
-fn flushed_firewall_and_deleted_bridge_are_repaired() {
+fn flushed_firewall_and_deleted_bridge_are_repaired_at_run_time_and_at_start() {
     sandbox(|sb| {
-        let d = Daemon::new(sb);
+        let mut d = Daemon::new(sb);
         let a = d.create_sandbox(
             json!({"name": "a", "ports": [{"host_port": 8083, "container_port": 80}]}),
         );
@@ -775,6 +775,24 @@ fn flushed_firewall_and_deleted_bridge_are_repaired() {
         assert!(sb.ping("b", &ia));
         assert_eq!(tcp(sb, "127.0.0.1", 8083), "fw-ok");
         assert_state_matches_kernel(sb, &d);
+
+        // Flushed while the daemon is down: the start-up CHECK (in the background, once the
+        // socket answers) re-applies it.
+        d.stop();
+        sb.sh("nft flush ruleset");
+        assert_eq!(tcp(sb, "127.0.0.1", 8083), "");
+        d.start();
+        let t = Instant::now();
+        while owned_fw_entries(sb) != fw {
+            assert!(
+                t.elapsed() < Duration::from_secs(20),
+                "start-up check did not repair:\n{}",
+                d.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert_eq!(tcp(sb, "127.0.0.1", 8083), "fw-ok");
+        assert!(d.log().contains("start-up check"), "{}", d.log());
         drop(_srv);
         d.remove_all();
         assert_no_leftovers(sb, &d);
