@@ -199,7 +199,8 @@ impl Daemon {
             let net = net.unwrap();
             for f in std::fs::read_dir(net.path()).unwrap() {
                 let f = f.unwrap().file_name().into_string().unwrap();
-                if f != "lock" && !f.starts_with("last_reserved_ip") {
+                // Skip the lock, the allocation cursor and host-local's owner index (a dot file).
+                if f != "lock" && !f.starts_with("last_reserved_ip") && !f.starts_with('.') {
                     out.insert(format!("{}/{f}", net.file_name().to_string_lossy()));
                 }
             }
