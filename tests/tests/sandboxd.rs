@@ -65,7 +65,11 @@ impl Daemon {
             .arg("--data-dir")
             .arg(&self.data)
             .arg("--cni-path")
-            .arg(bin_dir())
+            .arg(format!(
+                "{}:{}",
+                bin_dir().display(),
+                self.data.join("extra-plugins").display()
+            ))
             .arg("--conf-dir")
             .arg(&self.conf)
             .stdin(Stdio::null())
@@ -1231,6 +1235,78 @@ fn socket_activation_uses_the_listener_on_fd_3() {
         std::fs::remove_file(&sock).unwrap();
         d.start();
         d.remove_sandbox("act");
+        assert_no_leftovers(sb, &d);
+    });
+}
+
+#[test]
+fn one_operation_per_sandbox_and_the_owner_never_waits_for_a_plugin() {
+    use std::os::unix::fs::PermissionsExt;
+    sandbox(|sb| {
+        let d = Daemon::new(sb);
+        // A plugin whose ADD takes 1.5 s, on a cni network.
+        let dir = d.data.join("extra-plugins");
+        std::fs::create_dir_all(&dir).unwrap();
+        let slow = dir.join("slowplug");
+        std::fs::write(
+            &slow,
+            "#!/bin/sh\ncat >/dev/null\nif [ \"$CNI_COMMAND\" = ADD ]; then sleep 1.5; echo '{\"cniVersion\":\"1.0.0\"}'; fi\nexit 0\n",
+        )
+        .unwrap();
+        std::fs::set_permissions(&slow, std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::write(
+            d.conf.join("slow.conflist"),
+            json!({"cniVersion": "1.0.0", "name": "slow", "plugins": [{"type": "slowplug"}]})
+                .to_string(),
+        )
+        .unwrap();
+        d.api(
+            "POST",
+            "/v1/networks",
+            Some(json!({"name": "slow", "driver": "cni"})),
+            201,
+        );
+        d.create_sandbox(json!({"name": "s"}));
+        std::thread::scope(|scope| {
+            let d = &d;
+            let connect = scope.spawn(move || {
+                d.try_api(
+                    "POST",
+                    "/v1/sandboxes/s/endpoints",
+                    Some(r#"{"network":"slow"}"#),
+                )
+            });
+            std::thread::sleep(Duration::from_millis(300));
+            // While s's plugin runs: reads answer at once, other sandboxes proceed in parallel,
+            // and conflicting operations on s are refused with 409.
+            let t = Instant::now();
+            let s_now = d.api("GET", "/v1/sandboxes/s", None, 200);
+            assert_eq!(s_now["endpoints"].as_array().unwrap().len(), 2, "{s_now}");
+            d.create_sandbox(json!({"name": "other"}));
+            d.remove_sandbox("other");
+            assert!(
+                t.elapsed() < Duration::from_millis(1000),
+                "{:?}",
+                t.elapsed()
+            );
+            let e = d.api("DELETE", "/v1/sandboxes/s", None, 409);
+            assert!(
+                e["message"].as_str().unwrap().contains("in progress"),
+                "{e}"
+            );
+            d.api(
+                "POST",
+                "/v1/sandboxes/s/endpoints",
+                Some(json!({"network": "bridge"})),
+                409,
+            );
+            d.api("DELETE", "/v1/sandboxes/s/endpoints/bridge", None, 409);
+            let (code, ep) = connect.join().unwrap();
+            assert_eq!(code, 201, "{ep}");
+            assert_eq!(ep["ifname"], "eth1");
+        });
+        d.api("DELETE", "/v1/sandboxes/s/endpoints/slow", None, 204);
+        d.remove_all();
         assert_no_leftovers(sb, &d);
     });
 }
