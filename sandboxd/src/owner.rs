@@ -1060,6 +1060,12 @@ impl Owner {
                 "ip, ports and aliases need a network; they cannot be used with network {network:?}"
             )));
         }
+        let owns = network != "host" && !network.starts_with("container:");
+        if owns && std::path::Path::new(&pin).exists() {
+            return Err(conflict(format!(
+                "namespace {pin} already exists (not created by sandboxd for this name)"
+            )));
+        }
         if network == "host" {
             sb.mode = "host".into();
             sb.netns = self.runner.host_netns.clone();
@@ -1088,9 +1094,6 @@ impl Owner {
                 false,
             );
         } else {
-            if Runner::netns_alive(&pin) || std::path::Path::new(&pin).exists() {
-                return Err(conflict(format!("namespace {pin} already exists")));
-            }
             let nname = self.find_net(&network)?;
             let net = &self.networks[&nname];
             if net.network.driver == "host" || net.network.driver == "none" {
@@ -2071,5 +2074,235 @@ impl Owner {
             self.networks.insert("bridge".into(), rec);
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+    use std::path::PathBuf;
+
+    /// An owner over a scratch store, with the built-in networks; nothing is executed.
+    fn owner(tag: &str) -> (Owner, tokio::runtime::Runtime, PathBuf) {
+        let dir = std::env::temp_dir().join(format!("sandboxd-owner-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let store = Store::open(&dir).unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let (tx, _rx) = mpsc::unbounded_channel();
+        let (events, _) = broadcast::channel(16);
+        let runner = Arc::new(Runner {
+            cni: cni::CniConfig::new(vec![], dir.join("cache")),
+            netns_dir: dir.join("netns"),
+            ipam_dir: dir.join("ipam"),
+            host_netns: "/proc/self/ns/net".into(),
+        });
+        let mut o = Owner::new(
+            store,
+            dir.join("conf"),
+            runner,
+            vec![],
+            vec![],
+            tx,
+            rt.handle().clone(),
+            events,
+        );
+        o.ensure_builtins().unwrap();
+        (o, rt, dir)
+    }
+
+    fn net(name: &str, subnet: &str) -> NetworkCreate {
+        NetworkCreate {
+            name: name.into(),
+            subnets: vec![Subnet {
+                subnet: subnet.parse().unwrap(),
+                gateway: None,
+                ip_range: None,
+            }],
+            ..Default::default()
+        }
+    }
+
+    fn port(h: u32, proto: &str, ip: Option<&str>) -> PortMapping {
+        PortMapping {
+            host_port: h,
+            container_port: 80,
+            protocol: proto.into(),
+            host_ip: ip.map(|i| i.parse().unwrap()),
+        }
+    }
+
+    #[test]
+    fn network_validation() {
+        let (mut o, _rt, dir) = owner("net");
+        let names: Vec<&String> = o.networks.keys().collect();
+        assert_eq!(names, ["bridge", "host", "none"]);
+        let n1 = o.create_network(&net("n1", "10.1.0.0/24")).unwrap();
+        assert_eq!(n1.subnets[0].gateway, Some("10.1.0.1".parse().unwrap()));
+        assert!(n1.bridge.unwrap().starts_with("sbr-"));
+        let is = |r: Result<Network, ApiError>, status: u16| {
+            let e = r.unwrap_err();
+            assert_eq!(e.status(), status, "{e}");
+            e.to_string()
+        };
+        assert!(is(o.create_network(&net("n2", "10.1.0.0/16")), 409).contains("n1"));
+        is(o.create_network(&net("n1", "10.7.0.0/24")), 409);
+        is(o.create_network(&net("n2", "10.2.0.5/24")), 400);
+        is(o.create_network(&net("n2", "fd00::/64")), 400);
+        is(o.create_network(&net("container", "10.3.0.0/24")), 400);
+        is(o.create_network(&net("a/b", "10.3.0.0/24")), 400);
+        let mut gw = net("n2", "10.3.0.0/24");
+        gw.subnets[0].gateway = Some("10.4.0.1".parse().unwrap());
+        is(o.create_network(&gw), 400);
+        let mut r = net("n2", "10.3.0.0/24");
+        r.subnets[0].ip_range = Some("10.3.1.0/25".parse().unwrap());
+        is(o.create_network(&r), 400);
+        let mut b = net("n2", "10.3.0.0/24");
+        b.options.insert("bridge_name".into(), "sbr0".into());
+        is(o.create_network(&b), 409);
+        b.options.clear();
+        b.options.insert("vlan".into(), "1".into());
+        is(o.create_network(&b), 400);
+        let mut d = NetworkCreate {
+            name: "x".into(),
+            driver: Some("macvlan".into()),
+            ..Default::default()
+        };
+        is(o.create_network(&d), 400);
+        // No subnet: the next free pool entry (bridge took the first).
+        d.driver = None;
+        let auto = o.create_network(&d).unwrap();
+        let bridge_subnet = o.networks["bridge"].network.subnets[0].subnet;
+        assert!(!cniops::overlaps(&auto.subnets[0].subnet, &bridge_subnet));
+        // Persisted.
+        assert!(dir.join("networks/x.json").exists());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn endpoint_and_sandbox_validation() {
+        let (mut o, _rt, dir) = owner("ep");
+        o.create_network(&net("n1", "10.1.0.0/24")).unwrap();
+        let mut sb = SandboxRec {
+            id: "ab".repeat(32),
+            name: "web".into(),
+            mode: "network".into(),
+            container_of: None,
+            netns: "/run/netns/web".into(),
+            owns_netns: true,
+            hostname: "web".into(),
+            created: String::new(),
+            state: SbState::Ready,
+            next_if: 1,
+            endpoints: vec![],
+        };
+        let mut ep = Owner::new_endpoint(
+            &mut sb,
+            "n1",
+            "eth0".into(),
+            None,
+            vec![],
+            vec![port(8080, "tcp", None)],
+            true,
+        );
+        ep.endpoint.addresses = vec!["10.1.0.5/24".parse().unwrap()];
+        ep.state = EpState::Ready;
+        sb.endpoints = vec![ep];
+        o.sandboxes.insert("web".into(), sb);
+        let n1 = o.networks["n1"].clone();
+        let check = |ip: Option<&str>, ports: Vec<PortMapping>| {
+            o.check_endpoint_input(&n1, ip.map(|i| i.parse().unwrap()), &ports, &[])
+                .map_err(|e| e.status())
+        };
+        assert_eq!(check(Some("10.1.0.5"), vec![]), Err(409));
+        assert_eq!(check(Some("10.9.0.5"), vec![]), Err(400));
+        assert_eq!(check(Some("10.1.0.1"), vec![]), Err(400));
+        assert_eq!(check(Some("10.1.0.255"), vec![]), Err(400));
+        assert_eq!(check(Some("10.1.0.6"), vec![]), Ok(()));
+        assert_eq!(check(None, vec![port(8080, "tcp", None)]), Err(409));
+        assert_eq!(
+            check(None, vec![port(8080, "tcp", Some("127.0.0.1"))]),
+            Err(409)
+        );
+        assert_eq!(check(None, vec![port(8080, "udp", None)]), Ok(()));
+        assert_eq!(check(None, vec![port(0, "tcp", None)]), Err(400));
+        assert_eq!(check(None, vec![port(70000, "tcp", None)]), Err(400));
+        assert_eq!(check(None, vec![port(81, "icmp", None)]), Err(400));
+        assert_eq!(
+            check(None, vec![port(81, "tcp", None), port(81, "tcp", None)]),
+            Err(400)
+        );
+        // The default network takes no static address (Docker).
+        let bridge = o.networks["bridge"].clone();
+        let e = o
+            .check_endpoint_input(&bridge, Some("172.17.0.9".parse().unwrap()), &[], &[])
+            .unwrap_err();
+        assert_eq!(e.status(), 400);
+
+        // Network in use, built-ins.
+        let e = o.check_delete_network("n1").unwrap_err();
+        assert_eq!(e.status(), 409);
+        assert!(e.to_string().contains("web"), "{e}");
+        assert_eq!(o.check_delete_network("bridge").unwrap_err().status(), 409);
+        assert_eq!(o.check_delete_network("nosuch").unwrap_err().status(), 404);
+
+        // Sandbox plans.
+        let plan = |req: SandboxCreate| o.plan_sandbox(&req).map_err(|e| e.status());
+        let named = |n: &str, network: &str| SandboxCreate {
+            name: n.into(),
+            network: Some(network.into()),
+            ..Default::default()
+        };
+        assert_eq!(plan(named("web", "n1")).unwrap_err(), 409);
+        assert_eq!(plan(named("x", "container:nosuch")).unwrap_err(), 404);
+        assert_eq!(plan(named("x", "nosuch")).unwrap_err(), 404);
+        let mut h = named("x", "host");
+        h.ports = vec![port(81, "tcp", None)];
+        assert_eq!(plan(h).unwrap_err(), 400);
+        let c = plan(named("x", "container:web")).unwrap();
+        assert_eq!(
+            (c.mode.as_str(), c.netns.as_str()),
+            ("container", "/run/netns/web")
+        );
+        assert_eq!(c.endpoints[0].endpoint.network, "container:web");
+        let host = plan(named("x", "host")).unwrap();
+        assert!(!host.owns_netns);
+        let n = plan(named("x", "n1")).unwrap();
+        assert_eq!(n.endpoints[0].endpoint.ifname, "eth0");
+        assert!(n.endpoints[0].default_route);
+        assert_eq!(n.state, SbState::Creating);
+        // By id prefix.
+        assert_eq!(o.find_sb(&"ab".repeat(6)).unwrap(), "web");
+        assert_eq!(o.find_sb("abab").unwrap_err().status(), 404);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn results_fill_the_endpoints_own_interface() {
+        let r = CniResult::from_value(
+            &serde_json::json!({"cniVersion": "1.0.0",
+                "interfaces": [{"name": "sbr0", "mac": "aa:aa:aa:aa:aa:aa"},
+                               {"name": "eth1", "mac": "02:00:00:00:00:01", "sandbox": "/run/netns/x"}],
+                "ips": [{"address": "10.1.0.5/24", "gateway": "10.1.0.1", "interface": 1}]}),
+            "1.0.0",
+        )
+        .unwrap();
+        let mut e = Endpoint {
+            id: String::new(),
+            network: "n1".into(),
+            sandbox: "x".into(),
+            ifname: "eth1".into(),
+            addresses: vec![],
+            gateway: vec![],
+            mac: None,
+            aliases: vec![],
+            ports: vec![],
+        };
+        fill_endpoint(&mut e, &r, true);
+        assert_eq!(e.addresses, vec!["10.1.0.5/24".parse::<IpNet>().unwrap()]);
+        assert_eq!(e.gateway, vec!["10.1.0.1".parse::<IpAddr>().unwrap()]);
+        assert_eq!(e.mac.as_deref(), Some("02:00:00:00:00:01"));
     }
 }

@@ -1039,6 +1039,8 @@ fn bad_input_is_refused_with_a_message_and_changes_nothing() {
         d.create_sandbox(json!({"name": "h", "network": "host"}));
         d.create_sandbox(json!({"name": "nn", "network": "none"}));
         d.create_sandbox(json!({"name": "c", "network": "container:a"}));
+        // A namespace someone else pinned under the name.
+        sb.netns("taken");
         let snapshot = |d: &Daemon| {
             (
                 d.networks(),
@@ -1094,6 +1096,8 @@ fn bad_input_is_refused_with_a_message_and_changes_nothing() {
             ("POST", "/v1/sandboxes".into(), Some(r#"{"name":"x","ports":[{"host_port":8084,"container_port":80}]}"#.into()), 409),
             ("POST", "/v1/sandboxes".into(), Some(r#"{"name":"x","network":"host","ports":[{"host_port":81,"container_port":80}]}"#.into()), 400),
             ("POST", "/v1/sandboxes".into(), Some(r#"{"name":"x","hostname":"bad host"}"#.into()), 400),
+            ("POST", "/v1/sandboxes".into(), Some(r#"{"name":"taken"}"#.into()), 409),
+            ("POST", "/v1/sandboxes".into(), Some(r#"{"name":"taken","network":"none"}"#.into()), 409),
             ("GET", "/v1/sandboxes/nosuch".into(), None, 404),
             ("DELETE", "/v1/sandboxes/nosuch".into(), None, 404),
             ("DELETE", "/v1/sandboxes/a".into(), None, 409),
@@ -1134,6 +1138,7 @@ fn bad_input_is_refused_with_a_message_and_changes_nothing() {
         );
         assert!(v["message"].as_str().unwrap().contains("10.99.0.5"), "{v}");
         assert_eq!(snapshot(&d), before, "a refused request changed something");
+        sb.sh("ip netns del taken");
         d.remove_all();
         assert_no_leftovers(sb, &d);
     });
