@@ -193,6 +193,18 @@ impl Runner {
         self.cni.gc_network_list(list, valid).map_err(|e| e.msg)
     }
 
+    /// GC of a user conflist (`driver: "cni"`): only the cache-level half, DEL of our own stale
+    /// cached attachments. The plugin-level GC keeps only the attachments it is given, and
+    /// other runtimes on the host may use the same conflist (same network name), so sending it
+    /// our attachments alone would collect theirs: leases, firewall and port-map entries.
+    pub fn gc_cache_only(&self, list: &NetConfList, valid: &[Attachment]) -> Result<(), String> {
+        let mut l = list.clone();
+        // Below 1.1.0 the runtime sends no plugin GC (cni::runtime::gc_network_list).
+        l.cni_version = Some("1.0.0".into());
+        l.cni_versions.clear();
+        self.cni.gc_network_list(&l, valid).map_err(|e| e.msg)
+    }
+
     /// Pin path of a sandbox's namespace.
     pub fn pin_path(&self, name: &str) -> String {
         self.netns_dir.join(name).display().to_string()

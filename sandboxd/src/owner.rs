@@ -1728,7 +1728,12 @@ fn finish_network_delete(runner: &Runner, rec: &NetworkRec) -> Result<(), ApiErr
         None => cniops::bridge_conflist(&rec.network, &runner.ipam_dir, true, true).ok(),
     };
     if let Some(list) = list {
-        if let Err(e) = runner.gc(&list, &[]) {
+        let r = if rec.conflist.is_some() {
+            runner.gc_cache_only(&list, &[])
+        } else {
+            runner.gc(&list, &[])
+        };
+        if let Err(e) = r {
             tracing::warn!(network = %rec.network.name, error = %e, "GC while removing network");
         }
     }
@@ -1950,7 +1955,12 @@ pub fn reconcile(
         if let Some(list) = list {
             known.insert(list.name.clone());
             let v = valid.get(name).cloned().unwrap_or_default();
-            if let Err(e) = runner.gc(&list, &v) {
+            let r = if rec.conflist.is_some() {
+                runner.gc_cache_only(&list, &v)
+            } else {
+                runner.gc(&list, &v)
+            };
+            if let Err(e) = r {
                 o.actions.push(format!("network {name}: GC failed: {e}"));
             }
         }

@@ -567,7 +567,7 @@ fn cni_driver_openapi_events_and_routes() {
         std::thread::sleep(Duration::from_millis(300));
 
         // driver "cni": a user conflist used as is.
-        let conf = json!({"cniVersion": "1.0.0", "name": "usernet", "plugins": [
+        let conf = json!({"cniVersion": "1.1.0", "name": "usernet", "plugins": [
             {"type": "bridge", "bridge": "ubr0", "isGateway": true, "ipMasq": true,
              "ipam": {"type": "host-local", "subnet": "10.66.0.0/24",
                       "dataDir": d.data.join("ipam")}},
@@ -588,6 +588,36 @@ fn cni_driver_openapi_events_and_routes() {
         let _srv = serve(sb, "u2", "user-net");
         assert_eq!(tcp(sb, "10.66.0.1", 9090), "user-net");
         assert!(sb.link(None, "ubr0").is_some());
+        // Another runtime uses the same conflist (here the netns CLI, with its own cache):
+        // sandboxd's GC of the network must leave that attachment alone.
+        sb.netns("foreign");
+        let netns_cli = |args: &[&str]| {
+            let out = Command::new(plugin_bin("netns"))
+                .args(args)
+                .arg("--conf-dir")
+                .arg(&d.conf)
+                .env("CNI_PATH", bin_dir())
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "netns {args:?}: {out:?}");
+        };
+        netns_cli(&["attach", "foreign", "usernet"]);
+        let foreign_leases = d.lease_files().len();
+        let fw = owned_fw_entries(sb);
+        d.api("POST", "/v1/_repair", None, 200);
+        assert_eq!(
+            d.lease_files().len(),
+            foreign_leases,
+            "GC took another runtime's lease"
+        );
+        assert_eq!(
+            owned_fw_entries(sb),
+            fw,
+            "GC took another runtime's firewall entry"
+        );
+        assert!(sb.ping("foreign", &addr_of(&u1, "eth0")));
+        netns_cli(&["detach", "foreign", "usernet"]);
+        sb.sh("ip netns del foreign");
         // Survives a restart too.
         d.stop();
         d.start();
