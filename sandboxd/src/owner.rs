@@ -1077,7 +1077,9 @@ impl Owner {
         } else if let Some(owner) = network.strip_prefix("container:") {
             let oname = self.find_sb(owner)?;
             let o = &self.sandboxes[&oname];
-            if o.state != SbState::Ready || self.busy.contains_key(&oname) {
+            // A background CHECK of the owner does not stop a joiner: its namespace stays.
+            let busy = self.busy.get(&oname).is_some_and(|op| *op != "check");
+            if o.state != SbState::Ready || busy {
                 return Err(conflict(format!("sandbox {oname:?} is not ready")));
             }
             sb.mode = "container".into();
