@@ -191,6 +191,9 @@ pub enum EpState {
     Ready,
     /// DEL may have started: finish it when found at start.
     Removing,
+    /// Taking over the default route (DEL, then ADD with the same address, MAC and
+    /// isDefaultGateway): finish it (DEL + ADD) when found at start.
+    Rerouting,
 }
 
 /// The persisted form of an endpoint.

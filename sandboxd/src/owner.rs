@@ -115,6 +115,8 @@ pub enum Done {
         ep_id: String,
         /// Outcome.
         result: Result<(), ApiError>,
+        /// The endpoint that took over the default route, and its new ADD result.
+        rerouted: Option<(String, Result<CniResult, ApiError>)>,
         /// Reply.
         reply: Reply<()>,
     },
@@ -1284,7 +1286,8 @@ impl Owner {
         network: &str,
         reply: Reply<()>,
     ) -> Result<(), (ApiError, Reply<()>)> {
-        let r = (|| -> Result<(SandboxRec, Attach, String), ApiError> {
+        type Handover = Option<(String, Attach, Attach)>;
+        let r = (|| -> Result<(SandboxRec, Attach, String, Handover), ApiError> {
             self.mutable()?;
             let name = self.find_sb(key)?;
             if let Some(op) = self.busy.get(&name) {
@@ -1327,12 +1330,37 @@ impl Owner {
             let mut sb = sb.clone();
             let attach = attach_for(&self.runner, &self.networks, &sb, ep, false)?;
             let id = ep.endpoint.id.clone();
+            // Docker moves the default route to another endpoint when the gateway endpoint
+            // leaves: the first ready endpoint of a non-internal sandboxd bridge network gets it,
+            // through its plugins (DEL, then ADD with the same address and MAC and
+            // isDefaultGateway), recorded as `rerouting` so a crash finishes the move.
+            let mut handover = None;
+            if ep.default_route {
+                let next = sb.endpoints.iter().position(|e| {
+                    e.endpoint.id != id
+                        && e.state == EpState::Ready
+                        && self.networks.get(&e.endpoint.network).is_some_and(|n| {
+                            n.network.driver == "bridge"
+                                && n.conflist.is_none()
+                                && !n.network.internal
+                        })
+                });
+                if let Some(i) = next {
+                    let old =
+                        attach_for(&self.runner, &self.networks, &sb, &sb.endpoints[i], false)?;
+                    sb.endpoints[i].default_route = true;
+                    sb.endpoints[i].state = EpState::Rerouting;
+                    let new =
+                        attach_for(&self.runner, &self.networks, &sb, &sb.endpoints[i], true)?;
+                    handover = Some((sb.endpoints[i].endpoint.id.clone(), old, new));
+                }
+            }
             for e in sb.endpoints.iter_mut().filter(|e| e.endpoint.id == id) {
                 e.state = EpState::Removing;
             }
-            Ok((sb, attach, id))
+            Ok((sb, attach, id, handover))
         })();
-        let (sb, attach, ep_id) = match r {
+        let (sb, attach, ep_id, handover) = match r {
             Ok(x) => x,
             Err(e) => return Err((e, reply)),
         };
@@ -1345,10 +1373,19 @@ impl Owner {
         let runner = self.runner.clone();
         self.spawn(move || {
             let result = runner.del(&attach);
+            let rerouted = match (&result, handover) {
+                (Ok(()), Some((id, old, new))) => {
+                    let _ = runner.del(&old);
+                    Some((id, runner.add(&new)))
+                }
+                (Err(_), Some((id, _, _))) => Some((id, Err(ApiError::Internal(String::new())))),
+                _ => None,
+            };
             Done::Disconnected {
                 sandbox: name,
                 ep_id,
                 result,
+                rerouted,
                 reply,
             }
         });
@@ -1555,9 +1592,30 @@ impl Owner {
                 sandbox,
                 ep_id,
                 result,
+                rerouted,
                 reply,
             } => {
                 self.busy.remove(&sandbox);
+                if let (Some((id, res)), Some(sb)) = (rerouted, self.sandboxes.get_mut(&sandbox)) {
+                    let disconnected = result.is_ok();
+                    for e in sb.endpoints.iter_mut().filter(|e| e.endpoint.id == id) {
+                        match &res {
+                            Ok(r) => {
+                                fill_endpoint(&mut e.endpoint, r, true);
+                                e.state = EpState::Ready;
+                            }
+                            // The gateway endpoint stays: undo the intent.
+                            Err(_) if !disconnected => {
+                                e.state = EpState::Ready;
+                                e.default_route = false;
+                            }
+                            // Left `rerouting`: the next repair or start finishes the move.
+                            Err(err) => {
+                                tracing::warn!(sandbox = %sandbox, error = %err, "moving the default route failed");
+                            }
+                        }
+                    }
+                }
                 let r = match result {
                     Ok(()) => {
                         let mut net = None;
@@ -1579,7 +1637,11 @@ impl Owner {
                         );
                         r
                     }
-                    Err(e) => Err(e),
+                    Err(e) => {
+                        // The endpoint stays `removing` (a retry or the next start finishes it).
+                        let _ = self.persist_sb(&sandbox);
+                        Err(e)
+                    }
                 };
                 let _ = reply.send(r);
             }
@@ -1838,6 +1900,23 @@ fn reconcile_sandbox(
                         keep.push(ep);
                     }
                 }
+            }
+            EpState::Rerouting => {
+                // Finish the default-route move: DEL, then ADD with the same identity.
+                let pinned = attach(&sb, &ep, true).unwrap_or(a.clone());
+                let _ = runner.del(&a);
+                match runner.add(&pinned) {
+                    Ok(r) => {
+                        fill_endpoint(&mut ep.endpoint, &r, true);
+                        ep.state = EpState::Ready;
+                        o.actions
+                            .push(format!("{label}: finished moving the default route here"));
+                    }
+                    Err(e) => o
+                        .actions
+                        .push(format!("{label}: moving the default route failed: {e}")),
+                }
+                keep.push(ep);
             }
             EpState::Ready => {
                 if let Err(msg) = if check { runner.check(&a) } else { Ok(()) } {

@@ -323,6 +323,22 @@ fn assert_state_matches_kernel(sb: &Sandbox, d: &Daemon) {
                 .filter(|l| l != "lo")
                 .collect();
             assert_eq!(have, want_ifs, "interfaces of {name}");
+            // Exactly one default route, through the gateway endpoint (none without one).
+            let routes = sb.ip_json(Some(name), "route show default");
+            let devs: Vec<&str> = routes
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|r| r["dev"].as_str().unwrap())
+                .collect();
+            let gw_if: Vec<&str> = s["endpoints"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|e| Some(&e["id"]) == s.get("gateway_endpoint"))
+                .map(|e| e["ifname"].as_str().unwrap())
+                .collect();
+            assert_eq!(devs, gw_if, "default route of {name}: {s}");
         }
     }
     assert_eq!(pins(), want_pins, "pins");
@@ -518,6 +534,23 @@ fn every_mode_with_traffic_ports_and_a_second_network() {
         assert!(sb.ping("a", &ib));
         let a_now = d.api("GET", "/v1/sandboxes/a", None, 200);
         assert_eq!(a_now["endpoints"].as_array().unwrap().len(), 2);
+        assert_state_matches_kernel(sb, &d);
+
+        // The gateway endpoint leaves: the default route moves to the next endpoint (eth1 on
+        // net2), which keeps its address.
+        d.api("DELETE", "/v1/sandboxes/a/endpoints/bridge", None, 204);
+        let a_now = d.api("GET", "/v1/sandboxes/a", None, 200);
+        assert_eq!(a_now["endpoints"].as_array().unwrap().len(), 1);
+        assert_eq!(a_now["endpoints"][0]["addresses"][0], "10.98.0.10/24");
+        assert_eq!(
+            a_now["gateway_endpoint"], a_now["endpoints"][0]["id"],
+            "{a_now}"
+        );
+        let routes = sb.ip_json(Some("a"), "route show default");
+        assert_eq!(routes[0]["gateway"], "10.98.0.1", "{routes}");
+        assert_eq!(routes[0]["dev"], "eth1", "{routes}");
+        assert!(sb.link(Some("a"), "eth0").is_none());
+        assert!(sb.ping("a", "10.98.0.1"));
         assert_state_matches_kernel(sb, &d);
 
         // Network in use: 409 naming the sandbox.
@@ -962,22 +995,32 @@ fn kill9_at_random_instants_of_50_connects_and_disconnects_leaks_nothing() {
                 let mut codes = Vec::new();
                 for i in 0..50 {
                     let name = format!("x{}", i % 5);
-                    let connect = (i / 5) % 2 == 0;
+                    // Per sandbox: connect side, disconnect bridge (the default route moves to
+                    // side), connect bridge, disconnect side (it moves back), and again.
+                    let (connect, net) = match (i / 5) % 4 {
+                        0 => (true, "side"),
+                        1 => (false, "bridge"),
+                        2 => (true, "bridge"),
+                        _ => (false, "side"),
+                    };
                     loop {
-                        let (code, _) = if connect {
+                        let (code, _body) = if connect {
                             c.try_api(
                                 "POST",
                                 &format!("/v1/sandboxes/{name}/endpoints"),
-                                Some(r#"{"network":"side","ports":[]}"#),
+                                Some(&json!({"network": net}).to_string()),
                             )
                         } else {
                             c.try_api(
                                 "DELETE",
-                                &format!("/v1/sandboxes/{name}/endpoints/side"),
+                                &format!("/v1/sandboxes/{name}/endpoints/{net}"),
                                 None,
                             )
                         };
                         if code != 0 {
+                            if std::env::var("SANDBOXD_TEST_VERBOSE").is_ok() {
+                                eprintln!("op {i} {name} connect={connect} {net}: {code} {_body}");
+                            }
                             codes.push(code);
                             break;
                         }
@@ -1019,6 +1062,9 @@ fn kill9_at_random_instants_of_50_connects_and_disconnects_leaks_nothing() {
             }
         });
         eprintln!("kills: {kills}, answers: {answered:?}");
+        if std::env::var("SANDBOXD_TEST_VERBOSE").is_ok() {
+            eprintln!("{}", d.log());
+        }
         assert!(kills >= 2, "too few kills ({kills}) to mean anything");
         // Only documented outcomes: done, or refused because of the state an earlier op left.
         for code in answered.keys() {
