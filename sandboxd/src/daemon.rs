@@ -31,6 +31,9 @@ pub struct Config {
     pub conf_dir: PathBuf,
     /// Directory of pinned namespaces.
     pub netns_dir: PathBuf,
+    /// Where per-sandbox hosts/resolv.conf/hostname go (`/etc/netns` for `ip netns exec`);
+    /// not written when `None`.
+    pub etc_netns: Option<PathBuf>,
 }
 
 /// The locks held for the daemon's lifetime.
@@ -197,7 +200,8 @@ pub async fn run(cfg: Config) -> Result<(), Error> {
         tx.clone(),
         tokio::runtime::Handle::current(),
         events.clone(),
-    );
+    )
+    .with_etc_netns(cfg.etc_netns.clone());
     let owner = tokio::task::spawn_blocking(move || {
         let r = owner.startup();
         (owner, r)

@@ -6,6 +6,7 @@
 pub mod cniops;
 pub mod daemon;
 pub mod error;
+pub mod etcfiles;
 pub mod http;
 pub mod model;
 pub mod owner;

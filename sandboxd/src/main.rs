@@ -20,6 +20,10 @@ struct Args {
     /// Directory of conflists for networks with driver "cni".
     #[arg(long, default_value = "/etc/cni/net.d")]
     conf_dir: PathBuf,
+    /// Write each sandbox's hosts, resolv.conf and hostname under DIR/<sandbox>/ (use
+    /// /etc/netns so `ip netns exec` shows them); off by default.
+    #[arg(long, value_name = "DIR")]
+    etc_netns: Option<PathBuf>,
     /// Directory where sandbox namespaces are pinned.
     #[arg(long, default_value = "/run/netns", hide = true)]
     netns_dir: PathBuf,
@@ -46,6 +50,7 @@ fn main() {
             .collect(),
         conf_dir: args.conf_dir,
         netns_dir: args.netns_dir,
+        etc_netns: args.etc_netns,
     };
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -174,6 +174,8 @@ pub struct Owner {
     /// work must not turn a client's request into a 409).
     deferred: HashMap<String, Vec<Request>>,
     shutdown: Option<Option<oneshot::Sender<()>>>,
+    /// Where per-sandbox hosts/resolv.conf go (`--etc-netns`); off when `None`.
+    etc_netns: Option<std::path::PathBuf>,
     jobs: usize,
     tx: mpsc::UnboundedSender<Msg>,
     rt: tokio::runtime::Handle,
@@ -377,10 +379,33 @@ impl Owner {
             checks_running: 0,
             deferred: HashMap::new(),
             shutdown: None,
+            etc_netns: None,
             jobs: 0,
             tx,
             rt,
             events,
+        }
+    }
+
+    /// Write per-sandbox hosts/resolv.conf/hostname under `dir` (`--etc-netns`).
+    pub fn with_etc_netns(mut self, dir: Option<std::path::PathBuf>) -> Owner {
+        self.etc_netns = dir;
+        self
+    }
+
+    /// Bring a sandbox's /etc files in line with its record (written, refreshed or removed).
+    fn sync_etc(&self, name: &str) {
+        let Some(dir) = &self.etc_netns else {
+            return;
+        };
+        match self.sandboxes.get(name) {
+            Some(sb) if sb.state == SbState::Ready => {
+                if let Err(e) = crate::etcfiles::write(dir, sb) {
+                    tracing::warn!(sandbox = %name, error = %e, "writing hosts/resolv.conf");
+                }
+            }
+            Some(_) => {}
+            None => crate::etcfiles::remove(dir, name),
         }
     }
 
@@ -1496,6 +1521,7 @@ impl Owner {
                                         Some(&name),
                                     );
                                 }
+                                self.sync_etc(&name);
                                 tracing::info!(sandbox = %name, "sandbox created");
                                 api.ok_or_else(|| not_found("sandbox vanished"))
                             }
@@ -1533,6 +1559,7 @@ impl Owner {
                             );
                         }
                         self.event("sandbox", "remove", &name, None, Some(&name));
+                        self.sync_etc(&name);
                         tracing::info!(sandbox = %name, "sandbox removed");
                         r
                     }
@@ -1563,6 +1590,7 @@ impl Owner {
                         }
                         match (self.persist_sb(&sandbox), out) {
                             (Ok(()), Some(ep)) => {
+                                self.sync_etc(&sandbox);
                                 self.event(
                                     "endpoint",
                                     "connect",
@@ -1628,6 +1656,7 @@ impl Owner {
                             sb.endpoints.retain(|e| e.endpoint.id != ep_id);
                         }
                         let r = self.persist_sb(&sandbox);
+                        self.sync_etc(&sandbox);
                         self.event(
                             "endpoint",
                             "disconnect",
@@ -1684,6 +1713,7 @@ impl Owner {
                         self.event("sandbox", "remove", &name, None, Some(&name));
                     }
                 }
+                self.sync_etc(&name);
                 for r in self.deferred.remove(&name).unwrap_or_default() {
                     self.handle(r);
                 }
@@ -1722,6 +1752,14 @@ impl Owner {
                 errors.push(e.to_string());
             }
             self.event("network", "remove", name, Some(name), None);
+        }
+        if let Some(dir) = &self.etc_netns {
+            for sb in self.sandboxes.values() {
+                if sb.state == SbState::Ready {
+                    let _ = crate::etcfiles::write(dir, sb);
+                }
+            }
+            crate::etcfiles::prune(dir, &|n| self.sandboxes.contains_key(n));
         }
         if !errors.is_empty() {
             return Err(ApiError::Internal(errors.join("; ")));

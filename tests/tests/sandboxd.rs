@@ -72,6 +72,8 @@ impl Daemon {
             ))
             .arg("--conf-dir")
             .arg(&self.conf)
+            .arg("--etc-netns")
+            .arg(self.data.join("etc-netns"))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
@@ -266,6 +268,11 @@ fn assert_no_leftovers(sb: &Sandbox, d: &Daemon) {
     assert_eq!(pins(), BTreeSet::new(), "pinned namespaces left");
     assert_eq!(d.lease_files(), BTreeSet::new(), "leases left");
     assert_eq!(d.cache_files(), BTreeSet::new(), "cached results left");
+    let etc: Vec<_> = std::fs::read_dir(d.data.join("etc-netns"))
+        .into_iter()
+        .flatten()
+        .collect();
+    assert!(etc.is_empty(), "per-sandbox /etc files left: {etc:?}");
     assert_eq!(
         owned_fw_entries(sb),
         0,
@@ -552,6 +559,34 @@ fn every_mode_with_traffic_ports_and_a_second_network() {
         assert!(sb.link(Some("a"), "eth0").is_none());
         assert!(sb.ping("a", "10.98.0.1"));
         assert_state_matches_kernel(sb, &d);
+
+        // hosts / resolv.conf / hostname for `ip netns exec` (--etc-netns).
+        let etc = d.data.join("etc-netns/a");
+        let hosts = std::fs::read_to_string(etc.join("hosts")).unwrap();
+        assert!(hosts.contains("10.98.0.10\t"), "{hosts}");
+        assert!(
+            !hosts.contains(&format!("{ia}\t")),
+            "eth0 left but is in hosts: {hosts}"
+        );
+        assert!(hosts.contains("127.0.0.1\tlocalhost"), "{hosts}");
+        let resolv = std::fs::read_to_string(etc.join("resolv.conf")).unwrap();
+        assert!(resolv.contains("nameserver"), "{resolv}");
+        assert!(!resolv.contains("nameserver 127."), "{resolv}");
+        assert_eq!(
+            std::fs::read_to_string(etc.join("hostname"))
+                .unwrap()
+                .trim(),
+            a["hostname"].as_str().unwrap()
+        );
+        assert!(d.data.join("etc-netns/n/hosts").exists());
+        assert!(
+            !d.data.join("etc-netns/c").exists(),
+            "container mode uses its owner's files"
+        );
+        assert!(
+            !d.data.join("etc-netns/h").exists(),
+            "host mode uses the host's files"
+        );
 
         // Network in use: 409 naming the sandbox.
         let e = d.api("DELETE", "/v1/networks/net2", None, 409);

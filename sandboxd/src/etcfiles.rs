@@ -1,0 +1,118 @@
+//! Per-sandbox `hosts`, `resolv.conf` and `hostname` under `<dir>/<sandbox>/`: the iproute2
+//! convention, where `ip netns exec NAME` bind-mounts every file of `/etc/netns/NAME/` over
+//! `/etc`. It is off unless `--etc-netns DIR` is given (the systemd unit passes `/etc/netns`),
+//! so a daemon started by hand or by a test never writes into the machine's `/etc`.
+
+use std::net::IpAddr;
+use std::path::Path;
+
+use crate::model::{EpState, SandboxRec};
+use crate::store::write_atomic;
+
+/// Marks a directory as written by sandboxd (so a stale one may be removed).
+const MARKER: &str = ".sandboxd";
+
+/// Docker's fallback when the host only has loopback resolvers, which a sandbox cannot reach.
+const FALLBACK: [&str; 2] = ["8.8.8.8", "8.8.4.4"];
+
+/// The sandbox's `hosts`: the standard entries and its own addresses with its names.
+pub fn hosts(sb: &SandboxRec) -> String {
+    let mut out = String::from(
+        "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n\
+         fe00::0\tip6-localnet\nff00::0\tip6-mcastprefix\nff02::1\tip6-allnodes\nff02::2\tip6-allrouters\n",
+    );
+    for e in sb.endpoints.iter().filter(|e| e.state == EpState::Ready) {
+        if sb.mode != "network" {
+            continue;
+        }
+        let mut names = vec![sb.hostname.clone()];
+        if sb.name != sb.hostname {
+            names.push(sb.name.clone());
+        }
+        names.extend(e.endpoint.aliases.iter().cloned());
+        for a in &e.endpoint.addresses {
+            out.push_str(&format!("{}\t{}\n", a.addr(), names.join(" ")));
+        }
+    }
+    out
+}
+
+/// The sandbox's `resolv.conf`: the host's, without loopback name servers (unreachable from
+/// another namespace); Docker's public fallback when none is left.
+pub fn resolv_conf(host: &str) -> String {
+    let mut out = String::new();
+    let mut servers = 0;
+    for line in host.lines() {
+        let mut words = line.split_whitespace();
+        if words.next() == Some("nameserver") {
+            let loopback = words
+                .next()
+                .and_then(|a| a.parse::<IpAddr>().ok())
+                .is_none_or(|a| a.is_loopback());
+            if loopback {
+                continue;
+            }
+            servers += 1;
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    if servers == 0 {
+        for s in FALLBACK {
+            out.push_str(&format!("nameserver {s}\n"));
+        }
+    }
+    out
+}
+
+/// Write (or refresh) the files of a sandbox with its own namespace.
+pub fn write(dir: &Path, sb: &SandboxRec) -> Result<(), crate::Error> {
+    if !sb.owns_netns {
+        return Ok(());
+    }
+    let d = dir.join(&sb.name);
+    std::fs::create_dir_all(&d).map_err(|e| crate::Error::io("create", &d, e))?;
+    let host = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+    write_atomic(
+        &d.join(MARKER),
+        b"written by sandboxd; removed with the sandbox\n",
+    )?;
+    write_atomic(&d.join("hosts"), hosts(sb).as_bytes())?;
+    write_atomic(&d.join("resolv.conf"), resolv_conf(&host).as_bytes())?;
+    write_atomic(&d.join("hostname"), format!("{}\n", sb.hostname).as_bytes())
+}
+
+/// Remove a sandbox's directory, only if sandboxd wrote it.
+pub fn remove(dir: &Path, name: &str) {
+    let d = dir.join(name);
+    if d.join(MARKER).exists() {
+        let _ = std::fs::remove_dir_all(&d);
+    }
+}
+
+/// Remove directories sandboxd wrote for sandboxes that no longer exist.
+pub fn prune(dir: &Path, keep: &dyn Fn(&str) -> bool) {
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if !keep(&name) {
+            remove(dir, &name);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn resolv_conf_drops_loopback_servers() {
+        let r = resolv_conf("# c\nnameserver 127.0.0.53\noptions edns0\nsearch example.org\n");
+        assert_eq!(
+            r,
+            "# c\noptions edns0\nsearch example.org\nnameserver 8.8.8.8\nnameserver 8.8.4.4\n"
+        );
+        let r = resolv_conf("nameserver 10.0.0.2\nnameserver ::1\n");
+        assert_eq!(r, "nameserver 10.0.0.2\n");
+    }
+}
