@@ -1157,6 +1157,24 @@ fn bad_input_is_refused_with_a_message_and_changes_nothing() {
         d.create_sandbox(json!({"name": "h", "network": "host"}));
         d.create_sandbox(json!({"name": "nn", "network": "none"}));
         d.create_sandbox(json!({"name": "c", "network": "container:a"}));
+        // A cni network whose second plugin is missing: bridge's ADD succeeds, then the chain
+        // fails, and everything must be rolled back (500 naming the plugin, nothing left).
+        std::fs::write(
+            d.conf.join("broken.conflist"),
+            json!({"cniVersion": "1.1.0", "name": "broken", "plugins": [
+                {"type": "bridge", "bridge": "brk0", "isGateway": true,
+                 "ipam": {"type": "host-local", "subnet": "10.77.0.0/24",
+                          "dataDir": d.data.join("ipam")}},
+                {"type": "absentplug"}]})
+            .to_string(),
+        )
+        .unwrap();
+        d.api(
+            "POST",
+            "/v1/networks",
+            Some(json!({"name": "broken", "driver": "cni"})),
+            201,
+        );
         // A namespace someone else pinned under the name.
         sb.netns("taken");
         let snapshot = |d: &Daemon| {
@@ -1217,6 +1235,8 @@ fn bad_input_is_refused_with_a_message_and_changes_nothing() {
             ("POST", "/v1/sandboxes".into(), Some(r#"{"name":"taken"}"#.into()), 409),
             ("POST", "/v1/sandboxes".into(), Some(r#"{"name":"taken","network":"none"}"#.into()), 409),
             ("GET", "/v1/sandboxes/nosuch".into(), None, 404),
+            ("POST", "/v1/sandboxes".into(), Some(r#"{"name":"x","network":"broken"}"#.into()), 500),
+            ("POST", "/v1/sandboxes/a/endpoints".into(), Some(r#"{"network":"broken"}"#.into()), 500),
             ("DELETE", "/v1/sandboxes/nosuch".into(), None, 404),
             ("DELETE", "/v1/sandboxes/a".into(), None, 409),
             // endpoints
@@ -1247,6 +1267,12 @@ fn bad_input_is_refused_with_a_message_and_changes_nothing() {
             );
         }
         // Messages name the problem.
+        let (_, v) = d.try_api(
+            "POST",
+            "/v1/sandboxes",
+            Some(r#"{"name":"x","network":"broken"}"#),
+        );
+        assert!(v["message"].as_str().unwrap().contains("absentplug"), "{v}");
         let (_, v) = d.try_api("DELETE", "/v1/networks/n1", None);
         assert!(v["message"].as_str().unwrap().contains("a"), "{v}");
         let (_, v) = d.try_api(
