@@ -1459,3 +1459,46 @@ fn one_operation_per_sandbox_and_the_owner_never_waits_for_a_plugin() {
         assert_no_leftovers(sb, &d);
     });
 }
+
+#[test]
+fn dual_stack_network_with_a_static_ipv6_address() {
+    sandbox(|sb| {
+        let d = Daemon::new(sb);
+        let n = d.api(
+            "POST",
+            "/v1/networks",
+            Some(json!({"name": "v6", "ipv6": true,
+                        "subnets": [{"subnet": "10.61.0.0/24"}, {"subnet": "fd00:61::/64"}]})),
+            201,
+        );
+        assert_eq!(n["subnets"][1]["gateway"], "fd00:61::1");
+        let a = d.create_sandbox(json!({"name": "a", "network": "v6"}));
+        let b = d.create_sandbox(json!({"name": "b", "network": "v6", "ip": "fd00:61::99"}));
+        let addrs = b["endpoints"][0]["addresses"].to_string();
+        assert!(
+            addrs.contains("fd00:61::99/64") && addrs.contains("10.61.0."),
+            "{b}"
+        );
+        assert_eq!(
+            a["endpoints"][0]["addresses"].as_array().unwrap().len(),
+            2,
+            "{a}"
+        );
+        // IPv6 may need a moment (DAD on the bridge side); retry briefly.
+        let t = Instant::now();
+        while !sb.ping("a", "fd00:61::99") {
+            assert!(t.elapsed() < Duration::from_secs(5), "no IPv6 traffic");
+        }
+        assert!(sb.ping("b", &addr_of(&a, "eth0")));
+        let r6 = sb.ip_json(Some("a"), "-6 route show default");
+        assert_eq!(r6[0]["gateway"], "fd00:61::1", "{r6}");
+        d.api(
+            "POST",
+            "/v1/sandboxes",
+            Some(json!({"name": "c", "network": "v6", "ip": "fd00:62::1"})),
+            400,
+        );
+        d.remove_all();
+        assert_no_leftovers(sb, &d);
+    });
+}
