@@ -2,15 +2,16 @@
 //! convention, where `ip netns exec NAME` bind-mounts every file of `/etc/netns/NAME/` over
 //! `/etc`. It is off unless `--etc-netns DIR` is given (the systemd unit passes `/etc/netns`),
 //! so a daemon started by hand or by a test never writes into the machine's `/etc`.
+//!
+//! Which directories sandboxd wrote is recorded under the data directory (`etc-written/<name>`),
+//! never inside them: `ip netns exec` bind-mounts every entry of the directory over `/etc`, and
+//! a marker file there would make it warn on each run.
 
 use std::net::IpAddr;
 use std::path::Path;
 
 use crate::model::{EpState, SandboxRec};
 use crate::store::write_atomic;
-
-/// Marks a directory as written by sandboxd (so a stale one may be removed).
-const MARKER: &str = ".sandboxd";
 
 /// Docker's fallback when the host only has loopback resolvers, which a sandbox cannot reach.
 const FALLBACK: [&str; 2] = ["8.8.8.8", "8.8.4.4"];
@@ -65,37 +66,40 @@ pub fn resolv_conf(host: &str) -> String {
     out
 }
 
-/// Write (or refresh) the files of a sandbox with its own namespace.
-pub fn write(dir: &Path, sb: &SandboxRec) -> Result<(), crate::Error> {
+/// Write (or refresh) the files of a sandbox with its own namespace; `written` is the directory
+/// of markers under the data directory.
+pub fn write(dir: &Path, written: &Path, sb: &SandboxRec) -> Result<(), crate::Error> {
     if !sb.owns_netns {
         return Ok(());
     }
+    std::fs::create_dir_all(written).map_err(|e| crate::Error::io("create", written, e))?;
+    // Marker first: a crash after it leaves a directory the next prune knows to remove.
+    write_atomic(&written.join(&sb.name), b"")?;
     let d = dir.join(&sb.name);
     std::fs::create_dir_all(&d).map_err(|e| crate::Error::io("create", &d, e))?;
     let host = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
-    write_atomic(
-        &d.join(MARKER),
-        b"written by sandboxd; removed with the sandbox\n",
-    )?;
     write_atomic(&d.join("hosts"), hosts(sb).as_bytes())?;
     write_atomic(&d.join("resolv.conf"), resolv_conf(&host).as_bytes())?;
     write_atomic(&d.join("hostname"), format!("{}\n", sb.hostname).as_bytes())
 }
 
 /// Remove a sandbox's directory, only if sandboxd wrote it.
-pub fn remove(dir: &Path, name: &str) {
-    let d = dir.join(name);
-    if d.join(MARKER).exists() {
-        let _ = std::fs::remove_dir_all(&d);
+pub fn remove(dir: &Path, written: &Path, name: &str) {
+    let marker = written.join(name);
+    if marker.exists() {
+        let _ = std::fs::remove_dir_all(dir.join(name));
+        let _ = std::fs::remove_file(marker);
     }
 }
 
 /// Remove directories sandboxd wrote for sandboxes that no longer exist.
-pub fn prune(dir: &Path, keep: &dyn Fn(&str) -> bool) {
-    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+pub fn prune(dir: &Path, written: &Path, keep: &dyn Fn(&str) -> bool) {
+    for e in std::fs::read_dir(written).into_iter().flatten().flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
-        if !keep(&name) {
-            remove(dir, &name);
+        if name.contains(".tmp") {
+            let _ = std::fs::remove_file(e.path());
+        } else if !keep(&name) {
+            remove(dir, written, &name);
         }
     }
 }

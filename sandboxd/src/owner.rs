@@ -398,14 +398,15 @@ impl Owner {
         let Some(dir) = &self.etc_netns else {
             return;
         };
+        let written = self.store.dir().join("etc-written");
         match self.sandboxes.get(name) {
             Some(sb) if sb.state == SbState::Ready => {
-                if let Err(e) = crate::etcfiles::write(dir, sb) {
+                if let Err(e) = crate::etcfiles::write(dir, &written, sb) {
                     tracing::warn!(sandbox = %name, error = %e, "writing hosts/resolv.conf");
                 }
             }
             Some(_) => {}
-            None => crate::etcfiles::remove(dir, name),
+            None => crate::etcfiles::remove(dir, &written, name),
         }
     }
 
@@ -1754,12 +1755,13 @@ impl Owner {
             self.event("network", "remove", name, Some(name), None);
         }
         if let Some(dir) = &self.etc_netns {
+            let written = self.store.dir().join("etc-written");
             for sb in self.sandboxes.values() {
                 if sb.state == SbState::Ready {
-                    let _ = crate::etcfiles::write(dir, sb);
+                    let _ = crate::etcfiles::write(dir, &written, sb);
                 }
             }
-            crate::etcfiles::prune(dir, &|n| self.sandboxes.contains_key(n));
+            crate::etcfiles::prune(dir, &written, &|n| self.sandboxes.contains_key(n));
         }
         if !errors.is_empty() {
             return Err(ApiError::Internal(errors.join("; ")));
@@ -2142,6 +2144,16 @@ impl Owner {
             self.persist_sb(&name)?;
         }
         self.ensure_builtins()?;
+        // A kill -9 while the runtime side wrote a cache entry leaves libcni's temporary file
+        // (`.<name>.tmp<pid>`). This daemon is the only writer of its cache and nothing runs
+        // yet, so any such file is garbage.
+        let results = self.runner.cni.cache_dir.join("results");
+        for e in std::fs::read_dir(&results).into_iter().flatten().flatten() {
+            let n = e.file_name().to_string_lossy().into_owned();
+            if n.starts_with('.') && n.contains(".tmp") {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
         let sbs: Vec<SandboxRec> = self.sandboxes.values().cloned().collect();
         let valid = self.valid_attachments();
         let outcome = reconcile(

@@ -273,6 +273,11 @@ fn assert_no_leftovers(sb: &Sandbox, d: &Daemon) {
         .flatten()
         .collect();
     assert!(etc.is_empty(), "per-sandbox /etc files left: {etc:?}");
+    let written: Vec<_> = std::fs::read_dir(d.data.join("etc-written"))
+        .into_iter()
+        .flatten()
+        .collect();
+    assert!(written.is_empty(), "etc markers left: {written:?}");
     assert_eq!(
         owned_fw_entries(sb),
         0,
@@ -579,6 +584,15 @@ fn every_mode_with_traffic_ports_and_a_second_network() {
             a["hostname"].as_str().unwrap()
         );
         assert!(d.data.join("etc-netns/n/hosts").exists());
+        // Only what `ip netns exec` should mount over /etc: no marker or temporary file.
+        let entries: BTreeSet<String> = std::fs::read_dir(&etc)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert_eq!(
+            entries,
+            BTreeSet::from(["hostname".into(), "hosts".into(), "resolv.conf".into()])
+        );
         assert!(
             !d.data.join("etc-netns/c").exists(),
             "container mode uses its owner's files"
