@@ -1,13 +1,16 @@
 //! `netns`: one debugging CLI for network namespaces, CNI attachments (run through the plugins
-//! exactly like a libcni runtime), addresses, routes, neighbours and our firewall entries.
+//! exactly like a libcni runtime), addresses, routes, neighbours and our firewall entries; and the
+//! client of sandboxd (`network`, `sandbox`, `repair`, `events`).
 
 mod attach;
 mod cli;
 mod ctx;
+mod daemon;
 mod error;
 mod fw;
 mod networks;
 mod ns;
+mod sandboxd;
 mod show;
 mod table;
 
@@ -26,8 +29,18 @@ fn json_out(out: &mut dyn Write, v: &impl serde::Serialize) -> error::Result<()>
     Ok(())
 }
 
+/// A client of the daemon socket chosen by `--daemon` / `SANDBOXD_SOCKET`.
+fn client(cli_daemon: Option<&std::path::Path>) -> error::Result<daemon::Client> {
+    daemon::Client::new(daemon::socket_path(cli_daemon, &|k| std::env::var(k).ok()))
+}
+
 fn run(cli: Cli, ctx: &Ctx, out: &mut dyn Write, err: &mut dyn Write) -> error::Result<()> {
+    let sock = cli.daemon.as_deref();
     match cli.command {
+        Cmd::Network(cmd) => sandboxd::network(&client(sock)?, &cmd, out),
+        Cmd::Sandbox(cmd) => sandboxd::sandbox(&client(sock)?, &cmd, out),
+        Cmd::Repair { json } => sandboxd::repair(&client(sock)?, json, out),
+        Cmd::Events { json } => sandboxd::events(&client(sock)?, json, out),
         Cmd::Add { name } => {
             ns::add(ctx, &name)?;
             let _ = writeln!(
