@@ -1660,6 +1660,110 @@ fn finish_network_delete(runner: &Runner, rec: &NetworkRec) -> Result<(), ApiErr
     Ok(())
 }
 
+/// What the reconcile did to one sandbox.
+struct SbOutcome {
+    name: String,
+    id: String,
+    actions: Vec<String>,
+    /// The sandbox as it is now; `None` when it was removed.
+    kept: Option<SandboxRec>,
+    /// Interfaces whose endpoints were removed (no longer valid attachments).
+    dropped_ifnames: Vec<String>,
+}
+
+/// Reconcile one sandbox: finish or undo its interrupted operations, release it when its
+/// namespace vanished, CHECK each endpoint and repair (DEL + ADD with the same address and MAC)
+/// what fails.
+fn reconcile_sandbox(
+    runner: &Runner,
+    nets: &BTreeMap<String, NetworkRec>,
+    mut sb: SandboxRec,
+) -> SbOutcome {
+    let mut o = SbOutcome {
+        name: sb.name.clone(),
+        id: sb.id.clone(),
+        actions: Vec::new(),
+        kept: None,
+        dropped_ifnames: Vec::new(),
+    };
+    let attach =
+        |sb: &SandboxRec, ep: &EndpointRec, pin: bool| attach_for(runner, nets, sb, ep, pin);
+    let alive = sb.mode == "host" || Runner::netns_alive(&sb.netns);
+    if sb.state != SbState::Ready || !alive {
+        let why = match (sb.state, alive) {
+            (SbState::Creating, _) => "rolled back a half-done creation",
+            (SbState::Deleting, _) => "finished a half-done removal",
+            _ => "its namespace vanished; released its endpoints",
+        };
+        let attaches: Vec<Attach> = sb
+            .endpoints
+            .iter()
+            .filter_map(|e| attach(&sb, e, false).ok())
+            .collect();
+        match teardown(runner, &sb, &attaches) {
+            Ok(()) => o.actions.push(format!("sandbox {}: {why}", sb.name)),
+            Err(e) => {
+                o.actions
+                    .push(format!("sandbox {}: {why} failed: {e}", sb.name));
+                o.kept = Some(sb);
+            }
+        }
+        return o;
+    }
+    let mut keep = Vec::new();
+    for mut ep in std::mem::take(&mut sb.endpoints) {
+        let label = format!("endpoint {}/{}", sb.name, ep.endpoint.network);
+        let a = match attach(&sb, &ep, false) {
+            Ok(a) => a,
+            Err(e) => {
+                o.actions.push(format!("{label}: {e}"));
+                keep.push(ep);
+                continue;
+            }
+        };
+        match ep.state {
+            EpState::Adding | EpState::Removing => {
+                let why = if ep.state == EpState::Adding {
+                    "rolled back a half-done connect"
+                } else {
+                    "finished a half-done disconnect"
+                };
+                match runner.del(&a) {
+                    Ok(()) => {
+                        o.actions.push(format!("{label}: {why}"));
+                        o.dropped_ifnames.push(ep.endpoint.ifname.clone());
+                    }
+                    Err(e) => {
+                        o.actions.push(format!("{label}: {why} failed: {e}"));
+                        keep.push(ep);
+                    }
+                }
+            }
+            EpState::Ready => {
+                if let Err(msg) = runner.check(&a) {
+                    // Repair: DEL, then ADD again with the same address and MAC.
+                    let pinned = attach(&sb, &ep, true).unwrap_or(a.clone());
+                    let _ = runner.del(&a);
+                    match runner.add(&pinned) {
+                        Ok(r) => {
+                            fill_endpoint(&mut ep.endpoint, &r, sb.mode == "network");
+                            o.actions
+                                .push(format!("{label}: re-applied (CHECK said: {msg})"));
+                        }
+                        Err(e) => o
+                            .actions
+                            .push(format!("{label}: CHECK said {msg}; re-ADD failed: {e}")),
+                    }
+                }
+                keep.push(ep);
+            }
+        }
+    }
+    sb.endpoints = keep;
+    o.kept = Some(sb);
+    o
+}
+
 /// The reconcile, at start and on `POST /v1/_repair` (blocking). `sbs` are the sandboxes no
 /// job is working on; `valid` lists every endpoint of every sandbox (busy ones included) so GC
 /// never collects an attachment in flight.
@@ -1672,96 +1776,50 @@ pub fn reconcile(
 ) -> Outcome {
     let mut o = Outcome::default();
     let mut valid = valid.clone();
-    let forget =
-        |o: &mut Outcome, sb: &SandboxRec, valid: &mut BTreeMap<String, Vec<Attachment>>| {
-            o.removed_sandboxes.push(sb.name.clone());
-            for v in valid.values_mut() {
-                v.retain(|a| a.container_id != sb.id);
-            }
-        };
-    for mut sb in sbs {
-        let attach =
-            |sb: &SandboxRec, ep: &EndpointRec, pin: bool| attach_for(runner, nets, sb, ep, pin);
-        let alive = sb.mode == "host" || Runner::netns_alive(&sb.netns);
-        if sb.state != SbState::Ready || !alive {
-            let why = match (sb.state, alive) {
-                (SbState::Creating, _) => "rolled back a half-done creation",
-                (SbState::Deleting, _) => "finished a half-done removal",
-                _ => "its namespace vanished; released its endpoints",
-            };
-            let attaches: Vec<Attach> = sb
-                .endpoints
-                .iter()
-                .filter_map(|e| attach(&sb, e, false).ok())
-                .collect();
-            match teardown(runner, &sb, &attaches) {
-                Ok(()) => {
-                    o.actions.push(format!("sandbox {}: {why}", sb.name));
-                    forget(&mut o, &sb, &mut valid);
-                }
-                Err(e) => {
-                    o.actions
-                        .push(format!("sandbox {}: {why} failed: {e}", sb.name));
-                    o.sandboxes.push(sb);
-                }
-            }
-            continue;
-        }
-        let mut keep = Vec::new();
-        for mut ep in std::mem::take(&mut sb.endpoints) {
-            let label = format!("endpoint {}/{}", sb.name, ep.endpoint.network);
-            let a = match attach(&sb, &ep, false) {
-                Ok(a) => a,
-                Err(e) => {
-                    o.actions.push(format!("{label}: {e}"));
-                    keep.push(ep);
-                    continue;
-                }
-            };
-            match ep.state {
-                EpState::Adding | EpState::Removing => {
-                    let why = if ep.state == EpState::Adding {
-                        "rolled back a half-done connect"
-                    } else {
-                        "finished a half-done disconnect"
-                    };
-                    match runner.del(&a) {
-                        Ok(()) => {
-                            o.actions.push(format!("{label}: {why}"));
-                            for v in valid.values_mut() {
-                                v.retain(|x| {
-                                    !(x.container_id == sb.id && x.ifname == ep.endpoint.ifname)
-                                });
-                            }
-                        }
-                        Err(e) => {
-                            o.actions.push(format!("{label}: {why} failed: {e}"));
-                            keep.push(ep);
+    // Sandboxes are independent: reconcile them on a few threads (plugin execs dominate; a
+    // restart with many sandboxes must not CHECK them one by one).
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let slots: Vec<std::sync::Mutex<Option<SandboxRec>>> = sbs
+        .into_iter()
+        .map(|s| std::sync::Mutex::new(Some(s)))
+        .collect();
+    let workers = slots.len().clamp(1, 8);
+    let results: Vec<SbOutcome> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..workers)
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut out = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let Some(slot) = slots.get(i) else { break };
+                        let taken = slot.lock().ok().and_then(|mut g| g.take());
+                        if let Some(sb) = taken {
+                            out.push(reconcile_sandbox(runner, nets, sb));
                         }
                     }
-                }
-                EpState::Ready => {
-                    if let Err(msg) = runner.check(&a) {
-                        // Repair: DEL, then ADD again with the same address and MAC.
-                        let pinned = attach(&sb, &ep, true).unwrap_or(a.clone());
-                        let _ = runner.del(&a);
-                        match runner.add(&pinned) {
-                            Ok(r) => {
-                                fill_endpoint(&mut ep.endpoint, &r, sb.mode == "network");
-                                o.actions
-                                    .push(format!("{label}: re-applied (CHECK said: {msg})"));
-                            }
-                            Err(e) => o
-                                .actions
-                                .push(format!("{label}: CHECK said {msg}; re-ADD failed: {e}")),
-                        }
-                    }
-                    keep.push(ep);
-                }
-            }
+                    out
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap_or_default())
+            .collect()
+    });
+    let mut results = results;
+    results.sort_by(|a, b| a.name.cmp(&b.name));
+    for r in results {
+        o.actions.extend(r.actions);
+        for v in valid.values_mut() {
+            v.retain(|a| {
+                !(a.container_id == r.id
+                    && (r.kept.is_none() || r.dropped_ifnames.contains(&a.ifname)))
+            });
         }
-        sb.endpoints = keep;
-        o.sandboxes.push(sb);
+        match r.kept {
+            Some(sb) => o.sandboxes.push(sb),
+            None => o.removed_sandboxes.push(r.name),
+        }
     }
     // GC every network with its valid attachments; finish removals that were interrupted.
     let mut known: HashSet<String> = ["host", "none", "container"]
