@@ -37,6 +37,22 @@ impl Daemon {
 
     /// Start the daemon and wait until it answers `_ping`.
     fn start(&mut self) {
+        self.spawn();
+        let t = Instant::now();
+        while t.elapsed() < Duration::from_secs(30) {
+            if self.try_api("GET", "/v1/_ping", None).0 == 200 {
+                return;
+            }
+            if let Some(Ok(Some(st))) = self.child.as_mut().map(Child::try_wait) {
+                panic!("sandboxd exited with {st}: {}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("sandboxd did not become ready: {}", self.log());
+    }
+
+    /// Start the daemon without waiting for it.
+    fn spawn(&mut self) {
         assert!(self.child.is_none());
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -58,17 +74,6 @@ impl Daemon {
             .spawn()
             .unwrap();
         self.child = Some(child);
-        let t = Instant::now();
-        while t.elapsed() < Duration::from_secs(30) {
-            if self.try_api("GET", "/v1/_ping", None).0 == 200 {
-                return;
-            }
-            if let Some(Ok(Some(st))) = self.child.as_mut().map(Child::try_wait) {
-                panic!("sandboxd exited with {st}: {}", self.log());
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        panic!("sandboxd did not become ready: {}", self.log());
     }
 
     fn pid(&self) -> i32 {
@@ -924,6 +929,13 @@ fn kill9_at_random_instants_of_50_connects_and_disconnects_leaks_nothing() {
                 }
                 d.kill9();
                 kills += 1;
+                // Now and then also kill the next daemon during its start-up reconcile.
+                if rng.next(4) == 0 {
+                    d.spawn();
+                    std::thread::sleep(Duration::from_millis(rng.next(30)));
+                    d.kill9();
+                    kills += 1;
+                }
                 d.start();
             }
             for c in client.join().unwrap() {
