@@ -203,3 +203,41 @@ pub fn router(st: AppState) -> Router {
         .method_not_allowed_fallback(not_allowed)
         .with_state(st)
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    /// Every route of the router is documented, and nothing else is.
+    #[test]
+    fn openapi_lists_exactly_the_routes() {
+        let doc: serde_json::Value = serde_json::from_str(OPENAPI).unwrap();
+        let mut paths: Vec<String> = doc["paths"].as_object().unwrap().keys().cloned().collect();
+        paths.sort();
+        let mut want = vec![
+            "/v1/_ping",
+            "/v1/openapi.json",
+            "/v1/networks",
+            "/v1/networks/{name}",
+            "/v1/sandboxes",
+            "/v1/sandboxes/{name}",
+            "/v1/sandboxes/{name}/endpoints",
+            "/v1/sandboxes/{name}/endpoints/{network}",
+            "/v1/_repair",
+            "/v1/events",
+        ];
+        want.sort();
+        assert_eq!(paths, want);
+        for schema in [
+            "Network",
+            "Sandbox",
+            "Endpoint",
+            "Event",
+            "RepairReport",
+            "Error",
+        ] {
+            assert!(doc["components"]["schemas"][schema].is_object(), "{schema}");
+        }
+    }
+}

@@ -1099,3 +1099,65 @@ fn bad_input_is_refused_with_a_message_and_changes_nothing() {
         assert_no_leftovers(sb, &d);
     });
 }
+
+#[test]
+fn socket_activation_uses_the_listener_on_fd_3() {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::process::CommandExt;
+    sandbox(|sb| {
+        // What systemd does: bind the socket, then start the daemon with it as fd 3 and
+        // LISTEN_PID/LISTEN_FDS naming it.
+        let sock = sb.scratch().join("activated.sock");
+        let listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+        let data = sb.dir("act-data");
+        let fd = listener.as_raw_fd();
+        let mut cmd = Command::new("sh");
+        cmd.arg("-c")
+            .arg("LISTEN_PID=$$ LISTEN_FDS=1 exec \"$0\" --socket /nonexistent/unused.sock --data-dir \"$1\" --cni-path \"$2\"")
+            .arg(plugin_bin("sandboxd"))
+            .arg(&data)
+            .arg(bin_dir())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        // SAFETY: dup2 and fcntl are async-signal-safe; fd stays open in the parent until
+        // after spawn.
+        unsafe {
+            cmd.pre_exec(move || {
+                // dup2 onto itself keeps FD_CLOEXEC, so clear it explicitly.
+                if libc::dup2(fd, 3) < 0 || libc::fcntl(3, libc::F_SETFD, 0) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let child = cmd.spawn().unwrap();
+        drop(listener);
+        let mut d = Daemon {
+            child: Some(child),
+            sock: sock.clone(),
+            data,
+            conf: sb.dir("act-conf"),
+        };
+        let t = Instant::now();
+        while d.try_api("GET", "/v1/_ping", None).0 != 200 {
+            assert!(
+                t.elapsed() < Duration::from_secs(30),
+                "no answer on the activated socket"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(!Path::new("/nonexistent/unused.sock").exists());
+        d.create_sandbox(json!({"name": "act"}));
+        // SIGTERM: systemd owns the socket file, so the daemon leaves it in place.
+        let mut c = d.child.take().unwrap();
+        // SAFETY: kill(2) on our own child's PID.
+        assert_eq!(unsafe { libc::kill(c.id() as i32, libc::SIGTERM) }, 0);
+        assert!(c.wait().unwrap().success());
+        assert!(sock.exists());
+        std::fs::remove_file(&sock).unwrap();
+        d.start();
+        d.remove_sandbox("act");
+        assert_no_leftovers(sb, &d);
+    });
+}
