@@ -15,10 +15,11 @@ need_root() {
 }
 
 install_deps() {
-  # iproute2/iputils-ping/conntrack/socat: test oracles and traffic; iptables/nftables: firewall oracles;
+  # iproute2/iputils-ping/conntrack/socat: test oracles and traffic; curl: the independent sandboxd API client
+  # of the tests; iptables/nftables: firewall oracles;
   # libnftnl-dev/libmnl-dev/pkg-config: the nftables backend links libnftnl;
   # containernetworking-plugins: the reference plugins for differential tests and benchmarks.
-  local pkgs=(iproute2 iputils-ping conntrack socat iptables nftables libnftnl-dev libmnl-dev pkg-config
+  local pkgs=(iproute2 iputils-ping conntrack socat curl iptables nftables libnftnl-dev libmnl-dev pkg-config
               containernetworking-plugins)
   local missing=()
   for p in "${pkgs[@]}"; do

@@ -1,0 +1,253 @@
+//! Start-up and shutdown: locks, state, reconcile, the socket (or the one systemd passed), the
+//! owner thread and the HTTP server; SIGTERM/SIGINT stop the daemon without touching sandboxes
+//! (they keep working while it is down, like Docker's live-restore).
+
+use std::fs::{File, OpenOptions};
+use std::os::fd::{AsRawFd, FromRawFd};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use cni::CniConfig;
+use tokio::sync::{broadcast, mpsc, oneshot};
+
+use crate::cniops::Runner;
+use crate::error::Error;
+use crate::http::{router, AppState};
+use crate::owner::{Msg, Owner, Request};
+use crate::store::Store;
+
+/// Command-line configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// API socket path.
+    pub socket: PathBuf,
+    /// State directory.
+    pub data_dir: PathBuf,
+    /// Plugin directories.
+    pub cni_path: Vec<PathBuf>,
+    /// Directory of user conflists (driver `cni`).
+    pub conf_dir: PathBuf,
+    /// Directory of pinned namespaces.
+    pub netns_dir: PathBuf,
+}
+
+/// The locks held for the daemon's lifetime.
+pub struct Locks {
+    _daemon: File,
+    _exec: File,
+}
+
+fn flock(f: &File, op: libc::c_int) -> std::io::Result<()> {
+    // SAFETY: flock on a valid open descriptor owned by `f`; no memory is passed.
+    let rc = unsafe { libc::flock(f.as_raw_fd(), op) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// Take the data directory's locks.
+///
+/// `daemon.lock` (exclusive, non-blocking) keeps a second daemon off the same state.
+/// `exec.lock` guards against plugins orphaned by a kill -9: every plugin we exec inherits a
+/// shared lock on it (the descriptor is made inheritable), so taking it exclusively here waits
+/// until plugins started by a previous, killed daemon have finished. Otherwise the reconcile
+/// could DEL an attachment while an orphaned ADD is still creating it.
+pub fn lock(data_dir: &Path) -> Result<Locks, Error> {
+    std::fs::create_dir_all(data_dir).map_err(|e| Error::io("create", data_dir, e))?;
+    let open = |name: &str| {
+        let p = data_dir.join(name);
+        OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&p)
+            .map_err(|e| Error::io("open", p, e))
+    };
+    let daemon = open("daemon.lock")?;
+    flock(&daemon, libc::LOCK_EX | libc::LOCK_NB)
+        .map_err(|_| Error::Locked(data_dir.to_path_buf()))?;
+    let exec = open("exec.lock")?;
+    let mut waited = false;
+    while flock(&exec, libc::LOCK_EX | libc::LOCK_NB).is_err() {
+        if !waited {
+            tracing::info!("waiting for plugins started by a previous sandboxd to finish");
+            waited = true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    flock(&exec, libc::LOCK_SH).map_err(|e| Error::io("lock", data_dir.join("exec.lock"), e))?;
+    // SAFETY: F_SETFD on a descriptor we own; clearing FD_CLOEXEC only makes children inherit it.
+    let rc = unsafe { libc::fcntl(exec.as_raw_fd(), libc::F_SETFD, 0) };
+    if rc != 0 {
+        return Err(Error::io(
+            "fcntl",
+            data_dir.join("exec.lock"),
+            std::io::Error::last_os_error(),
+        ));
+    }
+    Ok(Locks {
+        _daemon: daemon,
+        _exec: exec,
+    })
+}
+
+fn host_netns_path() -> String {
+    let me = format!("/proc/{}/ns/net", std::process::id());
+    let same = kernel::NetNs::open(Path::new("/proc/1/ns/net"))
+        .and_then(|init| kernel::NetNs::open(Path::new(&me)).and_then(|m| m.same_as(&init)));
+    if matches!(same, Ok(true)) {
+        "/proc/1/ns/net".into()
+    } else {
+        me
+    }
+}
+
+/// A listener from systemd socket activation (LISTEN_PID = us, LISTEN_FDS >= 1: fd 3).
+fn activated_listener() -> Option<std::os::unix::net::UnixListener> {
+    let pid: u32 = std::env::var("LISTEN_PID").ok()?.parse().ok()?;
+    let fds: u32 = std::env::var("LISTEN_FDS").ok()?.parse().ok()?;
+    if pid != std::process::id() || fds < 1 {
+        return None;
+    }
+    // SAFETY: systemd passes the listening socket as fd 3 and nothing else in this process
+    // owns it; we take ownership exactly once.
+    let l = unsafe { std::os::unix::net::UnixListener::from_raw_fd(3) };
+    // Keep the variables from leaking into the plugins we exec. Called at start-up, before
+    // any thread of ours that reads the environment exists.
+    std::env::remove_var("LISTEN_PID");
+    std::env::remove_var("LISTEN_FDS");
+    std::env::remove_var("LISTEN_FDNAMES");
+    Some(l)
+}
+
+fn bind_socket(path: &Path) -> Result<std::os::unix::net::UnixListener, Error> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| Error::io("create", dir, e))?;
+    }
+    if path.exists() {
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            return Err(Error::io(
+                "bind",
+                path,
+                std::io::Error::new(
+                    std::io::ErrorKind::AddrInUse,
+                    "another daemon listens there",
+                ),
+            ));
+        }
+        std::fs::remove_file(path).map_err(|e| Error::io("remove stale socket", path, e))?;
+    }
+    // Created 0600 from the start (umask), so there is no window where others may connect.
+    let old = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o177));
+    let l = std::os::unix::net::UnixListener::bind(path);
+    nix::sys::stat::umask(old);
+    let l = l.map_err(|e| Error::io("bind", path, e))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .map_err(|e| Error::io("chmod", path, e))?;
+    Ok(l)
+}
+
+async fn wait_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        // Without signal handlers the default action (exit) applies, which is still safe.
+        std::future::pending::<()>().await;
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: stopping (sandboxes stay up)"),
+        _ = int.recv() => tracing::info!("SIGINT: stopping (sandboxes stay up)"),
+    }
+}
+
+/// Run the daemon until SIGTERM/SIGINT.
+pub async fn run(cfg: Config) -> Result<(), Error> {
+    let locks = lock(&cfg.data_dir)?;
+    let store = Store::open(&cfg.data_dir)?;
+    let (nets, sbs) = store.load()?;
+    let runner = Arc::new(Runner {
+        cni: CniConfig::new(cfg.cni_path.clone(), cfg.data_dir.join("cni-cache")),
+        netns_dir: cfg.netns_dir.clone(),
+        ipam_dir: cfg.data_dir.join("ipam"),
+        host_netns: host_netns_path(),
+    });
+    let (tx, rx) = mpsc::unbounded_channel::<Msg>();
+    let (events, _) = broadcast::channel(1024);
+    let mut owner = Owner::new(
+        store,
+        cfg.conf_dir.clone(),
+        runner,
+        nets,
+        sbs,
+        tx.clone(),
+        tokio::runtime::Handle::current(),
+        events.clone(),
+    );
+    let owner = tokio::task::spawn_blocking(move || {
+        let r = owner.startup();
+        (owner, r)
+    })
+    .await
+    .map_err(|e| Error::Kernel(format!("start-up reconcile panicked: {e}")))?;
+    let (owner, actions) = owner;
+    match actions {
+        Ok(actions) => {
+            for a in actions {
+                tracing::info!(action = %a, "reconcile");
+            }
+        }
+        Err(e) => return Err(Error::Kernel(format!("start-up: {e}"))),
+    }
+    let owner_thread = std::thread::Builder::new()
+        .name("sandboxd-owner".into())
+        .spawn(move || owner.run(rx))
+        .map_err(|e| Error::io("spawn owner thread", "", e))?;
+
+    let (std_listener, created) = match activated_listener() {
+        Some(l) => (l, false),
+        None => (bind_socket(&cfg.socket)?, true),
+    };
+    std_listener
+        .set_nonblocking(true)
+        .map_err(|e| Error::io("listen", &cfg.socket, e))?;
+    let listener = tokio::net::UnixListener::from_std(std_listener)
+        .map_err(|e| Error::io("listen", &cfg.socket, e))?;
+    tracing::info!(socket = %cfg.socket.display(), data_dir = %cfg.data_dir.display(), "sandboxd ready");
+
+    let app = router(AppState {
+        tx: tx.clone(),
+        events,
+    });
+    let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    let server = tokio::spawn(async move {
+        let _ = axum::serve(listener, app)
+            .with_graceful_shutdown(async {
+                let _ = stop_rx.await;
+            })
+            .await;
+    });
+    wait_signal().await;
+    // Let running plugin jobs finish so their outcome is recorded; new mutations get 503.
+    let (done_tx, done_rx) = oneshot::channel();
+    if tx.send(Msg::Api(Request::Shutdown(done_tx))).is_ok() {
+        let _ = tokio::time::timeout(Duration::from_secs(30), done_rx).await;
+    }
+    let _ = stop_tx.send(());
+    // Event streams never end on their own; do not wait for them long.
+    let _ = tokio::time::timeout(Duration::from_secs(2), server).await;
+    if created {
+        let _ = std::fs::remove_file(&cfg.socket);
+    }
+    drop(tx);
+    drop(owner_thread);
+    drop(locks);
+    tracing::info!("sandboxd stopped");
+    Ok(())
+}

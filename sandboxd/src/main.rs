@@ -1,0 +1,69 @@
+//! `sandboxd`: the CNM daemon binary (thin: flags, logging, runtime).
+
+use std::path::PathBuf;
+
+use clap::Parser;
+
+/// Docker-style networks, endpoints and sandboxes over CNI plugins, served on a unix socket.
+#[derive(Parser, Debug)]
+#[command(name = "sandboxd", version, about)]
+struct Args {
+    /// API socket path.
+    #[arg(long, default_value = "/run/sandboxd/sandboxd.sock")]
+    socket: PathBuf,
+    /// State directory.
+    #[arg(long, default_value = "/var/lib/sandboxd")]
+    data_dir: PathBuf,
+    /// Plugin directories, separated by ':'.
+    #[arg(long, default_value = "/opt/cni/bin")]
+    cni_path: String,
+    /// Directory of conflists for networks with driver "cni".
+    #[arg(long, default_value = "/etc/cni/net.d")]
+    conf_dir: PathBuf,
+    /// Directory where sandbox namespaces are pinned.
+    #[arg(long, default_value = "/run/netns", hide = true)]
+    netns_dir: PathBuf,
+}
+
+fn main() {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("SANDBOXD_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let cfg = sandboxd::daemon::Config {
+        socket: args.socket,
+        data_dir: args.data_dir,
+        cni_path: args
+            .cni_path
+            .split(':')
+            .filter(|s| !s.is_empty())
+            .map(PathBuf::from)
+            .collect(),
+        conf_dir: args.conf_dir,
+        netns_dir: args.netns_dir,
+    };
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .max_blocking_threads(64)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("sandboxd: cannot start the runtime: {e}");
+            std::process::exit(1);
+        }
+    };
+    if let Err(e) = rt.block_on(sandboxd::daemon::run(cfg)) {
+        tracing::error!(error = %e, "sandboxd failed");
+        eprintln!("sandboxd: {e}");
+        std::process::exit(1);
+    }
+    // Event streams may still hold tasks; do not wait for them.
+    rt.shutdown_timeout(std::time::Duration::from_millis(100));
+}

@@ -1,0 +1,1968 @@
+//! The single owner of the state (cloud-hypervisor's vmm/src/api pattern, peers.md §3.6).
+//!
+//! Protocol, step by step:
+//! 1. An HTTP handler decodes the request into a [`Request`] carrying a oneshot reply sender and
+//!    sends it as [`Msg::Api`] over the owner's channel; then it awaits the reply and encodes it.
+//! 2. The owner (one dedicated thread, no locks) validates the request against the whole state,
+//!    so every conflict is refused before anything changes. Reads are answered at once.
+//! 3. A mutation first records its intent durably (the record with state `creating`, `adding`,
+//!    `removing` or `deleting`), marks the sandbox busy (conflicting requests get 409), and hands
+//!    the plugin work to a blocking job ([`crate::cniops`]); the owner never waits for an exec.
+//!    Jobs of different sandboxes run in parallel; one sandbox has at most one job.
+//! 4. The job sends its outcome back as [`Msg::Done`] on the same channel. The owner records the
+//!    outcome durably (state `ready`, or the record removed), emits an event and replies.
+//!
+//! A kill -9 between any two of these steps leaves an intent record that the reconcile at the
+//! next start ([`reconcile`]) finishes or undoes; the same reconcile runs on `POST /v1/_repair`.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use cni::{Attachment, CniResult, RuntimeConf};
+use ipnet::IpNet;
+use serde_json::{Map, Value};
+use tokio::sync::{broadcast, mpsc, oneshot};
+
+use crate::cniops::{self, Attach, Runner};
+use crate::error::{bad, conflict, not_found, ApiError};
+use crate::model::*;
+use crate::store::Store;
+use crate::util::{check_name, is_id_prefix, new_id, now_rfc3339};
+
+/// A reply channel.
+pub type Reply<T> = oneshot::Sender<Result<T, ApiError>>;
+
+/// One API operation with its reply channel.
+#[derive(Debug)]
+pub enum Request {
+    /// GET /v1/networks.
+    ListNetworks(Reply<Vec<Network>>),
+    /// GET /v1/networks/{name}.
+    GetNetwork(String, Reply<Network>),
+    /// POST /v1/networks.
+    CreateNetwork(NetworkCreate, Reply<Network>),
+    /// DELETE /v1/networks/{name}.
+    DeleteNetwork(String, Reply<()>),
+    /// GET /v1/sandboxes.
+    ListSandboxes(Reply<Vec<Sandbox>>),
+    /// GET /v1/sandboxes/{name}.
+    GetSandbox(String, Reply<Sandbox>),
+    /// POST /v1/sandboxes.
+    CreateSandbox(SandboxCreate, Reply<Sandbox>),
+    /// DELETE /v1/sandboxes/{name}.
+    DeleteSandbox(String, Reply<()>),
+    /// POST /v1/sandboxes/{name}/endpoints.
+    Connect(String, EndpointCreate, Reply<Endpoint>),
+    /// DELETE /v1/sandboxes/{name}/endpoints/{network}.
+    Disconnect(String, String, Reply<()>),
+    /// POST /v1/_repair.
+    Repair(Reply<RepairReport>),
+    /// Stop accepting mutations; reply once no job runs.
+    Shutdown(oneshot::Sender<()>),
+}
+
+/// What the owner's channel carries.
+#[derive(Debug)]
+pub enum Msg {
+    /// A request from the API.
+    Api(Request),
+    /// A job finished.
+    Done(Done),
+}
+
+/// A finished job.
+#[derive(Debug)]
+pub enum Done {
+    /// Sandbox creation; `clean` tells whether a failure was fully rolled back.
+    Created {
+        /// Sandbox name.
+        name: String,
+        /// Results per endpoint, in order.
+        result: Result<Vec<CniResult>, ApiError>,
+        /// Rollback complete.
+        clean: bool,
+        /// Reply.
+        reply: Reply<Sandbox>,
+    },
+    /// Sandbox removal.
+    Deleted {
+        /// Sandbox name.
+        name: String,
+        /// Outcome.
+        result: Result<(), ApiError>,
+        /// Reply.
+        reply: Reply<()>,
+    },
+    /// Connect.
+    Connected {
+        /// Sandbox name.
+        sandbox: String,
+        /// Endpoint id.
+        ep_id: String,
+        /// Result.
+        result: Result<CniResult, ApiError>,
+        /// Rollback complete.
+        clean: bool,
+        /// Reply.
+        reply: Reply<Endpoint>,
+    },
+    /// Disconnect.
+    Disconnected {
+        /// Sandbox name.
+        sandbox: String,
+        /// Endpoint id.
+        ep_id: String,
+        /// Outcome.
+        result: Result<(), ApiError>,
+        /// Reply.
+        reply: Reply<()>,
+    },
+    /// Network removal.
+    NetworkDeleted {
+        /// Network name.
+        name: String,
+        /// Outcome.
+        result: Result<(), ApiError>,
+        /// Reply.
+        reply: Reply<()>,
+    },
+    /// Repair.
+    Repaired {
+        /// What the reconcile did and the resulting records.
+        outcome: Box<Outcome>,
+        /// Reply.
+        reply: Reply<RepairReport>,
+    },
+}
+
+/// The result of a reconcile: records to keep (updated) and to forget.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    /// One line per repair.
+    pub actions: Vec<String>,
+    /// Sandboxes that still exist (possibly changed).
+    pub sandboxes: Vec<SandboxRec>,
+    /// Sandboxes to forget.
+    pub removed_sandboxes: Vec<String>,
+    /// Networks to forget.
+    pub removed_networks: Vec<String>,
+}
+
+/// The state and everything the owner needs.
+pub struct Owner {
+    store: Store,
+    conf_dir: std::path::PathBuf,
+    runner: Arc<Runner>,
+    networks: BTreeMap<String, NetworkRec>,
+    sandboxes: BTreeMap<String, SandboxRec>,
+    busy: HashMap<String, &'static str>,
+    net_busy: HashSet<String>,
+    repairing: bool,
+    shutdown: Option<Option<oneshot::Sender<()>>>,
+    jobs: usize,
+    tx: mpsc::UnboundedSender<Msg>,
+    rt: tokio::runtime::Handle,
+    events: broadcast::Sender<Event>,
+}
+
+fn ep_ref_of(sb: &SandboxRec, net: &str) -> Option<NetEndpointRef> {
+    sb.endpoints
+        .iter()
+        .find(|e| e.endpoint.network == net)
+        .map(|e| NetEndpointRef {
+            sandbox: sb.name.clone(),
+            endpoint_id: e.endpoint.id.clone(),
+        })
+}
+
+/// Build the attachment (conflist + runtime conf) of one endpoint. `pin` re-requests the
+/// endpoint's current address and MAC (a repair's DEL+ADD must give back the same identity).
+pub fn attach_for(
+    runner: &Runner,
+    networks: &BTreeMap<String, NetworkRec>,
+    sb: &SandboxRec,
+    ep: &EndpointRec,
+    pin: bool,
+) -> Result<Attach, ApiError> {
+    let e = &ep.endpoint;
+    let label = format!("{}/{}", sb.name, e.network);
+    let (list, netns) = match sb.mode.as_str() {
+        "host" => (
+            cniops::mode_conflist("host", None)?,
+            runner.host_netns.clone(),
+        ),
+        "none" => (cniops::mode_conflist("none", None)?, sb.netns.clone()),
+        "container" => (
+            cniops::mode_conflist("container", Some(&sb.netns))?,
+            sb.netns.clone(),
+        ),
+        _ => {
+            let net = networks
+                .get(&e.network)
+                .ok_or_else(|| not_found(format!("network {:?} not found", e.network)))?;
+            let list = match &net.conflist {
+                Some(v) => {
+                    let bytes = serde_json::to_vec(v)
+                        .map_err(|err| ApiError::Internal(format!("conflist: {err}")))?;
+                    cni::NetConfList::parse(&bytes)
+                        .map_err(|err| ApiError::Internal(format!("conflist: {}", err.msg)))?
+                }
+                None => cniops::bridge_conflist(
+                    &net.network,
+                    &runner.ipam_dir,
+                    !e.ports.is_empty(),
+                    ep.default_route,
+                )?,
+            };
+            (list, sb.netns.clone())
+        }
+    };
+    let mut caps = Map::new();
+    if !e.ports.is_empty() {
+        caps.insert("portMappings".into(), cniops::port_caps(&e.ports));
+    }
+    let mut ips: Vec<Value> = Vec::new();
+    if pin {
+        ips.extend(
+            e.addresses
+                .iter()
+                .map(|a| Value::String(a.addr().to_string())),
+        );
+        if let Some(mac) = &e.mac {
+            caps.insert("mac".into(), Value::String(mac.clone()));
+        }
+    } else if let Some(ip) = ep.static_ip {
+        ips.push(Value::String(ip.to_string()));
+    }
+    if !ips.is_empty() && sb.mode == "network" {
+        caps.insert("ips".into(), Value::Array(ips));
+    }
+    Ok(Attach {
+        list,
+        rt: RuntimeConf {
+            container_id: sb.id.clone(),
+            netns,
+            ifname: e.ifname.clone(),
+            args: Vec::new(),
+            capability_args: caps,
+        },
+        label,
+    })
+}
+
+/// Copy addresses, gateways and MAC of `ifname` from an ADD result into an endpoint.
+fn fill_endpoint(e: &mut Endpoint, r: &CniResult, own_iface: bool) {
+    let idx = r
+        .interfaces
+        .iter()
+        .position(|i| i.name == e.ifname && !i.sandbox.is_empty());
+    let mine = |i: Option<usize>| !own_iface || idx.is_none() || i == idx;
+    e.addresses = r
+        .ips
+        .iter()
+        .filter(|ip| mine(ip.interface))
+        .map(|ip| ip.address)
+        .collect();
+    e.gateway = r
+        .ips
+        .iter()
+        .filter(|ip| mine(ip.interface))
+        .filter_map(|ip| ip.gateway)
+        .collect();
+    e.mac = idx
+        .and_then(|i| r.interfaces.get(i))
+        .map(|i| i.mac.clone())
+        .filter(|m| !m.is_empty());
+}
+
+fn check_port(p: &PortMapping) -> Result<(), ApiError> {
+    for (what, v) in [
+        ("host_port", p.host_port),
+        ("container_port", p.container_port),
+    ] {
+        if !(1..=65535).contains(&v) {
+            return Err(bad(format!(
+                "invalid port mapping: {what} {v} is out of range 1-65535"
+            )));
+        }
+    }
+    if !matches!(p.protocol.as_str(), "tcp" | "udp" | "sctp") {
+        return Err(bad(format!(
+            "invalid port mapping: protocol {:?} (use tcp, udp or sctp)",
+            p.protocol
+        )));
+    }
+    Ok(())
+}
+
+fn ports_clash(a: &PortMapping, b: &PortMapping) -> bool {
+    a.host_port == b.host_port
+        && a.protocol == b.protocol
+        && (a.host_ip.is_none() || b.host_ip.is_none() || a.host_ip == b.host_ip)
+}
+
+fn host_addr(n: &IpNet, offset: u128) -> Option<IpAddr> {
+    match n {
+        IpNet::V4(v) => u32::try_from(u128::from(u32::from(v.network())) + offset)
+            .ok()
+            .map(|x| IpAddr::V4(x.into())),
+        IpNet::V6(v) => Some(IpAddr::V6((u128::from(v.network()) + offset).into())),
+    }
+}
+
+fn conflist_subnets(v: &Value) -> Vec<Subnet> {
+    let mut out = Vec::new();
+    for p in v["plugins"].as_array().into_iter().flatten() {
+        let ipam = &p["ipam"];
+        let mut push = |s: &Value| {
+            if let Some(n) = s.as_str().and_then(|s| s.parse::<IpNet>().ok()) {
+                out.push(Subnet {
+                    subnet: n.trunc(),
+                    gateway: None,
+                    ip_range: None,
+                });
+            }
+        };
+        push(&ipam["subnet"]);
+        for set in ipam["ranges"].as_array().into_iter().flatten() {
+            for r in set.as_array().into_iter().flatten() {
+                push(&r["subnet"]);
+            }
+        }
+    }
+    out
+}
+
+impl Owner {
+    /// An owner over loaded (and reconciled) state.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        store: Store,
+        conf_dir: std::path::PathBuf,
+        runner: Arc<Runner>,
+        networks: Vec<NetworkRec>,
+        sandboxes: Vec<SandboxRec>,
+        tx: mpsc::UnboundedSender<Msg>,
+        rt: tokio::runtime::Handle,
+        events: broadcast::Sender<Event>,
+    ) -> Owner {
+        Owner {
+            store,
+            conf_dir,
+            runner,
+            networks: networks
+                .into_iter()
+                .map(|n| (n.network.name.clone(), n))
+                .collect(),
+            sandboxes: sandboxes.into_iter().map(|s| (s.name.clone(), s)).collect(),
+            busy: HashMap::new(),
+            net_busy: HashSet::new(),
+            repairing: false,
+            shutdown: None,
+            jobs: 0,
+            tx,
+            rt,
+            events,
+        }
+    }
+
+    /// The owner loop: runs on its own thread until every sender is gone.
+    pub fn run(mut self, mut rx: mpsc::UnboundedReceiver<Msg>) {
+        while let Some(msg) = rx.blocking_recv() {
+            match msg {
+                Msg::Api(r) => self.handle(r),
+                Msg::Done(d) => {
+                    self.jobs = self.jobs.saturating_sub(1);
+                    self.done(d);
+                }
+            }
+            if self.jobs == 0 {
+                if let Some(slot) = self.shutdown.as_mut() {
+                    if let Some(tx) = slot.take() {
+                        let _ = tx.send(());
+                    }
+                }
+            }
+        }
+    }
+
+    fn event(
+        &self,
+        kind: &str,
+        action: &str,
+        name: &str,
+        network: Option<&str>,
+        sandbox: Option<&str>,
+    ) {
+        let _ = self.events.send(Event {
+            time: now_rfc3339(),
+            kind: kind.into(),
+            action: action.into(),
+            name: name.into(),
+            network: network.map(str::to_string),
+            sandbox: sandbox.map(str::to_string),
+        });
+    }
+
+    fn spawn(&mut self, job: impl FnOnce() -> Done + Send + 'static) {
+        self.jobs += 1;
+        let tx = self.tx.clone();
+        self.rt.spawn_blocking(move || {
+            let _ = tx.send(Msg::Done(job()));
+        });
+    }
+
+    fn mutable(&self) -> Result<(), ApiError> {
+        if self.shutdown.is_some() {
+            return Err(ApiError::Unavailable("sandboxd is shutting down".into()));
+        }
+        if self.repairing {
+            return Err(conflict(
+                "a repair is in progress; retry when it has finished",
+            ));
+        }
+        Ok(())
+    }
+
+    fn handle(&mut self, r: Request) {
+        match r {
+            Request::ListNetworks(reply) => {
+                let v = self.networks.values().map(|n| self.render_net(n)).collect();
+                let _ = reply.send(Ok(v));
+            }
+            Request::GetNetwork(key, reply) => {
+                let r = self
+                    .find_net(&key)
+                    .map(|n| self.render_net(&self.networks[&n]));
+                let _ = reply.send(r);
+            }
+            Request::CreateNetwork(req, reply) => {
+                let r = self.mutable().and_then(|()| self.create_network(&req));
+                let _ = reply.send(r);
+            }
+            Request::DeleteNetwork(key, reply) => {
+                match self
+                    .mutable()
+                    .and_then(|()| self.check_delete_network(&key))
+                {
+                    Err(e) => {
+                        let _ = reply.send(Err(e));
+                    }
+                    Ok(name) => self.start_delete_network(&name, reply),
+                }
+            }
+            Request::ListSandboxes(reply) => {
+                let v = self.sandboxes.values().map(SandboxRec::to_api).collect();
+                let _ = reply.send(Ok(v));
+            }
+            Request::GetSandbox(key, reply) => {
+                let r = self.find_sb(&key).map(|n| self.sandboxes[&n].to_api());
+                let _ = reply.send(r);
+            }
+            Request::CreateSandbox(req, reply) => {
+                if let Err((e, reply)) = self.create_sandbox(&req, reply) {
+                    let _ = reply.send(Err(e));
+                }
+            }
+            Request::DeleteSandbox(key, reply) => {
+                if let Err((e, reply)) = self.delete_sandbox(&key, reply) {
+                    let _ = reply.send(Err(e));
+                }
+            }
+            Request::Connect(key, req, reply) => {
+                if let Err((e, reply)) = self.connect(&key, &req, reply) {
+                    let _ = reply.send(Err(e));
+                }
+            }
+            Request::Disconnect(key, net, reply) => {
+                if let Err((e, reply)) = self.disconnect(&key, &net, reply) {
+                    let _ = reply.send(Err(e));
+                }
+            }
+            Request::Repair(reply) => {
+                if let Err(e) = self.mutable() {
+                    let _ = reply.send(Err(e));
+                } else {
+                    self.start_repair(reply);
+                }
+            }
+            Request::Shutdown(tx) => {
+                self.shutdown = Some(Some(tx));
+            }
+        }
+    }
+
+    fn render_net(&self, n: &NetworkRec) -> Network {
+        let mut net = n.network.clone();
+        net.endpoints = self
+            .sandboxes
+            .values()
+            .filter_map(|s| ep_ref_of(s, &net.name))
+            .collect();
+        net
+    }
+
+    fn find_net(&self, key: &str) -> Result<String, ApiError> {
+        if self.networks.contains_key(key) {
+            return Ok(key.to_string());
+        }
+        if is_id_prefix(key) {
+            let m: Vec<&String> = self
+                .networks
+                .iter()
+                .filter(|(_, n)| n.network.id.starts_with(key))
+                .map(|(k, _)| k)
+                .collect();
+            if m.len() == 1 {
+                return Ok(m[0].clone());
+            }
+        }
+        Err(not_found(format!("network {key:?} not found")))
+    }
+
+    fn find_sb(&self, key: &str) -> Result<String, ApiError> {
+        if self.sandboxes.contains_key(key) {
+            return Ok(key.to_string());
+        }
+        if is_id_prefix(key) {
+            let m: Vec<&String> = self
+                .sandboxes
+                .iter()
+                .filter(|(_, s)| s.id.starts_with(key))
+                .map(|(k, _)| k)
+                .collect();
+            if m.len() == 1 {
+                return Ok(m[0].clone());
+            }
+        }
+        Err(not_found(format!("sandbox {key:?} not found")))
+    }
+
+    fn persist_sb(&self, name: &str) -> Result<(), ApiError> {
+        match self.sandboxes.get(name) {
+            Some(s) => self.store.save_sandbox(s).map_err(ApiError::from),
+            None => self.store.remove_sandbox(name).map_err(ApiError::from),
+        }
+    }
+
+    // ---- networks -------------------------------------------------------------------------
+
+    fn create_network(&mut self, req: &NetworkCreate) -> Result<Network, ApiError> {
+        check_name("network", &req.name)?;
+        if req.name == "container" {
+            return Err(bad(
+                "network name \"container\" is reserved (container:<sandbox> mode)",
+            ));
+        }
+        if self.networks.contains_key(&req.name) {
+            return Err(conflict(format!("network {:?} already exists", req.name)));
+        }
+        let driver = req.driver.clone().unwrap_or_else(|| "bridge".into());
+        let id = new_id();
+        let rec = match driver.as_str() {
+            "bridge" => self.plan_bridge(req, &id)?,
+            "cni" => self.plan_cni(req, &id)?,
+            other => {
+                return Err(bad(format!(
+                    "unknown driver {other:?} (use \"bridge\" or \"cni\")"
+                )))
+            }
+        };
+        self.store.save_network(&rec)?;
+        let net = rec.network.clone();
+        self.networks.insert(net.name.clone(), rec);
+        self.event("network", "create", &net.name, Some(&net.name), None);
+        tracing::info!(network = %net.name, driver = %net.driver, "network created");
+        Ok(net)
+    }
+
+    fn used_subnets(&self) -> Vec<IpNet> {
+        self.networks
+            .values()
+            .flat_map(|n| n.network.subnets.iter().map(|s| s.subnet))
+            .collect()
+    }
+
+    fn plan_bridge(&self, req: &NetworkCreate, id: &str) -> Result<NetworkRec, ApiError> {
+        for (k, v) in &req.options {
+            match k.as_str() {
+                "bridge_name" => {
+                    cni::validate_ifname(v).map_err(|e| {
+                        bad(format!("invalid option bridge_name {v:?}: {}", e.msg))
+                    })?;
+                    if let Some(o) = self
+                        .networks
+                        .values()
+                        .find(|n| n.network.bridge.as_deref() == Some(v.as_str()))
+                    {
+                        return Err(conflict(format!(
+                            "bridge {v:?} is already used by network {:?}",
+                            o.network.name
+                        )));
+                    }
+                }
+                "mtu" => match v.parse::<u32>() {
+                    Ok(m) if (68..=65535).contains(&m) => {}
+                    _ => return Err(bad(format!("invalid option mtu {v:?}: use 68-65535"))),
+                },
+                "icc" => match v.as_str() {
+                    "true" => {}
+                    "false" => {
+                        return Err(bad(
+                            "option icc=false is not supported yet (inter-container traffic is always allowed)",
+                        ))
+                    }
+                    _ => return Err(bad(format!("invalid option icc {v:?}: use true or false"))),
+                },
+                other => {
+                    return Err(bad(format!(
+                        "unknown option {other:?} for the bridge driver (known: bridge_name, mtu, icc)"
+                    )))
+                }
+            }
+        }
+        let mut subnets = Vec::new();
+        let used = self.used_subnets();
+        for s in &req.subnets {
+            let n = s.subnet.trunc();
+            if n.addr() != s.subnet.addr() {
+                return Err(bad(format!(
+                    "invalid subnet {}: host bits set (did you mean {n}?)",
+                    s.subnet
+                )));
+            }
+            let v6 = matches!(n, IpNet::V6(_));
+            if v6 && !req.ipv6 {
+                return Err(bad(format!("subnet {n} is IPv6 but ipv6 is not enabled")));
+            }
+            if (!v6 && n.prefix_len() > 30) || (v6 && n.prefix_len() > 126) {
+                return Err(bad(format!("subnet {n} is too small")));
+            }
+            if let Some(gw) = s.gateway {
+                if !n.contains(&gw) || gw == n.network() || (!v6 && gw == n.broadcast()) {
+                    return Err(bad(format!(
+                        "gateway {gw} is not a host address of subnet {n}"
+                    )));
+                }
+            }
+            if let Some(r) = s.ip_range {
+                if !n.contains(&r) {
+                    return Err(bad(format!("ip_range {r} is not inside subnet {n}")));
+                }
+            }
+            if let Some(o) = subnets
+                .iter()
+                .find(|o: &&Subnet| cniops::overlaps(&o.subnet, &n))
+            {
+                return Err(bad(format!("subnets {} and {n} overlap", o.subnet)));
+            }
+            if let Some(u) = used.iter().find(|u| cniops::overlaps(u, &n)) {
+                let owner = self
+                    .networks
+                    .values()
+                    .find(|x| x.network.subnets.iter().any(|s| s.subnet == *u))
+                    .map(|x| x.network.name.clone())
+                    .unwrap_or_default();
+                return Err(conflict(format!(
+                    "subnet {n} overlaps subnet {u} of network {owner:?}"
+                )));
+            }
+            subnets.push(Subnet {
+                subnet: n,
+                gateway: s.gateway.or_else(|| host_addr(&n, 1)),
+                ip_range: s.ip_range.map(|r| r.trunc()),
+            });
+        }
+        if req.ipv6 && !subnets.iter().any(|s| matches!(s.subnet, IpNet::V6(_))) {
+            return Err(bad(
+                "ipv6 needs an IPv6 subnet (there is no default IPv6 pool)",
+            ));
+        }
+        if !subnets.iter().any(|s| matches!(s.subnet, IpNet::V4(_))) {
+            let mut taken = used;
+            taken.extend(cniops::host_prefixes());
+            let pick = cniops::default_pool()
+                .into_iter()
+                .find(|p| !taken.iter().any(|t| cniops::overlaps(t, p)))
+                .ok_or_else(|| conflict("no free subnet left in the default pool; give one"))?;
+            subnets.insert(
+                0,
+                Subnet {
+                    subnet: pick,
+                    gateway: host_addr(&pick, 1),
+                    ip_range: None,
+                },
+            );
+        }
+        let bridge = req
+            .options
+            .get("bridge_name")
+            .cloned()
+            .unwrap_or_else(|| format!("sbr-{}", &id[..10]));
+        Ok(NetworkRec {
+            network: Network {
+                id: id.to_string(),
+                name: req.name.clone(),
+                driver: "bridge".into(),
+                builtin: false,
+                subnets,
+                internal: req.internal,
+                ipv6: req.ipv6,
+                bridge: Some(bridge),
+                options: req.options.clone(),
+                labels: req.labels.clone(),
+                created: now_rfc3339(),
+                endpoints: vec![],
+            },
+            conflist: None,
+            deleting: false,
+        })
+    }
+
+    fn plan_cni(&self, req: &NetworkCreate, id: &str) -> Result<NetworkRec, ApiError> {
+        if !req.subnets.is_empty() || req.internal || req.ipv6 {
+            return Err(bad(
+                "subnets, internal and ipv6 come from the conflist for driver \"cni\"",
+            ));
+        }
+        if let Some(k) = req.options.keys().find(|k| *k != "conflist") {
+            return Err(bad(format!(
+                "unknown option {k:?} for the cni driver (known: conflist)"
+            )));
+        }
+        let conflist = req
+            .options
+            .get("conflist")
+            .cloned()
+            .unwrap_or_else(|| req.name.clone());
+        check_name("conflist", &conflist)?;
+        let list = cni::runtime::load_conflist(&self.conf_dir, &conflist)
+            .map_err(|e| bad(format!("conflist {conflist:?}: {}", e.msg)))?;
+        if self.networks.values().any(|n| {
+            n.conflist.as_ref().and_then(|c| c["name"].as_str()) == Some(list.name.as_str())
+        }) || (self.networks.contains_key(&list.name) && list.name != req.name)
+        {
+            return Err(conflict(format!(
+                "conflist {:?} is already used by another network",
+                list.name
+            )));
+        }
+        let value: Value = serde_json::from_slice(&list.bytes)
+            .map_err(|e| bad(format!("conflist {conflist:?}: {e}")))?;
+        Ok(NetworkRec {
+            network: Network {
+                id: id.to_string(),
+                name: req.name.clone(),
+                driver: "cni".into(),
+                builtin: false,
+                subnets: conflist_subnets(&value),
+                internal: false,
+                ipv6: false,
+                bridge: None,
+                options: req.options.clone(),
+                labels: req.labels.clone(),
+                created: now_rfc3339(),
+                endpoints: vec![],
+            },
+            conflist: Some(value),
+            deleting: false,
+        })
+    }
+
+    fn check_delete_network(&self, key: &str) -> Result<String, ApiError> {
+        let name = self.find_net(key)?;
+        let n = &self.networks[&name];
+        if n.network.builtin {
+            return Err(conflict(format!(
+                "network {name:?} is built in and cannot be removed"
+            )));
+        }
+        if n.deleting || self.net_busy.contains(&name) {
+            return Err(conflict(format!("network {name:?} is being removed")));
+        }
+        let users: Vec<String> = self
+            .sandboxes
+            .values()
+            .filter(|s| s.endpoints.iter().any(|e| e.endpoint.network == name))
+            .map(|s| s.name.clone())
+            .collect();
+        if !users.is_empty() {
+            return Err(conflict(format!(
+                "network {name:?} has active endpoints (sandboxes: {})",
+                users.join(", ")
+            )));
+        }
+        Ok(name)
+    }
+
+    fn start_delete_network(&mut self, name: &str, reply: Reply<()>) {
+        let name = name.to_string();
+        let Some(rec) = self.networks.get_mut(&name) else {
+            let _ = reply.send(Err(not_found(format!("network {name:?} not found"))));
+            return;
+        };
+        rec.deleting = true;
+        let rec = rec.clone();
+        if let Err(e) = self.store.save_network(&rec) {
+            if let Some(r) = self.networks.get_mut(&name) {
+                r.deleting = false;
+            }
+            let _ = reply.send(Err(e.into()));
+            return;
+        }
+        self.net_busy.insert(name.clone());
+        let runner = self.runner.clone();
+        self.spawn(move || {
+            let result = finish_network_delete(&runner, &rec);
+            Done::NetworkDeleted {
+                name: rec.network.name.clone(),
+                result,
+                reply,
+            }
+        });
+    }
+
+    // ---- endpoint input -------------------------------------------------------------------
+
+    fn check_endpoint_input(
+        &self,
+        net: &NetworkRec,
+        ip: Option<IpAddr>,
+        ports: &[PortMapping],
+        aliases: &[String],
+    ) -> Result<(), ApiError> {
+        let name = &net.network.name;
+        for a in aliases {
+            check_name("alias", a)?;
+        }
+        if net.deleting {
+            return Err(conflict(format!("network {name:?} is being removed")));
+        }
+        for (i, p) in ports.iter().enumerate() {
+            check_port(p)?;
+            if ports[..i].iter().any(|q| ports_clash(p, q)) {
+                return Err(bad(format!(
+                    "host port {}/{} is given twice",
+                    p.host_port, p.protocol
+                )));
+            }
+        }
+        if !ports.is_empty() {
+            let ok = match &net.conflist {
+                None => net.network.driver == "bridge",
+                Some(v) => v["plugins"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .any(|p| p["capabilities"]["portMappings"].as_bool() == Some(true)),
+            };
+            if !ok {
+                return Err(bad(format!(
+                    "network {name:?} cannot publish ports (only bridge networks, or cni conflists with the portMappings capability)"
+                )));
+            }
+            for s in self.sandboxes.values() {
+                for e in &s.endpoints {
+                    for q in &e.endpoint.ports {
+                        if let Some(p) = ports.iter().find(|p| ports_clash(p, q)) {
+                            return Err(conflict(format!(
+                                "host port {}/{} is already published by sandbox {:?}",
+                                p.host_port, p.protocol, s.name
+                            )));
+                        }
+                    }
+                }
+            }
+        }
+        if let Some(ip) = ip {
+            if net.network.driver != "bridge" || net.conflist.is_some() {
+                return Err(bad(format!(
+                    "a static ip needs a bridge network; {name:?} is {}",
+                    net.network.driver
+                )));
+            }
+            if net.network.builtin {
+                return Err(bad(format!(
+                    "a static ip is only supported on user-defined networks, not on {name:?}"
+                )));
+            }
+            let s = net
+                .network
+                .subnets
+                .iter()
+                .find(|s| s.subnet.contains(&ip))
+                .ok_or_else(|| bad(format!("ip {ip} is not in a subnet of network {name:?}")))?;
+            let v4_bcast = matches!(s.subnet, IpNet::V4(_)) && ip == s.subnet.broadcast();
+            if ip == s.subnet.network() || v4_bcast || Some(ip) == s.gateway {
+                return Err(bad(format!(
+                    "ip {ip} is the network, broadcast or gateway address of {}",
+                    s.subnet
+                )));
+            }
+            if let Some(r) = s.ip_range {
+                if !r.contains(&ip) {
+                    return Err(bad(format!(
+                        "ip {ip} is outside ip_range {r} of network {name:?}"
+                    )));
+                }
+            }
+            for sb in self.sandboxes.values() {
+                for e in sb.endpoints.iter().filter(|e| e.endpoint.network == *name) {
+                    if e.static_ip == Some(ip)
+                        || e.endpoint.addresses.iter().any(|a| a.addr() == ip)
+                    {
+                        return Err(conflict(format!(
+                            "ip {ip} is already used by sandbox {:?} on network {name:?}",
+                            sb.name
+                        )));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn new_endpoint(
+        sb: &mut SandboxRec,
+        network: &str,
+        ifname: String,
+        ip: Option<IpAddr>,
+        aliases: Vec<String>,
+        ports: Vec<PortMapping>,
+        default_route: bool,
+    ) -> EndpointRec {
+        let rec = EndpointRec {
+            endpoint: Endpoint {
+                id: new_id(),
+                network: network.to_string(),
+                sandbox: sb.name.clone(),
+                ifname,
+                addresses: vec![],
+                gateway: vec![],
+                mac: None,
+                aliases,
+                ports,
+            },
+            state: EpState::Adding,
+            static_ip: ip,
+            default_route,
+        };
+        sb.endpoints.push(rec.clone());
+        rec
+    }
+
+    // ---- sandboxes ------------------------------------------------------------------------
+
+    #[allow(clippy::result_large_err)]
+    fn create_sandbox(
+        &mut self,
+        req: &SandboxCreate,
+        reply: Reply<Sandbox>,
+    ) -> Result<(), (ApiError, Reply<Sandbox>)> {
+        let plan = match self.plan_sandbox(req) {
+            Ok(p) => p,
+            Err(e) => return Err((e, reply)),
+        };
+        let attaches: Result<Vec<Attach>, ApiError> = plan
+            .endpoints
+            .iter()
+            .map(|ep| attach_for(&self.runner, &self.networks, &plan, ep, false))
+            .collect();
+        let attaches = match attaches {
+            Ok(a) => a,
+            Err(e) => return Err((e, reply)),
+        };
+        if let Err(e) = self.store.save_sandbox(&plan) {
+            return Err((e.into(), reply));
+        }
+        let name = plan.name.clone();
+        let owns = plan.owns_netns;
+        self.sandboxes.insert(name.clone(), plan);
+        self.busy.insert(name.clone(), "create");
+        let runner = self.runner.clone();
+        self.spawn(move || {
+            let (result, clean) = create_job(&runner, &name, owns, &attaches);
+            Done::Created {
+                name,
+                result,
+                clean,
+                reply,
+            }
+        });
+        Ok(())
+    }
+
+    fn plan_sandbox(&self, req: &SandboxCreate) -> Result<SandboxRec, ApiError> {
+        self.mutable()?;
+        check_name("sandbox", &req.name)?;
+        if self.sandboxes.contains_key(&req.name) {
+            return Err(conflict(format!("sandbox {:?} already exists", req.name)));
+        }
+        if let Some(h) = &req.hostname {
+            let ok = !h.is_empty()
+                && h.len() <= 63
+                && h.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+                && !h.starts_with('-');
+            if !ok {
+                return Err(bad(format!("invalid hostname {h:?}")));
+            }
+        }
+        let id = new_id();
+        let network = req.network.clone().unwrap_or_else(|| "bridge".into());
+        let pin = self.runner.pin_path(&req.name);
+        let mut sb = SandboxRec {
+            id: id.clone(),
+            name: req.name.clone(),
+            mode: "network".into(),
+            container_of: None,
+            netns: pin.clone(),
+            owns_netns: true,
+            hostname: req.hostname.clone().unwrap_or_else(|| id[..12].to_string()),
+            created: now_rfc3339(),
+            state: SbState::Creating,
+            next_if: 0,
+            endpoints: vec![],
+        };
+        let special = network == "host" || network == "none" || network.starts_with("container:");
+        if special && (req.ip.is_some() || !req.ports.is_empty() || !req.aliases.is_empty()) {
+            return Err(bad(format!(
+                "ip, ports and aliases need a network; they cannot be used with network {network:?}"
+            )));
+        }
+        if network == "host" {
+            sb.mode = "host".into();
+            sb.netns = self.runner.host_netns.clone();
+            sb.owns_netns = false;
+            Self::new_endpoint(&mut sb, "host", "host".into(), None, vec![], vec![], false);
+        } else if network == "none" {
+            sb.mode = "none".into();
+            Self::new_endpoint(&mut sb, "none", "lo".into(), None, vec![], vec![], false);
+        } else if let Some(owner) = network.strip_prefix("container:") {
+            let oname = self.find_sb(owner)?;
+            let o = &self.sandboxes[&oname];
+            if o.state != SbState::Ready || self.busy.contains_key(&oname) {
+                return Err(conflict(format!("sandbox {oname:?} is not ready")));
+            }
+            sb.mode = "container".into();
+            sb.container_of = Some(oname.clone());
+            sb.netns = o.netns.clone();
+            sb.owns_netns = false;
+            Self::new_endpoint(
+                &mut sb,
+                &format!("container:{oname}"),
+                "eth0".into(),
+                None,
+                vec![],
+                vec![],
+                false,
+            );
+        } else {
+            if Runner::netns_alive(&pin) || std::path::Path::new(&pin).exists() {
+                return Err(conflict(format!("namespace {pin} already exists")));
+            }
+            let nname = self.find_net(&network)?;
+            let net = &self.networks[&nname];
+            if net.network.driver == "host" || net.network.driver == "none" {
+                return Err(bad(format!(
+                    "use network {:?} by its name",
+                    net.network.driver
+                )));
+            }
+            self.check_endpoint_input(net, req.ip, &req.ports, &req.aliases)?;
+            let dr = !net.network.internal;
+            sb.next_if = 1;
+            Self::new_endpoint(
+                &mut sb,
+                &nname,
+                "eth0".into(),
+                req.ip,
+                req.aliases.clone(),
+                req.ports.clone(),
+                dr,
+            );
+        }
+        Ok(sb)
+    }
+
+    #[allow(clippy::result_large_err)]
+    fn delete_sandbox(&mut self, key: &str, reply: Reply<()>) -> Result<(), (ApiError, Reply<()>)> {
+        let name = match self.mutable().and_then(|()| self.find_sb(key)) {
+            Ok(n) => n,
+            Err(e) => return Err((e, reply)),
+        };
+        if let Some(op) = self.busy.get(&name) {
+            return Err((
+                conflict(format!("sandbox {name:?}: {op} in progress")),
+                reply,
+            ));
+        }
+        let joiners: Vec<String> = self
+            .sandboxes
+            .values()
+            .filter(|s| s.container_of.as_deref() == Some(name.as_str()))
+            .map(|s| s.name.clone())
+            .collect();
+        if !joiners.is_empty() {
+            return Err((
+                conflict(format!(
+                    "sandbox {name:?} shares its namespace with sandboxes {}; remove them first",
+                    joiners.join(", ")
+                )),
+                reply,
+            ));
+        }
+        let Some(sb) = self.sandboxes.get_mut(&name) else {
+            return Err((not_found(format!("sandbox {key:?} not found")), reply));
+        };
+        sb.state = SbState::Deleting;
+        let sb = sb.clone();
+        if let Err(e) = self.store.save_sandbox(&sb) {
+            return Err((e.into(), reply));
+        }
+        let attaches: Vec<Attach> = sb
+            .endpoints
+            .iter()
+            .filter_map(|ep| attach_for(&self.runner, &self.networks, &sb, ep, false).ok())
+            .collect();
+        self.busy.insert(name.clone(), "remove");
+        let runner = self.runner.clone();
+        self.spawn(move || {
+            let result = teardown(&runner, &sb, &attaches);
+            Done::Deleted {
+                name,
+                result,
+                reply,
+            }
+        });
+        Ok(())
+    }
+
+    #[allow(clippy::result_large_err)]
+    fn connect(
+        &mut self,
+        key: &str,
+        req: &EndpointCreate,
+        reply: Reply<Endpoint>,
+    ) -> Result<(), (ApiError, Reply<Endpoint>)> {
+        let r = (|| -> Result<(SandboxRec, EndpointRec), ApiError> {
+            self.mutable()?;
+            let name = self.find_sb(key)?;
+            if let Some(op) = self.busy.get(&name) {
+                return Err(conflict(format!("sandbox {name:?}: {op} in progress")));
+            }
+            let sb = &self.sandboxes[&name];
+            if sb.state != SbState::Ready {
+                return Err(conflict(format!("sandbox {name:?} is not ready")));
+            }
+            match sb.mode.as_str() {
+                "container" => {
+                    return Err(bad(format!(
+                        "sandbox {name:?} shares the namespace of {:?} (container mode) and cannot connect to other networks",
+                        sb.container_of.clone().unwrap_or_default()
+                    )))
+                }
+                "host" => {
+                    return Err(bad(format!(
+                        "sandbox {name:?} uses the host network and cannot connect to other networks"
+                    )))
+                }
+                "none" => {
+                    return Err(bad(format!(
+                        "sandbox {name:?} has network none, which cannot be combined with other networks"
+                    )))
+                }
+                _ => {}
+            }
+            if req.network == "host"
+                || req.network == "none"
+                || req.network.starts_with("container:")
+            {
+                return Err(bad(format!(
+                    "network {:?} cannot be combined with other networks",
+                    req.network
+                )));
+            }
+            let nname = self.find_net(&req.network)?;
+            let net = &self.networks[&nname];
+            if sb.endpoints.iter().any(|e| e.endpoint.network == nname) {
+                return Err(conflict(format!(
+                    "sandbox {name:?} is already connected to network {nname:?}"
+                )));
+            }
+            self.check_endpoint_input(net, req.ip, &req.ports, &req.aliases)?;
+            let has_gw = sb.endpoints.iter().any(|e| e.default_route);
+            let mut sb = sb.clone();
+            let ifname = format!("eth{}", sb.next_if);
+            sb.next_if += 1;
+            let ep = Self::new_endpoint(
+                &mut sb,
+                &nname,
+                ifname,
+                req.ip,
+                req.aliases.clone(),
+                req.ports.clone(),
+                !has_gw && !net.network.internal,
+            );
+            Ok((sb, ep))
+        })();
+        let (sb, ep) = match r {
+            Ok(x) => x,
+            Err(e) => return Err((e, reply)),
+        };
+        let attach = match attach_for(&self.runner, &self.networks, &sb, &ep, false) {
+            Ok(a) => a,
+            Err(e) => return Err((e, reply)),
+        };
+        if let Err(e) = self.store.save_sandbox(&sb) {
+            return Err((e.into(), reply));
+        }
+        let name = sb.name.clone();
+        self.sandboxes.insert(name.clone(), sb);
+        self.busy.insert(name.clone(), "connect");
+        let runner = self.runner.clone();
+        let ep_id = ep.endpoint.id.clone();
+        self.spawn(move || {
+            let (result, clean) = match runner.add(&attach) {
+                Ok(r) => (Ok(r), true),
+                // Runner::add already ran the rollback DEL; check it left nothing cached.
+                Err(e) => {
+                    let clean = runner.cni.cached_entry(&attach.list, &attach.rt).is_none();
+                    (Err(e), clean)
+                }
+            };
+            Done::Connected {
+                sandbox: name,
+                ep_id,
+                result,
+                clean,
+                reply,
+            }
+        });
+        Ok(())
+    }
+
+    #[allow(clippy::result_large_err)]
+    fn disconnect(
+        &mut self,
+        key: &str,
+        network: &str,
+        reply: Reply<()>,
+    ) -> Result<(), (ApiError, Reply<()>)> {
+        let r = (|| -> Result<(SandboxRec, Attach, String), ApiError> {
+            self.mutable()?;
+            let name = self.find_sb(key)?;
+            if let Some(op) = self.busy.get(&name) {
+                return Err(conflict(format!("sandbox {name:?}: {op} in progress")));
+            }
+            let sb = &self.sandboxes[&name];
+            if sb.state != SbState::Ready {
+                return Err(conflict(format!("sandbox {name:?} is not ready")));
+            }
+            let nname = self
+                .find_net(network)
+                .unwrap_or_else(|_| network.to_string());
+            let ep = sb
+                .endpoints
+                .iter()
+                .find(|e| e.endpoint.network == nname)
+                .ok_or_else(|| {
+                    not_found(format!(
+                        "sandbox {name:?} is not connected to network {network:?}"
+                    ))
+                })?;
+            match sb.mode.as_str() {
+                "host" => {
+                    return Err(bad(format!(
+                        "sandbox {name:?} cannot be disconnected from the host network"
+                    )))
+                }
+                "none" => {
+                    return Err(bad(format!(
+                        "sandbox {name:?} cannot be disconnected from network none"
+                    )))
+                }
+                "container" => {
+                    return Err(bad(format!(
+                        "sandbox {name:?} is in container mode; remove it instead"
+                    )))
+                }
+                _ => {}
+            }
+            let mut sb = sb.clone();
+            let attach = attach_for(&self.runner, &self.networks, &sb, ep, false)?;
+            let id = ep.endpoint.id.clone();
+            for e in sb.endpoints.iter_mut().filter(|e| e.endpoint.id == id) {
+                e.state = EpState::Removing;
+            }
+            Ok((sb, attach, id))
+        })();
+        let (sb, attach, ep_id) = match r {
+            Ok(x) => x,
+            Err(e) => return Err((e, reply)),
+        };
+        if let Err(e) = self.store.save_sandbox(&sb) {
+            return Err((e.into(), reply));
+        }
+        let name = sb.name.clone();
+        self.sandboxes.insert(name.clone(), sb);
+        self.busy.insert(name.clone(), "disconnect");
+        let runner = self.runner.clone();
+        self.spawn(move || {
+            let result = runner.del(&attach);
+            Done::Disconnected {
+                sandbox: name,
+                ep_id,
+                result,
+                reply,
+            }
+        });
+        Ok(())
+    }
+
+    // ---- repair ---------------------------------------------------------------------------
+
+    fn valid_attachments(&self) -> BTreeMap<String, Vec<Attachment>> {
+        let mut m: BTreeMap<String, Vec<Attachment>> = BTreeMap::new();
+        for s in self.sandboxes.values() {
+            for e in &s.endpoints {
+                let key = match s.mode.as_str() {
+                    "container" => "container".to_string(),
+                    _ => e.endpoint.network.clone(),
+                };
+                m.entry(key).or_default().push(Attachment {
+                    container_id: s.id.clone(),
+                    ifname: e.endpoint.ifname.clone(),
+                });
+            }
+        }
+        m
+    }
+
+    fn start_repair(&mut self, reply: Reply<RepairReport>) {
+        self.repairing = true;
+        let sbs: Vec<SandboxRec> = self
+            .sandboxes
+            .values()
+            .filter(|s| !self.busy.contains_key(&s.name))
+            .cloned()
+            .collect();
+        let nets = self.networks.clone();
+        let skip_nets = self.net_busy.clone();
+        let valid = self.valid_attachments();
+        let runner = self.runner.clone();
+        self.spawn(move || {
+            let outcome = reconcile(&runner, &nets, sbs, &valid, &skip_nets);
+            Done::Repaired {
+                outcome: Box::new(outcome),
+                reply,
+            }
+        });
+    }
+
+    // ---- job completions ------------------------------------------------------------------
+
+    fn done(&mut self, d: Done) {
+        match d {
+            Done::Created {
+                name,
+                result,
+                clean,
+                reply,
+            } => {
+                self.busy.remove(&name);
+                let r = match result {
+                    Ok(results) => {
+                        if let Some(sb) = self.sandboxes.get_mut(&name) {
+                            let own = sb.mode == "network";
+                            for (ep, res) in sb.endpoints.iter_mut().zip(results.iter()) {
+                                fill_endpoint(&mut ep.endpoint, res, own);
+                                ep.state = EpState::Ready;
+                            }
+                            sb.state = SbState::Ready;
+                        }
+                        match self.persist_sb(&name) {
+                            Ok(()) => {
+                                let api = self.sandboxes.get(&name).map(SandboxRec::to_api);
+                                self.event("sandbox", "create", &name, None, Some(&name));
+                                for e in api.iter().flat_map(|s| s.endpoints.iter()) {
+                                    self.event(
+                                        "endpoint",
+                                        "connect",
+                                        &e.id,
+                                        Some(&e.network),
+                                        Some(&name),
+                                    );
+                                }
+                                tracing::info!(sandbox = %name, "sandbox created");
+                                api.ok_or_else(|| not_found("sandbox vanished"))
+                            }
+                            Err(e) => Err(e),
+                        }
+                    }
+                    Err(e) => {
+                        if clean {
+                            self.sandboxes.remove(&name);
+                            let _ = self.persist_sb(&name);
+                        }
+                        tracing::warn!(sandbox = %name, error = %e, clean, "sandbox creation failed");
+                        Err(e)
+                    }
+                };
+                let _ = reply.send(r);
+            }
+            Done::Deleted {
+                name,
+                result,
+                reply,
+            } => {
+                self.busy.remove(&name);
+                let r = match result {
+                    Ok(()) => {
+                        let sb = self.sandboxes.remove(&name);
+                        let r = self.persist_sb(&name);
+                        for e in sb.iter().flat_map(|s| s.endpoints.iter()) {
+                            self.event(
+                                "endpoint",
+                                "disconnect",
+                                &e.endpoint.id,
+                                Some(&e.endpoint.network),
+                                Some(&name),
+                            );
+                        }
+                        self.event("sandbox", "remove", &name, None, Some(&name));
+                        tracing::info!(sandbox = %name, "sandbox removed");
+                        r
+                    }
+                    Err(e) => {
+                        tracing::warn!(sandbox = %name, error = %e, "sandbox removal failed; retry DELETE or repair");
+                        Err(e)
+                    }
+                };
+                let _ = reply.send(r);
+            }
+            Done::Connected {
+                sandbox,
+                ep_id,
+                result,
+                clean,
+                reply,
+            } => {
+                self.busy.remove(&sandbox);
+                let r = match result {
+                    Ok(res) => {
+                        let mut out = None;
+                        if let Some(sb) = self.sandboxes.get_mut(&sandbox) {
+                            for ep in sb.endpoints.iter_mut().filter(|e| e.endpoint.id == ep_id) {
+                                fill_endpoint(&mut ep.endpoint, &res, true);
+                                ep.state = EpState::Ready;
+                                out = Some(ep.endpoint.clone());
+                            }
+                        }
+                        match (self.persist_sb(&sandbox), out) {
+                            (Ok(()), Some(ep)) => {
+                                self.event(
+                                    "endpoint",
+                                    "connect",
+                                    &ep.id,
+                                    Some(&ep.network),
+                                    Some(&sandbox),
+                                );
+                                Ok(ep)
+                            }
+                            (Err(e), _) => Err(e),
+                            (_, None) => Err(not_found("endpoint vanished")),
+                        }
+                    }
+                    Err(e) => {
+                        if clean {
+                            if let Some(sb) = self.sandboxes.get_mut(&sandbox) {
+                                sb.endpoints.retain(|e| e.endpoint.id != ep_id);
+                            }
+                            let _ = self.persist_sb(&sandbox);
+                        }
+                        Err(e)
+                    }
+                };
+                let _ = reply.send(r);
+            }
+            Done::Disconnected {
+                sandbox,
+                ep_id,
+                result,
+                reply,
+            } => {
+                self.busy.remove(&sandbox);
+                let r = match result {
+                    Ok(()) => {
+                        let mut net = None;
+                        if let Some(sb) = self.sandboxes.get_mut(&sandbox) {
+                            net = sb
+                                .endpoints
+                                .iter()
+                                .find(|e| e.endpoint.id == ep_id)
+                                .map(|e| e.endpoint.network.clone());
+                            sb.endpoints.retain(|e| e.endpoint.id != ep_id);
+                        }
+                        let r = self.persist_sb(&sandbox);
+                        self.event(
+                            "endpoint",
+                            "disconnect",
+                            &ep_id,
+                            net.as_deref(),
+                            Some(&sandbox),
+                        );
+                        r
+                    }
+                    Err(e) => Err(e),
+                };
+                let _ = reply.send(r);
+            }
+            Done::NetworkDeleted {
+                name,
+                result,
+                reply,
+            } => {
+                self.net_busy.remove(&name);
+                let r = match result {
+                    Ok(()) => {
+                        self.networks.remove(&name);
+                        let r = self.store.remove_network(&name).map_err(ApiError::from);
+                        self.event("network", "remove", &name, Some(&name), None);
+                        r
+                    }
+                    Err(e) => Err(e),
+                };
+                let _ = reply.send(r);
+            }
+            Done::Repaired { outcome, reply } => {
+                self.repairing = false;
+                let r = self.apply_outcome(*outcome);
+                let _ = reply.send(r);
+            }
+        }
+    }
+
+    fn apply_outcome(&mut self, o: Outcome) -> Result<RepairReport, ApiError> {
+        let mut errors = Vec::new();
+        for name in &o.removed_sandboxes {
+            self.sandboxes.remove(name);
+            if let Err(e) = self.store.remove_sandbox(name) {
+                errors.push(e.to_string());
+            }
+            self.event("sandbox", "remove", name, None, Some(name));
+        }
+        for sb in o.sandboxes {
+            if self.sandboxes.get(&sb.name) != Some(&sb) && !self.busy.contains_key(&sb.name) {
+                if let Err(e) = self.store.save_sandbox(&sb) {
+                    errors.push(e.to_string());
+                }
+                self.sandboxes.insert(sb.name.clone(), sb);
+            }
+        }
+        for name in &o.removed_networks {
+            self.networks.remove(name);
+            if let Err(e) = self.store.remove_network(name) {
+                errors.push(e.to_string());
+            }
+            self.event("network", "remove", name, Some(name), None);
+        }
+        if !errors.is_empty() {
+            return Err(ApiError::Internal(errors.join("; ")));
+        }
+        Ok(RepairReport { actions: o.actions })
+    }
+}
+
+/// Create the namespace (when owned) and ADD every endpoint; on failure undo everything done.
+/// Returns the results and, on failure, whether the rollback was complete.
+fn create_job(
+    runner: &Runner,
+    name: &str,
+    owns: bool,
+    attaches: &[Attach],
+) -> (Result<Vec<CniResult>, ApiError>, bool) {
+    if owns {
+        if let Err(e) = runner.create_netns(name) {
+            return (Err(e), runner.delete_netns(name).is_ok());
+        }
+    }
+    let mut results = Vec::new();
+    for (i, a) in attaches.iter().enumerate() {
+        match runner.add(a) {
+            Ok(r) => results.push(r),
+            Err(e) => {
+                let mut clean = true;
+                for done in attaches[..i].iter().rev() {
+                    clean &= runner.del(done).is_ok();
+                }
+                clean &= runner.cni.cached_entry(&a.list, &a.rt).is_none();
+                if owns {
+                    clean &= runner.delete_netns(name).is_ok();
+                }
+                return (Err(e), clean);
+            }
+        }
+    }
+    (Ok(results), true)
+}
+
+/// DEL every endpoint (reverse join order, all attempted) and delete an owned namespace.
+fn teardown(runner: &Runner, sb: &SandboxRec, attaches: &[Attach]) -> Result<(), ApiError> {
+    let mut errors = Vec::new();
+    for a in attaches.iter().rev() {
+        if let Err(e) = runner.del(a) {
+            errors.push(e.to_string());
+        }
+    }
+    if sb.owns_netns {
+        if let Err(e) = runner.delete_netns(&sb.name) {
+            errors.push(e.to_string());
+        }
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(ApiError::Internal(errors.join("; ")))
+    }
+}
+
+/// Remove a network's leftovers: GC its cache entries (none valid), its bridge and its leases.
+fn finish_network_delete(runner: &Runner, rec: &NetworkRec) -> Result<(), ApiError> {
+    let list = match &rec.conflist {
+        Some(v) => serde_json::to_vec(v)
+            .ok()
+            .and_then(|b| cni::NetConfList::parse(&b).ok()),
+        None => cniops::bridge_conflist(&rec.network, &runner.ipam_dir, true, true).ok(),
+    };
+    if let Some(list) = list {
+        if let Err(e) = runner.gc(&list, &[]) {
+            tracing::warn!(network = %rec.network.name, error = %e, "GC while removing network");
+        }
+    }
+    if rec.conflist.is_none() {
+        if let Some(br) = &rec.network.bridge {
+            Runner::delete_bridge(br)?;
+        }
+        let leases = runner.ipam_dir.join(&rec.network.name);
+        match std::fs::remove_dir_all(&leases) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                return Err(ApiError::Internal(format!(
+                    "removing {}: {e}",
+                    leases.display()
+                )))
+            }
+        }
+    }
+    Ok(())
+}
+
+/// What the reconcile did to one sandbox.
+struct SbOutcome {
+    name: String,
+    id: String,
+    actions: Vec<String>,
+    /// The sandbox as it is now; `None` when it was removed.
+    kept: Option<SandboxRec>,
+    /// Interfaces whose endpoints were removed (no longer valid attachments).
+    dropped_ifnames: Vec<String>,
+}
+
+/// Reconcile one sandbox: finish or undo its interrupted operations, release it when its
+/// namespace vanished, CHECK each endpoint and repair (DEL + ADD with the same address and MAC)
+/// what fails.
+fn reconcile_sandbox(
+    runner: &Runner,
+    nets: &BTreeMap<String, NetworkRec>,
+    mut sb: SandboxRec,
+) -> SbOutcome {
+    let mut o = SbOutcome {
+        name: sb.name.clone(),
+        id: sb.id.clone(),
+        actions: Vec::new(),
+        kept: None,
+        dropped_ifnames: Vec::new(),
+    };
+    let attach =
+        |sb: &SandboxRec, ep: &EndpointRec, pin: bool| attach_for(runner, nets, sb, ep, pin);
+    let alive = sb.mode == "host" || Runner::netns_alive(&sb.netns);
+    if sb.state != SbState::Ready || !alive {
+        let why = match (sb.state, alive) {
+            (SbState::Creating, _) => "rolled back a half-done creation",
+            (SbState::Deleting, _) => "finished a half-done removal",
+            _ => "its namespace vanished; released its endpoints",
+        };
+        let attaches: Vec<Attach> = sb
+            .endpoints
+            .iter()
+            .filter_map(|e| attach(&sb, e, false).ok())
+            .collect();
+        match teardown(runner, &sb, &attaches) {
+            Ok(()) => o.actions.push(format!("sandbox {}: {why}", sb.name)),
+            Err(e) => {
+                o.actions
+                    .push(format!("sandbox {}: {why} failed: {e}", sb.name));
+                o.kept = Some(sb);
+            }
+        }
+        return o;
+    }
+    let mut keep = Vec::new();
+    for mut ep in std::mem::take(&mut sb.endpoints) {
+        let label = format!("endpoint {}/{}", sb.name, ep.endpoint.network);
+        let a = match attach(&sb, &ep, false) {
+            Ok(a) => a,
+            Err(e) => {
+                o.actions.push(format!("{label}: {e}"));
+                keep.push(ep);
+                continue;
+            }
+        };
+        match ep.state {
+            EpState::Adding | EpState::Removing => {
+                let why = if ep.state == EpState::Adding {
+                    "rolled back a half-done connect"
+                } else {
+                    "finished a half-done disconnect"
+                };
+                match runner.del(&a) {
+                    Ok(()) => {
+                        o.actions.push(format!("{label}: {why}"));
+                        o.dropped_ifnames.push(ep.endpoint.ifname.clone());
+                    }
+                    Err(e) => {
+                        o.actions.push(format!("{label}: {why} failed: {e}"));
+                        keep.push(ep);
+                    }
+                }
+            }
+            EpState::Ready => {
+                if let Err(msg) = runner.check(&a) {
+                    // Repair: DEL, then ADD again with the same address and MAC.
+                    let pinned = attach(&sb, &ep, true).unwrap_or(a.clone());
+                    let _ = runner.del(&a);
+                    match runner.add(&pinned) {
+                        Ok(r) => {
+                            fill_endpoint(&mut ep.endpoint, &r, sb.mode == "network");
+                            o.actions
+                                .push(format!("{label}: re-applied (CHECK said: {msg})"));
+                        }
+                        Err(e) => o
+                            .actions
+                            .push(format!("{label}: CHECK said {msg}; re-ADD failed: {e}")),
+                    }
+                }
+                keep.push(ep);
+            }
+        }
+    }
+    sb.endpoints = keep;
+    o.kept = Some(sb);
+    o
+}
+
+/// The reconcile, at start and on `POST /v1/_repair` (blocking). `sbs` are the sandboxes no
+/// job is working on; `valid` lists every endpoint of every sandbox (busy ones included) so GC
+/// never collects an attachment in flight.
+pub fn reconcile(
+    runner: &Runner,
+    nets: &BTreeMap<String, NetworkRec>,
+    sbs: Vec<SandboxRec>,
+    valid: &BTreeMap<String, Vec<Attachment>>,
+    skip_nets: &HashSet<String>,
+) -> Outcome {
+    let mut o = Outcome::default();
+    let mut valid = valid.clone();
+    // Sandboxes are independent: reconcile them on a few threads (plugin execs dominate; a
+    // restart with many sandboxes must not CHECK them one by one).
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let slots: Vec<std::sync::Mutex<Option<SandboxRec>>> = sbs
+        .into_iter()
+        .map(|s| std::sync::Mutex::new(Some(s)))
+        .collect();
+    let workers = slots.len().clamp(1, 8);
+    let results: Vec<SbOutcome> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..workers)
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut out = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let Some(slot) = slots.get(i) else { break };
+                        let taken = slot.lock().ok().and_then(|mut g| g.take());
+                        if let Some(sb) = taken {
+                            out.push(reconcile_sandbox(runner, nets, sb));
+                        }
+                    }
+                    out
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap_or_default())
+            .collect()
+    });
+    let mut results = results;
+    results.sort_by(|a, b| a.name.cmp(&b.name));
+    for r in results {
+        o.actions.extend(r.actions);
+        for v in valid.values_mut() {
+            v.retain(|a| {
+                !(a.container_id == r.id
+                    && (r.kept.is_none() || r.dropped_ifnames.contains(&a.ifname)))
+            });
+        }
+        match r.kept {
+            Some(sb) => o.sandboxes.push(sb),
+            None => o.removed_sandboxes.push(r.name),
+        }
+    }
+    // GC every network with its valid attachments; finish removals that were interrupted.
+    let mut known: HashSet<String> = ["host", "none", "container"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    for (name, rec) in nets {
+        if skip_nets.contains(name) {
+            continue;
+        }
+        if rec.deleting {
+            match finish_network_delete(runner, rec) {
+                Ok(()) => {
+                    o.actions
+                        .push(format!("network {name}: finished a half-done removal"));
+                    o.removed_networks.push(name.clone());
+                }
+                Err(e) => o
+                    .actions
+                    .push(format!("network {name}: removal failed: {e}")),
+            }
+            continue;
+        }
+        let list = match (&rec.conflist, rec.network.driver.as_str()) {
+            (Some(v), _) => serde_json::to_vec(v)
+                .ok()
+                .and_then(|b| cni::NetConfList::parse(&b).ok()),
+            (None, "bridge") => {
+                cniops::bridge_conflist(&rec.network, &runner.ipam_dir, true, true).ok()
+            }
+            (None, kind) => cniops::mode_conflist(kind, None).ok(),
+        };
+        if let Some(list) = list {
+            known.insert(list.name.clone());
+            let v = valid.get(name).cloned().unwrap_or_default();
+            if let Err(e) = runner.gc(&list, &v) {
+                o.actions.push(format!("network {name}: GC failed: {e}"));
+            }
+        }
+    }
+    if let Ok(list) = cniops::mode_conflist("container", Some("/")) {
+        let v = valid.get("container").cloned().unwrap_or_default();
+        if let Err(e) = runner.gc(&list, &v) {
+            o.actions.push(format!("container mode: GC failed: {e}"));
+        }
+    }
+    // Cached attachments of networks sandboxd no longer knows (removed while we were down).
+    for (_, e) in cni::cache::list_entries(&runner.cni.cache_dir) {
+        if known.contains(&e.network_name) {
+            continue;
+        }
+        if let Some(list) = e
+            .config_bytes()
+            .and_then(|b| cni::NetConfList::parse(&b).ok())
+        {
+            let rt = e.runtime_conf();
+            match runner.cni.del_network_list(&list, &rt) {
+                Ok(()) => o.actions.push(format!(
+                    "released orphaned attachment {}/{} of unknown network {}",
+                    e.container_id, e.if_name, e.network_name
+                )),
+                Err(err) => o.actions.push(format!(
+                    "orphaned attachment of {}: {}",
+                    e.network_name, err.msg
+                )),
+            }
+        }
+    }
+    o
+}
+
+impl Owner {
+    /// Start-up work before the socket accepts: refresh host-namespace paths (the daemon's pid
+    /// may have changed), create the built-in networks on first start, then reconcile.
+    /// Returns the reconcile's actions. Blocking.
+    pub fn startup(&mut self) -> Result<Vec<String>, ApiError> {
+        let host = self.runner.host_netns.clone();
+        let host_owned: HashSet<String> = self
+            .sandboxes
+            .values()
+            .filter(|s| s.mode == "host")
+            .map(|s| s.name.clone())
+            .collect();
+        let mut changed = Vec::new();
+        for s in self.sandboxes.values_mut() {
+            let hosty = s.mode == "host"
+                || s.container_of
+                    .as_ref()
+                    .is_some_and(|o| host_owned.contains(o));
+            if hosty && s.netns != host {
+                s.netns = host.clone();
+                changed.push(s.name.clone());
+            }
+        }
+        for name in changed {
+            self.persist_sb(&name)?;
+        }
+        self.ensure_builtins()?;
+        let sbs: Vec<SandboxRec> = self.sandboxes.values().cloned().collect();
+        let valid = self.valid_attachments();
+        let outcome = reconcile(&self.runner, &self.networks, sbs, &valid, &HashSet::new());
+        let report = self.apply_outcome(outcome)?;
+        Ok(report.actions)
+    }
+
+    fn ensure_builtins(&mut self) -> Result<(), ApiError> {
+        for (name, driver) in [("host", "host"), ("none", "none")] {
+            if self.networks.contains_key(name) {
+                continue;
+            }
+            let rec = NetworkRec {
+                network: Network {
+                    id: new_id(),
+                    name: name.into(),
+                    driver: driver.into(),
+                    builtin: true,
+                    subnets: vec![],
+                    internal: false,
+                    ipv6: false,
+                    bridge: None,
+                    options: BTreeMap::new(),
+                    labels: BTreeMap::new(),
+                    created: now_rfc3339(),
+                    endpoints: vec![],
+                },
+                conflist: None,
+                deleting: false,
+            };
+            self.store.save_network(&rec)?;
+            self.networks.insert(name.into(), rec);
+        }
+        if !self.networks.contains_key("bridge") {
+            let req = NetworkCreate {
+                name: "bridge".into(),
+                options: BTreeMap::from([("bridge_name".to_string(), "sbr0".to_string())]),
+                ..Default::default()
+            };
+            let mut rec = self.plan_bridge(&req, &new_id())?;
+            rec.network.builtin = true;
+            self.store.save_network(&rec)?;
+            tracing::info!(subnet = %rec.network.subnets[0].subnet, "created the default bridge network");
+            self.networks.insert("bridge".into(), rec);
+        }
+        Ok(())
+    }
+}
