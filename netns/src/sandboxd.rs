@@ -764,15 +764,15 @@ pub fn render_sandbox(s: &Sandbox) -> String {
     out
 }
 
-/// One `events` line: `TIME KIND ACTION NAME [network=N] [sandbox=S]`.
+/// One `events` line: `TIME KIND ACTION NAME [network=N] [sandbox=S]`; an endpoint, named by
+/// its 64-hex id, is shown by the 12-digit prefix the other tables use.
 pub fn render_event(e: &Event) -> String {
-    let mut s = format!(
-        "{} {} {} {}",
-        dash(e.time.clone()),
-        e.kind,
-        e.action,
-        e.name
-    );
+    let name = if e.name.len() == 64 && e.name.bytes().all(|b| b.is_ascii_hexdigit()) {
+        short_id(&e.name)
+    } else {
+        e.name.clone()
+    };
+    let mut s = format!("{} {} {} {name}", dash(e.time.clone()), e.kind, e.action);
     if let Some(n) = &e.network {
         s.push_str(&format!(" network={n}"));
     }
@@ -1382,6 +1382,14 @@ mod tests {
         assert_eq!(
             render_event(&ev),
             "T endpoint connect e network=n1 sandbox=s1"
+        );
+        let ev = Event {
+            name: "ab".repeat(32),
+            ..ev
+        };
+        assert_eq!(
+            render_event(&ev),
+            "T endpoint connect abababababab network=n1 sandbox=s1"
         );
     }
 
