@@ -267,7 +267,8 @@ pub enum NetworkCmd {
 pub struct NetworkCreateArgs {
     /// Network name (1-64 of letters, digits, '_', '.', '-'; starts with a letter or digit).
     pub name: String,
-    /// `bridge` (sandboxd generates the conflist) or `cni` (an existing conflist, `-o conflist=NAME`).
+    /// `bridge` (sandboxd generates the conflist) or `cni` (an existing conflist of sandboxd's
+    /// --conf-dir, used as is: `-o conflist=NAME`, default the network's name).
     #[arg(long, default_value = "bridge", value_parser = ["bridge", "cni"])]
     pub driver: String,
     /// Subnet in CIDR notation (network address, e.g. 10.90.0.0/24); repeatable, at most one
@@ -284,11 +285,11 @@ pub struct NetworkCreateArgs {
     /// No masquerade and no route out: sandboxes reach only each other.
     #[arg(long)]
     pub internal: bool,
-    /// Enable IPv6 (with an IPv6 --subnet, or one chosen by the daemon).
+    /// Enable IPv6; needs an IPv6 --subnet (there is no default IPv6 pool).
     #[arg(long)]
     pub ipv6: bool,
     /// Driver option KEY=VALUE; repeatable. bridge: bridge_name=IFNAME, mtu=N (68-65535),
-    /// icc=true|false; cni: conflist=NAME.
+    /// icc=true|false; cni: conflist=NAME (default: the network's name).
     #[arg(long = "opt", short = 'o', value_name = "KEY=VALUE")]
     pub opts: Vec<String>,
     /// Label KEY=VALUE; repeatable.

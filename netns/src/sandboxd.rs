@@ -135,11 +135,6 @@ pub fn check_options(driver: &str, opts: &BTreeMap<String, String>) -> Result<()
             _ => {}
         }
     }
-    if driver == "cni" && !opts.contains_key("conflist") {
-        return Err(Error::Usage(
-            "--driver cni needs -o conflist=NAME (a conflist in sandboxd's --conf-dir)".into(),
-        ));
-    }
     Ok(())
 }
 
@@ -174,6 +169,24 @@ pub fn plan_subnets(a: &NetworkCreateArgs) -> Result<Vec<Value>> {
         .iter()
         .map(|s| parse_cidr("--subnet", s))
         .collect::<Result<Vec<_>>>()?;
+    for s in &subnets {
+        let v6 = matches!(s, IpNet::V6(_));
+        if v6 && !a.ipv6 {
+            return Err(Error::Usage(format!(
+                "--subnet {s} is IPv6: add --ipv6 to enable IPv6 on the network"
+            )));
+        }
+        if (!v6 && s.prefix_len() > 30) || (v6 && s.prefix_len() > 126) {
+            return Err(Error::Usage(format!(
+                "--subnet {s} is too small (at most /30 for IPv4, /126 for IPv6)"
+            )));
+        }
+    }
+    if a.ipv6 && a.driver == "bridge" && !subnets.iter().any(|s| matches!(s, IpNet::V6(_))) {
+        return Err(Error::Usage(
+            "--ipv6 needs an IPv6 --subnet (sandboxd has no default IPv6 pool)".into(),
+        ));
+    }
     for (i, s) in subnets.iter().enumerate() {
         if let Some(o) = subnets[..i]
             .iter()
@@ -1049,7 +1062,7 @@ mod tests {
         assert!(usage(ok("bridge", &["color=red"]))
             .contains("unknown option for driver bridge (known: bridge_name, mtu, icc)"));
         assert!(usage(ok("bridge", &["conflist=x"])).contains("unknown option"));
-        assert!(usage(ok("cni", &[])).contains("needs -o conflist=NAME"));
+        ok("cni", &[]).unwrap();
         assert!(usage(ok("cni", &["conflist=../x"])).contains("invalid -o conflist"));
     }
 
@@ -1134,6 +1147,11 @@ mod tests {
             e(&["--subnet", "10.90.0.0/24", "--ip-range", "10.90.0.1/25"]).contains("host bits")
         );
         assert!(e(&["-o", "nokey"]).contains("invalid -o \"nokey\": expected KEY=VALUE"));
+        assert!(e(&["--subnet", "fd00::/64"]).contains("--subnet fd00::/64 is IPv6: add --ipv6"));
+        assert!(e(&["--ipv6"]).contains("--ipv6 needs an IPv6 --subnet"));
+        assert!(e(&["--ipv6", "--subnet", "10.1.0.0/24"]).contains("--ipv6 needs an IPv6 --subnet"));
+        assert!(e(&["--subnet", "10.1.0.0/31"]).contains("too small"));
+        assert!(e(&["--ipv6", "--subnet", "fd00::/127"]).contains("too small"));
         assert!(e(&[
             "--driver",
             "cni",

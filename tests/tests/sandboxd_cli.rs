@@ -18,6 +18,7 @@ struct Daemon {
     child: Child,
     socket: PathBuf,
     data_dir: PathBuf,
+    conf_dir: PathBuf,
     log: PathBuf,
 }
 
@@ -45,6 +46,7 @@ impl Daemon {
             child,
             socket,
             data_dir,
+            conf_dir,
             log,
         };
         // Ready once the socket accepts connections: poll with the client itself.
@@ -350,6 +352,27 @@ fn networks_and_sandboxes_in_every_mode() {
         assert_eq!(c["container_of"], "a");
         assert_eq!(c["netns"], "/run/netns/a");
 
+        // A `cni` network: the user's conflist from sandboxd's --conf-dir, used as is.
+        let conf = serde_json::json!({"cniVersion": "1.1.0", "name": "mine", "plugins": [
+            {"type": "bridge", "bridge": "br-mine", "isGateway": true,
+             "ipam": {"type": "host-local", "subnet": "10.97.0.0/24",
+                      "dataDir": sb.scratch().join("mine-ipam")}}]});
+        std::fs::write(d.conf_dir.join("10-mine.conflist"), conf.to_string()).unwrap();
+        d.ok(&[
+            "network",
+            "create",
+            "mine",
+            "--driver",
+            "cni",
+            "-o",
+            "conflist=mine",
+        ]);
+        assert_eq!(d.json(&["network", "inspect", "mine"])["driver"], "cni");
+        d.ok(&["sandbox", "create", "k", "--network", "mine"]);
+        let k_ip = addr_of(&d.json(&["sandbox", "inspect", "k"]), "eth0");
+        assert!(k_ip.starts_with("10.97.0."), "{k_ip}");
+        assert!(sb.ping("k", "10.97.0.1"), "k cannot reach its bridge");
+
         let table = d.ok(&["sandbox", "ls"]);
         for (name, mode) in [
             ("a", "network"),
@@ -357,6 +380,7 @@ fn networks_and_sandboxes_in_every_mode() {
             ("c", "container:a"),
             ("dflt", "network"),
             ("h", "host"),
+            ("k", "network"),
             ("n", "none"),
         ] {
             let line = table
@@ -365,7 +389,7 @@ fn networks_and_sandboxes_in_every_mode() {
                 .unwrap_or_else(|| panic!("{name} missing: {table}"));
             assert!(line.contains(mode), "{line}");
         }
-        assert_eq!(d.names("sandbox"), ["a", "b", "c", "dflt", "h", "n"]);
+        assert_eq!(d.names("sandbox"), ["a", "b", "c", "dflt", "h", "k", "n"]);
 
         // A network in use cannot be removed; the message names its sandboxes.
         let e = d.fails(&["network", "rm", "web"], 1);
@@ -374,13 +398,24 @@ fn networks_and_sandboxes_in_every_mode() {
         // Built-ins cannot be removed.
         d.fails(&["network", "rm", "bridge"], 1);
 
-        for s in ["c", "a", "b", "dflt", "h", "n"] {
+        for s in ["c", "a", "b", "dflt", "h", "k", "n"] {
             assert_eq!(
                 d.ok(&["sandbox", "rm", s]),
                 format!("removed sandbox {s}\n")
             );
         }
         assert_eq!(d.ok(&["network", "rm", "web"]), "removed network web\n");
+        d.ok(&["network", "rm", "mine"]);
+        let leases: Vec<_> = std::fs::read_dir(sb.scratch().join("mine-ipam/mine"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|n| n != "lock" && !n.starts_with("last_reserved_ip"))
+            .collect();
+        assert_eq!(
+            leases,
+            Vec::<String>::new(),
+            "leases left on the cni network"
+        );
         d.fails(&["network", "inspect", "web"], 3);
         assert_clean(sb, &d);
     });
@@ -567,7 +602,14 @@ fn bad_input_is_one_line_and_changes_nothing() {
                 &["network", "create", "n2", "--driver", "overlay"],
                 "invalid value 'overlay'",
             ),
-            (&["network", "create", "n2", "--driver", "cni"], "conflist"),
+            (
+                &["network", "create", "n2", "--subnet", "fd00:1::/64"],
+                "add --ipv6",
+            ),
+            (
+                &["network", "create", "n2", "--ipv6"],
+                "needs an IPv6 --subnet",
+            ),
             (
                 &["network", "create", "n2", "--bogus"],
                 "unexpected argument",
@@ -652,6 +694,7 @@ fn bad_input_is_one_line_and_changes_nothing() {
             (&["network", "inspect", "nope"], 3, "nope"),
             (&["network", "rm", "nope"], 3, "nope"),
             (&["network", "rm", "host"], 1, "host"),
+            (&["network", "create", "n2", "--driver", "cni"], 2, "n2"),
             (&["sandbox", "create", "s1"], 1, "s1"),
             (&["sandbox", "create", "s2", "--network", "nope"], 3, "nope"),
             (
