@@ -42,6 +42,9 @@ Directories:
 /// reverse-order DEL, and the result cache under <cache-dir>/results, so attachments made here
 /// are visible to (and cleaned up by) any libcni-based runtime using the same cache, and the
 /// other way round.
+///
+/// Also the client of sandboxd: `network`, `sandbox`, `repair` and `events` talk to the daemon
+/// over its API socket (--daemon) and touch nothing else.
 #[derive(Debug, Parser)]
 #[command(name = "netns", version, after_long_help = EXIT_CODES_HELP)]
 pub struct Cli {
@@ -150,13 +153,13 @@ pub enum Cmd {
         #[arg(long)]
         json: bool,
     },
-    /// sandboxd networks (Docker-style `network` objects), through the daemon's API.
+    /// Networks of sandboxd (Docker-style `network` objects), through the daemon's API.
     ///
     /// Not to be confused with `netns networks`, which lists the conflists of the configuration
     /// directory and needs no daemon.
     #[command(subcommand, after_long_help = EXIT_CODES_HELP)]
     Network(NetworkCmd),
-    /// sandboxd sandboxes (a namespace plus its endpoints), through the daemon's API.
+    /// Sandboxes of sandboxd (a namespace plus its endpoints), through the daemon's API.
     #[command(subcommand, after_long_help = EXIT_CODES_HELP)]
     Sandbox(SandboxCmd),
     /// Ask sandboxd to repair now what its start-up reconcile repairs (flushed firewall entries,
