@@ -21,16 +21,20 @@ pub mod exit {
 pub const EXIT_CODES_HELP: &str = "\
 Exit codes:
   0  success
-  1  the operation failed (plugin error, kernel error, I/O error)
-  2  usage error: bad option or value (nothing was changed)
-  3  not found: unknown namespace, network or attachment (nothing was changed)
+  1  the operation failed (plugin error, kernel error, I/O error); for the sandboxd commands also
+     a conflict (409: name taken, network in use, port in use), a daemon failure (5xx) and
+     `cannot reach sandboxd`
+  2  usage error: bad option or value, or sandboxd rejected the input (4xx) (nothing was changed)
+  3  not found: unknown namespace, network, attachment or sandbox (404) (nothing was changed)
   `netns exec` exits with the command's own status (126: cannot execute, 127: not found).
 
 Directories:
   config   --conf-dir, else $NETCONFPATH, else $CNI_CONF_DIR, else /etc/cni/net.d
   plugins  --cni-path, else $CNI_PATH (':'-separated), else /opt/cni/bin
   cache    --cache-dir, else /var/lib/cni (libcni's results/ layout)
-  netns    /run/netns (the same pins as `ip netns`)";
+  netns    /run/netns (the same pins as `ip netns`)
+  sandboxd --daemon, else $SANDBOXD_SOCKET, else /run/sandboxd/sandboxd.sock
+           (used by `network`, `sandbox`, `repair` and `events` only)";
 
 /// One debugging tool for network namespaces, CNI attachments and their firewall entries.
 ///
@@ -38,12 +42,19 @@ Directories:
 /// reverse-order DEL, and the result cache under <cache-dir>/results, so attachments made here
 /// are visible to (and cleaned up by) any libcni-based runtime using the same cache, and the
 /// other way round.
+///
+/// Also the client of sandboxd: `network`, `sandbox`, `repair` and `events` talk to the daemon
+/// over its API socket (--daemon) and touch nothing else.
 #[derive(Debug, Parser)]
 #[command(name = "netns", version, after_long_help = EXIT_CODES_HELP)]
 pub struct Cli {
     /// Global directory options.
     #[command(flatten)]
     pub dirs: DirArgs,
+    /// sandboxd's API socket, for `network`, `sandbox`, `repair` and `events`
+    /// [env: SANDBOXD_SOCKET] [default: /run/sandboxd/sandboxd.sock]
+    #[arg(long, global = true, value_name = "PATH")]
+    pub daemon: Option<PathBuf>,
     /// The subcommand.
     #[command(subcommand)]
     pub command: Cmd,
@@ -142,6 +153,30 @@ pub enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Networks of sandboxd (Docker-style `network` objects), through the daemon's API.
+    ///
+    /// Not to be confused with `netns networks`, which lists the conflists of the configuration
+    /// directory and needs no daemon.
+    #[command(subcommand, after_long_help = EXIT_CODES_HELP)]
+    Network(NetworkCmd),
+    /// Sandboxes of sandboxd (a namespace plus its endpoints), through the daemon's API.
+    #[command(subcommand, after_long_help = EXIT_CODES_HELP)]
+    Sandbox(SandboxCmd),
+    /// Ask sandboxd to repair now what its start-up reconcile repairs (flushed firewall entries,
+    /// vanished bridges, endpoints of deleted namespaces, CNI GC of every network).
+    #[command(after_long_help = EXIT_CODES_HELP)]
+    Repair {
+        /// Print the daemon's JSON report instead of one line per action.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Follow sandboxd's change events (one line each) until interrupted.
+    #[command(after_long_help = EXIT_CODES_HELP)]
+    Events {
+        /// Print the daemon's JSON lines as they arrive.
+        #[arg(long)]
+        json: bool,
+    },
     /// Print a shell completion script.
     #[command(after_long_help = EXIT_CODES_HELP)]
     Completions {
@@ -187,6 +222,170 @@ pub struct TargetArgs {
     /// Container ID [default: the one cached for this namespace and network, else NAME].
     #[arg(long, value_name = "ID")]
     pub container_id: Option<String>,
+}
+
+/// `netns network …`: sandboxd networks.
+#[derive(Debug, Subcommand)]
+pub enum NetworkCmd {
+    /// Create a network.
+    #[command(after_long_help = EXIT_CODES_HELP)]
+    Create(NetworkCreateArgs),
+    /// List networks (built-ins included).
+    #[command(visible_alias = "list", after_long_help = EXIT_CODES_HELP)]
+    Ls {
+        /// Print the daemon's JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one network: subnets, options, labels and endpoints.
+    #[command(after_long_help = EXIT_CODES_HELP)]
+    Inspect {
+        /// Network name, id or unique id prefix (12+ characters).
+        name: String,
+        /// Print the daemon's JSON instead of tables.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove a network (refused while it has endpoints, and for the built-ins).
+    #[command(visible_alias = "remove", after_long_help = EXIT_CODES_HELP)]
+    Rm {
+        /// Network name, id or unique id prefix.
+        name: String,
+    },
+    /// Connect a sandbox to one more network (the next interface: eth1, eth2, …).
+    #[command(after_long_help = EXIT_CODES_HELP)]
+    Connect(ConnectArgs),
+    /// Disconnect a sandbox from a network.
+    #[command(after_long_help = EXIT_CODES_HELP)]
+    Disconnect {
+        /// Network name.
+        network: String,
+        /// Sandbox name.
+        sandbox: String,
+    },
+}
+
+/// Arguments of `network create`.
+#[derive(Debug, Clone, Args)]
+pub struct NetworkCreateArgs {
+    /// Network name (1-64 of letters, digits, '_', '.', '-'; starts with a letter or digit).
+    pub name: String,
+    /// `bridge` (sandboxd generates the conflist) or `cni` (an existing conflist of sandboxd's
+    /// --conf-dir, used as is: `-o conflist=NAME`, default the network's name).
+    #[arg(long, default_value = "bridge", value_parser = ["bridge", "cni"])]
+    pub driver: String,
+    /// Subnet in CIDR notation (network address, e.g. 10.90.0.0/24); repeatable, at most one
+    /// IPv4 and one IPv6 in practice. None given: an IPv4 subnet from the daemon's default pool.
+    #[arg(long = "subnet", value_name = "CIDR")]
+    pub subnets: Vec<String>,
+    /// Gateway address; applies to the --subnet containing it. Repeatable (one per subnet).
+    #[arg(long = "gateway", value_name = "IP")]
+    pub gateways: Vec<String>,
+    /// Allocate addresses from this range only; applies to the --subnet containing it.
+    /// Repeatable (one per subnet).
+    #[arg(long = "ip-range", value_name = "CIDR")]
+    pub ip_ranges: Vec<String>,
+    /// No masquerade and no route out: sandboxes reach only each other.
+    #[arg(long)]
+    pub internal: bool,
+    /// Enable IPv6; needs an IPv6 --subnet (there is no default IPv6 pool).
+    #[arg(long)]
+    pub ipv6: bool,
+    /// Driver option KEY=VALUE; repeatable. bridge: bridge_name=IFNAME, mtu=N (68-65535),
+    /// icc=true|false; cni: conflist=NAME (default: the network's name).
+    #[arg(long = "opt", short = 'o', value_name = "KEY=VALUE")]
+    pub opts: Vec<String>,
+    /// Label KEY=VALUE; repeatable.
+    #[arg(long = "label", value_name = "KEY=VALUE")]
+    pub labels: Vec<String>,
+    /// Print the daemon's JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Endpoint options shared by `network connect` and `sandbox create`.
+#[derive(Debug, Clone, Args, Default)]
+pub struct EndpointArgs {
+    /// Static address (no prefix); must lie in the network's subnet and be free.
+    #[arg(long, value_name = "IP")]
+    pub ip: Option<String>,
+    /// Network-scoped alias; repeatable.
+    #[arg(long = "alias", value_name = "NAME")]
+    pub aliases: Vec<String>,
+    /// Publish a port: [HOSTIP:]HOST:CONTAINER[/tcp|udp|sctp], ports 1-65535, an IPv6 host
+    /// address in brackets. Bridge networks only. Repeatable.
+    #[arg(
+        long = "port",
+        short = 'p',
+        visible_alias = "publish",
+        value_name = "HOST:CONTAINER[/PROTO]"
+    )]
+    pub ports: Vec<String>,
+}
+
+/// Arguments of `network connect`.
+#[derive(Debug, Clone, Args)]
+pub struct ConnectArgs {
+    /// Network name.
+    pub network: String,
+    /// Sandbox name.
+    pub sandbox: String,
+    /// Address, aliases and published ports of the new endpoint.
+    #[command(flatten)]
+    pub endpoint: EndpointArgs,
+    /// Print the daemon's JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `netns sandbox …`: sandboxd sandboxes.
+#[derive(Debug, Subcommand)]
+pub enum SandboxCmd {
+    /// Create a sandbox: a namespace pinned at /run/netns/NAME joined to its first network.
+    #[command(after_long_help = EXIT_CODES_HELP)]
+    Create(SandboxCreateArgs),
+    /// List sandboxes.
+    #[command(visible_alias = "list", after_long_help = EXIT_CODES_HELP)]
+    Ls {
+        /// Print the daemon's JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one sandbox and its endpoints.
+    #[command(after_long_help = EXIT_CODES_HELP)]
+    Inspect {
+        /// Sandbox name, id or unique id prefix (12+ characters).
+        name: String,
+        /// Print the daemon's JSON instead of tables.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove a sandbox: every endpoint is torn down and the namespace sandboxd created deleted.
+    #[command(visible_alias = "remove", after_long_help = EXIT_CODES_HELP)]
+    Rm {
+        /// Sandbox name, id or unique id prefix.
+        name: String,
+    },
+}
+
+/// Arguments of `sandbox create`.
+#[derive(Debug, Clone, Args)]
+pub struct SandboxCreateArgs {
+    /// Sandbox name (also the namespace pin /run/netns/NAME).
+    pub name: String,
+    /// NETWORK (a sandboxd network), `host`, `none` or `container:SANDBOX` (share that
+    /// sandbox's namespace).
+    #[arg(long, default_value = "bridge", value_name = "MODE")]
+    pub network: String,
+    /// Address, aliases and published ports of the first endpoint.
+    #[command(flatten)]
+    pub endpoint: EndpointArgs,
+    /// Hostname recorded for the sandbox (RFC 1123, at most 64 characters).
+    #[arg(long, value_name = "NAME")]
+    pub hostname: Option<String>,
+    /// Print the daemon's JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[cfg(test)]

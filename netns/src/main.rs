@@ -1,13 +1,16 @@
 //! `netns`: one debugging CLI for network namespaces, CNI attachments (run through the plugins
-//! exactly like a libcni runtime), addresses, routes, neighbours and our firewall entries.
+//! exactly like a libcni runtime), addresses, routes, neighbours and our firewall entries; and the
+//! client of sandboxd (`network`, `sandbox`, `repair`, `events`).
 
 mod attach;
 mod cli;
 mod ctx;
+mod daemon;
 mod error;
 mod fw;
 mod networks;
 mod ns;
+mod sandboxd;
 mod show;
 mod table;
 
@@ -26,8 +29,18 @@ fn json_out(out: &mut dyn Write, v: &impl serde::Serialize) -> error::Result<()>
     Ok(())
 }
 
+/// A client of the daemon socket chosen by `--daemon` / `SANDBOXD_SOCKET`.
+fn client(cli_daemon: Option<&std::path::Path>) -> error::Result<daemon::Client> {
+    daemon::Client::new(daemon::socket_path(cli_daemon, &|k| std::env::var(k).ok()))
+}
+
 fn run(cli: Cli, ctx: &Ctx, out: &mut dyn Write, err: &mut dyn Write) -> error::Result<()> {
+    let sock = cli.daemon.as_deref();
     match cli.command {
+        Cmd::Network(cmd) => sandboxd::network(&client(sock)?, &cmd, out),
+        Cmd::Sandbox(cmd) => sandboxd::sandbox(&client(sock)?, &cmd, out),
+        Cmd::Repair { json } => sandboxd::repair(&client(sock)?, json, out),
+        Cmd::Events { json } => sandboxd::events(&client(sock)?, json, out),
         Cmd::Add { name } => {
             ns::add(ctx, &name)?;
             let _ = writeln!(
@@ -89,8 +102,38 @@ fn run(cli: Cli, ctx: &Ctx, out: &mut dyn Write, err: &mut dyn Write) -> error::
     }
 }
 
+/// A clap usage error as one line (`error: …` and its tips, without the usage block), so every
+/// failure of `netns` is one line on stderr that names the problem.
+fn usage_line(e: &clap::Error) -> String {
+    if e.kind() == clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+        return "netns: a subcommand is missing; see --help".into();
+    }
+    let text = e.render().to_string();
+    let parts: Vec<String> = text
+        .lines()
+        .take_while(|l| !l.starts_with("Usage:") && !l.starts_with("For more information"))
+        .map(|l| l.trim().trim_start_matches("error:").trim().to_string())
+        .filter(|l| !l.is_empty())
+        .collect();
+    format!("netns: {}; see --help", parts.join(" "))
+}
+
 fn main() {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e)
+            if matches!(
+                e.kind(),
+                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion
+            ) =>
+        {
+            e.exit()
+        }
+        Err(e) => {
+            let _ = writeln!(std::io::stderr(), "{}", usage_line(&e));
+            std::process::exit(e.exit_code());
+        }
+    };
     let ctx = Ctx::resolve(&cli.dirs, &|k| std::env::var(k).ok());
     let mut err = std::io::stderr();
     if let Cmd::Exec { name, command } = &cli.command {
@@ -106,4 +149,32 @@ fn main() {
     };
     let _ = out.flush();
     std::process::exit(code);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clap_errors_are_one_line() {
+        let e = Cli::try_parse_from(["netns", "network", "create", "n", "--driver", "overlay"])
+            .unwrap_err();
+        let l = usage_line(&e);
+        assert!(!l.contains('\n'), "{l}");
+        assert!(
+            l.starts_with("netns: invalid value 'overlay' for '--driver <DRIVER>'"),
+            "{l}"
+        );
+        assert!(l.contains("bridge, cni"), "{l}");
+        let e = Cli::try_parse_from(["netns", "sandbox", "create", "s", "--bogus"]).unwrap_err();
+        let l = usage_line(&e);
+        assert!(
+            l.starts_with("netns: unexpected argument '--bogus' found"),
+            "{l}"
+        );
+        assert!(!l.contains('\n') && !l.contains("Usage"), "{l}");
+        let e = Cli::try_parse_from(["netns", "network"]).unwrap_err();
+        assert_eq!(e.exit_code(), 2);
+        assert_eq!(usage_line(&e), "netns: a subcommand is missing; see --help");
+    }
 }
