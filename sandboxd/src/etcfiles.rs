@@ -77,6 +77,12 @@ pub fn write(dir: &Path, written: &Path, sb: &SandboxRec) -> Result<(), crate::E
     write_atomic(&written.join(&sb.name), b"")?;
     let d = dir.join(&sb.name);
     std::fs::create_dir_all(&d).map_err(|e| crate::Error::io("create", &d, e))?;
+    // A temporary file of a write cut short by a kill -9 (write_atomic's `*.json.tmp`).
+    for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+        if e.file_name().to_string_lossy().ends_with(".json.tmp") {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
     let host = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
     write_atomic(&d.join("hosts"), hosts(sb).as_bytes())?;
     write_atomic(&d.join("resolv.conf"), resolv_conf(&host).as_bytes())?;
