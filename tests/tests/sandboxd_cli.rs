@@ -406,11 +406,9 @@ fn networks_and_sandboxes_in_every_mode() {
         }
         assert_eq!(d.ok(&["network", "rm", "web"]), "removed network web\n");
         d.ok(&["network", "rm", "mine"]);
-        let leases: Vec<_> = std::fs::read_dir(sb.scratch().join("mine-ipam/mine"))
-            .unwrap()
-            .map(|e| e.unwrap().file_name().into_string().unwrap())
-            .filter(|n| n != "lock" && !n.starts_with("last_reserved_ip"))
-            .collect();
+        let dir = sb.scratch().join("mine-ipam/mine");
+        assert!(dir.is_dir(), "the cni network's lease directory exists");
+        let leases = integration_tests::lease_files(&dir);
         assert_eq!(
             leases,
             Vec::<String>::new(),
