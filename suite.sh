@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One entry point for people and CI:
-#   ./suite.sh demo   build the plugins and attach containers, showing traffic flowing
+#   ./suite.sh demo   build everything, start sandboxd and attach sandboxes in every mode, with traffic
 #   ./suite.sh test   formatting, lints, then every unit and integration test
 #   ./suite.sh bench  the benchmarks (release build, figures and ratios against the reference)
 # Each command first installs what a fresh Debian machine lacks (needs root, like the plugins).
@@ -20,9 +20,10 @@ install_deps() {
   # libnftnl-dev/libmnl-dev/pkg-config: the nftables backend links libnftnl;
   # containernetworking-plugins: the reference plugins for differential tests and benchmarks;
   # podman/crun/conmon/busybox-static: the Podman suite (tests/tests/podman.rs) runs Podman's CNI
-  # backend on our plugins, with an image built from the static busybox.
+  # backend on our plugins, with an image built from the static busybox; python3: the demo reads
+  # sandboxd's JSON, and plots; gcc/libc6-dev: rcni-bench builds a static no-op for its floor.
   local pkgs=(iproute2 iputils-ping conntrack socat curl iptables nftables libnftnl-dev libmnl-dev pkg-config
-              containernetworking-plugins podman crun conmon busybox-static)
+              containernetworking-plugins podman crun conmon busybox-static python3 gcc libc6-dev)
   local missing=()
   for p in "${pkgs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -50,14 +51,18 @@ case "$cmd" in
     exec bash examples/demo.sh target/release
     ;;
   bench)
-    # The runs behind docs/benchmarks.md; the last one takes several minutes.
+    # The runs behind docs/benchmarks.md; the scale runs take several minutes each.
     need_root; install_deps
     cargo build --release --workspace --bins
     cargo bench -p host-local
-    target/release/rcni-bench --n 100 --parallel 100
-    out=$(mktemp)
-    target/release/rcni-bench --portmap --n 100 --parallel 100 --scale 1000 | tee "$out"
-    python3 bench/plot_scale.py "$out" target/scale.svg && echo "plot: target/scale.svg"
+    for chain in bridge portmap; do
+      flags=(--n 100 --parallel 100 --scale 1000)
+      [ "$chain" = portmap ] && flags+=(--portmap)
+      target/release/rcni-bench "${flags[@]}" | tee "target/bench-$chain.txt"
+      python3 bench/plot_scale.py "target/bench-$chain.txt" "target/scale-$chain.svg" &&
+        echo "plot: target/scale-$chain.svg"
+    done
+    unshare -n -m sh bench/sandboxd.sh target/release 1000
     ;;
   *)
     echo "usage: ./suite.sh demo|test|bench" >&2
