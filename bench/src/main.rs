@@ -429,11 +429,16 @@ fn scale_run(
             let window: Vec<String> = traces[from..].concat();
             let mut floor_steps_p50 = Vec::new();
             let floor_attach_p50 = floor.as_deref_mut().map(|f| {
-                let samples: Vec<[Duration; 7]> = (0..10).map(|_| f.attach_steps(sb)).collect();
+                let samples: Vec<[Duration; 7]> = (0..10)
+                    .map(|_| f.attach_steps(sb, Some(im.bridge)))
+                    .collect();
                 for step in 0..floor::STEPS.len() {
                     let v: Vec<Duration> = samples.iter().map(|s| s[step]).collect();
                     floor_steps_p50.push(percentile(&v, 0.5));
                 }
+                // Off the bridge again: the population stays ours, and a bridge holds at most
+                // 1024 ports (EXFULL).
+                f.cleanup(sb);
                 let totals: Vec<Duration> = samples.iter().map(|s| s.iter().sum()).collect();
                 percentile(&totals, 0.5)
             });
@@ -599,7 +604,8 @@ fn main() {
                 if !ours {
                     continue;
                 }
-                // The kernel's own attach at each population: its growth is the kernel's.
+                // The kernel's own attach at each population, on the same bridge (with as many
+                // ports as containers attached): its growth is the kernel's.
                 let line: Vec<String> = points
                     .iter()
                     .filter_map(|p| Some(format!("n={}: {} ms", p.n, ms(p.floor_attach_p50?))))
