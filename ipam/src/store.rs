@@ -475,7 +475,19 @@ impl Store {
         if !listing.dirty {
             return true;
         }
-        let target = self.dir.join(INDEX_FILE);
+        match self.replace_file(INDEX_FILE, listing.encode().as_bytes()) {
+            Ok(()) => true,
+            Err(e) => {
+                eprintln!("host-local: owner index: {e}");
+                false
+            }
+        }
+    }
+
+    /// Replace `name` in the directory with `content` atomically (temp file + rename), so no
+    /// reader ever sees it partial. Lock must be held.
+    fn replace_file(&self, name: &str, content: &[u8]) -> Result<(), Error> {
+        let target = self.dir.join(name);
         let tmp = self.temp_path();
         let write = || -> std::io::Result<()> {
             let mut f = OpenOptions::new()
@@ -484,17 +496,13 @@ impl Store {
                 .mode(0o600)
                 .custom_flags(libc::O_CLOEXEC)
                 .open(&tmp)?;
-            f.write_all(listing.encode().as_bytes())?;
+            f.write_all(content)?;
             fs::rename(&tmp, &target)
         };
-        match write() {
-            Ok(()) => true,
-            Err(e) => {
-                let _ = fs::remove_file(&tmp);
-                eprintln!("host-local: owner index {}: {e}", target.display());
-                false
-            }
-        }
+        write().map_err(|e| {
+            let _ = fs::remove_file(&tmp);
+            Error::io("write", &target, e)
+        })
     }
 
     /// Write the index if needed, then seal: the end of every call that changed leases. A
@@ -517,22 +525,10 @@ impl Store {
 
     /// Replace the cursor of range set `idx` atomically (temp + rename). Lock must be held.
     pub fn set_last_reserved(&self, idx: usize, ip: IpAddr) -> Result<(), Error> {
-        let target = self.dir.join(format!("{LAST_RESERVED_PREFIX}{idx}"));
-        let tmp = self.temp_path();
-        let write = || -> std::io::Result<()> {
-            let mut f = OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .custom_flags(libc::O_CLOEXEC)
-                .open(&tmp)?;
-            f.write_all(ip.to_string().as_bytes())?;
-            fs::rename(&tmp, &target)
-        };
-        write().map_err(|e| {
-            let _ = fs::remove_file(&tmp);
-            Error::io("write", &target, e)
-        })
+        self.replace_file(
+            &format!("{LAST_RESERVED_PREFIX}{idx}"),
+            ip.to_string().as_bytes(),
+        )
     }
 
     fn temp_path(&self) -> PathBuf {
