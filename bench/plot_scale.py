@@ -11,23 +11,26 @@ import re
 import sys
 
 W, H, PAD_L, PAD_R, PAD_T, PAD_B = 640, 400, 70, 50, 30, 50
-COLOURS = {"ours": "#1f77b4", "ref": "#d62728"}
-NAMES = {"ours": "ours (rcni)", "ref": "reference (Go, v1.1.1)"}
+COLOURS = {"ours": "#1f77b4", "ref": "#d62728", "floor": "#2ca02c"}
+NAMES = {"ours": "ours (rcni)", "ref": "reference (Go, v1.1.1)",
+         "floor": "kernel's own attach on the same bridge (floor)"}
 
 
 def parse(path):
     series = {}
     for line in open(path, encoding="utf-8"):
-        m = re.match(r"^(ours|ref)\s+(n=\d+: [\d.]+ ms.*)$", line.strip())
+        m = re.match(r"^(ours|ref|floor attach)\s+(n=\d+: [\d.]+ ms.*)$", line.strip())
         if m:
             pts = [(int(n), float(v)) for n, v in re.findall(r"n=(\d+): ([\d.]+) ms", m.group(2))]
-            series[m.group(1)] = pts
+            series[m.group(1).split()[0]] = pts
     return series
 
 
 def main():
     src, out = sys.argv[1], sys.argv[2]
     series = parse(src)
+    chain = "bridge + host-local + portmap" if "+ portmap" in open(src, encoding="utf-8").readline() \
+        else "bridge + host-local"
     if not series:
         sys.exit(f"no scale lines in {src}")
     xs = sorted({n for pts in series.values() for n, _ in pts})
@@ -42,7 +45,7 @@ def main():
 
     svg = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" font-family="sans-serif" font-size="12">',
            f'<rect width="{W}" height="{H}" fill="white"/>',
-           f'<text x="{W / 2}" y="18" text-anchor="middle" font-size="14">Chain ADD p50 vs attached containers (bridge + host-local + portmap)</text>']
+           f'<text x="{W / 2}" y="18" text-anchor="middle" font-size="14">Chain ADD p50 vs attached containers ({chain})</text>']
     for i in range(6):
         v = ymax * i / 5
         y = py(v)
