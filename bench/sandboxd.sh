@@ -1,6 +1,7 @@
 #!/bin/sh
 # sandboxd figures (issue 13): connect latency through the daemon vs the same chain exec'd
-# directly (`netns attach`), daemon RSS with N sandboxes, `GET /v1/sandboxes` time, restart time
+# directly (`netns attach`), daemon RSS with N sandboxes, `GET /v1/sandboxes` and `netns sandbox ls`
+# times, restart time
 # (SIGTERM, start, start-up reconcile of every sandbox, socket answering).
 # Runs in a private network + mount namespace it makes itself:
 #   unshare -n -m sh bench/sandboxd.sh [BIN_DIR] [N]      (default target/debug, 1000)
@@ -64,6 +65,13 @@ echo "daemon RSS with them: $(awk '/VmRSS/ {print $2, $3}' /proc/$PID/status)"
 : > "$W/ls.t"
 for i in $(seq 20); do $C -o /dev/null -w '%{time_total}\n' http://x/v1/sandboxes >> "$W/ls.t"; done
 echo "GET /v1/sandboxes ($N): $(ms < "$W/ls.t")"
+# The same through the client, table rendering and process start-up included.
+: > "$W/netns-ls.t"
+for i in $(seq 20); do
+  a=$(date +%s.%N); "$BIN/netns" --daemon "$S" sandbox ls > /dev/null; b=$(date +%s.%N)
+  python3 -c "print($b - $a)" >> "$W/netns-ls.t"
+done
+echo "netns sandbox ls ($N): $(ms < "$W/netns-ls.t")"
 kill -TERM $PID; wait $PID || true
 t0=$(date +%s.%N); start; t1=$(date +%s.%N)
 echo "restart (SIGTERM, start, start-up reconcile, until the socket answers): $(python3 -c "print(round($t1 - $t0, 3))") s"
