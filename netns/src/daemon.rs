@@ -137,6 +137,17 @@ impl Client {
     /// One request/response exchange: `Ok(None)` for an empty 2xx body (204), the decoded JSON
     /// otherwise; any other status is [`status_error`].
     pub fn call(&self, method: Method, path: &str, body: Option<&Value>) -> Result<Option<Value>> {
+        self.call_as(method, path, body)
+    }
+
+    /// [`Client::call`], decoding the answer straight into `T`: long lists (1000 sandboxes)
+    /// skip the intermediate `Value` tree, which cost most of `netns sandbox ls`'s time.
+    pub fn call_as<T: serde::de::DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<Option<T>> {
         self.rt.block_on(async {
             let work = async {
                 let resp = self.send(method, path, body).await?;

@@ -896,14 +896,18 @@ pub fn sandbox(client: &Client, cmd: &SandboxCmd, out: &mut dyn Write) -> Result
             let _ = write!(out, "{}", render_sandboxes(std::slice::from_ref(&s)));
         }
         SandboxCmd::Ls { json } => {
-            let v = answer(
-                client.call(Method::GET, "/v1/sandboxes", None)?,
-                "the sandboxes",
-            )?;
             if *json {
+                let v = answer(
+                    client.call(Method::GET, "/v1/sandboxes", None)?,
+                    "the sandboxes",
+                )?;
                 return print_json(out, &v);
             }
-            let sbs: Vec<Sandbox> = decode("sandbox list", &v)?;
+            let sbs: Vec<Sandbox> = client
+                .call_as(Method::GET, "/v1/sandboxes", None)?
+                .ok_or_else(|| {
+                    Error::Failed("sandboxd sent an empty answer for the sandboxes".into())
+                })?;
             let _ = write!(out, "{}", render_sandboxes(&sbs));
         }
         SandboxCmd::Inspect { name, json } => {
