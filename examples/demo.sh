@@ -104,7 +104,8 @@ say "Traffic"
 ip netns exec db ping -c1 -W2 "$web" >/dev/null && ok "db -> web ($web) on app" || fail "db cannot reach web"
 ip netns exec web ping -c1 -W2 203.0.113.2 >/dev/null && ok "web -> remote (masqueraded)" || fail "web cannot reach remote"
 ip netns exec plain ping -c1 -W2 203.0.113.2 >/dev/null && ok "plain ($plain, default bridge) -> remote" || fail "plain cannot reach remote"
-ip netns exec plain ping -c1 -W1 "$web" >/dev/null 2>&1 && echo "   (plain reaches app through the host)" || true
+ip netns exec plain ping -c1 -W1 "$web" >/dev/null 2>&1 && fail "plain (bridge) reached web (app)" ||
+  ok "plain (bridge) cannot reach web (app): networks are isolated, as Docker's are"
 serve web "hello from web"
 [ "$(fetch 127.0.0.1 8080)" = "hello from web" ] && ok "published port: host 127.0.0.1:8080 -> web:80" || fail "127.0.0.1:8080"
 [ "$(fetch remote 203.0.113.1 8080)" = "hello from web" ] && ok "published port: remote -> 203.0.113.1:8080 -> web:80" || fail "remote -> 8080"

@@ -91,7 +91,7 @@ pub fn range_bounds(subnet: &IpNet, ipr: &IpNet) -> (IpAddr, IpAddr) {
 }
 
 /// The conflist sandboxd generates for a bridge network: bridge + host-local, portmap when the
-/// endpoint publishes ports, firewall. `default_route` is false for every endpoint but the
+/// endpoint publishes ports, firewall (isolating the network from sandboxd's other networks). `default_route` is false for every endpoint but the
 /// sandbox's gateway endpoint, and for internal networks (no way out: no masquerade, no
 /// default route).
 pub fn bridge_conflist(
@@ -125,7 +125,15 @@ pub fn bridge_conflist(
         plugins
             .push(json!({"type": "portmap", "capabilities": {"portMappings": true}, "snat": true}));
     }
-    plugins.push(json!({"type": "firewall"}));
+    // Docker isolates user networks from each other: traffic from another sandboxd bridge is
+    // dropped ("same-bridge"), while the host and published ports still reach the sandboxes.
+    // `icc=false` also drops traffic between sandboxes of this network ("isolated").
+    let ingress = if net.options.get("icc").is_some_and(|v| v == "false") {
+        "isolated"
+    } else {
+        "same-bridge"
+    };
+    plugins.push(json!({"type": "firewall", "ingressPolicy": ingress}));
     parse_list(&json!({"cniVersion": "1.1.0", "name": net.name, "plugins": plugins}))
 }
 

@@ -645,9 +645,8 @@ impl Owner {
         for (k, v) in &req.options {
             match k.as_str() {
                 "bridge_name" => {
-                    cni::validate_ifname(v).map_err(|e| {
-                        bad(format!("invalid option bridge_name {v:?}: {}", e.msg))
-                    })?;
+                    cni::validate_ifname(v)
+                        .map_err(|e| bad(format!("invalid option bridge_name {v:?}: {}", e.msg)))?;
                     if let Some(o) = self
                         .networks
                         .values()
@@ -664,18 +663,13 @@ impl Owner {
                     _ => return Err(bad(format!("invalid option mtu {v:?}: use 68-65535"))),
                 },
                 "icc" => match v.as_str() {
-                    "true" => {}
-                    "false" => {
-                        return Err(bad(
-                            "option icc=false is not supported yet (inter-container traffic is always allowed)",
-                        ))
-                    }
+                    "true" | "false" => {}
                     _ => return Err(bad(format!("invalid option icc {v:?}: use true or false"))),
                 },
                 other => {
                     return Err(bad(format!(
-                        "unknown option {other:?} for the bridge driver (known: bridge_name, mtu, icc)"
-                    )))
+                    "unknown option {other:?} for the bridge driver (known: bridge_name, mtu, icc)"
+                )))
                 }
             }
         }

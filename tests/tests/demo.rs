@@ -35,6 +35,7 @@ fn sandboxd_demo_runs_every_mode_survives_restarts_and_leaves_nothing() {
         "db -> web (10.50.0.2) on app",
         "web -> remote (masqueraded)",
         "published port: host 127.0.0.1:8080 -> web:80",
+        "plain (bridge) cannot reach web (app): networks are isolated",
         "published port: remote -> 203.0.113.1:8080 -> web:80",
         "sees web's eth0",
         "none -> lo-only has loopback only",

@@ -1516,3 +1516,75 @@ fn dual_stack_network_with_a_static_ipv6_address() {
         assert_no_leftovers(sb, &d);
     });
 }
+
+/// Docker's isolation: sandboxes on different networks cannot reach each other (here through the
+/// host, which masquerade would otherwise allow), while the host reaches every sandbox and a
+/// sandbox connected to both networks reaches both. `icc=false` also drops traffic between
+/// sandboxes of the same network. Each blocked path is paired with a working control.
+#[test]
+fn networks_are_isolated_from_each_other_and_icc_false_isolates_within() {
+    sandbox(|sb| {
+        let d = Daemon::new(sb);
+        for (name, subnet, icc) in [
+            ("neta", "10.81.0.0/24", "true"),
+            ("netb", "10.82.0.0/24", "true"),
+            ("quiet", "10.83.0.0/24", "false"),
+        ] {
+            d.api(
+                "POST",
+                "/v1/networks",
+                Some(json!({"name": name, "subnets": [{"subnet": subnet}],
+                            "options": {"icc": icc}})),
+                201,
+            );
+        }
+        let a1 = d.create_sandbox(json!({"name": "a1", "network": "neta"}));
+        let a2 = d.create_sandbox(json!({"name": "a2", "network": "neta"}));
+        let b1 = d.create_sandbox(json!({"name": "b1", "network": "netb"}));
+        let q1 = d.create_sandbox(json!({"name": "q1", "network": "quiet"}));
+        let q2 = d.create_sandbox(json!({"name": "q2", "network": "quiet"}));
+        let (a1_ip, a2_ip, b1_ip) = (
+            addr_of(&a1, "eth0"),
+            addr_of(&a2, "eth0"),
+            addr_of(&b1, "eth0"),
+        );
+        let (q1_ip, q2_ip) = (addr_of(&q1, "eth0"), addr_of(&q2, "eth0"));
+
+        // Same network: open. Other network: dropped, both ways. The host: open.
+        assert!(sb.ping("a1", &a2_ip), "a1 -> a2 on neta");
+        assert!(
+            !sb.ping("a1", &b1_ip),
+            "a1 -> b1 across networks must be dropped"
+        );
+        assert!(
+            !sb.ping("b1", &a1_ip),
+            "b1 -> a1 across networks must be dropped"
+        );
+        for ip in [&a1_ip, &b1_ip, &q1_ip] {
+            assert!(
+                sb.try_sh(&format!("ping -c1 -W2 {ip}")).status.success(),
+                "host -> {ip}"
+            );
+        }
+        // icc=false: the sandboxes of `quiet` cannot talk to each other; the host still can.
+        assert!(
+            !sb.ping("q1", &q2_ip),
+            "q1 -> q2 with icc=false must be dropped"
+        );
+        assert!(sb.try_sh(&format!("ping -c1 -W2 {q2_ip}")).status.success());
+
+        // Connected to netb as well, a1 reaches b1 over its netb interface.
+        d.api(
+            "POST",
+            "/v1/sandboxes/a1/endpoints",
+            Some(json!({"network": "netb"})),
+            201,
+        );
+        assert!(sb
+            .exec_in("a1", &format!("ping -c1 -W2 -I eth1 {b1_ip}"))
+            .status
+            .success());
+        d.remove_all();
+        assert_no_leftovers(sb, &d);
+    });
+}
