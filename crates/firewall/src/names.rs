@@ -57,20 +57,10 @@ pub const NFT_COMMENT_MAX: usize = 128;
 /// the whole fits [`NFT_COMMENT_MAX`] with its NUL. Double quotes are dropped because `nft`
 /// prints comments inside quotes.
 pub fn owner_comment(network: &str, container_id: &str, ifname: &str) -> String {
-    let mut s = format!(
+    bounded_comment(format!(
         "{} net: {network}, id: {container_id}, if: {ifname}",
         owner_tag(network, container_id, ifname)
-    );
-    s.retain(|c| c != '"');
-    let max = NFT_COMMENT_MAX - 1;
-    if s.len() > max {
-        let mut cut = max;
-        while !s.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        s.truncate(cut);
-    }
-    s
+    ))
 }
 
 /// 16 hex identifying a container across all its networks and interfaces: carried by the
