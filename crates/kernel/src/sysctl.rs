@@ -3,13 +3,12 @@
 //! container call these inside [`crate::netns::NetNs::run`].
 //!
 //! Every access goes through a procfs instance private to this process when the kernel allows
-//! it (fsopen/fsmount, Linux 5.2, root). Why: the shared /proc caches one `/proc/sys/net`
-//! dentry per network namespace that ever looked there, all in the same dcache hash chains, and
-//! every later lookup compares against each of them. With 1000 containers whose namespaces were
+//! it (fsopen/fsmount, Linux 5.2, root). Why, measured: with 1000 containers whose namespaces were
 //! configured through /proc/sys (ours and the reference's bridge write arp_notify and
 //! accept_dad there), opening any /proc/sys/net file took ~130 us warm and ~0.9 ms cold, where a
 //! fresh procfs instance on the same machine answered in 3 us and 20 us (measured side by side,
-//! docs/benchmarks.md). The private instance starts empty, holds only this process's lookups
+//! docs/benchmarks.md). The likely mechanism, per-namespace `/proc/sys/net` dentries sharing the
+//! shared instance's dcache hash chains, was not traced. The private instance starts empty, holds only this process's lookups
 //! and is freed when the process exits. Without the privilege (rootless) the shared /proc is
 //! used.
 //!

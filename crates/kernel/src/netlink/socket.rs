@@ -390,10 +390,9 @@ impl NetlinkOps for Netlink {
     }
 
     fn addrs(&mut self, index: Option<u32>) -> Result<Vec<Addr>> {
-        // An AF_UNSPEC dump walks every family's handler, and some of them visit every device
-        // of the namespace whatever the index filter says: with 1000 veths one request cost
-        // ~4.5 ms. Per-family requests are filtered by index in the kernel (strict checking),
-        // so their cost does not grow with the number of links.
+        // With 1000 veths one AF_UNSPEC dump by index cost ~4.5 ms (strace -T), the AF_INET
+        // and AF_INET6 ones 44 and 53 us: per-family requests are filtered by index in the
+        // kernel (strict checking) and did not grow with the number of links.
         let msgs = match index {
             Some(_) => {
                 let mut v4 = self.request(
