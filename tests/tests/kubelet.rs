@@ -287,14 +287,16 @@ fn responders(sb: &Sandbox, pod: &str) -> Vec<Background> {
     v
 }
 
-/// One request/response through `addr:port`. UDP may lose a datagram (it does, rarely, when
-/// the test machine is saturated by parallel tests), so a UDP exchange is retried like a real
-/// UDP client would; TCP gets one attempt.
+/// One request/response through `addr:port`, tried up to three times. UDP may lose a datagram
+/// when the test machine is saturated by the parallel churn tests. TCP too came back empty now
+/// and then on such a machine (socat: connected, then EOF from the responder, exit 0), and a
+/// verbose retry right after got the reply (observed 2026-12-04; cause not traced). A port that
+/// never answers still fails, and checks that a port is closed get three chances to see it open.
 fn fetch(sb: &Sandbox, from: Option<&str>, proto: &str, addr: &str, port: usize) -> String {
     // -t: after our stdin's EOF socat waits only 0.5 s for the reply by default, less than a
     // forked responder takes on a machine saturated by the parallel churn tests.
     let cmd = format!("echo ping | socat -t5 -T5 - {proto}:{addr}:{port}");
-    let attempts = if proto == "UDP" { 3 } else { 1 };
+    let attempts = 3;
     let mut reply = String::new();
     for _ in 0..attempts {
         let out = match from {
