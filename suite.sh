@@ -21,9 +21,13 @@ install_deps() {
   # containernetworking-plugins: the reference plugins for differential tests and benchmarks;
   # podman/crun/conmon/busybox-static: the Podman suite (tests/tests/podman.rs) runs Podman's CNI
   # backend on our plugins, with an image built from the static busybox; python3: the demo reads
-  # sandboxd's JSON, and plots; gcc/libc6-dev: rcni-bench builds a static no-op for its floor.
+  # sandboxd's JSON, and plots; gcc/libc6-dev: rcni-bench builds a static no-op for its floor;
+  # docker.io: stock dockerd driving sandboxd as its remote network and IPAM driver; etcd-server/etcd-client:
+  # the cluster store of overlay networks; dnsmasq-base: the upstream resolver and the peer in DNS tests and
+  # benchmarks; protobuf-compiler: the etcd v3 client's gRPC code is generated at build time.
   local pkgs=(iproute2 iputils-ping conntrack socat curl iptables nftables libnftnl-dev libmnl-dev pkg-config
-              containernetworking-plugins podman crun conmon busybox-static python3 gcc libc6-dev)
+              containernetworking-plugins podman crun conmon busybox-static python3 gcc libc6-dev
+              docker.io etcd-server etcd-client dnsmasq-base protobuf-compiler)
   local missing=()
   for p in "${pkgs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
