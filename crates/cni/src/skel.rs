@@ -10,9 +10,10 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
 
 use crate::args::CniArgs;
+// Re-exported: plugins name it `cni::skel::Attachment` (GC's valid-attachments).
+pub use crate::attachment::Attachment;
 use crate::config::{validate_ifname, validate_name, NetConf, PortMapping};
 use crate::error::{codes, CniError};
 use crate::gojson;
@@ -66,17 +67,6 @@ impl Command {
     pub fn is_attachment(&self) -> bool {
         matches!(self, Command::Add | Command::Del | Command::Check)
     }
-}
-
-/// One attachment in a GC request (`cni.dev/valid-attachments`).
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub struct Attachment {
-    /// Container ID.
-    #[serde(rename = "containerID")]
-    pub container_id: String,
-    /// Interface name.
-    #[serde(rename = "ifname")]
-    pub ifname: String,
 }
 
 /// Everything a handler gets.
@@ -579,6 +569,7 @@ fn check_netns(cmd: Command, ns: &Path, override_: bool) -> Result<(), CniError>
 mod tests {
     use super::*;
     use crate::result::{Interface, IpConfig};
+    use serde::Deserialize;
     use serde_json::{json, Value};
     use std::cell::RefCell;
     use std::collections::HashMap;
