@@ -33,4 +33,3 @@ pub struct RuntimeConf {
     /// declares the capability.
     pub capability_args: Map<String, Value>,
 }
-

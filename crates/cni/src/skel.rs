@@ -93,6 +93,36 @@ pub struct CmdArgs {
 }
 
 impl CmdArgs {
+    /// The arguments of one call, built directly instead of from the environment (unit tests
+    /// of plugin logic, in-process callers): `stdin` is the config, whose own version is used.
+    /// Nothing is validated beyond decoding the config and its version; no CNI_ARGS, no
+    /// CNI_PATH.
+    pub fn new(
+        command: Command,
+        container_id: &str,
+        netns: Option<&Path>,
+        ifname: &str,
+        stdin: Vec<u8>,
+    ) -> Result<CmdArgs, CniError> {
+        let conf = NetConf::parse(&stdin)?;
+        let version = negotiate(
+            conf.cni_version.as_deref(),
+            &conf.cni_versions,
+            &SUPPORTED_VERSIONS,
+        )?;
+        Ok(CmdArgs {
+            command,
+            container_id: container_id.to_string(),
+            netns: netns.map(Path::to_path_buf),
+            ifname: ifname.to_string(),
+            args: CniArgs::default(),
+            path: Vec::new(),
+            stdin,
+            conf,
+            version,
+        })
+    }
+
     /// Decode stdin into the plugin's own config type, Go-style (case-insensitive keys).
     /// Syntax errors are code 6, type errors (wrong type, missing field) code 7.
     pub fn plugin_conf<T: DeserializeOwned>(&self) -> Result<T, CniError> {

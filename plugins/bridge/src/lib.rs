@@ -23,7 +23,7 @@ use std::net::IpAddr;
 use std::path::Path;
 use std::time::Duration;
 
-use cni::error::{codes, CniError};
+use cni::error::{codes, CniError, Context};
 use cni::result::{CniResult, Interface, Route};
 use cni::skel::{CmdArgs, Plugin};
 use cni::trace;
@@ -31,6 +31,7 @@ pub use config::BridgeConf;
 use firewall::macspoof::SpoofEntry;
 use firewall::{Firewall, MasqRule};
 use ipnet::IpNet;
+use kernel::cni_error::open_netns;
 use kernel::mac::{format_mac, random_veth_name};
 use kernel::netlink::{Link, NetlinkOps, RouteSpec, VethSpec, IFA_F_DADFAILED, IFA_F_TENTATIVE};
 use kernel::netns::NetNs;
@@ -42,14 +43,6 @@ pub struct Bridge;
 
 /// The bridge plugin on the given side effects (unit tests use fakes, see [`seams`]).
 pub struct BridgeOn<'a>(pub Deps<'a>);
-
-fn kerr(ctx: impl std::fmt::Display) -> impl FnOnce(kernel::error::Error) -> CniError {
-    move |e| CniError::internal(format!("{ctx}: {e}"))
-}
-
-fn fwerr(ctx: impl std::fmt::Display) -> impl FnOnce(firewall::Error) -> CniError {
-    move |e| CniError::internal(format!("{ctx}: {e}"))
-}
 
 /// What an ADD has created so far, undone in reverse order when a later step fails.
 enum Undo {
@@ -104,9 +97,7 @@ fn ensure_bridge(
     kernel: &dyn Kernel,
     conf: &BridgeConf,
 ) -> Result<Link, CniError> {
-    let existing = host
-        .link_by_name(&conf.bridge)
-        .map_err(kerr("lookup bridge"))?;
+    let existing = host.link_by_name(&conf.bridge).context("lookup bridge")?;
     let link = match existing {
         Some(l) => l,
         None => {
@@ -115,13 +106,12 @@ fn ensure_bridge(
                 // Another ADD created it between our lookup and our request: fine.
                 Err(e) if e.is_exists() => {}
                 Err(e) => {
-                    return Err(kerr(format!("failed to create bridge {:?}", conf.bridge))(
-                        e,
-                    ))
+                    return Err(CniError::from(e)
+                        .context(format!("failed to create bridge {:?}", conf.bridge)))
                 }
             }
             host.link_by_name(&conf.bridge)
-                .map_err(kerr("lookup bridge"))?
+                .context("lookup bridge")?
                 .ok_or_else(|| CniError::internal(format!("bridge {:?} vanished", conf.bridge)))?
         }
     };
@@ -133,13 +123,12 @@ fn ensure_bridge(
     }
     if conf.promisc_mode && !link.promisc {
         host.link_set_promisc(link.index, true)
-            .map_err(kerr("set bridge promiscuous"))?;
+            .context("set bridge promiscuous")?;
     }
     // Router advertisements on the bridge would give the host addresses in container subnets.
     let _ = kernel.sysctl_write(&format!("net/ipv6/conf/{}/accept_ra", conf.bridge), "0");
     if !link.up {
-        host.link_set_up(link.index)
-            .map_err(kerr("set bridge up"))?;
+        host.link_set_up(link.index).context("set bridge up")?;
     }
     Ok(link)
 }
@@ -165,7 +154,7 @@ fn is_default(net: &IpNet) -> bool {
 fn choose_firewall(deps: &Deps, conf: &BridgeConf) -> Result<Box<dyn Firewall>, CniError> {
     deps.masquerade
         .firewall(conf.ip_masq_backend.as_deref())
-        .map_err(fwerr("choose firewall backend"))
+        .context("choose firewall backend")
 }
 
 /// Put `gw` (with the container subnet's prefix) on the bridge, honouring forceAddress.
@@ -177,7 +166,7 @@ fn ensure_bridge_addr(
 ) -> Result<(), CniError> {
     let addrs = host
         .addrs(Some(bridge.index))
-        .map_err(kerr("list bridge addresses"))?;
+        .context("list bridge addresses")?;
     for a in &addrs {
         if a.addr == gw {
             return Ok(());
@@ -199,13 +188,13 @@ fn ensure_bridge_addr(
                 )));
             }
             host.addr_del(bridge.index, a.addr)
-                .map_err(kerr(format!("remove {} from bridge", a.addr)))?;
+                .context(format!("remove {} from bridge", a.addr))?;
         }
     }
     match host.addr_add(bridge.index, gw) {
         Ok(()) => Ok(()),
         Err(e) if e.is_exists() => Ok(()),
-        Err(e) => Err(kerr(format!("add {gw} to bridge"))(e)),
+        Err(e) => Err(CniError::from(e).context(format!("add {gw} to bridge"))),
     }
 }
 
@@ -252,7 +241,7 @@ fn wait_for_dad(
     for _ in 0..100 {
         let addrs = cont
             .addrs(Some(index))
-            .map_err(kerr("list container addresses"))?;
+            .context("list container addresses")?;
         if let Some(bad) = addrs.iter().find(|a| a.flags & IFA_F_DADFAILED != 0) {
             return Err(CniError::internal(format!(
                 "IPv6 address {} failed duplicate address detection",
@@ -281,10 +270,7 @@ fn wait_for_port(
     let mut state = String::from("unknown");
     for delay in [0u64, 50, 500, 1000, 1000] {
         kernel.sleep(Duration::from_millis(delay));
-        match host
-            .link_by_index(index)
-            .map_err(kerr("lookup host veth"))?
-        {
+        match host.link_by_index(index).context("lookup host veth")? {
             Some(l) if l.oper_up => return Ok(()),
             Some(_) => state = "down".into(),
             None => state = "missing".into(),
@@ -300,15 +286,6 @@ fn netns_path(args: &CmdArgs) -> Result<&Path, CniError> {
         CniError::new(
             codes::INVALID_ENV,
             "required env variables [CNI_NETNS] missing",
-        )
-    })
-}
-
-fn open_netns(path: &Path) -> Result<NetNs, CniError> {
-    NetNs::open(path).map_err(|e| {
-        CniError::new(
-            codes::INVALID_NETNS,
-            format!("failed to open netns {}: {e}", path.display()),
         )
     })
 }
@@ -344,31 +321,27 @@ impl Attachment<'_> {
                 }
                 Err(e) if e.is_exists() && attempt < 9 => {
                     // A random host name clashed, or the container end appeared meanwhile.
-                    if cont
-                        .link_by_name(&args.ifname)
-                        .map_err(kerr("lookup"))?
-                        .is_some()
-                    {
+                    if cont.link_by_name(&args.ifname).context("lookup")?.is_some() {
                         return Err(CniError::internal(format!(
                             "container veth name {:?} already exists",
                             args.ifname
                         )));
                     }
                 }
-                Err(e) => return Err(kerr("failed to create veth pair")(e)),
+                Err(e) => return Err(CniError::from(e).context("failed to create veth pair")),
             }
         }
         let host_veth = self
             .host
             .link_by_name(&host_name)
-            .map_err(kerr("lookup host veth"))?
+            .context("lookup host veth")?
             .ok_or_else(|| CniError::internal(format!("host veth {host_name} vanished")))?;
         undo.push(Undo::HostVeth(host_veth.index));
         trace::phase("veth");
 
         self.host
             .link_set_master(host_veth.index, bridge.index)
-            .map_err(kerr("attach host veth to bridge"))?;
+            .context("attach host veth to bridge")?;
         trace::phase("enslave");
         if conf.hairpin_mode || conf.port_isolation {
             self.host
@@ -377,7 +350,7 @@ impl Attachment<'_> {
                     conf.hairpin_mode.then_some(true),
                     conf.port_isolation.then_some(true),
                 )
-                .map_err(kerr("set bridge port flags"))?;
+                .context("set bridge port flags")?;
         }
         let _ = deps
             .kernel
@@ -385,14 +358,14 @@ impl Attachment<'_> {
         trace::phase("host-sysctl");
         self.host
             .link_set_up(host_veth.index)
-            .map_err(kerr("set host veth up"))?;
+            .context("set host veth up")?;
         trace::phase("host-up");
 
         if conf.macspoofchk {
             // The MAC the kernel holds, i.e. after any configured MAC was applied.
             let mac = cont
                 .link_by_name(&args.ifname)
-                .map_err(kerr("lookup container veth"))?
+                .context("lookup container veth")?
                 .and_then(|l| l.mac)
                 .ok_or_else(|| {
                     CniError::internal(format!("container veth {} has no MAC", args.ifname))
@@ -405,7 +378,7 @@ impl Attachment<'_> {
                     host_veth: host_name.clone(),
                     mac,
                 })
-                .map_err(fwerr("macspoofchk"))?;
+                .context("macspoofchk")?;
             undo.push(Undo::MacSpoof);
         }
 
@@ -456,7 +429,7 @@ impl Attachment<'_> {
 
         let cont_link = cont
             .link_by_name(&args.ifname)
-            .map_err(kerr("lookup container veth"))?
+            .context("lookup container veth")?
             .ok_or_else(|| {
                 CniError::internal(format!("container veth {} vanished", args.ifname))
             })?;
@@ -465,16 +438,16 @@ impl Attachment<'_> {
             let writes = container_sysctl_writes(&args.ifname, &conf, has_v6);
             deps.kernel
                 .container_sysctls(ns, &writes)
-                .map_err(kerr("enter container netns"))?
+                .context("enter container netns")?
                 .map_err(|e| CniError::internal(format!("container sysctl: {e}")))?;
             trace::phase("container-sysctls");
             for ip in &result.ips {
                 cont.addr_add(cont_link.index, ip.address)
-                    .map_err(kerr(format!("add {} to {}", ip.address, args.ifname)))?;
+                    .context(format!("add {} to {}", ip.address, args.ifname))?;
             }
             trace::phase("container-addrs");
             cont.link_set_up(cont_link.index)
-                .map_err(kerr("set container veth up"))?;
+                .context("set container veth up")?;
             trace::phase("container-up");
             if has_v6 && conf.enabledad {
                 wait_for_dad(cont, deps.kernel, cont_link.index)?;
@@ -498,7 +471,11 @@ impl Attachment<'_> {
                     // hang on our veth and go with it, so rollback and DEL never touch the
                     // other interface's route.
                     Err(e) if e.is_exists() => {}
-                    Err(e) => return Err(kerr(format!("add route {} in container", r.dst))(e)),
+                    Err(e) => {
+                        return Err(
+                            CniError::from(e).context(format!("add route {} in container", r.dst))
+                        )
+                    }
                 }
             }
         }
@@ -516,14 +493,14 @@ impl Attachment<'_> {
                 };
                 deps.kernel
                     .sysctl_write_if_different(key, "1")
-                    .map_err(kerr(format!("enable {key}")))?;
+                    .context(format!("enable {key}"))?;
             }
             // Pin the bridge MAC: a bridge otherwise takes the lowest MAC of its ports, and
             // every change breaks neighbours' ARP caches and conntrack (cni#285, plugins#60).
             let fresh = self
                 .host
                 .link_by_index(bridge.index)
-                .map_err(kerr("lookup bridge"))?;
+                .context("lookup bridge")?;
             if let Some(mac) = fresh.and_then(|l| l.mac) {
                 if !deps
                     .kernel
@@ -531,7 +508,7 @@ impl Attachment<'_> {
                 {
                     self.host
                         .link_set_mac(bridge.index, mac)
-                        .map_err(kerr("pin bridge MAC"))?;
+                        .context("pin bridge MAC")?;
                 }
             }
         }
@@ -549,7 +526,7 @@ impl Attachment<'_> {
                     addr: ip.address,
                 })
                 .collect();
-            fw.add_masquerade(&rules).map_err(fwerr("ipMasq"))?;
+            fw.add_masquerade(&rules).context("ipMasq")?;
             undo.push(Undo::Masquerade(fw));
         }
 
@@ -563,14 +540,14 @@ impl Attachment<'_> {
         let bridge_now = self
             .host
             .link_by_index(bridge.index)
-            .map_err(kerr("lookup bridge"))?;
+            .context("lookup bridge")?;
         let host_now = self
             .host
             .link_by_index(host_veth.index)
-            .map_err(kerr("lookup host veth"))?;
+            .context("lookup host veth")?;
         let cont_now = cont
             .link_by_index(cont_link.index)
-            .map_err(kerr("lookup container veth"))?;
+            .context("lookup container veth")?;
         let mac_of = |l: Option<Link>| {
             l.and_then(|l| l.mac)
                 .map(|m| format_mac(&m))
@@ -616,7 +593,9 @@ fn del_container_veth(kernel: &dyn Kernel, args: &CmdArgs) -> Vec<CniError> {
                 }
             });
             match outcome {
-                Err(e) if !e.is_not_found() => vec![kerr(format!("delete {}", args.ifname))(e)],
+                Err(e) if !e.is_not_found() => {
+                    vec![CniError::from(e).context(format!("delete {}", args.ifname))]
+                }
                 _ => Vec::new(),
             }
         }
@@ -640,13 +619,13 @@ fn del_firewall_entries(deps: &Deps, conf: &BridgeConf, args: &CmdArgs) -> Vec<C
             .spoof
             .del(&conf.network, &args.container_id, &args.ifname)
         {
-            errors.push(fwerr("remove macspoofchk")(e));
+            errors.push(CniError::from(e).context("remove macspoofchk"));
         }
     }
     if conf.ip_masq {
         let outcome = choose_firewall(deps, conf).and_then(|fw| {
             fw.del_masquerade(&conf.network, &args.container_id, &args.ifname)
-                .map_err(fwerr("remove ipMasq"))
+                .context("remove ipMasq")
         });
         if let Err(e) = outcome {
             errors.push(e);
@@ -693,24 +672,20 @@ impl Plugin for BridgeOn<'_> {
     fn add(&self, args: &CmdArgs) -> Result<CniResult, CniError> {
         let conf = BridgeConf::load(args)?;
         conf.refuse_unsupported()?;
-        let ns = open_netns(netns_path(args)?)?;
+        let ns = open_netns(args.netns.as_deref())?;
         let deps = self.0;
         let mut cont = deps
             .kernel
             .netlink_in(&ns)
-            .map_err(kerr("netlink in container netns"))?;
+            .context("netlink in container netns")?;
         // The spec requires an error when the interface exists; check before creating anything.
-        if cont
-            .link_by_name(&args.ifname)
-            .map_err(kerr("lookup"))?
-            .is_some()
-        {
+        if cont.link_by_name(&args.ifname).context("lookup")?.is_some() {
             return Err(CniError::internal(format!(
                 "container veth name {:?} already exists",
                 args.ifname
             )));
         }
-        let host = deps.kernel.host_netlink().map_err(kerr("netlink"))?;
+        let host = deps.kernel.host_netlink().context("netlink")?;
         trace::phase("netns+sockets");
         let mut attachment = Attachment {
             args,
@@ -765,12 +740,12 @@ impl Plugin for BridgeOn<'_> {
             deps.ipam.check(ipam_type, args)?;
         }
         let path = netns_path(args)?;
-        let ns = open_netns(path)?;
-        let mut host = deps.kernel.host_netlink().map_err(kerr("netlink"))?;
+        let ns = open_netns(Some(path))?;
+        let mut host = deps.kernel.host_netlink().context("netlink")?;
         let mut cont = deps
             .kernel
             .netlink_in(&ns)
-            .map_err(kerr("netlink in container netns"))?;
+            .context("netlink in container netns")?;
 
         let br_iface = prev
             .interfaces
@@ -781,7 +756,7 @@ impl Plugin for BridgeOn<'_> {
             })?;
         let br = host
             .link_by_name(&conf.bridge)
-            .map_err(kerr("lookup bridge"))?
+            .context("lookup bridge")?
             .ok_or_else(|| CniError::internal(format!("bridge {} does not exist", conf.bridge)))?;
         if br.kind.as_deref() != Some("bridge") {
             return Err(CniError::internal(format!(
@@ -814,7 +789,7 @@ impl Plugin for BridgeOn<'_> {
             })?;
         let link = cont
             .link_by_name(&args.ifname)
-            .map_err(kerr("lookup container veth"))?
+            .context("lookup container veth")?
             .ok_or_else(|| {
                 CniError::internal(format!("interface {} does not exist", args.ifname))
             })?;
@@ -832,7 +807,7 @@ impl Plugin for BridgeOn<'_> {
             .peer_index
             .map(|i| host.link_by_index(i))
             .transpose()
-            .map_err(kerr("lookup host veth"))?
+            .context("lookup host veth")?
             .flatten();
         let host_veth = match peer {
             Some(p) if p.master == Some(br.index) => p,
@@ -845,9 +820,7 @@ impl Plugin for BridgeOn<'_> {
         };
 
         if !conf.disable_container_interface {
-            let addrs = cont
-                .addrs(Some(link.index))
-                .map_err(kerr("list addresses"))?;
+            let addrs = cont.addrs(Some(link.index)).context("list addresses")?;
             for ip in prev.ips.iter().filter(|ip| ip.interface == Some(pos)) {
                 if !addrs.iter().any(|a| a.addr == ip.address) {
                     return Err(CniError::internal(format!(
@@ -862,7 +835,7 @@ impl Plugin for BridgeOn<'_> {
                 } else {
                     kernel::netlink::Family::V6
                 };
-                let routes = cont.routes(family).map_err(kerr("list routes"))?;
+                let routes = cont.routes(family).context("list routes")?;
                 // Ours (dst and gateway match), or the same destination owned by another
                 // interface: ADD skipped it then ("the first one wins").
                 let found = routes.iter().any(|k| {
@@ -893,7 +866,7 @@ impl Plugin for BridgeOn<'_> {
                 .collect();
             choose_firewall(&deps, &conf)?
                 .check_masquerade(&rules)
-                .map_err(fwerr("ipMasq"))?;
+                .context("ipMasq")?;
         }
         if conf.macspoofchk {
             let mac = link.mac.ok_or_else(|| {
@@ -907,7 +880,7 @@ impl Plugin for BridgeOn<'_> {
                     host_veth: host_veth.name,
                     mac,
                 })
-                .map_err(fwerr("macspoofchk"))?;
+                .context("macspoofchk")?;
         }
         Ok(())
     }
@@ -923,14 +896,12 @@ impl Plugin for BridgeOn<'_> {
             .collect();
         if conf.macspoofchk {
             if let Err(e) = deps.spoof.gc(&conf.network, &keep) {
-                errors.push(fwerr("macspoofchk GC")(e));
+                errors.push(CniError::from(e).context("macspoofchk GC"));
             }
         }
         if conf.ip_masq {
-            let outcome = choose_firewall(&deps, &conf).and_then(|fw| {
-                fw.gc_masquerade(&conf.network, &keep)
-                    .map_err(fwerr("ipMasq GC"))
-            });
+            let outcome = choose_firewall(&deps, &conf)
+                .and_then(|fw| fw.gc_masquerade(&conf.network, &keep).context("ipMasq GC"));
             if let Err(e) = outcome {
                 errors.push(e);
             }

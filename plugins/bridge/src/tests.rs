@@ -8,15 +8,13 @@
 //! and nothing enters it (the fake kernel applies the container sysctls in memory).
 
 use std::collections::HashSet;
+use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use cni::args::CniArgs;
-use cni::config::NetConf;
 use cni::error::CniError;
 use cni::result::{CniResult, IpConfig, Route};
 use cni::skel::{CmdArgs, Command, Plugin};
-use cni::version::Version;
 use firewall::macspoof::SpoofEntry;
 use firewall::{Firewall, MasqRule};
 use kernel::netlink::{Call, Event, FakeNetlink, Link, NetlinkOps, RouteSpec, HOST_NS};
@@ -389,17 +387,7 @@ fn conf_json() -> serde_json::Value {
 
 fn cmd_args(command: Command, netns: Option<&str>, conf: &serde_json::Value) -> CmdArgs {
     let stdin = serde_json::to_vec(conf).unwrap();
-    CmdArgs {
-        command,
-        container_id: "c0ffee".into(),
-        netns: netns.map(Into::into),
-        ifname: "eth0".into(),
-        args: CniArgs::default(),
-        path: vec![],
-        conf: NetConf::parse(&stdin).unwrap(),
-        stdin,
-        version: Version::V1_0_0,
-    }
+    CmdArgs::new(command, "c0ffee", netns.map(Path::new), "eth0", stdin).unwrap()
 }
 
 fn add(f: &Fakes) -> Result<CniResult, CniError> {
@@ -798,9 +786,7 @@ fn gc_forwards_the_valid_attachments_to_every_owner() {
     let mut conf = conf_json();
     conf["cniVersion"] = json!("1.1.0");
     conf["cni.dev/valid-attachments"] = json!([]);
-    let mut args = cmd_args(Command::Gc, None, &conf);
-    args.version = Version::V1_1_0;
-    f.plugin().gc(&args).unwrap();
+    f.plugin().gc(&cmd_args(Command::Gc, None, &conf)).unwrap();
     let e = f.entries();
     assert!(e.masq.is_empty() && e.spoof.is_empty());
     drop(e);
