@@ -725,6 +725,22 @@ mod tests {
     }
 
     #[test]
+    fn cmd_args_new_takes_the_configs_version() {
+        let stdin = br#"{"cniVersion":"0.4.0","name":"n","type":"bridge"}"#.to_vec();
+        let a = CmdArgs::new(Command::Del, "c1", None, "eth0", stdin).unwrap();
+        assert_eq!(a.version.as_str(), "0.4.0");
+        assert_eq!((a.container_id.as_str(), a.ifname.as_str()), ("c1", "eth0"));
+        assert_eq!(a.conf.name, "n");
+        assert!(a.netns.is_none() && a.path.is_empty() && a.args.pairs.is_empty());
+        assert_eq!(
+            CmdArgs::new(Command::Add, "c1", None, "eth0", b"{".to_vec())
+                .unwrap_err()
+                .code,
+            codes::DECODE
+        );
+    }
+
+    #[test]
     fn s01_version_ignores_garbage_stdin() {
         let p = TestPlugin::default();
         let env = HashMap::from([("CNI_COMMAND".to_string(), "VERSION".to_string())]);

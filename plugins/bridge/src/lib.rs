@@ -13,6 +13,11 @@
 //!
 //! The bridge itself, its gateway addresses and the host sysctls are shared by every attachment
 //! of the network and are never removed, as with the reference.
+//!
+//! Every side effect (netlink in both namespaces, sysctls, the firewall, anti-spoofing, IPAM)
+//! goes through the traits of [`seams`]: the binary runs [`Bridge`] on [`Deps::SYSTEM`], and the
+//! unit tests (`src/tests.rs`) run [`BridgeOn`] on fakes that fail any step and record what the
+//! rollback undid, in which order.
 
 mod config;
 pub mod seams;
@@ -24,7 +29,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use cni::error::{codes, CniError, Context};
-use cni::result::{CniResult, Interface, Route};
+use cni::result::{CniResult, Interface, IpConfig, Route};
 use cni::skel::{CmdArgs, Plugin};
 use cni::trace;
 pub use config::BridgeConf;
@@ -131,6 +136,32 @@ fn ensure_bridge(
         host.link_set_up(link.index).context("set bridge up")?;
     }
     Ok(link)
+}
+
+/// The masquerade entries of this attachment's addresses, owned by (network, container, ifname).
+fn masq_rules<'a>(
+    conf: &BridgeConf,
+    args: &CmdArgs,
+    ips: impl Iterator<Item = &'a IpConfig>,
+) -> Vec<MasqRule> {
+    ips.map(|ip| MasqRule {
+        network: conf.network.clone(),
+        container_id: args.container_id.clone(),
+        ifname: args.ifname.clone(),
+        addr: ip.address,
+    })
+    .collect()
+}
+
+/// The anti-spoofing entry of this attachment: only `mac` may leave `host_veth`.
+fn spoof_entry(conf: &BridgeConf, args: &CmdArgs, host_veth: String, mac: [u8; 6]) -> SpoofEntry {
+    SpoofEntry {
+        network: conf.network.clone(),
+        container_id: args.container_id.clone(),
+        ifname: args.ifname.clone(),
+        host_veth,
+        mac,
+    }
 }
 
 /// The first usable address of a subnet (network + 1), the reference's default gateway.
@@ -371,13 +402,7 @@ impl Attachment<'_> {
                     CniError::internal(format!("container veth {} has no MAC", args.ifname))
                 })?;
             deps.spoof
-                .add(&SpoofEntry {
-                    network: conf.network.clone(),
-                    container_id: args.container_id.clone(),
-                    ifname: args.ifname.clone(),
-                    host_veth: host_name.clone(),
-                    mac,
-                })
+                .add(&spoof_entry(&conf, args, host_name.clone(), mac))
                 .context("macspoofchk")?;
             undo.push(Undo::MacSpoof);
         }
@@ -516,16 +541,7 @@ impl Attachment<'_> {
         trace::phase("gateway");
         if conf.ip_masq && !result.ips.is_empty() {
             let fw = choose_firewall(&deps, &conf)?;
-            let rules: Vec<MasqRule> = result
-                .ips
-                .iter()
-                .map(|ip| MasqRule {
-                    network: conf.network.clone(),
-                    container_id: args.container_id.clone(),
-                    ifname: args.ifname.clone(),
-                    addr: ip.address,
-                })
-                .collect();
+            let rules = masq_rules(&conf, args, result.ips.iter());
             fw.add_masquerade(&rules).context("ipMasq")?;
             undo.push(Undo::Masquerade(fw));
         }
@@ -853,17 +869,8 @@ impl Plugin for BridgeOn<'_> {
         }
 
         if conf.ip_masq {
-            let rules: Vec<MasqRule> = prev
-                .ips
-                .iter()
-                .filter(|ip| ip.interface == Some(pos))
-                .map(|ip| MasqRule {
-                    network: conf.network.clone(),
-                    container_id: args.container_id.clone(),
-                    ifname: args.ifname.clone(),
-                    addr: ip.address,
-                })
-                .collect();
+            let ours = prev.ips.iter().filter(|ip| ip.interface == Some(pos));
+            let rules = masq_rules(&conf, args, ours);
             choose_firewall(&deps, &conf)?
                 .check_masquerade(&rules)
                 .context("ipMasq")?;
@@ -873,13 +880,7 @@ impl Plugin for BridgeOn<'_> {
                 CniError::internal(format!("interface {} has no MAC", args.ifname))
             })?;
             deps.spoof
-                .check(&SpoofEntry {
-                    network: conf.network.clone(),
-                    container_id: args.container_id.clone(),
-                    ifname: args.ifname.clone(),
-                    host_veth: host_veth.name,
-                    mac,
-                })
+                .check(&spoof_entry(&conf, args, host_veth.name, mac))
                 .context("macspoofchk")?;
         }
         Ok(())

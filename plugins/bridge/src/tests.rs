@@ -17,7 +17,10 @@ use cni::result::{CniResult, IpConfig, Route};
 use cni::skel::{CmdArgs, Command, Plugin};
 use firewall::macspoof::SpoofEntry;
 use firewall::{Firewall, MasqRule};
-use kernel::netlink::{Call, Event, FakeNetlink, Link, NetlinkOps, RouteSpec, HOST_NS};
+use kernel::netlink::{
+    Call, Event, FakeNetlink, Link, NetlinkOps, RouteSpec, HOST_NS, IFA_F_DADFAILED,
+    IFA_F_TENTATIVE,
+};
 use kernel::netns::NetNs;
 use serde_json::json;
 
@@ -36,6 +39,8 @@ struct Entries {
     leases: Vec<(String, String)>,
     /// Container sysctls applied.
     sysctls: Vec<SysctlWrite>,
+    /// Every wait of the polling loops.
+    sleeps: Vec<Duration>,
 }
 
 struct Shared {
@@ -101,7 +106,9 @@ impl Fakes {
 
     /// Make a seam step fail from now on: "container sysctls", "forwarding", "backend",
     /// "masq add", "masq del", "spoof add", "spoof del", "ipam add", "ipam del", "ipam empty"
-    /// (IPAM answers without addresses), "port down" (the host veth never forwards).
+    /// (IPAM answers without addresses), "port down" (the host veth never forwards). Not
+    /// failures: "dual stack" (IPAM adds an IPv6 address), "dad settles" (tentative addresses
+    /// become valid at the first wait).
     fn fail(&self, step: &'static str) {
         lock(&self.0.failing).insert(step);
     }
@@ -222,7 +229,15 @@ impl Kernel for Fakes {
     }
 
     /// No real waiting; with "port down" the host veths lose their carrier at every poll.
-    fn sleep(&self, _d: Duration) {
+    fn sleep(&self, d: Duration) {
+        self.entries().sleeps.push(d);
+        if self.failing("dad settles") {
+            self.cont().edit(|ns| {
+                for a in &mut ns.addrs {
+                    a.flags &= !IFA_F_TENTATIVE;
+                }
+            });
+        }
         if self.failing("port down") {
             self.0.net.edit(|ns| {
                 for l in &mut ns.links {
@@ -339,6 +354,13 @@ impl Ipam for Fakes {
             r.routes
                 .push(Route::new("0.0.0.0/0".parse().unwrap(), None));
         }
+        if self.failing("dual stack") {
+            r.ips.push(IpConfig {
+                interface: None,
+                address: "fd00::5/64".parse().unwrap(),
+                gateway: None,
+            });
+        }
         Ok(r)
     }
 
@@ -391,8 +413,11 @@ fn cmd_args(command: Command, netns: Option<&str>, conf: &serde_json::Value) -> 
 }
 
 fn add(f: &Fakes) -> Result<CniResult, CniError> {
-    f.plugin()
-        .add(&cmd_args(Command::Add, Some(NETNS), &conf_json()))
+    add_with(f, &conf_json())
+}
+
+fn add_with(f: &Fakes, conf: &serde_json::Value) -> Result<CniResult, CniError> {
+    f.plugin().add(&cmd_args(Command::Add, Some(NETNS), conf))
 }
 
 fn del(f: &Fakes, netns: Option<&str>) -> Result<(), CniError> {
@@ -817,4 +842,49 @@ fn container_sysctls_for_dual_stack_with_dad() {
             ("net/ipv6/conf/eth0/enhanced_dad", "1", false),
         ]
     );
+}
+
+#[test]
+fn add_with_enabledad_waits_for_dad_and_rolls_back_on_a_duplicate() {
+    let mut conf = conf_json();
+    conf["enabledad"] = json!(true);
+    let dual = |flags: u32, settles: bool| {
+        let f = Fakes::new(true);
+        f.fail("dual stack");
+        if settles {
+            f.fail("dad settles");
+        }
+        f.cont().edit(|ns| ns.new_addr_flags = flags);
+        f
+    };
+
+    // The kernel settles DAD after one poll: ADD succeeds after one wait (then the port wait).
+    let f = dual(IFA_F_TENTATIVE, true);
+    let r = add_with(&f, &conf).unwrap();
+    assert_eq!(r.ips.len(), 2);
+    assert_eq!(f.entries().sleeps[0], Duration::from_millis(50));
+    let keys: Vec<String> = f.entries().sysctls.iter().map(|w| w.key.clone()).collect();
+    assert!(
+        keys.contains(&"net/ipv6/conf/eth0/enhanced_dad".to_string()),
+        "{keys:?}"
+    );
+
+    // A duplicate: the error names the address and everything is undone.
+    let f = dual(IFA_F_TENTATIVE | IFA_F_DADFAILED, false);
+    let e = add_with(&f, &conf).unwrap_err();
+    assert!(
+        e.msg.contains("failed duplicate address detection"),
+        "{}",
+        e.msg
+    );
+    assert_eq!(f.undone(), LEASE);
+    f.assert_nothing_left();
+
+    // Never settling: 100 polls of 50 ms, then an error, and everything is undone.
+    let f = dual(IFA_F_TENTATIVE, false);
+    let e = add_with(&f, &conf).unwrap_err();
+    assert!(e.msg.contains("still tentative after 5 s"), "{}", e.msg);
+    assert_eq!(f.entries().sleeps, vec![Duration::from_millis(50); 100]);
+    assert_eq!(f.undone(), LEASE);
+    f.assert_nothing_left();
 }

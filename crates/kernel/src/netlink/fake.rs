@@ -112,6 +112,9 @@ pub struct FakeNamespace {
     pub vlans: HashMap<u32, Vec<BridgeVlan>>,
     /// Neighbour entries returned by `neighbours()`.
     pub neighbours: Vec<Neighbour>,
+    /// `IFA_F_*` flags added to every new address besides `IFA_F_PERMANENT`, e.g.
+    /// `IFA_F_TENTATIVE` while a test plays duplicate address detection.
+    pub new_addr_flags: u32,
 }
 
 impl FakeNamespace {
@@ -588,7 +591,7 @@ impl NetlinkOps for FakeNetlink {
                     index,
                     addr,
                     scope: RT_SCOPE_UNIVERSE,
-                    flags: super::IFA_F_PERMANENT,
+                    flags: super::IFA_F_PERMANENT | space.new_addr_flags,
                 });
                 // The kernel adds the prefix route with the address.
                 space.routes.push(RouteSpec {
