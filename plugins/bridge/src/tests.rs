@@ -888,3 +888,20 @@ fn add_with_enabledad_waits_for_dad_and_rolls_back_on_a_duplicate() {
     assert_eq!(f.undone(), LEASE);
     f.assert_nothing_left();
 }
+
+#[test]
+fn a_failing_rollback_step_does_not_stop_the_others_nor_hide_the_error() {
+    let f = Fakes::new(true);
+    f.fail("masq add");
+    f.fail("ipam del");
+    let e = add(&f).unwrap_err();
+    assert!(
+        e.msg.starts_with("ipMasq: "),
+        "the ADD's own error: {}",
+        e.msg
+    );
+    assert_eq!(f.undone(), LEASE, "every undo step still ran");
+    assert_eq!(f.entries().leases.len(), 1, "the one that failed is left");
+    assert!(f.entries().spoof.is_empty());
+    assert_eq!(f.cont().state().link_names(), ["lo"]);
+}
