@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use crate::attachment::RuntimeConf;
 use crate::error::{codes, CniError};
 
 /// The `kind` of the current cache format.
@@ -56,8 +57,8 @@ pub struct CacheEntry {
 
 impl CacheEntry {
     /// The runtime parameters this attachment was added with (what DEL and CHECK must reuse).
-    pub fn runtime_conf(&self) -> crate::runtime::RuntimeConf {
-        crate::runtime::RuntimeConf {
+    pub fn runtime_conf(&self) -> RuntimeConf {
+        RuntimeConf {
             container_id: self.container_id.clone(),
             netns: self.netns.clone(),
             ifname: self.if_name.clone(),

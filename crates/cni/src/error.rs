@@ -76,6 +76,12 @@ impl CniError {
         Self::new(codes::INTERNAL, msg)
     }
 
+    /// The same error, its message prefixed with `"{ctx}: "` (what was being done).
+    pub fn context(mut self, ctx: impl std::fmt::Display) -> Self {
+        self.msg = format!("{ctx}: {}", self.msg);
+        self
+    }
+
     /// The spec's error JSON, with `cniVersion` set to the config's version.
     pub fn to_json(&self, cni_version: &str) -> String {
         let j = ErrorJson {
@@ -123,6 +129,21 @@ impl From<std::io::Error> for CniError {
     }
 }
 
+/// Adds what was being done to an error on its way to the CNI edge:
+/// `nl.link_set_up(i).context("set host veth up")?`. The code is the one the source error's
+/// `From` impl gives (kernel and firewall errors map in their crates, as ipam's do), so every
+/// plugin reports the same failure with the same code.
+pub trait Context<T> {
+    /// The error as a [`CniError`], its message prefixed with `"{ctx}: "`.
+    fn context(self, ctx: impl std::fmt::Display) -> Result<T, CniError>;
+}
+
+impl<T, E: Into<CniError>> Context<T> for Result<T, E> {
+    fn context(self, ctx: impl std::fmt::Display) -> Result<T, CniError> {
+        self.map_err(|e| e.into().context(ctx))
+    }
+}
+
 /// Several independent steps failed (DEL and GC keep going after an error): `Ok` when none
 /// did, the error itself when one did, otherwise one internal error listing every message.
 pub fn combine(errors: Vec<CniError>) -> Result<(), CniError> {
@@ -167,6 +188,18 @@ mod tests {
         assert_eq!(e.to_string(), "boom; because");
         assert_eq!(CniError::from_json(e.to_json("1.1.0").as_bytes()), Some(e));
         assert_eq!(CniError::from_json(b"not json"), None);
+    }
+
+    #[test]
+    fn context_prefixes_the_message_and_keeps_the_code() {
+        let r: Result<(), CniError> = Err(CniError::new(codes::INVALID_CONFIG, "bad"));
+        let e = r.context("loading").unwrap_err();
+        assert_eq!(
+            (e.code, e.msg.as_str()),
+            (codes::INVALID_CONFIG, "loading: bad")
+        );
+        let io: Result<(), std::io::Error> = Err(std::io::ErrorKind::NotFound.into());
+        assert_eq!(io.context("reading").unwrap_err().code, codes::IO_FAILURE);
     }
 
     #[test]

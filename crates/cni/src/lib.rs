@@ -2,10 +2,12 @@
 //! skeleton, delegation, and the runtime side (conflist execution, result cache).
 
 pub mod args;
+pub mod attachment;
 pub mod cache;
 pub mod config;
 pub mod delegate;
 pub mod error;
+pub mod exec;
 pub mod gojson;
 pub mod result;
 pub mod runtime;
@@ -14,9 +16,10 @@ pub mod trace;
 pub mod version;
 
 pub use args::CniArgs;
+pub use attachment::{Attachment, RuntimeConf};
 pub use config::{validate_ifname, validate_name, IpamConf, NetConf, NetConfList, PortMapping};
 pub use error::{codes, CniError};
 pub use result::{CniResult, Dns, Interface, IpConfig, Route};
-pub use runtime::{CniConfig, RuntimeConf};
-pub use skel::{run, run_with, Attachment, CmdArgs, Command, NetnsPolicy, Plugin};
+pub use runtime::CniConfig;
+pub use skel::{run, run_with, CmdArgs, Command, NetnsPolicy, Plugin};
 pub use version::{negotiate, Version, CURRENT, SUPPORTED_VERSIONS};

@@ -6,29 +6,15 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{Map, Value};
 
+// Re-exported: runtimes name it `cni::runtime::RuntimeConf` (libcni's name and place).
+use crate::attachment::Attachment;
+pub use crate::attachment::RuntimeConf;
 use crate::cache::{self, CacheEntry, CACHE_KIND};
 use crate::config::{validate_ifname, validate_name, NetConfList};
-use crate::delegate::{exec_plugin, find_plugin};
 use crate::error::{codes, CniError};
+use crate::exec::{exec_plugin, find_plugin};
 use crate::result::CniResult;
-use crate::skel::Attachment;
 use crate::version::{negotiate, Version, SUPPORTED_VERSIONS};
-
-/// Per-attachment runtime parameters (libcni's `RuntimeConf`).
-#[derive(Debug, Clone, PartialEq, Default)]
-pub struct RuntimeConf {
-    /// Container ID.
-    pub container_id: String,
-    /// Netns path.
-    pub netns: String,
-    /// Interface name in the container.
-    pub ifname: String,
-    /// CNI_ARGS pairs.
-    pub args: Vec<(String, String)>,
-    /// Capability arguments (e.g. `portMappings`), injected as `runtimeConfig` when a plugin
-    /// declares the capability.
-    pub capability_args: Map<String, Value>,
-}
 
 /// Runtime configuration: where plugins and the cache live.
 #[derive(Debug, Clone, PartialEq)]

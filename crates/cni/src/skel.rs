@@ -10,9 +10,10 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
 
 use crate::args::CniArgs;
+// Re-exported: plugins name it `cni::skel::Attachment` (GC's valid-attachments).
+pub use crate::attachment::Attachment;
 use crate::config::{validate_ifname, validate_name, NetConf, PortMapping};
 use crate::error::{codes, CniError};
 use crate::gojson;
@@ -68,17 +69,6 @@ impl Command {
     }
 }
 
-/// One attachment in a GC request (`cni.dev/valid-attachments`).
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub struct Attachment {
-    /// Container ID.
-    #[serde(rename = "containerID")]
-    pub container_id: String,
-    /// Interface name.
-    #[serde(rename = "ifname")]
-    pub ifname: String,
-}
-
 /// Everything a handler gets.
 #[derive(Debug, Clone)]
 pub struct CmdArgs {
@@ -103,6 +93,36 @@ pub struct CmdArgs {
 }
 
 impl CmdArgs {
+    /// The arguments of one call, built directly instead of from the environment (unit tests
+    /// of plugin logic, in-process callers): `stdin` is the config, whose own version is used.
+    /// Nothing is validated beyond decoding the config and its version; no CNI_ARGS, no
+    /// CNI_PATH.
+    pub fn new(
+        command: Command,
+        container_id: &str,
+        netns: Option<&Path>,
+        ifname: &str,
+        stdin: Vec<u8>,
+    ) -> Result<CmdArgs, CniError> {
+        let conf = NetConf::parse(&stdin)?;
+        let version = negotiate(
+            conf.cni_version.as_deref(),
+            &conf.cni_versions,
+            &SUPPORTED_VERSIONS,
+        )?;
+        Ok(CmdArgs {
+            command,
+            container_id: container_id.to_string(),
+            netns: netns.map(Path::to_path_buf),
+            ifname: ifname.to_string(),
+            args: CniArgs::default(),
+            path: Vec::new(),
+            stdin,
+            conf,
+            version,
+        })
+    }
+
     /// Decode stdin into the plugin's own config type, Go-style (case-insensitive keys).
     /// Syntax errors are code 6, type errors (wrong type, missing field) code 7.
     pub fn plugin_conf<T: DeserializeOwned>(&self) -> Result<T, CniError> {
@@ -579,6 +599,7 @@ fn check_netns(cmd: Command, ns: &Path, override_: bool) -> Result<(), CniError>
 mod tests {
     use super::*;
     use crate::result::{Interface, IpConfig};
+    use serde::Deserialize;
     use serde_json::{json, Value};
     use std::cell::RefCell;
     use std::collections::HashMap;
@@ -701,6 +722,22 @@ mod tests {
 
     fn conf(ver: &str) -> Vec<u8> {
         format!(r#"{{"cniVersion":"{ver}","name":"net1","type":"test"}}"#).into_bytes()
+    }
+
+    #[test]
+    fn cmd_args_new_takes_the_configs_version() {
+        let stdin = br#"{"cniVersion":"0.4.0","name":"n","type":"bridge"}"#.to_vec();
+        let a = CmdArgs::new(Command::Del, "c1", None, "eth0", stdin).unwrap();
+        assert_eq!(a.version.as_str(), "0.4.0");
+        assert_eq!((a.container_id.as_str(), a.ifname.as_str()), ("c1", "eth0"));
+        assert_eq!(a.conf.name, "n");
+        assert!(a.netns.is_none() && a.path.is_empty() && a.args.pairs.is_empty());
+        assert_eq!(
+            CmdArgs::new(Command::Add, "c1", None, "eth0", b"{".to_vec())
+                .unwrap_err()
+                .code,
+            codes::DECODE
+        );
     }
 
     #[test]

@@ -21,6 +21,7 @@
 //! [`names::owner_tag`] (so DEL/GC need no prevResult), keyed reads on ADD, no deletion on the
 //! ADD fast path, and the pure plan / encode split for unit tests.
 
+mod cni_error;
 pub mod forward;
 pub mod iptables;
 pub mod iptables_forward;

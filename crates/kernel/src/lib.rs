@@ -8,7 +8,9 @@
 //! - [`sysctl`]: /proc/sys reads and writes (per network namespace).
 //! - [`conntrack`]: deletion of conntrack entries by protocol and destination port.
 //! - [`mac`]: MAC parsing/formatting and random veth names.
+//! - [`cni_error`]: the CNI error codes of this crate's errors (`From<Error> for CniError`).
 
+pub mod cni_error;
 pub mod conntrack;
 pub mod error;
 pub mod mac;

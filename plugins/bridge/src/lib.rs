@@ -13,44 +13,41 @@
 //!
 //! The bridge itself, its gateway addresses and the host sysctls are shared by every attachment
 //! of the network and are never removed, as with the reference.
+//!
+//! Every side effect (netlink in both namespaces, sysctls, the firewall, anti-spoofing, IPAM)
+//! goes through the traits of [`seams`]: the binary runs [`Bridge`] on [`Deps::SYSTEM`], and the
+//! unit tests (`src/tests.rs`) run [`BridgeOn`] on fakes that fail any step and record what the
+//! rollback undid, in which order.
 
 mod config;
+pub mod seams;
+#[cfg(test)]
+mod tests;
 
 use std::net::IpAddr;
 use std::path::Path;
 use std::time::Duration;
 
-use cni::delegate;
-use cni::error::{codes, CniError};
-use cni::result::{CniResult, Interface, Route};
+use cni::error::{codes, CniError, Context};
+use cni::result::{CniResult, Interface, IpConfig, Route};
 use cni::skel::{CmdArgs, Plugin};
 use cni::trace;
 pub use config::BridgeConf;
-use firewall::macspoof::{
-    add_macspoofchk, check_macspoofchk, del_macspoofchk, gc_macspoofchk, SpoofEntry,
-};
+use firewall::macspoof::SpoofEntry;
 use firewall::{Firewall, MasqRule};
 use ipnet::IpNet;
+use kernel::cni_error::open_netns;
 use kernel::mac::{format_mac, random_veth_name};
-use kernel::netlink::{Link, Netlink, NetlinkOps, RouteSpec, VethSpec};
+use kernel::netlink::{Link, NetlinkOps, RouteSpec, VethSpec, IFA_F_DADFAILED, IFA_F_TENTATIVE};
 use kernel::netns::NetNs;
-use kernel::sysctl;
+pub use seams::Deps;
+use seams::{Kernel, SysctlWrite};
 
-/// The bridge plugin.
+/// The bridge plugin, on the real kernel, firewall and IPAM plugin ([`Deps::SYSTEM`]).
 pub struct Bridge;
 
-/// `IFA_F_TENTATIVE`: the address is still being checked by DAD.
-const IFA_F_TENTATIVE: u32 = 0x40;
-/// `IFA_F_DADFAILED`: DAD found a duplicate.
-const IFA_F_DADFAILED: u32 = 0x08;
-
-fn kerr(ctx: impl std::fmt::Display) -> impl FnOnce(kernel::error::Error) -> CniError {
-    move |e| CniError::internal(format!("{ctx}: {e}"))
-}
-
-fn fwerr(ctx: impl std::fmt::Display) -> impl FnOnce(firewall::Error) -> CniError {
-    move |e| CniError::internal(format!("{ctx}: {e}"))
-}
+/// The bridge plugin on the given side effects (unit tests use fakes, see [`seams`]).
+pub struct BridgeOn<'a>(pub Deps<'a>);
 
 /// What an ADD has created so far, undone in reverse order when a later step fails.
 enum Undo {
@@ -63,7 +60,8 @@ enum Undo {
 struct Attachment<'a> {
     args: &'a CmdArgs,
     conf: BridgeConf,
-    host: Netlink,
+    deps: Deps<'a>,
+    host: Box<dyn NetlinkOps>,
 }
 
 impl Attachment<'_> {
@@ -77,15 +75,17 @@ impl Attachment<'_> {
                         &self.args.ifname,
                     )
                     .map_err(|e| e.to_string()),
-                Undo::MacSpoof => del_macspoofchk(
-                    &self.conf.network,
-                    &self.args.container_id,
-                    &self.args.ifname,
-                )
-                .map_err(|e| e.to_string()),
+                Undo::MacSpoof => self
+                    .deps
+                    .spoof
+                    .del(
+                        &self.conf.network,
+                        &self.args.container_id,
+                        &self.args.ifname,
+                    )
+                    .map_err(|e| e.to_string()),
                 Undo::Lease(ipam_type) => {
-                    delegate::delegate_del(&ipam_type, &self.args.stdin, self.args)
-                        .map_err(|e| e.msg)
+                    self.deps.ipam.del(&ipam_type, self.args).map_err(|e| e.msg)
                 }
                 Undo::HostVeth(index) => self.host.link_del(index).map_err(|e| e.to_string()),
             };
@@ -97,10 +97,12 @@ impl Attachment<'_> {
 }
 
 /// Create the bridge or reuse it; it must really be a bridge.
-fn ensure_bridge(host: &mut Netlink, conf: &BridgeConf) -> Result<Link, CniError> {
-    let existing = host
-        .link_by_name(&conf.bridge)
-        .map_err(kerr("lookup bridge"))?;
+fn ensure_bridge(
+    host: &mut dyn NetlinkOps,
+    kernel: &dyn Kernel,
+    conf: &BridgeConf,
+) -> Result<Link, CniError> {
+    let existing = host.link_by_name(&conf.bridge).context("lookup bridge")?;
     let link = match existing {
         Some(l) => l,
         None => {
@@ -109,13 +111,12 @@ fn ensure_bridge(host: &mut Netlink, conf: &BridgeConf) -> Result<Link, CniError
                 // Another ADD created it between our lookup and our request: fine.
                 Err(e) if e.is_exists() => {}
                 Err(e) => {
-                    return Err(kerr(format!("failed to create bridge {:?}", conf.bridge))(
-                        e,
-                    ))
+                    return Err(CniError::from(e)
+                        .context(format!("failed to create bridge {:?}", conf.bridge)))
                 }
             }
             host.link_by_name(&conf.bridge)
-                .map_err(kerr("lookup bridge"))?
+                .context("lookup bridge")?
                 .ok_or_else(|| CniError::internal(format!("bridge {:?} vanished", conf.bridge)))?
         }
     };
@@ -127,27 +128,40 @@ fn ensure_bridge(host: &mut Netlink, conf: &BridgeConf) -> Result<Link, CniError
     }
     if conf.promisc_mode && !link.promisc {
         host.link_set_promisc(link.index, true)
-            .map_err(kerr("set bridge promiscuous"))?;
+            .context("set bridge promiscuous")?;
     }
     // Router advertisements on the bridge would give the host addresses in container subnets.
-    let _ = sysctl::write(&format!("net/ipv6/conf/{}/accept_ra", conf.bridge), "0");
+    let _ = kernel.sysctl_write(&format!("net/ipv6/conf/{}/accept_ra", conf.bridge), "0");
     if !link.up {
-        host.link_set_up(link.index)
-            .map_err(kerr("set bridge up"))?;
+        host.link_set_up(link.index).context("set bridge up")?;
     }
     Ok(link)
 }
 
-/// Whether the bridge's MAC is already set by user space (`addr_assign_type` 3), so pinning it
-/// again is a no-op. The SETLINK is not free: it sends NETDEV_CHANGEADDR through every notifier,
-/// and with 1000 ports it took about 1 ms (rcni-bench phase `gateway`). sysfs shows the devices
-/// of the namespace it was mounted in, so the answer counts only when its ifindex and MAC are
-/// those of our bridge; otherwise (or unreadable) we pin, as the reference does on every ADD.
-fn mac_already_pinned(name: &str, index: u32, mac: &[u8; 6]) -> bool {
-    let read = |attr: &str| std::fs::read_to_string(format!("/sys/class/net/{name}/{attr}"));
-    let same_device = read("ifindex").is_ok_and(|v| v.trim() == index.to_string())
-        && read("address").is_ok_and(|v| v.trim().eq_ignore_ascii_case(&format_mac(mac)));
-    same_device && read("addr_assign_type").is_ok_and(|v| v.trim() == "3")
+/// The masquerade entries of this attachment's addresses, owned by (network, container, ifname).
+fn masq_rules<'a>(
+    conf: &BridgeConf,
+    args: &CmdArgs,
+    ips: impl Iterator<Item = &'a IpConfig>,
+) -> Vec<MasqRule> {
+    ips.map(|ip| MasqRule {
+        network: conf.network.clone(),
+        container_id: args.container_id.clone(),
+        ifname: args.ifname.clone(),
+        addr: ip.address,
+    })
+    .collect()
+}
+
+/// The anti-spoofing entry of this attachment: only `mac` may leave `host_veth`.
+fn spoof_entry(conf: &BridgeConf, args: &CmdArgs, host_veth: String, mac: [u8; 6]) -> SpoofEntry {
+    SpoofEntry {
+        network: conf.network.clone(),
+        container_id: args.container_id.clone(),
+        ifname: args.ifname.clone(),
+        host_veth,
+        mac,
+    }
 }
 
 /// The first usable address of a subnet (network + 1), the reference's default gateway.
@@ -168,22 +182,22 @@ fn is_default(net: &IpNet) -> bool {
     net.prefix_len() == 0
 }
 
-fn choose_firewall(conf: &BridgeConf) -> Result<Box<dyn Firewall>, CniError> {
-    let backend = firewall::choose_backend(conf.ip_masq_backend.as_deref())
-        .map_err(fwerr("choose firewall backend"))?;
-    Ok(firewall::firewall(backend))
+fn choose_firewall(deps: &Deps, conf: &BridgeConf) -> Result<Box<dyn Firewall>, CniError> {
+    deps.masquerade
+        .firewall(conf.ip_masq_backend.as_deref())
+        .context("choose firewall backend")
 }
 
 /// Put `gw` (with the container subnet's prefix) on the bridge, honouring forceAddress.
 fn ensure_bridge_addr(
-    host: &mut Netlink,
+    host: &mut dyn NetlinkOps,
     bridge: &Link,
     gw: IpNet,
     force: bool,
 ) -> Result<(), CniError> {
     let addrs = host
         .addrs(Some(bridge.index))
-        .map_err(kerr("list bridge addresses"))?;
+        .context("list bridge addresses")?;
     for a in &addrs {
         if a.addr == gw {
             return Ok(());
@@ -205,59 +219,60 @@ fn ensure_bridge_addr(
                 )));
             }
             host.addr_del(bridge.index, a.addr)
-                .map_err(kerr(format!("remove {} from bridge", a.addr)))?;
+                .context(format!("remove {} from bridge", a.addr))?;
         }
     }
     match host.addr_add(bridge.index, gw) {
         Ok(()) => Ok(()),
         Err(e) if e.is_exists() => Ok(()),
-        Err(e) => Err(kerr(format!("add {gw} to bridge"))(e)),
+        Err(e) => Err(CniError::from(e).context(format!("add {gw} to bridge"))),
     }
 }
 
 /// Sysctls of the container end, written inside the container's namespace.
-fn container_sysctls(
-    ns: &NetNs,
-    ifname: &str,
-    conf: &BridgeConf,
-    has_v6: bool,
-) -> Result<(), CniError> {
-    let ifname = ifname.to_string();
-    let enabledad = conf.enabledad;
-    let outcome = ns
-        .run(move || -> Result<(), String> {
-            // Gratuitous ARP on address changes so neighbours learn the new MAC at once.
-            sysctl::write(&format!("net/ipv4/conf/{ifname}/arp_notify"), "1")
-                .map_err(|e| e.to_string())?;
-            if has_v6 {
-                for dev in ["lo", ifname.as_str()] {
-                    sysctl::write(&format!("net/ipv6/conf/{dev}/disable_ipv6"), "0")
-                        .map_err(|e| e.to_string())?;
-                }
-                sysctl::write(&format!("net/ipv6/conf/{ifname}/keep_addr_on_down"), "1")
-                    .map_err(|e| e.to_string())?;
-                // DAD adds ~2 s to every ADD (plugins#680); opt in with enabledad.
-                let dad = if enabledad { "1" } else { "0" };
-                sysctl::write(&format!("net/ipv6/conf/{ifname}/accept_dad"), dad)
-                    .map_err(|e| e.to_string())?;
-                if enabledad {
-                    let _ = sysctl::write(&format!("net/ipv6/conf/{ifname}/enhanced_dad"), "1");
-                }
-            } else {
-                let _ = sysctl::write(&format!("net/ipv6/conf/{ifname}/accept_dad"), "0");
-            }
-            Ok(())
-        })
-        .map_err(kerr("enter container netns"))?;
-    outcome.map_err(|e| CniError::internal(format!("container sysctl: {e}")))
+fn container_sysctl_writes(ifname: &str, conf: &BridgeConf, has_v6: bool) -> Vec<SysctlWrite> {
+    let w = |key: String, value, required| SysctlWrite {
+        key,
+        value,
+        required,
+    };
+    // Gratuitous ARP on address changes so neighbours learn the new MAC at once.
+    let mut writes = vec![w(format!("net/ipv4/conf/{ifname}/arp_notify"), "1", true)];
+    if has_v6 {
+        for dev in ["lo", ifname] {
+            writes.push(w(format!("net/ipv6/conf/{dev}/disable_ipv6"), "0", true));
+        }
+        writes.push(w(
+            format!("net/ipv6/conf/{ifname}/keep_addr_on_down"),
+            "1",
+            true,
+        ));
+        // DAD adds ~2 s to every ADD (plugins#680); opt in with enabledad.
+        let dad = if conf.enabledad { "1" } else { "0" };
+        writes.push(w(format!("net/ipv6/conf/{ifname}/accept_dad"), dad, true));
+        if conf.enabledad {
+            writes.push(w(
+                format!("net/ipv6/conf/{ifname}/enhanced_dad"),
+                "1",
+                false,
+            ));
+        }
+    } else {
+        writes.push(w(format!("net/ipv6/conf/{ifname}/accept_dad"), "0", false));
+    }
+    writes
 }
 
 /// Wait until no IPv6 address of the link is tentative; a failed DAD is an error.
-fn wait_for_dad(cont: &mut Netlink, index: u32) -> Result<(), CniError> {
+fn wait_for_dad(
+    cont: &mut dyn NetlinkOps,
+    kernel: &dyn Kernel,
+    index: u32,
+) -> Result<(), CniError> {
     for _ in 0..100 {
         let addrs = cont
             .addrs(Some(index))
-            .map_err(kerr("list container addresses"))?;
+            .context("list container addresses")?;
         if let Some(bad) = addrs.iter().find(|a| a.flags & IFA_F_DADFAILED != 0) {
             return Err(CniError::internal(format!(
                 "IPv6 address {} failed duplicate address detection",
@@ -270,7 +285,7 @@ fn wait_for_dad(cont: &mut Netlink, index: u32) -> Result<(), CniError> {
         {
             return Ok(());
         }
-        std::thread::sleep(Duration::from_millis(50));
+        kernel.sleep(Duration::from_millis(50));
     }
     Err(CniError::internal(
         "IPv6 addresses still tentative after 5 s",
@@ -278,14 +293,15 @@ fn wait_for_dad(cont: &mut Netlink, index: u32) -> Result<(), CniError> {
 }
 
 /// Wait for the host end to forward (operstate UP), with the reference's back-off (plugins#463).
-fn wait_for_port(host: &mut Netlink, index: u32) -> Result<(), CniError> {
+fn wait_for_port(
+    host: &mut dyn NetlinkOps,
+    kernel: &dyn Kernel,
+    index: u32,
+) -> Result<(), CniError> {
     let mut state = String::from("unknown");
     for delay in [0u64, 50, 500, 1000, 1000] {
-        std::thread::sleep(Duration::from_millis(delay));
-        match host
-            .link_by_index(index)
-            .map_err(kerr("lookup host veth"))?
-        {
+        kernel.sleep(Duration::from_millis(delay));
+        match host.link_by_index(index).context("lookup host veth")? {
             Some(l) if l.oper_up => return Ok(()),
             Some(_) => state = "down".into(),
             None => state = "missing".into(),
@@ -305,25 +321,17 @@ fn netns_path(args: &CmdArgs) -> Result<&Path, CniError> {
     })
 }
 
-fn open_netns(path: &Path) -> Result<NetNs, CniError> {
-    NetNs::open(path).map_err(|e| {
-        CniError::new(
-            codes::INVALID_NETNS,
-            format!("failed to open netns {}: {e}", path.display()),
-        )
-    })
-}
-
 impl Attachment<'_> {
     fn add(
         &mut self,
         ns: &NetNs,
-        cont: &mut Netlink,
+        cont: &mut dyn NetlinkOps,
         undo: &mut Vec<Undo>,
     ) -> Result<CniResult, CniError> {
         let args = self.args;
         let conf = self.conf.clone();
-        let bridge = ensure_bridge(&mut self.host, &conf)?;
+        let deps = self.deps;
+        let bridge = ensure_bridge(self.host.as_mut(), deps.kernel, &conf)?;
         trace::phase("bridge");
 
         // One NEWLINK: the container end is born in CNI_NETNS under its final name.
@@ -344,31 +352,27 @@ impl Attachment<'_> {
                 }
                 Err(e) if e.is_exists() && attempt < 9 => {
                     // A random host name clashed, or the container end appeared meanwhile.
-                    if cont
-                        .link_by_name(&args.ifname)
-                        .map_err(kerr("lookup"))?
-                        .is_some()
-                    {
+                    if cont.link_by_name(&args.ifname).context("lookup")?.is_some() {
                         return Err(CniError::internal(format!(
                             "container veth name {:?} already exists",
                             args.ifname
                         )));
                     }
                 }
-                Err(e) => return Err(kerr("failed to create veth pair")(e)),
+                Err(e) => return Err(CniError::from(e).context("failed to create veth pair")),
             }
         }
         let host_veth = self
             .host
             .link_by_name(&host_name)
-            .map_err(kerr("lookup host veth"))?
+            .context("lookup host veth")?
             .ok_or_else(|| CniError::internal(format!("host veth {host_name} vanished")))?;
         undo.push(Undo::HostVeth(host_veth.index));
         trace::phase("veth");
 
         self.host
             .link_set_master(host_veth.index, bridge.index)
-            .map_err(kerr("attach host veth to bridge"))?;
+            .context("attach host veth to bridge")?;
         trace::phase("enslave");
         if conf.hairpin_mode || conf.port_isolation {
             self.host
@@ -377,38 +381,35 @@ impl Attachment<'_> {
                     conf.hairpin_mode.then_some(true),
                     conf.port_isolation.then_some(true),
                 )
-                .map_err(kerr("set bridge port flags"))?;
+                .context("set bridge port flags")?;
         }
-        let _ = sysctl::write(&format!("net/ipv6/conf/{host_name}/accept_ra"), "0");
+        let _ = deps
+            .kernel
+            .sysctl_write(&format!("net/ipv6/conf/{host_name}/accept_ra"), "0");
         trace::phase("host-sysctl");
         self.host
             .link_set_up(host_veth.index)
-            .map_err(kerr("set host veth up"))?;
+            .context("set host veth up")?;
         trace::phase("host-up");
 
         if conf.macspoofchk {
             // The MAC the kernel holds, i.e. after any configured MAC was applied.
             let mac = cont
                 .link_by_name(&args.ifname)
-                .map_err(kerr("lookup container veth"))?
+                .context("lookup container veth")?
                 .and_then(|l| l.mac)
                 .ok_or_else(|| {
                     CniError::internal(format!("container veth {} has no MAC", args.ifname))
                 })?;
-            add_macspoofchk(&SpoofEntry {
-                network: conf.network.clone(),
-                container_id: args.container_id.clone(),
-                ifname: args.ifname.clone(),
-                host_veth: host_name.clone(),
-                mac,
-            })
-            .map_err(fwerr("macspoofchk"))?;
+            deps.spoof
+                .add(&spoof_entry(&conf, args, host_name.clone(), mac))
+                .context("macspoofchk")?;
             undo.push(Undo::MacSpoof);
         }
 
         let mut result = match &conf.ipam_type {
             Some(ipam_type) => {
-                let r = delegate::delegate_add(ipam_type, &args.stdin, args)?;
+                let r = deps.ipam.add(ipam_type, args)?;
                 undo.push(Undo::Lease(ipam_type.clone()));
                 if r.ips.is_empty() {
                     return Err(CniError::internal("IPAM plugin returned missing IP config"));
@@ -453,24 +454,28 @@ impl Attachment<'_> {
 
         let cont_link = cont
             .link_by_name(&args.ifname)
-            .map_err(kerr("lookup container veth"))?
+            .context("lookup container veth")?
             .ok_or_else(|| {
                 CniError::internal(format!("container veth {} vanished", args.ifname))
             })?;
         if !conf.disable_container_interface {
             let has_v6 = result.ips.iter().any(|ip| ip.address.addr().is_ipv6());
-            container_sysctls(ns, &args.ifname, &conf, has_v6)?;
+            let writes = container_sysctl_writes(&args.ifname, &conf, has_v6);
+            deps.kernel
+                .container_sysctls(ns, &writes)
+                .context("enter container netns")?
+                .map_err(|e| CniError::internal(format!("container sysctl: {e}")))?;
             trace::phase("container-sysctls");
             for ip in &result.ips {
                 cont.addr_add(cont_link.index, ip.address)
-                    .map_err(kerr(format!("add {} to {}", ip.address, args.ifname)))?;
+                    .context(format!("add {} to {}", ip.address, args.ifname))?;
             }
             trace::phase("container-addrs");
             cont.link_set_up(cont_link.index)
-                .map_err(kerr("set container veth up"))?;
+                .context("set container veth up")?;
             trace::phase("container-up");
             if has_v6 && conf.enabledad {
-                wait_for_dad(cont, cont_link.index)?;
+                wait_for_dad(cont, deps.kernel, cont_link.index)?;
             }
             for r in &result.routes {
                 let family_gw = if r.dst.addr().is_ipv4() { gw4 } else { gw6 };
@@ -491,7 +496,11 @@ impl Attachment<'_> {
                     // hang on our veth and go with it, so rollback and DEL never touch the
                     // other interface's route.
                     Err(e) if e.is_exists() => {}
-                    Err(e) => return Err(kerr(format!("add route {} in container", r.dst))(e)),
+                    Err(e) => {
+                        return Err(
+                            CniError::from(e).context(format!("add route {} in container", r.dst))
+                        )
+                    }
                 }
             }
         }
@@ -501,49 +510,45 @@ impl Attachment<'_> {
             for (gw, subnet) in [gw4, gw6].into_iter().flatten() {
                 let gw_net = IpNet::new(gw, subnet.prefix_len())
                     .map_err(|e| CniError::internal(format!("gateway {gw}: {e}")))?;
-                ensure_bridge_addr(&mut self.host, &bridge, gw_net, conf.force_address)?;
+                ensure_bridge_addr(self.host.as_mut(), &bridge, gw_net, conf.force_address)?;
                 let key = if gw.is_ipv4() {
                     "net/ipv4/ip_forward"
                 } else {
                     "net/ipv6/conf/all/forwarding"
                 };
-                sysctl::write_if_different(key, "1").map_err(kerr(format!("enable {key}")))?;
+                deps.kernel
+                    .sysctl_write_if_different(key, "1")
+                    .context(format!("enable {key}"))?;
             }
             // Pin the bridge MAC: a bridge otherwise takes the lowest MAC of its ports, and
             // every change breaks neighbours' ARP caches and conntrack (cni#285, plugins#60).
             let fresh = self
                 .host
                 .link_by_index(bridge.index)
-                .map_err(kerr("lookup bridge"))?;
+                .context("lookup bridge")?;
             if let Some(mac) = fresh.and_then(|l| l.mac) {
-                if !mac_already_pinned(&bridge.name, bridge.index, &mac) {
+                if !deps
+                    .kernel
+                    .bridge_mac_pinned(&bridge.name, bridge.index, &mac)
+                {
                     self.host
                         .link_set_mac(bridge.index, mac)
-                        .map_err(kerr("pin bridge MAC"))?;
+                        .context("pin bridge MAC")?;
                 }
             }
         }
 
         trace::phase("gateway");
         if conf.ip_masq && !result.ips.is_empty() {
-            let fw = choose_firewall(&conf)?;
-            let rules: Vec<MasqRule> = result
-                .ips
-                .iter()
-                .map(|ip| MasqRule {
-                    network: conf.network.clone(),
-                    container_id: args.container_id.clone(),
-                    ifname: args.ifname.clone(),
-                    addr: ip.address,
-                })
-                .collect();
-            fw.add_masquerade(&rules).map_err(fwerr("ipMasq"))?;
+            let fw = choose_firewall(&deps, &conf)?;
+            let rules = masq_rules(&conf, args, result.ips.iter());
+            fw.add_masquerade(&rules).context("ipMasq")?;
             undo.push(Undo::Masquerade(fw));
         }
 
         trace::phase("masquerade");
         if !conf.disable_container_interface {
-            wait_for_port(&mut self.host, host_veth.index)?;
+            wait_for_port(self.host.as_mut(), deps.kernel, host_veth.index)?;
         }
         trace::phase("wait-port");
 
@@ -551,14 +556,14 @@ impl Attachment<'_> {
         let bridge_now = self
             .host
             .link_by_index(bridge.index)
-            .map_err(kerr("lookup bridge"))?;
+            .context("lookup bridge")?;
         let host_now = self
             .host
             .link_by_index(host_veth.index)
-            .map_err(kerr("lookup host veth"))?;
+            .context("lookup host veth")?;
         let cont_now = cont
             .link_by_index(cont_link.index)
-            .map_err(kerr("lookup container veth"))?;
+            .context("lookup container veth")?;
         let mac_of = |l: Option<Link>| {
             l.and_then(|l| l.mac)
                 .map(|m| format_mac(&m))
@@ -591,20 +596,22 @@ impl Attachment<'_> {
 
 /// DEL, kernel part: delete the container end (its host peer goes with it). A namespace that is
 /// already gone took the veth with it.
-fn del_container_veth(args: &CmdArgs) -> Vec<CniError> {
+fn del_container_veth(kernel: &dyn Kernel, args: &CmdArgs) -> Vec<CniError> {
     let Some(path) = args.netns.as_deref() else {
         return Vec::new();
     };
     match NetNs::open(path) {
         Ok(ns) => {
-            let outcome = Netlink::open_in(&ns).and_then(|mut cont| {
+            let outcome = kernel.netlink_in(&ns).and_then(|mut cont| {
                 match cont.link_by_name(&args.ifname)? {
                     Some(link) => cont.link_del(link.index),
                     None => Ok(()),
                 }
             });
             match outcome {
-                Err(e) if !e.is_not_found() => vec![kerr(format!("delete {}", args.ifname))(e)],
+                Err(e) if !e.is_not_found() => {
+                    vec![CniError::from(e).context(format!("delete {}", args.ifname))]
+                }
                 _ => Vec::new(),
             }
         }
@@ -621,17 +628,20 @@ fn del_container_veth(args: &CmdArgs) -> Vec<CniError> {
 
 /// DEL, firewall part: our entries are found by owner, so this needs neither the namespace nor
 /// the IPs nor the MAC (plugins#810).
-fn del_firewall_entries(conf: &BridgeConf, args: &CmdArgs) -> Vec<CniError> {
+fn del_firewall_entries(deps: &Deps, conf: &BridgeConf, args: &CmdArgs) -> Vec<CniError> {
     let mut errors = Vec::new();
     if conf.macspoofchk {
-        if let Err(e) = del_macspoofchk(&conf.network, &args.container_id, &args.ifname) {
-            errors.push(fwerr("remove macspoofchk")(e));
+        if let Err(e) = deps
+            .spoof
+            .del(&conf.network, &args.container_id, &args.ifname)
+        {
+            errors.push(CniError::from(e).context("remove macspoofchk"));
         }
     }
     if conf.ip_masq {
-        let outcome = choose_firewall(conf).and_then(|fw| {
+        let outcome = choose_firewall(deps, conf).and_then(|fw| {
             fw.del_masquerade(&conf.network, &args.container_id, &args.ifname)
-                .map_err(fwerr("remove ipMasq"))
+                .context("remove ipMasq")
         });
         if let Err(e) = outcome {
             errors.push(e);
@@ -640,33 +650,67 @@ fn del_firewall_entries(conf: &BridgeConf, args: &CmdArgs) -> Vec<CniError> {
     errors
 }
 
+/// CNI_ARGS keys the bridge accepts: IP is for the IPAM delegate (Podman passes static IPs only
+/// this way).
+const KNOWN_ARGS: &[&str] = &["IP", "MAC"];
+
 impl Plugin for Bridge {
     fn known_args(&self) -> &'static [&'static str] {
-        // IP is for the IPAM delegate (Podman passes static IPs only this way).
-        &["IP", "MAC"]
+        KNOWN_ARGS
+    }
+
+    fn add(&self, args: &CmdArgs) -> Result<CniResult, CniError> {
+        BridgeOn(Deps::SYSTEM).add(args)
+    }
+
+    fn del(&self, args: &CmdArgs) -> Result<(), CniError> {
+        BridgeOn(Deps::SYSTEM).del(args)
+    }
+
+    fn check(&self, args: &CmdArgs) -> Result<(), CniError> {
+        BridgeOn(Deps::SYSTEM).check(args)
+    }
+
+    fn gc(&self, args: &CmdArgs) -> Result<(), CniError> {
+        BridgeOn(Deps::SYSTEM).gc(args)
+    }
+
+    fn status(&self, args: &CmdArgs) -> Result<(), CniError> {
+        BridgeOn(Deps::SYSTEM).status(args)
+    }
+}
+
+impl Plugin for BridgeOn<'_> {
+    fn known_args(&self) -> &'static [&'static str] {
+        KNOWN_ARGS
     }
 
     fn add(&self, args: &CmdArgs) -> Result<CniResult, CniError> {
         let conf = BridgeConf::load(args)?;
         conf.refuse_unsupported()?;
-        let ns = open_netns(netns_path(args)?)?;
-        let mut cont = Netlink::open_in(&ns).map_err(kerr("netlink in container netns"))?;
+        let ns = open_netns(args.netns.as_deref())?;
+        let deps = self.0;
+        let mut cont = deps
+            .kernel
+            .netlink_in(&ns)
+            .context("netlink in container netns")?;
         // The spec requires an error when the interface exists; check before creating anything.
-        if cont
-            .link_by_name(&args.ifname)
-            .map_err(kerr("lookup"))?
-            .is_some()
-        {
+        if cont.link_by_name(&args.ifname).context("lookup")?.is_some() {
             return Err(CniError::internal(format!(
                 "container veth name {:?} already exists",
                 args.ifname
             )));
         }
-        let host = Netlink::open().map_err(kerr("netlink"))?;
+        let host = deps.kernel.host_netlink().context("netlink")?;
         trace::phase("netns+sockets");
-        let mut attachment = Attachment { args, conf, host };
+        let mut attachment = Attachment {
+            args,
+            conf,
+            deps,
+            host,
+        };
         let mut undo = Vec::new();
-        match attachment.add(&ns, &mut cont, &mut undo) {
+        match attachment.add(&ns, cont.as_mut(), &mut undo) {
             Ok(result) => Ok(result),
             Err(e) => {
                 attachment.rollback(undo);
@@ -681,11 +725,12 @@ impl Plugin for Bridge {
         // The three steps are independent, and two of them are dominated by kernel RCU grace
         // periods (deleting a netdev; closing an nf_tables socket after deleting elements), so
         // they run concurrently: DEL then costs about one veth deletion instead of the sum.
+        let deps = self.0;
         let (veth, firewall, ipam) = std::thread::scope(|s| {
-            let veth = s.spawn(|| del_container_veth(args));
-            let firewall = s.spawn(|| del_firewall_entries(&conf, args));
+            let veth = s.spawn(|| del_container_veth(deps.kernel, args));
+            let firewall = s.spawn(|| del_firewall_entries(&deps, &conf, args));
             let ipam = match &conf.ipam_type {
-                Some(ipam_type) => delegate::delegate_del(ipam_type, &args.stdin, args).err(),
+                Some(ipam_type) => deps.ipam.del(ipam_type, args).err(),
                 None => None,
             };
             let join = |h: std::thread::ScopedJoinHandle<'_, Vec<CniError>>| {
@@ -706,13 +751,17 @@ impl Plugin for Bridge {
             .prev_result()?
             .ok_or_else(|| CniError::new(codes::INVALID_CONFIG, "Required prevResult missing"))?;
         // An L2-only bridge has no IPAM to ask (the reference wrongly fails here).
+        let deps = self.0;
         if let Some(ipam_type) = &conf.ipam_type {
-            delegate::delegate_check(ipam_type, &args.stdin, args)?;
+            deps.ipam.check(ipam_type, args)?;
         }
         let path = netns_path(args)?;
-        let ns = open_netns(path)?;
-        let mut host = Netlink::open().map_err(kerr("netlink"))?;
-        let mut cont = Netlink::open_in(&ns).map_err(kerr("netlink in container netns"))?;
+        let ns = open_netns(Some(path))?;
+        let mut host = deps.kernel.host_netlink().context("netlink")?;
+        let mut cont = deps
+            .kernel
+            .netlink_in(&ns)
+            .context("netlink in container netns")?;
 
         let br_iface = prev
             .interfaces
@@ -723,7 +772,7 @@ impl Plugin for Bridge {
             })?;
         let br = host
             .link_by_name(&conf.bridge)
-            .map_err(kerr("lookup bridge"))?
+            .context("lookup bridge")?
             .ok_or_else(|| CniError::internal(format!("bridge {} does not exist", conf.bridge)))?;
         if br.kind.as_deref() != Some("bridge") {
             return Err(CniError::internal(format!(
@@ -756,7 +805,7 @@ impl Plugin for Bridge {
             })?;
         let link = cont
             .link_by_name(&args.ifname)
-            .map_err(kerr("lookup container veth"))?
+            .context("lookup container veth")?
             .ok_or_else(|| {
                 CniError::internal(format!("interface {} does not exist", args.ifname))
             })?;
@@ -774,7 +823,7 @@ impl Plugin for Bridge {
             .peer_index
             .map(|i| host.link_by_index(i))
             .transpose()
-            .map_err(kerr("lookup host veth"))?
+            .context("lookup host veth")?
             .flatten();
         let host_veth = match peer {
             Some(p) if p.master == Some(br.index) => p,
@@ -787,9 +836,7 @@ impl Plugin for Bridge {
         };
 
         if !conf.disable_container_interface {
-            let addrs = cont
-                .addrs(Some(link.index))
-                .map_err(kerr("list addresses"))?;
+            let addrs = cont.addrs(Some(link.index)).context("list addresses")?;
             for ip in prev.ips.iter().filter(|ip| ip.interface == Some(pos)) {
                 if !addrs.iter().any(|a| a.addr == ip.address) {
                     return Err(CniError::internal(format!(
@@ -804,7 +851,7 @@ impl Plugin for Bridge {
                 } else {
                     kernel::netlink::Family::V6
                 };
-                let routes = cont.routes(family).map_err(kerr("list routes"))?;
+                let routes = cont.routes(family).context("list routes")?;
                 // Ours (dst and gateway match), or the same destination owned by another
                 // interface: ADD skipped it then ("the first one wins").
                 let found = routes.iter().any(|k| {
@@ -822,39 +869,26 @@ impl Plugin for Bridge {
         }
 
         if conf.ip_masq {
-            let rules: Vec<MasqRule> = prev
-                .ips
-                .iter()
-                .filter(|ip| ip.interface == Some(pos))
-                .map(|ip| MasqRule {
-                    network: conf.network.clone(),
-                    container_id: args.container_id.clone(),
-                    ifname: args.ifname.clone(),
-                    addr: ip.address,
-                })
-                .collect();
-            choose_firewall(&conf)?
+            let ours = prev.ips.iter().filter(|ip| ip.interface == Some(pos));
+            let rules = masq_rules(&conf, args, ours);
+            choose_firewall(&deps, &conf)?
                 .check_masquerade(&rules)
-                .map_err(fwerr("ipMasq"))?;
+                .context("ipMasq")?;
         }
         if conf.macspoofchk {
             let mac = link.mac.ok_or_else(|| {
                 CniError::internal(format!("interface {} has no MAC", args.ifname))
             })?;
-            check_macspoofchk(&SpoofEntry {
-                network: conf.network.clone(),
-                container_id: args.container_id.clone(),
-                ifname: args.ifname.clone(),
-                host_veth: host_veth.name,
-                mac,
-            })
-            .map_err(fwerr("macspoofchk"))?;
+            deps.spoof
+                .check(&spoof_entry(&conf, args, host_veth.name, mac))
+                .context("macspoofchk")?;
         }
         Ok(())
     }
 
     fn gc(&self, args: &CmdArgs) -> Result<(), CniError> {
         let conf = BridgeConf::load(args)?;
+        let deps = self.0;
         let valid = args.valid_attachments()?;
         let mut errors: Vec<CniError> = Vec::new();
         let keep: Vec<(String, String)> = valid
@@ -862,22 +896,20 @@ impl Plugin for Bridge {
             .map(|a| (a.container_id.clone(), a.ifname.clone()))
             .collect();
         if conf.macspoofchk {
-            if let Err(e) = gc_macspoofchk(&conf.network, &keep) {
-                errors.push(fwerr("macspoofchk GC")(e));
+            if let Err(e) = deps.spoof.gc(&conf.network, &keep) {
+                errors.push(CniError::from(e).context("macspoofchk GC"));
             }
         }
         if conf.ip_masq {
-            let outcome = choose_firewall(&conf).and_then(|fw| {
-                fw.gc_masquerade(&conf.network, &keep)
-                    .map_err(fwerr("ipMasq GC"))
-            });
+            let outcome = choose_firewall(&deps, &conf)
+                .and_then(|fw| fw.gc_masquerade(&conf.network, &keep).context("ipMasq GC"));
             if let Err(e) = outcome {
                 errors.push(e);
             }
         }
         // GC must be forwarded to delegates (spec §GC).
         if let Some(ipam_type) = &conf.ipam_type {
-            if let Err(e) = delegate::delegate_gc(ipam_type, &args.stdin, args) {
+            if let Err(e) = deps.ipam.gc(ipam_type, args) {
                 errors.push(e);
             }
         }
@@ -887,7 +919,7 @@ impl Plugin for Bridge {
     fn status(&self, args: &CmdArgs) -> Result<(), CniError> {
         let conf = BridgeConf::load(args)?;
         match &conf.ipam_type {
-            Some(ipam_type) => delegate::delegate_status(ipam_type, &args.stdin, args),
+            Some(ipam_type) => self.0.ipam.status(ipam_type, args),
             None => Ok(()),
         }
     }

@@ -14,9 +14,10 @@
 //! - the target is not a network namespace: 7 (the config points at the wrong file).
 //! - CNI_NETNS is another namespace than the target: 8 (invalid netns), as the Go libraries use.
 
-use cni::error::{codes, CniError};
+use cni::error::{codes, CniError, Context};
 use cni::result::CniResult;
 use cni::skel::{CmdArgs, Plugin};
+use kernel::cni_error::open_netns;
 use kernel::netlink::Netlink;
 use kernel::netns::NetNs;
 use serde::Deserialize;
@@ -55,27 +56,16 @@ fn joined_netns(args: &CmdArgs) -> Result<NetNs, CniError> {
             CniError::new(codes::INVALID_CONFIG, format!("target {target}: {e}"))
         }
     })?;
-    let path = args.netns.as_deref().ok_or_else(|| {
-        CniError::new(
-            codes::INVALID_ENV,
-            "required env variables [CNI_NETNS] missing",
-        )
-    })?;
-    let joiner = NetNs::open(path).map_err(|e| {
-        CniError::new(
-            codes::INVALID_NETNS,
-            format!("failed to open netns {}: {e}", path.display()),
-        )
-    })?;
+    let joiner = open_netns(args.netns.as_deref())?;
     let same = joiner
         .same_as(&owner)
-        .map_err(|e| CniError::internal(format!("failed to compare namespaces: {e}")))?;
+        .context("failed to compare namespaces")?;
     if !same {
         return Err(CniError::new(
             codes::INVALID_NETNS,
             format!(
                 "CNI_NETNS {} is not the target namespace {target}: a joiner must be given the owner's namespace",
-                path.display()
+                joiner.path().display()
             ),
         ));
     }
@@ -85,8 +75,7 @@ fn joined_netns(args: &CmdArgs) -> Result<NetNs, CniError> {
 impl Plugin for Container {
     fn add(&self, args: &CmdArgs) -> Result<CniResult, CniError> {
         let owner = joined_netns(args)?;
-        let mut nl = Netlink::open_in(&owner)
-            .map_err(|e| CniError::internal(format!("netlink in target namespace: {e}")))?;
+        let mut nl = Netlink::open_in(&owner).context("netlink in target namespace")?;
         let sandbox = args
             .netns
             .as_deref()
@@ -104,3 +93,6 @@ impl Plugin for Container {
         joined_netns(args).map(|_| ())
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -22,7 +22,7 @@
 use std::net::IpAddr;
 use std::path::Path;
 
-use cni::error::{codes, CniError};
+use cni::error::{codes, CniError, Context};
 use cni::result::CniResult;
 use cni::skel::{CmdArgs, NetnsPolicy, Plugin};
 use firewall::forward::{forward_firewall, ForwardAttachment, ForwardFirewall, IngressPolicy};
@@ -65,15 +65,6 @@ fn invalid(msg: impl Into<String>) -> CniError {
     CniError::new(codes::INVALID_CONFIG, msg)
 }
 
-fn fwerr(ctx: &'static str) -> impl Fn(firewall::Error) -> CniError {
-    move |e| match e {
-        firewall::Error::Invalid { .. } | firewall::Error::UnknownBackend(_) => {
-            invalid(format!("{ctx}: {e}"))
-        }
-        other => CniError::internal(format!("{ctx}: {other}")),
-    }
-}
-
 impl FirewallConf {
     /// Decode and validate before any side effect.
     pub fn load(args: &CmdArgs) -> Result<FirewallConf, CniError> {
@@ -84,9 +75,9 @@ impl FirewallConf {
             .filter(|s| !s.is_empty())
             .unwrap_or_else(|| DEFAULT_ADMIN_CHAIN.to_string());
         firewall::iptables_forward::validate_chain_name(&admin_chain)
-            .map_err(fwerr("invalid configuration"))?;
+            .context("invalid configuration")?;
         let ingress = IngressPolicy::parse(w.ingress_policy.as_deref().unwrap_or(""))
-            .map_err(fwerr("invalid configuration"))?;
+            .context("invalid configuration")?;
         let backend = w.backend.filter(|b| !b.is_empty());
         if let Some(b) = &backend {
             if !matches!(b.as_str(), "nftables" | "iptables" | "firewalld") {
@@ -143,12 +134,12 @@ fn firewalld_error() -> CniError {
 fn backend_of(conf: &FirewallConf) -> Result<Backend, CniError> {
     match conf.backend.as_deref() {
         Some("firewalld") => Err(firewalld_error()),
-        other => firewall::choose_backend(other).map_err(fwerr("firewall backend")),
+        other => firewall::choose_backend(other).context("firewall backend"),
     }
 }
 
 fn fw_of(conf: &FirewallConf) -> Result<Box<dyn ForwardFirewall>, CniError> {
-    forward_firewall(backend_of(conf)?, &conf.admin_chain).map_err(fwerr("firewall backend"))
+    forward_firewall(backend_of(conf)?, &conf.admin_chain).context("firewall backend")
 }
 
 fn ips_of(r: &CniResult) -> Vec<IpAddr> {
@@ -219,7 +210,7 @@ impl Plugin for FirewallPlugin {
         let bridge = bridge_of(&conf, &prev)?;
         let fw = fw_of(&conf)?;
         let att = attachment(args, &conf, &prev);
-        let notes = fw.add_forward(&att).map_err(fwerr("add forward rules"))?;
+        let notes = fw.add_forward(&att).context("add forward rules")?;
         for n in notes {
             eprintln!("firewall: {n}");
         }
@@ -228,7 +219,7 @@ impl Plugin for FirewallPlugin {
             if let Err(e) = fw.add_isolation(&br, conf.ingress, v4, v6) {
                 // Roll back this call's accepts: nothing of a failed ADD may stay.
                 let _ = fw.del_forward(&att.network, &att.container_id, &att.ifname, &att.ips);
-                return Err(fwerr("add ingressPolicy rules")(e));
+                return Err(CniError::from(e).context("add ingressPolicy rules"));
             }
         }
         Ok(prev)
@@ -250,9 +241,9 @@ impl Plugin for FirewallPlugin {
             }
             Err(e) => return Err(e),
         };
-        let fw = forward_firewall(backend, &conf.admin_chain).map_err(fwerr("firewall"))?;
+        let fw = forward_firewall(backend, &conf.admin_chain).context("firewall")?;
         fw.del_forward(&conf.network, &args.container_id, &args.ifname, &known)
-            .map_err(fwerr("delete forward rules"))
+            .context("delete forward rules")
     }
 
     fn check(&self, args: &CmdArgs) -> Result<(), CniError> {
@@ -261,11 +252,11 @@ impl Plugin for FirewallPlugin {
         let bridge = bridge_of(&conf, &prev)?;
         let fw = fw_of(&conf)?;
         let att = attachment(args, &conf, &prev);
-        fw.check_forward(&att).map_err(fwerr("check"))?;
+        fw.check_forward(&att).context("check")?;
         if let Some(br) = bridge {
             let (v4, v6) = families(&att.ips);
             fw.check_isolation(&br, conf.ingress, v4, v6)
-                .map_err(fwerr("check ingressPolicy"))?;
+                .context("check ingressPolicy")?;
         }
         Ok(())
     }
@@ -282,7 +273,7 @@ impl Plugin for FirewallPlugin {
         }
         fw_of(&conf)?
             .gc_forward(&conf.network, &keep)
-            .map_err(fwerr("garbage-collect forward rules"))
+            .context("garbage-collect forward rules")
     }
 
     fn status(&self, args: &CmdArgs) -> Result<(), CniError> {

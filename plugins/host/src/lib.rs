@@ -13,9 +13,10 @@
 //!
 //! [`describe`] is shared with the `container` plugin, which reports another sandbox's namespace.
 
-use cni::error::{codes, CniError};
+use cni::error::{codes, CniError, Context};
 use cni::result::{CniResult, Interface, IpConfig};
 use cni::skel::{CmdArgs, NetnsPolicy, Plugin};
+use kernel::cni_error::open_netns;
 use kernel::mac::format_mac;
 use kernel::netlink::{Netlink, NetlinkOps};
 use kernel::netns::NetNs;
@@ -30,13 +31,9 @@ pub fn describe(
     sandbox: &str,
     version: &str,
 ) -> Result<CniResult, CniError> {
-    let mut links = nl
-        .links()
-        .map_err(|e| CniError::internal(format!("failed to list links: {e}")))?;
+    let mut links = nl.links().context("failed to list links")?;
     links.sort_by_key(|l| l.index);
-    let addrs = nl
-        .addrs(None)
-        .map_err(|e| CniError::internal(format!("failed to list addresses: {e}")))?;
+    let addrs = nl.addrs(None).context("failed to list addresses")?;
     let mut result = CniResult {
         cni_version: version.to_string(),
         ..Default::default()
@@ -67,30 +64,16 @@ pub fn describe(
 
 /// Open CNI_NETNS and require it to be the namespace this process runs in.
 fn host_netns(args: &CmdArgs) -> Result<NetNs, CniError> {
-    let path = args.netns.as_deref().ok_or_else(|| {
-        CniError::new(
-            codes::INVALID_ENV,
-            "required env variables [CNI_NETNS] missing",
-        )
-    })?;
-    let ns = NetNs::open(path).map_err(|e| {
-        CniError::new(
-            codes::INVALID_NETNS,
-            format!("failed to open netns {}: {e}", path.display()),
-        )
-    })?;
-    let own = NetNs::current()
-        .map_err(|e| CniError::internal(format!("failed to open own netns: {e}")))?;
-    let same = ns
-        .same_as(&own)
-        .map_err(|e| CniError::internal(format!("failed to compare namespaces: {e}")))?;
+    let ns = open_netns(args.netns.as_deref())?;
+    let own = NetNs::current().context("failed to open own netns")?;
+    let same = ns.same_as(&own).context("failed to compare namespaces")?;
     if !same {
         return Err(CniError::new(
             codes::INVALID_NETNS,
             format!(
                 "CNI_NETNS {} is not the host network namespace: the host plugin only attaches \
                  sandboxes that share the runtime's namespace",
-                path.display()
+                ns.path().display()
             ),
         ));
     }
@@ -104,7 +87,7 @@ impl Plugin for Host {
 
     fn add(&self, args: &CmdArgs) -> Result<CniResult, CniError> {
         let ns = host_netns(args)?;
-        let mut nl = Netlink::open().map_err(|e| CniError::internal(format!("netlink: {e}")))?;
+        let mut nl = Netlink::open().context("netlink")?;
         describe(
             &mut nl,
             &ns.path().display().to_string(),
@@ -121,3 +104,6 @@ impl Plugin for Host {
         host_netns(args).map(|_| ())
     }
 }
+
+#[cfg(test)]
+mod tests;

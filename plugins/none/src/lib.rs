@@ -6,9 +6,10 @@
 //! us, so a stale CNI_NETNS that points at the runtime's own namespace can never down the host's
 //! `lo` (plugins#714).
 
-use cni::error::{codes, CniError};
+use cni::error::{codes, CniError, Context};
 use cni::result::{CniResult, Interface, IpConfig};
 use cni::skel::{CmdArgs, Plugin};
+use kernel::cni_error::netns_error;
 use kernel::netlink::{Netlink, NetlinkOps};
 use kernel::netns::NetNs;
 
@@ -23,10 +24,7 @@ fn open_netns(args: &CmdArgs) -> Result<Option<NetNs>, CniError> {
     match NetNs::open(path) {
         Ok(ns) => Ok(Some(ns)),
         Err(e) if e.is_not_found() => Ok(None),
-        Err(e) => Err(CniError::new(
-            codes::INVALID_NETNS,
-            format!("failed to open netns {}: {e}", path.display()),
-        )),
+        Err(e) => Err(netns_error(path, e)),
     }
 }
 
@@ -46,14 +44,67 @@ fn require_netns(args: &CmdArgs) -> Result<NetNs, CniError> {
 }
 
 fn netlink_in(ns: &NetNs) -> Result<Netlink, CniError> {
-    Netlink::open_in(ns)
-        .map_err(|e| CniError::internal(format!("netlink in {}: {e}", ns.path().display())))
+    Netlink::open_in(ns).context(format!("netlink in {}", ns.path().display()))
 }
 
-fn loopback(nl: &mut Netlink) -> Result<kernel::netlink::Link, CniError> {
+fn loopback(nl: &mut dyn NetlinkOps) -> Result<kernel::netlink::Link, CniError> {
     nl.link_by_name("lo")
-        .map_err(|e| CniError::internal(format!("failed to look up lo: {e}")))?
+        .context("failed to look up lo")?
         .ok_or_else(|| CniError::internal("the namespace has no lo interface"))
+}
+
+/// ADD on a socket in the sandbox (`sandbox` is its path, for the result): `lo` up, reported
+/// with its loopback addresses, or the prevResult passed through.
+fn add_on(nl: &mut dyn NetlinkOps, sandbox: &str, args: &CmdArgs) -> Result<CniResult, CniError> {
+    let lo = loopback(nl)?;
+    nl.link_set_up(lo.index).context("failed to set lo up")?;
+    let addrs = nl
+        .addrs(Some(lo.index))
+        .context("failed to list lo addresses")?;
+    if let Some(bad) = addrs.iter().find(|a| !a.addr.addr().is_loopback()) {
+        return Err(CniError::internal(format!(
+            "lo has a non-loopback address {}",
+            bad.addr
+        )));
+    }
+    if let Some(prev) = args.prev_result()? {
+        return Ok(prev);
+    }
+    let mut ips: Vec<IpConfig> = addrs
+        .iter()
+        .map(|a| IpConfig {
+            interface: Some(0),
+            address: a.addr,
+            gateway: None,
+        })
+        .collect();
+    // IPv4 first, like the reference result.
+    ips.sort_by_key(|ip| ip.address.addr().is_ipv6());
+    Ok(CniResult {
+        cni_version: args.version.as_str().to_string(),
+        interfaces: vec![Interface {
+            name: "lo".into(),
+            mac: "00:00:00:00:00:00".into(),
+            sandbox: sandbox.to_string(),
+            ..Default::default()
+        }],
+        ips,
+        ..Default::default()
+    })
+}
+
+/// DEL on a socket in the sandbox: `lo` down.
+fn del_on(nl: &mut dyn NetlinkOps) -> Result<(), CniError> {
+    let lo = loopback(nl)?;
+    nl.link_set_down(lo.index).context("failed to set lo down")
+}
+
+/// CHECK on a socket in the sandbox: `lo` must be up.
+fn check_on(nl: &mut dyn NetlinkOps) -> Result<(), CniError> {
+    if !loopback(nl)?.up {
+        return Err(CniError::internal("loopback interface is down"));
+    }
+    Ok(())
 }
 
 impl Plugin for Loopback {
@@ -64,43 +115,11 @@ impl Plugin for Loopback {
 
     fn add(&self, args: &CmdArgs) -> Result<CniResult, CniError> {
         let ns = require_netns(args)?;
-        let mut nl = netlink_in(&ns)?;
-        let lo = loopback(&mut nl)?;
-        nl.link_set_up(lo.index)
-            .map_err(|e| CniError::internal(format!("failed to set lo up: {e}")))?;
-        let addrs = nl
-            .addrs(Some(lo.index))
-            .map_err(|e| CniError::internal(format!("failed to list lo addresses: {e}")))?;
-        if let Some(bad) = addrs.iter().find(|a| !a.addr.addr().is_loopback()) {
-            return Err(CniError::internal(format!(
-                "lo has a non-loopback address {}",
-                bad.addr
-            )));
-        }
-        if let Some(prev) = args.prev_result()? {
-            return Ok(prev);
-        }
-        let mut ips: Vec<IpConfig> = addrs
-            .iter()
-            .map(|a| IpConfig {
-                interface: Some(0),
-                address: a.addr,
-                gateway: None,
-            })
-            .collect();
-        // IPv4 first, like the reference result.
-        ips.sort_by_key(|ip| ip.address.addr().is_ipv6());
-        Ok(CniResult {
-            cni_version: args.version.as_str().to_string(),
-            interfaces: vec![Interface {
-                name: "lo".into(),
-                mac: "00:00:00:00:00:00".into(),
-                sandbox: ns.path().display().to_string(),
-                ..Default::default()
-            }],
-            ips,
-            ..Default::default()
-        })
+        add_on(
+            &mut netlink_in(&ns)?,
+            &ns.path().display().to_string(),
+            args,
+        )
     }
 
     fn del(&self, args: &CmdArgs) -> Result<(), CniError> {
@@ -108,18 +127,14 @@ impl Plugin for Loopback {
         let Some(ns) = open_netns(args)? else {
             return Ok(());
         };
-        let mut nl = netlink_in(&ns)?;
-        let lo = loopback(&mut nl)?;
-        nl.link_set_down(lo.index)
-            .map_err(|e| CniError::internal(format!("failed to set lo down: {e}")))
+        del_on(&mut netlink_in(&ns)?)
     }
 
     fn check(&self, args: &CmdArgs) -> Result<(), CniError> {
         let ns = require_netns(args)?;
-        let mut nl = netlink_in(&ns)?;
-        if !loopback(&mut nl)?.up {
-            return Err(CniError::internal("loopback interface is down"));
-        }
-        Ok(())
+        check_on(&mut netlink_in(&ns)?)
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -20,7 +20,7 @@
 
 use std::net::IpAddr;
 
-use cni::error::{codes, CniError};
+use cni::error::{codes, CniError, Context};
 use cni::result::CniResult;
 use cni::skel::{CmdArgs, NetnsPolicy, Plugin};
 use cni::trace;
@@ -73,13 +73,6 @@ fn invalid(msg: impl Into<String>) -> CniError {
     CniError::new(codes::INVALID_CONFIG, msg)
 }
 
-fn fwerr(ctx: &str) -> impl FnOnce(firewall::Error) -> CniError + '_ {
-    move |e| match e {
-        firewall::Error::Invalid { .. } => invalid(format!("{ctx}: {e}")),
-        other => CniError::internal(format!("{ctx}: {other}")),
-    }
-}
-
 impl PortmapConf {
     /// Decodes and validates the config, choosing the backend. No side effects (the nftables
     /// probe is an empty transaction).
@@ -99,8 +92,7 @@ impl PortmapConf {
                 "cannot specify externalSetMarkChain and markMasqBit",
             ));
         }
-        let backend = firewall::choose_backend(w.backend.as_deref())
-            .map_err(|e| invalid(format!("portmap backend: {e}")))?;
+        let backend = firewall::choose_backend(w.backend.as_deref()).context("portmap backend")?;
         let conditions_v4 = w.conditions_v4.unwrap_or_default();
         let conditions_v6 = w.conditions_v6.unwrap_or_default();
         match backend {
@@ -158,10 +150,10 @@ pub fn mappings(args: &CmdArgs) -> Result<Vec<PortMap>, CniError> {
     let mut out = Vec::with_capacity(raw.len());
     for m in &raw {
         let pm = PortMap::from_raw(m.host_port, m.container_port, &m.protocol, &m.host_ip)
-            .map_err(|e| invalid(format!("invalid port mapping: {e}")))?;
+            .context("invalid port mapping")?;
         out.push(pm);
     }
-    check_duplicates(&out).map_err(|e| invalid(format!("invalid port mapping: {e}")))?;
+    check_duplicates(&out).context("invalid port mapping")?;
     Ok(out)
 }
 
@@ -216,11 +208,11 @@ fn prev_required(args: &CmdArgs) -> Result<CniResult, CniError> {
 /// `route_localnet=1` on the host interface that routes to `ip`: without it the kernel drops
 /// packets with source 127.0.0.1 leaving a real interface, so `127.0.0.1:hostPort` fails.
 fn enable_route_localnet(ip: IpAddr) -> Result<(), CniError> {
-    let err = |e: kernel::Error| CniError::internal(format!("route_localnet for {ip}: {e}"));
-    let mut nl = Netlink::open().map_err(err)?;
+    let ctx = format!("route_localnet for {ip}");
+    let mut nl = Netlink::open().context(&ctx)?;
     let best = nl
         .routes(Family::V4)
-        .map_err(err)?
+        .context(&ctx)?
         .into_iter()
         .filter(|r| r.dst.contains(&ip) && r.oif.is_some())
         .max_by_key(|r| r.dst.prefix_len());
@@ -231,10 +223,10 @@ fn enable_route_localnet(ip: IpAddr) -> Result<(), CniError> {
     };
     let link = nl
         .link_by_index(index)
-        .map_err(err)?
+        .context(&ctx)?
         .ok_or_else(|| CniError::internal(format!("interface {index} routing to {ip} vanished")))?;
     kernel::sysctl::write_if_different(&format!("net/ipv4/conf/{}/route_localnet", link.name), "1")
-        .map_err(err)?;
+        .context(&ctx)?;
     Ok(())
 }
 
@@ -278,7 +270,7 @@ impl Plugin for Portmap {
         }
         let fw = port_forwarder(conf.backend);
         trace::phase("config");
-        fw.add_portmap(&spec).map_err(fwerr("portmap"))?;
+        fw.add_portmap(&spec).context("portmap")?;
         trace::phase("firewall");
         if let (true, Some(v4)) = (conf.snat, spec.v4) {
             if let Err(e) = enable_route_localnet(v4.addr()) {
@@ -303,7 +295,7 @@ impl Plugin for Portmap {
         }
         let outcome = port_forwarder(conf.backend)
             .del_portmap(&conf.network, &args.container_id, &args.ifname)
-            .map_err(fwerr("portmap DEL"));
+            .context("portmap DEL");
         flush_udp(&maps);
         outcome
     }
@@ -320,7 +312,7 @@ impl Plugin for Portmap {
         let spec = spec(&conf, args, maps, &prev);
         port_forwarder(conf.backend)
             .check_portmap(&spec)
-            .map_err(fwerr("portmap CHECK"))
+            .context("portmap CHECK")
     }
 
     fn gc(&self, args: &CmdArgs) -> Result<(), CniError> {
@@ -332,7 +324,7 @@ impl Plugin for Portmap {
             .collect();
         port_forwarder(conf.backend)
             .gc_portmap(&conf.network, &keep)
-            .map_err(fwerr("portmap GC"))
+            .context("portmap GC")
     }
 
     fn status(&self, args: &CmdArgs) -> Result<(), CniError> {

@@ -19,7 +19,7 @@ use std::collections::BTreeMap;
 use std::fmt::Display;
 use std::path::{Path, PathBuf};
 
-use cni::error::{codes, CniError};
+use cni::error::{codes, CniError, Context};
 use cni::result::CniResult;
 use cni::skel::{CmdArgs, Plugin};
 use kernel::mac::{format_mac, parse_mac};
@@ -39,10 +39,6 @@ pub struct Tuning;
 
 fn invalid(msg: impl Into<String>) -> CniError {
     CniError::new(codes::INVALID_CONFIG, msg)
-}
-
-fn kerr(ctx: impl Display) -> impl FnOnce(kernel::error::Error) -> CniError {
-    move |e| CniError::internal(format!("{ctx}: {e}"))
 }
 
 /// Wire form of the settings that may come from the plugin object or from `args.cni`.
@@ -330,18 +326,7 @@ fn read_backup(path: &Path) -> Option<Backup> {
 }
 
 fn netns_of(args: &CmdArgs) -> Result<NetNs, CniError> {
-    let p = args.netns.as_deref().ok_or_else(|| {
-        CniError::new(
-            codes::INVALID_ENV,
-            "required env variables [CNI_NETNS] missing",
-        )
-    })?;
-    NetNs::open(p).map_err(|e| {
-        CniError::new(
-            codes::INVALID_NETNS,
-            format!("failed to open netns {}: {e}", p.display()),
-        )
-    })
+    kernel::cni_error::open_netns(args.netns.as_deref())
 }
 
 fn require_prev(args: &CmdArgs) -> Result<CniResult, CniError> {
@@ -351,7 +336,7 @@ fn require_prev(args: &CmdArgs) -> Result<CniResult, CniError> {
 
 fn find_link(nl: &mut Netlink, ifname: &str) -> Result<Link, CniError> {
     nl.link_by_name(ifname)
-        .map_err(kerr(format!("look up {ifname}")))?
+        .context(format!("look up {ifname}"))?
         .ok_or_else(|| {
             CniError::internal(format!(
                 "interface {ifname} not found in the container netns"
@@ -361,7 +346,7 @@ fn find_link(nl: &mut Netlink, ifname: &str) -> Result<Link, CniError> {
 
 fn extras(nl: &mut Netlink, link: &Link) -> Result<(bool, u32), CniError> {
     nl.link_allmulti_txqlen(link.index)
-        .map_err(kerr(format!("read {}", link.name)))?
+        .context(format!("read {}", link.name))?
         .ok_or_else(|| CniError::internal(format!("interface {} disappeared", link.name)))
 }
 
@@ -370,13 +355,13 @@ fn set_mac(nl: &mut Netlink, link: &Link, mac: [u8; 6]) -> Result<(), CniError> 
         Err(e) if e.errno() == Some(libc::EBUSY) && link.up => {
             // Drivers without live address change need the link down for the change.
             nl.link_set_down(link.index)
-                .map_err(kerr(format!("set {} down", link.name)))?;
+                .context(format!("set {} down", link.name))?;
             let r = nl.link_set_mac(link.index, mac);
             nl.link_set_up(link.index)
-                .map_err(kerr(format!("set {} up", link.name)))?;
-            r.map_err(kerr(format!("set MAC of {}", link.name)))
+                .context(format!("set {} up", link.name))?;
+            r.context(format!("set MAC of {}", link.name))
         }
-        r => r.map_err(kerr(format!("set MAC of {}", link.name))),
+        r => r.context(format!("set MAC of {}", link.name)),
     }
 }
 
@@ -389,19 +374,19 @@ fn apply_link(nl: &mut Netlink, link: &Link, want: &Backup) -> Result<(), CniErr
     }
     if let Some(p) = want.promisc {
         nl.link_set_promisc(link.index, p)
-            .map_err(kerr(format!("set promisc of {name}")))?;
+            .context(format!("set promisc of {name}"))?;
     }
     if let Some(mtu) = want.mtu {
         nl.link_set_mtu(link.index, mtu)
-            .map_err(kerr(format!("set MTU of {name}")))?;
+            .context(format!("set MTU of {name}"))?;
     }
     if let Some(a) = want.allmulti {
         nl.link_set_allmulti(link.index, a)
-            .map_err(kerr(format!("set allmulticast of {name}")))?;
+            .context(format!("set allmulticast of {name}"))?;
     }
     if let Some(q) = want.tx_qlen {
         nl.link_set_txqlen(link.index, q)
-            .map_err(kerr(format!("set txqueuelen of {name}")))?;
+            .context(format!("set txqueuelen of {name}"))?;
     }
     Ok(())
 }
@@ -426,11 +411,11 @@ fn write_sysctls(ns: &NetNs, ifname: &str, conf: &TuningConf) -> Result<(), CniE
     }
     ns.run(|| {
         for (p, v) in &paths {
-            sysctl::write(p, v).map_err(kerr(format!("sysctl {p}")))?;
+            sysctl::write(p, v).context(format!("sysctl {p}"))?;
         }
         Ok(())
     })
-    .map_err(kerr("enter container netns"))?
+    .context("enter container netns")?
 }
 
 impl Plugin for Tuning {
@@ -451,7 +436,7 @@ impl Plugin for Tuning {
         if want == Backup::default() {
             return Ok(result);
         }
-        let mut nl = Netlink::open_in(&ns).map_err(kerr("netlink in container netns"))?;
+        let mut nl = Netlink::open_in(&ns).context("netlink in container netns")?;
         let link = find_link(&mut nl, &args.ifname)?;
         let path = backup_path(&conf.data_dir, &args.container_id, &args.ifname);
         // A backup left by an ADD without DEL holds the original values: keep it.
@@ -500,7 +485,7 @@ impl Plugin for Tuning {
         };
         let restored = (|| -> Result<(), CniError> {
             let ns = netns_of(args)?;
-            let mut nl = Netlink::open_in(&ns).map_err(kerr("netlink in container netns"))?;
+            let mut nl = Netlink::open_in(&ns).context("netlink in container netns")?;
             let link = find_link(&mut nl, &args.ifname)?;
             apply_link(&mut nl, &link, &backup)
         })();
@@ -527,7 +512,7 @@ impl Plugin for Tuning {
         let mismatch = ns
             .run(|| {
                 for (k, p, v) in &paths {
-                    let cur = sysctl::read(p).map_err(kerr(format!("sysctl {p}")))?;
+                    let cur = sysctl::read(p).context(format!("sysctl {p}"))?;
                     if cur.trim() != v.trim() {
                         return Err(CniError::internal(format!(
                             "Error: Tuning configured value of {k} is {v}, current value is {cur}"
@@ -536,13 +521,13 @@ impl Plugin for Tuning {
                 }
                 Ok(())
             })
-            .map_err(kerr("enter container netns"))?;
+            .context("enter container netns")?;
         mismatch?;
         let want = wanted(&conf);
         if want == Backup::default() {
             return Ok(());
         }
-        let mut nl = Netlink::open_in(&ns).map_err(kerr("netlink in container netns"))?;
+        let mut nl = Netlink::open_in(&ns).context("netlink in container netns")?;
         let link = find_link(&mut nl, &args.ifname)?;
         let (allmulti, txq) = extras(&mut nl, &link)?;
         let differ = |what: &str, want: &dyn Display, cur: &dyn Display| {

@@ -1,11 +1,18 @@
 //! A recording, in-memory [`NetlinkOps`] for unit tests of plugin logic without root (the
-//! youki fake-client pattern, peers.md §3.2). It records every call with its arguments in
-//! [`FakeNetlink::calls`] and keeps a small model of one namespace (links, addresses, routes)
-//! so that "add bridge, add veth, set master, add address" reads back what was added. Veth peers
-//! created in other namespaces land in [`FakeNetlink::foreign_links`].
+//! youki fake-client pattern, peers.md §3.2).
+//!
+//! One [`FakeNetlink`] is a socket in one namespace of a shared in-memory world: [`FakeNetlink::new`]
+//! starts the world with the host namespace, [`FakeNetlink::netns`] opens another handle on the
+//! namespace a [`NetNs`](crate::netns::NetNs) path names. A veth created with a peer namespace
+//! puts its peer there; deleting either end deletes both, wherever they live, as the kernel does.
+//! Every call, in every namespace, goes into one journal in order, and other fakes of a test
+//! (firewall, IPAM) can add their own entries with [`FakeNetlink::note`], so a test reads one
+//! sequence of every side effect, e.g. what a rollback undid and in which order.
+//! [`FakeNetlink::fail_next`] makes the next call of an operation fail in one namespace.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use ipnet::IpNet;
 
@@ -87,19 +94,16 @@ pub struct BrportFlags {
     pub isolated: bool,
 }
 
-/// The recording fake. Fields are public so tests can script initial state and inspect results.
-#[derive(Debug)]
-pub struct FakeNetlink {
-    /// Every call, in order.
-    pub calls: Vec<Call>,
-    /// Links of the modelled namespace.
+/// The modelled state of one namespace; read it with [`FakeNetlink::state`], script it with
+/// [`FakeNetlink::edit`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FakeNamespace {
+    /// Links.
     pub links: Vec<Link>,
-    /// Addresses of the modelled namespace.
+    /// Addresses.
     pub addrs: Vec<Addr>,
-    /// Routes of the modelled namespace (as added: `table` filled with main when unset).
+    /// Routes (as added: `table` filled with main when unset).
     pub routes: Vec<RouteSpec>,
-    /// Veth peers created in other namespaces: (namespace path, link).
-    pub foreign_links: Vec<(PathBuf, Link)>,
     /// Bridge port flags per link index.
     pub brport: HashMap<u32, BrportFlags>,
     /// VLAN filtering state per bridge index.
@@ -108,9 +112,87 @@ pub struct FakeNetlink {
     pub vlans: HashMap<u32, Vec<BridgeVlan>>,
     /// Neighbour entries returned by `neighbours()`.
     pub neighbours: Vec<Neighbour>,
-    /// Queued failures: op name -> errnos returned by the next calls of that op.
-    failures: HashMap<&'static str, Vec<i32>>,
+    /// `IFA_F_*` flags added to every new address besides `IFA_F_PERMANENT`, e.g.
+    /// `IFA_F_TENTATIVE` while a test plays duplicate address detection.
+    pub new_addr_flags: u32,
+}
+
+impl FakeNamespace {
+    /// Names of the links, in creation order.
+    pub fn link_names(&self) -> Vec<String> {
+        self.links.iter().map(|l| l.name.clone()).collect()
+    }
+
+    /// The link called `name`.
+    pub fn link(&self, name: &str) -> Option<&Link> {
+        self.links.iter().find(|l| l.name == name)
+    }
+}
+
+/// One journal entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// A netlink call made in namespace `ns` (a failed call is recorded too).
+    Call {
+        /// [`HOST_NS`] or the namespace path.
+        ns: PathBuf,
+        /// The call and its arguments.
+        call: Call,
+    },
+    /// A side effect recorded by another fake of the same test.
+    Note(String),
+}
+
+/// The namespace key of the handle [`FakeNetlink::new`] returns.
+pub const HOST_NS: &str = "host";
+
+#[derive(Debug, Default)]
+struct World {
+    spaces: HashMap<PathBuf, FakeNamespace>,
+    journal: Vec<Event>,
+    /// Queued failures per (namespace, op): errnos returned by the next calls of that op.
+    failures: HashMap<(PathBuf, &'static str), Vec<i32>>,
     next_index: u32,
+}
+
+impl World {
+    fn space(&mut self, ns: &Path) -> &mut FakeNamespace {
+        self.spaces
+            .entry(ns.to_path_buf())
+            .or_insert_with(|| FakeNamespace {
+                links: vec![Link {
+                    index: 1,
+                    name: "lo".into(),
+                    mac: Some([0; 6]),
+                    mtu: 65536,
+                    up: true,
+                    ..Link::default()
+                }],
+                ..FakeNamespace::default()
+            })
+    }
+
+    fn new_link(&mut self, ns: &Path, name: &str, kind: Option<&str>) -> u32 {
+        let index = self.next_index;
+        self.next_index += 1;
+        self.space(ns).links.push(Link {
+            index,
+            name: name.into(),
+            kind: kind.map(str::to_string),
+            mac: Some(fake_mac(index)),
+            mtu: 1500,
+            ..Link::default()
+        });
+        index
+    }
+}
+
+/// A handle on one namespace of the fake world; clones and [`FakeNetlink::netns`] handles share
+/// the world.
+#[derive(Debug, Clone)]
+pub struct FakeNetlink {
+    world: Arc<Mutex<World>>,
+    ns: PathBuf,
 }
 
 impl Default for FakeNetlink {
@@ -133,87 +215,134 @@ fn fake_mac(index: u32) -> [u8; 6] {
     [0x02, 0xfa, b[0], b[1], b[2], b[3]]
 }
 
+fn idx(index: u32) -> impl FnOnce() -> String {
+    move || format!("ifindex {index}")
+}
+
 impl FakeNetlink {
-    /// An empty namespace with only `lo` (index 1, up).
+    /// A new world holding the host namespace ([`HOST_NS`]) with only `lo` (index 1, up);
+    /// the handle is a socket in that namespace.
     pub fn new() -> Self {
-        FakeNetlink {
-            calls: Vec::new(),
-            links: vec![Link {
-                index: 1,
-                name: "lo".into(),
-                mac: Some([0; 6]),
-                mtu: 65536,
-                up: true,
-                oper_up: false,
-                ..Link::default()
-            }],
-            addrs: Vec::new(),
-            routes: Vec::new(),
-            foreign_links: Vec::new(),
-            brport: HashMap::new(),
-            vlan_filtering: HashMap::new(),
-            vlans: HashMap::new(),
-            neighbours: Vec::new(),
-            failures: HashMap::new(),
+        let mut world = World {
             next_index: 2,
+            ..World::default()
+        };
+        world.space(Path::new(HOST_NS));
+        FakeNetlink {
+            world: Arc::new(Mutex::new(world)),
+            ns: PathBuf::from(HOST_NS),
         }
     }
 
-    /// Make the next call of `op` (a [`NetlinkOps`] method name such as `"veth_add"`) fail with
-    /// `errno`, without changing the model. Several calls queue up in order.
-    pub fn fail_next(&mut self, op: &'static str, errno: i32) {
-        self.failures.entry(op).or_default().push(errno);
+    /// A handle on the namespace at `path` (created, with `lo`, on first use), in the same world.
+    pub fn netns(&self, path: impl AsRef<Path>) -> FakeNetlink {
+        let ns = path.as_ref().to_path_buf();
+        self.lock().space(&ns);
+        FakeNetlink {
+            world: Arc::clone(&self.world),
+            ns,
+        }
     }
 
-    /// Add a link directly (scripted state); returns its index.
-    pub fn add_link(&mut self, name: &str, kind: Option<&str>) -> u32 {
-        let index = self.next_index;
-        self.next_index += 1;
-        self.links.push(Link {
-            index,
-            name: name.into(),
-            kind: kind.map(str::to_string),
-            mac: Some(fake_mac(index)),
-            mtu: 1500,
-            ..Link::default()
+    // A test that panicked while holding the lock already failed; keep reading the world.
+    fn lock(&self) -> MutexGuard<'_, World> {
+        self.world.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Make the next call of `op` (a [`NetlinkOps`] method name such as `"veth_add"`) in this
+    /// namespace fail with `errno`, without changing the model. Several calls queue up in order.
+    pub fn fail_next(&self, op: &'static str, errno: i32) {
+        self.lock()
+            .failures
+            .entry((self.ns.clone(), op))
+            .or_default()
+            .push(errno);
+    }
+
+    /// Add a link directly (scripted state, not journaled); returns its index.
+    pub fn add_link(&self, name: &str, kind: Option<&str>) -> u32 {
+        let ns = self.ns.clone();
+        self.lock().new_link(&ns, name, kind)
+    }
+
+    /// A copy of this namespace's state.
+    pub fn state(&self) -> FakeNamespace {
+        let ns = self.ns.clone();
+        self.lock().space(&ns).clone()
+    }
+
+    /// Change this namespace's state directly (scripted state, not journaled).
+    pub fn edit<T>(&self, f: impl FnOnce(&mut FakeNamespace) -> T) -> T {
+        let ns = self.ns.clone();
+        f(self.lock().space(&ns))
+    }
+
+    /// Record a side effect of another fake in the shared journal.
+    pub fn note(&self, what: impl Into<String>) {
+        self.lock().journal.push(Event::Note(what.into()));
+    }
+
+    /// Every entry so far, in order, from every namespace.
+    pub fn journal(&self) -> Vec<Event> {
+        self.lock().journal.clone()
+    }
+
+    /// The calls made in this namespace, in order.
+    pub fn calls(&self) -> Vec<Call> {
+        self.lock()
+            .journal
+            .iter()
+            .filter_map(|e| match e {
+                Event::Call { ns, call } if *ns == self.ns => Some(call.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Clear the journal (after a test's setup).
+    pub fn clear_journal(&self) {
+        self.lock().journal.clear();
+    }
+
+    /// Journal `call`, fail it if a failure is queued, else run `f` on the world.
+    fn op<T>(
+        &self,
+        op: &'static str,
+        call: Call,
+        target: impl FnOnce() -> String,
+        f: impl FnOnce(&mut World, &Path) -> Result<T>,
+    ) -> Result<T> {
+        let mut w = self.lock();
+        w.journal.push(Event::Call {
+            ns: self.ns.clone(),
+            call,
         });
-        index
-    }
-
-    /// Names of links, in creation order.
-    pub fn link_names(&self) -> Vec<String> {
-        self.links.iter().map(|l| l.name.clone()).collect()
-    }
-
-    fn check_fail(&mut self, op: &'static str, target: impl FnOnce() -> String) -> Result<()> {
-        if let Some(q) = self.failures.get_mut(op) {
+        if let Some(q) = w.failures.get_mut(&(self.ns.clone(), op)) {
             if !q.is_empty() {
                 let errno = q.remove(0);
                 return Err(nl_err(op, errno, target()));
             }
         }
-        Ok(())
+        f(&mut w, &self.ns)
     }
 
-    fn link_mut(&mut self, op: &'static str, index: u32) -> Result<&mut Link> {
-        self.links
-            .iter_mut()
-            .find(|l| l.index == index)
-            .ok_or_else(|| nl_err(op, libc::ENODEV, format!("ifindex {index}")))
-    }
-
-    fn name_taken(&self, name: &str) -> bool {
-        self.links.iter().any(|l| l.name == name)
-    }
-
-    fn begin(
-        &mut self,
+    /// Like [`Self::op`] for an operation on one existing link of this namespace.
+    fn on_link<T>(
+        &self,
         op: &'static str,
         call: Call,
-        target: impl FnOnce() -> String,
-    ) -> Result<()> {
-        self.calls.push(call);
-        self.check_fail(op, target)
+        index: u32,
+        f: impl FnOnce(&mut Link) -> Result<T>,
+    ) -> Result<T> {
+        self.op(op, call, idx(index), |w, ns| {
+            let link = w
+                .space(ns)
+                .links
+                .iter_mut()
+                .find(|l| l.index == index)
+                .ok_or_else(|| nl_err(op, libc::ENODEV, format!("ifindex {index}")))?;
+            f(link)
+        })
     }
 }
 
@@ -227,145 +356,152 @@ fn routes_match(filter: &RouteSpec, r: &RouteSpec) -> bool {
 
 impl NetlinkOps for FakeNetlink {
     fn link_by_name(&mut self, name: &str) -> Result<Option<Link>> {
-        self.begin("link_by_name", Call::LinkByName(name.into()), || {
-            name.into()
-        })?;
-        Ok(self.links.iter().find(|l| l.name == name).cloned())
+        let call = Call::LinkByName(name.into());
+        self.op(
+            "link_by_name",
+            call,
+            || name.into(),
+            |w, ns| Ok(w.space(ns).link(name).cloned()),
+        )
     }
 
     fn link_by_index(&mut self, index: u32) -> Result<Option<Link>> {
-        self.begin("link_by_index", Call::LinkByIndex(index), || {
-            format!("ifindex {index}")
-        })?;
-        Ok(self.links.iter().find(|l| l.index == index).cloned())
+        self.op(
+            "link_by_index",
+            Call::LinkByIndex(index),
+            idx(index),
+            |w, ns| Ok(w.space(ns).links.iter().find(|l| l.index == index).cloned()),
+        )
     }
 
     fn links(&mut self) -> Result<Vec<Link>> {
-        self.begin("links", Call::Links, String::new)?;
-        Ok(self.links.clone())
+        self.op("links", Call::Links, String::new, |w, ns| {
+            Ok(w.space(ns).links.clone())
+        })
     }
 
     fn bridge_add(&mut self, name: &str, mtu: Option<u32>) -> Result<()> {
-        self.begin(
+        let call = Call::BridgeAdd {
+            name: name.into(),
+            mtu,
+        };
+        self.op(
             "bridge_add",
-            Call::BridgeAdd {
-                name: name.into(),
-                mtu,
-            },
+            call,
             || name.into(),
-        )?;
-        validate_ifname(name)?;
-        if self.name_taken(name) {
-            return Err(nl_err("bridge_add", libc::EEXIST, name.into()));
-        }
-        let index = self.add_link(name, Some("bridge"));
-        if let Some(mtu) = mtu {
-            self.link_mut("bridge_add", index)?.mtu = mtu;
-        }
-        Ok(())
+            |w, ns| {
+                validate_ifname(name)?;
+                if w.space(ns).link(name).is_some() {
+                    return Err(nl_err("bridge_add", libc::EEXIST, name.into()));
+                }
+                let index = w.new_link(ns, name, Some("bridge"));
+                if let Some(l) = w.space(ns).links.iter_mut().find(|l| l.index == index) {
+                    l.mtu = mtu.unwrap_or(l.mtu);
+                }
+                Ok(())
+            },
+        )
     }
 
     fn veth_add(&mut self, spec: &VethSpec) -> Result<()> {
+        let peer_ns = spec.peer_netns.path().to_path_buf();
         let call = Call::VethAdd {
             host_name: spec.host_name.into(),
             peer_name: spec.peer_name.into(),
-            peer_netns: spec.peer_netns.path().to_path_buf(),
+            peer_netns: peer_ns.clone(),
             mtu: spec.mtu,
             peer_mac: spec.peer_mac,
         };
-        self.begin("veth_add", call, || spec.host_name.into())?;
-        validate_ifname(spec.host_name)?;
-        validate_ifname(spec.peer_name)?;
-        let ns = spec.peer_netns.path().to_path_buf();
-        if self.name_taken(spec.host_name)
-            || self
-                .foreign_links
-                .iter()
-                .any(|(p, l)| *p == ns && l.name == spec.peer_name)
-        {
-            return Err(nl_err("veth_add", libc::EEXIST, spec.host_name.into()));
-        }
-        let host = self.add_link(spec.host_name, Some("veth"));
-        let peer_index = self.next_index;
-        self.next_index += 1;
-        let mtu = spec.mtu.unwrap_or(1500);
-        let host_link = self.link_mut("veth_add", host)?;
-        host_link.mtu = mtu;
-        host_link.peer_index = Some(peer_index);
-        let peer = Link {
-            index: peer_index,
-            name: spec.peer_name.into(),
-            kind: Some("veth".into()),
-            mac: Some(spec.peer_mac.unwrap_or(fake_mac(peer_index))),
-            mtu,
-            peer_index: Some(host),
-            ..Link::default()
-        };
-        self.foreign_links.push((ns, peer));
-        Ok(())
+        self.op(
+            "veth_add",
+            call,
+            || spec.host_name.into(),
+            |w, ns| {
+                validate_ifname(spec.host_name)?;
+                validate_ifname(spec.peer_name)?;
+                if w.space(ns).link(spec.host_name).is_some()
+                    || w.space(&peer_ns).link(spec.peer_name).is_some()
+                {
+                    return Err(nl_err("veth_add", libc::EEXIST, spec.host_name.into()));
+                }
+                let mtu = spec.mtu.unwrap_or(1500);
+                let host = w.new_link(ns, spec.host_name, Some("veth"));
+                let peer = w.new_link(&peer_ns, spec.peer_name, Some("veth"));
+                for (space, index, other) in [(ns, host, peer), (peer_ns.as_path(), peer, host)] {
+                    if let Some(l) = w.space(space).links.iter_mut().find(|l| l.index == index) {
+                        l.mtu = mtu;
+                        l.peer_index = Some(other);
+                        if index == peer {
+                            l.mac = spec.peer_mac.or(l.mac);
+                        }
+                    }
+                }
+                Ok(())
+            },
+        )
     }
 
     fn link_set_up(&mut self, index: u32) -> Result<()> {
-        self.begin("link_set_up", Call::LinkSetUp(index), || {
-            format!("ifindex {index}")
-        })?;
-        let l = self.link_mut("link_set_up", index)?;
-        l.up = true;
-        l.oper_up = true;
-        Ok(())
+        self.on_link("link_set_up", Call::LinkSetUp(index), index, |l| {
+            l.up = true;
+            l.oper_up = true;
+            Ok(())
+        })
     }
 
     fn link_set_down(&mut self, index: u32) -> Result<()> {
-        self.begin("link_set_down", Call::LinkSetDown(index), || {
-            format!("ifindex {index}")
-        })?;
-        let l = self.link_mut("link_set_down", index)?;
-        l.up = false;
-        l.oper_up = false;
-        Ok(())
+        self.on_link("link_set_down", Call::LinkSetDown(index), index, |l| {
+            l.up = false;
+            l.oper_up = false;
+            Ok(())
+        })
     }
 
     fn link_set_master(&mut self, index: u32, master: u32) -> Result<()> {
-        self.begin(
-            "link_set_master",
-            Call::LinkSetMaster { index, master },
-            || format!("ifindex {index}"),
-        )?;
-        if master != 0 && !self.links.iter().any(|l| l.index == master) {
-            return Err(nl_err(
-                "link_set_master",
-                libc::ENODEV,
-                format!("ifindex {master}"),
-            ));
-        }
-        self.link_mut("link_set_master", index)?.master = (master != 0).then_some(master);
-        Ok(())
+        let call = Call::LinkSetMaster { index, master };
+        self.op("link_set_master", call, idx(index), |w, ns| {
+            let space = w.space(ns);
+            if master != 0 && !space.links.iter().any(|l| l.index == master) {
+                return Err(nl_err(
+                    "link_set_master",
+                    libc::ENODEV,
+                    format!("ifindex {master}"),
+                ));
+            }
+            let link = space
+                .links
+                .iter_mut()
+                .find(|l| l.index == index)
+                .ok_or_else(|| {
+                    nl_err("link_set_master", libc::ENODEV, format!("ifindex {index}"))
+                })?;
+            link.master = (master != 0).then_some(master);
+            Ok(())
+        })
     }
 
     fn link_set_mtu(&mut self, index: u32, mtu: u32) -> Result<()> {
-        self.begin("link_set_mtu", Call::LinkSetMtu { index, mtu }, || {
-            format!("ifindex {index}")
-        })?;
-        self.link_mut("link_set_mtu", index)?.mtu = mtu;
-        Ok(())
+        let call = Call::LinkSetMtu { index, mtu };
+        self.on_link("link_set_mtu", call, index, |l| {
+            l.mtu = mtu;
+            Ok(())
+        })
     }
 
     fn link_set_mac(&mut self, index: u32, mac: [u8; 6]) -> Result<()> {
-        self.begin("link_set_mac", Call::LinkSetMac { index, mac }, || {
-            format!("ifindex {index}")
-        })?;
-        self.link_mut("link_set_mac", index)?.mac = Some(mac);
-        Ok(())
+        let call = Call::LinkSetMac { index, mac };
+        self.on_link("link_set_mac", call, index, |l| {
+            l.mac = Some(mac);
+            Ok(())
+        })
     }
 
     fn link_set_promisc(&mut self, index: u32, on: bool) -> Result<()> {
-        self.begin(
-            "link_set_promisc",
-            Call::LinkSetPromisc { index, on },
-            || format!("ifindex {index}"),
-        )?;
-        self.link_mut("link_set_promisc", index)?.promisc = on;
-        Ok(())
+        let call = Call::LinkSetPromisc { index, on };
+        self.on_link("link_set_promisc", call, index, |l| {
+            l.promisc = on;
+            Ok(())
+        })
     }
 
     fn brport_set(
@@ -374,250 +510,297 @@ impl NetlinkOps for FakeNetlink {
         hairpin: Option<bool>,
         isolated: Option<bool>,
     ) -> Result<()> {
-        self.begin(
-            "brport_set",
-            Call::BrportSet {
-                index,
-                hairpin,
-                isolated,
-            },
-            || format!("ifindex {index}"),
-        )?;
-        if self.link_mut("brport_set", index)?.master.is_none() {
-            // The kernel has no bridge port to configure on an unenslaved link.
-            return Err(nl_err(
-                "brport_set",
-                libc::EOPNOTSUPP,
-                format!("ifindex {index}"),
-            ));
-        }
-        let f = self.brport.entry(index).or_default();
-        if let Some(h) = hairpin {
-            f.hairpin = h;
-        }
-        if let Some(i) = isolated {
-            f.isolated = i;
-        }
-        Ok(())
+        let call = Call::BrportSet {
+            index,
+            hairpin,
+            isolated,
+        };
+        self.op("brport_set", call, idx(index), |w, ns| {
+            let space = w.space(ns);
+            let link = space
+                .links
+                .iter()
+                .find(|l| l.index == index)
+                .ok_or_else(|| nl_err("brport_set", libc::ENODEV, format!("ifindex {index}")))?;
+            if link.master.is_none() {
+                // The kernel has no bridge port to configure on an unenslaved link.
+                return Err(nl_err(
+                    "brport_set",
+                    libc::EOPNOTSUPP,
+                    format!("ifindex {index}"),
+                ));
+            }
+            let f = space.brport.entry(index).or_default();
+            f.hairpin = hairpin.unwrap_or(f.hairpin);
+            f.isolated = isolated.unwrap_or(f.isolated);
+            Ok(())
+        })
     }
 
     fn link_del(&mut self, index: u32) -> Result<()> {
-        self.begin("link_del", Call::LinkDel(index), || {
-            format!("ifindex {index}")
-        })?;
-        let pos = self
-            .links
-            .iter()
-            .position(|l| l.index == index)
-            .ok_or_else(|| nl_err("link_del", libc::ENODEV, format!("ifindex {index}")))?;
-        let link = self.links.remove(pos);
-        // Deleting one veth end deletes the other, wherever it lives.
-        if let Some(peer) = link.peer_index {
-            self.foreign_links.retain(|(_, l)| l.index != peer);
-            self.links.retain(|l| l.index != peer);
-        }
-        for l in &mut self.links {
-            if l.master == Some(index) {
-                l.master = None;
+        self.op("link_del", Call::LinkDel(index), idx(index), |w, ns| {
+            let space = w.space(ns);
+            let pos = space
+                .links
+                .iter()
+                .position(|l| l.index == index)
+                .ok_or_else(|| nl_err("link_del", libc::ENODEV, format!("ifindex {index}")))?;
+            let link = space.links.remove(pos);
+            // Deleting one veth end deletes the other, wherever it lives.
+            let gone = [Some(index), link.peer_index];
+            for space in w.spaces.values_mut() {
+                space.links.retain(|l| !gone.contains(&Some(l.index)));
+                for l in &mut space.links {
+                    if gone.contains(&l.master) {
+                        l.master = None;
+                    }
+                }
+                space.addrs.retain(|a| !gone.contains(&Some(a.index)));
+                space
+                    .routes
+                    .retain(|r| r.oif.is_none() || !gone.contains(&r.oif));
+                for i in gone.into_iter().flatten() {
+                    space.brport.remove(&i);
+                    space.vlans.remove(&i);
+                    space.vlan_filtering.remove(&i);
+                }
             }
-        }
-        self.addrs
-            .retain(|a| a.index != index && Some(a.index) != link.peer_index);
-        self.routes.retain(|r| r.oif != Some(index));
-        self.brport.remove(&index);
-        self.vlans.remove(&index);
-        self.vlan_filtering.remove(&index);
-        Ok(())
+            Ok(())
+        })
     }
 
     fn addr_add(&mut self, index: u32, addr: IpNet) -> Result<()> {
-        self.begin("addr_add", Call::AddrAdd { index, addr }, || {
-            format!("{addr} on ifindex {index}")
-        })?;
-        self.link_mut("addr_add", index)?;
-        if self
-            .addrs
-            .iter()
-            .any(|a| a.index == index && a.addr.addr() == addr.addr())
-        {
-            return Err(nl_err(
-                "addr_add",
-                libc::EEXIST,
-                format!("{addr} on ifindex {index}"),
-            ));
-        }
-        self.addrs.push(Addr {
-            index,
-            addr,
-            scope: RT_SCOPE_UNIVERSE,
-            flags: super::IFA_F_PERMANENT,
-        });
-        // The kernel adds the prefix route with the address.
-        self.routes.push(RouteSpec {
-            dst: addr.trunc(),
-            gw: None,
-            oif: Some(index),
-            table: Some(RT_TABLE_MAIN),
-            priority: None,
-            scope: Some(RT_SCOPE_LINK),
-            mtu: None,
-        });
-        Ok(())
+        let target = move || format!("{addr} on ifindex {index}");
+        self.op(
+            "addr_add",
+            Call::AddrAdd { index, addr },
+            target,
+            |w, ns| {
+                let space = w.space(ns);
+                if !space.links.iter().any(|l| l.index == index) {
+                    return Err(nl_err("addr_add", libc::ENODEV, format!("ifindex {index}")));
+                }
+                if space
+                    .addrs
+                    .iter()
+                    .any(|a| a.index == index && a.addr.addr() == addr.addr())
+                {
+                    return Err(nl_err("addr_add", libc::EEXIST, target()));
+                }
+                space.addrs.push(Addr {
+                    index,
+                    addr,
+                    scope: RT_SCOPE_UNIVERSE,
+                    flags: super::IFA_F_PERMANENT | space.new_addr_flags,
+                });
+                // The kernel adds the prefix route with the address.
+                space.routes.push(RouteSpec {
+                    oif: Some(index),
+                    table: Some(RT_TABLE_MAIN),
+                    scope: Some(RT_SCOPE_LINK),
+                    ..RouteSpec::new(addr.trunc())
+                });
+                Ok(())
+            },
+        )
     }
 
     fn addr_del(&mut self, index: u32, addr: IpNet) -> Result<()> {
-        self.begin("addr_del", Call::AddrDel { index, addr }, || {
-            format!("{addr} on ifindex {index}")
-        })?;
-        let before = self.addrs.len();
-        self.addrs.retain(|a| !(a.index == index && a.addr == addr));
-        if self.addrs.len() == before {
-            return Err(nl_err(
-                "addr_del",
-                libc::EADDRNOTAVAIL,
-                format!("{addr} on ifindex {index}"),
-            ));
-        }
-        self.routes
-            .retain(|r| !(r.oif == Some(index) && r.gw.is_none() && r.dst == addr.trunc()));
-        Ok(())
+        let target = move || format!("{addr} on ifindex {index}");
+        self.op(
+            "addr_del",
+            Call::AddrDel { index, addr },
+            target,
+            |w, ns| {
+                let space = w.space(ns);
+                let before = space.addrs.len();
+                space
+                    .addrs
+                    .retain(|a| !(a.index == index && a.addr == addr));
+                if space.addrs.len() == before {
+                    return Err(nl_err("addr_del", libc::EADDRNOTAVAIL, target()));
+                }
+                space
+                    .routes
+                    .retain(|r| !(r.oif == Some(index) && r.gw.is_none() && r.dst == addr.trunc()));
+                Ok(())
+            },
+        )
     }
 
     fn addrs(&mut self, index: Option<u32>) -> Result<Vec<Addr>> {
-        self.begin("addrs", Call::Addrs(index), String::new)?;
-        Ok(self
-            .addrs
-            .iter()
-            .filter(|a| index.is_none_or(|i| a.index == i))
-            .cloned()
-            .collect())
+        self.op("addrs", Call::Addrs(index), String::new, |w, ns| {
+            Ok(w.space(ns)
+                .addrs
+                .iter()
+                .filter(|a| index.is_none_or(|i| a.index == i))
+                .cloned()
+                .collect())
+        })
     }
 
     fn route_add(&mut self, r: &RouteSpec) -> Result<()> {
-        self.begin("route_add", Call::RouteAdd(r.clone()), || r.dst.to_string())?;
-        if let Some(oif) = r.oif {
-            self.link_mut("route_add", oif)?;
-        }
-        if self
-            .routes
-            .iter()
-            .any(|x| routes_match(r, x) && x.priority == r.priority)
-        {
-            return Err(nl_err("route_add", libc::EEXIST, r.dst.to_string()));
-        }
-        let mut stored = r.clone();
-        stored.table = Some(r.table.unwrap_or(RT_TABLE_MAIN));
-        stored.scope = Some(r.scope.unwrap_or(match (&r.dst, &r.gw) {
-            (IpNet::V4(_), None) => RT_SCOPE_LINK,
-            _ => RT_SCOPE_UNIVERSE,
-        }));
-        self.routes.push(stored);
-        Ok(())
+        let target = || r.dst.to_string();
+        self.op("route_add", Call::RouteAdd(r.clone()), target, |w, ns| {
+            let space = w.space(ns);
+            if let Some(oif) = r.oif {
+                if !space.links.iter().any(|l| l.index == oif) {
+                    return Err(nl_err("route_add", libc::ENODEV, format!("ifindex {oif}")));
+                }
+            }
+            // Like the kernel with NLM_F_EXCL: one route per (table, destination, metric),
+            // whatever its gateway or device.
+            let table = r.table.unwrap_or(RT_TABLE_MAIN);
+            if space.routes.iter().any(|x| {
+                x.dst == r.dst
+                    && x.table.unwrap_or(RT_TABLE_MAIN) == table
+                    && x.priority == r.priority
+            }) {
+                return Err(nl_err("route_add", libc::EEXIST, r.dst.to_string()));
+            }
+            let mut stored = r.clone();
+            stored.table = Some(r.table.unwrap_or(RT_TABLE_MAIN));
+            stored.scope = Some(r.scope.unwrap_or(match (&r.dst, &r.gw) {
+                (IpNet::V4(_), None) => RT_SCOPE_LINK,
+                _ => RT_SCOPE_UNIVERSE,
+            }));
+            space.routes.push(stored);
+            Ok(())
+        })
     }
 
     fn route_del(&mut self, r: &RouteSpec) -> Result<()> {
-        self.begin("route_del", Call::RouteDel(r.clone()), || r.dst.to_string())?;
-        match self.routes.iter().position(|x| routes_match(r, x)) {
-            Some(pos) => {
-                self.routes.remove(pos);
-                Ok(())
+        let target = || r.dst.to_string();
+        self.op("route_del", Call::RouteDel(r.clone()), target, |w, ns| {
+            let space = w.space(ns);
+            match space.routes.iter().position(|x| routes_match(r, x)) {
+                Some(pos) => {
+                    space.routes.remove(pos);
+                    Ok(())
+                }
+                None => Err(nl_err("route_del", libc::ESRCH, r.dst.to_string())),
             }
-            None => Err(nl_err("route_del", libc::ESRCH, r.dst.to_string())),
-        }
+        })
     }
 
     fn routes(&mut self, family: Family) -> Result<Vec<RouteSpec>> {
-        self.begin("routes", Call::Routes(family), String::new)?;
-        Ok(self
-            .routes
-            .iter()
-            .filter(|r| Family::of(&r.dst.addr()) == family)
-            .cloned()
-            .collect())
+        self.op("routes", Call::Routes(family), String::new, |w, ns| {
+            Ok(w.space(ns)
+                .routes
+                .iter()
+                .filter(|r| Family::of(&r.dst.addr()) == family)
+                .cloned()
+                .collect())
+        })
     }
 
     fn bridge_set_vlan_filtering(&mut self, bridge: u32, on: bool) -> Result<()> {
-        let target = || format!("ifindex {bridge}");
-        self.begin(
-            "bridge_set_vlan_filtering",
-            Call::BridgeSetVlanFiltering { bridge, on },
-            target,
-        )?;
-        if self
-            .link_mut("bridge_set_vlan_filtering", bridge)?
-            .kind
-            .as_deref()
-            != Some("bridge")
-        {
-            return Err(nl_err(
-                "bridge_set_vlan_filtering",
-                libc::EOPNOTSUPP,
-                target(),
-            ));
-        }
-        self.vlan_filtering.insert(bridge, on);
-        Ok(())
+        let call = Call::BridgeSetVlanFiltering { bridge, on };
+        self.op("bridge_set_vlan_filtering", call, idx(bridge), |w, ns| {
+            let space = w.space(ns);
+            let kind = space
+                .links
+                .iter()
+                .find(|l| l.index == bridge)
+                .map(|l| l.kind.as_deref() == Some("bridge"));
+            match kind {
+                None => Err(nl_err(
+                    "bridge_set_vlan_filtering",
+                    libc::ENODEV,
+                    idx(bridge)(),
+                )),
+                Some(false) => Err(nl_err(
+                    "bridge_set_vlan_filtering",
+                    libc::EOPNOTSUPP,
+                    idx(bridge)(),
+                )),
+                Some(true) => {
+                    space.vlan_filtering.insert(bridge, on);
+                    Ok(())
+                }
+            }
+        })
     }
 
     fn bridge_vlan_add(&mut self, index: u32, vlan: BridgeVlan) -> Result<()> {
-        self.begin(
+        let target = move || format!("vlan {} on ifindex {index}", vlan.vid);
+        self.op(
             "bridge_vlan_add",
             Call::BridgeVlanAdd { index, vlan },
-            || format!("vlan {} on ifindex {index}", vlan.vid),
-        )?;
-        super::socket::check_vid(vlan.vid)?;
-        if self.link_mut("bridge_vlan_add", index)?.master.is_none() {
-            return Err(nl_err(
-                "bridge_vlan_add",
-                libc::EINVAL,
-                format!("ifindex {index}"),
-            ));
-        }
-        let list = self.vlans.entry(index).or_default();
-        // Like the kernel: one PVID per port, and re-adding a vid updates its flags.
-        if vlan.pvid {
-            for v in list.iter_mut() {
-                v.pvid = false;
-            }
-        }
-        list.retain(|v| v.vid != vlan.vid);
-        list.push(vlan);
-        list.sort_by_key(|v| v.vid);
-        Ok(())
+            target,
+            |w, ns| {
+                super::socket::check_vid(vlan.vid)?;
+                let space = w.space(ns);
+                let is_port = space
+                    .links
+                    .iter()
+                    .find(|l| l.index == index)
+                    .ok_or_else(|| nl_err("bridge_vlan_add", libc::ENODEV, idx(index)()))?
+                    .master
+                    .is_some();
+                if !is_port {
+                    return Err(nl_err("bridge_vlan_add", libc::EINVAL, idx(index)()));
+                }
+                let list = space.vlans.entry(index).or_default();
+                // Like the kernel: one PVID per port, and re-adding a vid updates its flags.
+                if vlan.pvid {
+                    for v in list.iter_mut() {
+                        v.pvid = false;
+                    }
+                }
+                list.retain(|v| v.vid != vlan.vid);
+                list.push(vlan);
+                list.sort_by_key(|v| v.vid);
+                Ok(())
+            },
+        )
     }
 
     fn bridge_vlan_del(&mut self, index: u32, vid: u16) -> Result<()> {
-        self.begin(
+        let target = move || format!("vlan {vid} on ifindex {index}");
+        self.op(
             "bridge_vlan_del",
             Call::BridgeVlanDel { index, vid },
-            || format!("vlan {vid} on ifindex {index}"),
-        )?;
-        let list = self.vlans.entry(index).or_default();
-        let before = list.len();
-        list.retain(|v| v.vid != vid);
-        if list.len() == before {
-            return Err(nl_err(
-                "bridge_vlan_del",
-                libc::ENOENT,
-                format!("vlan {vid}"),
-            ));
-        }
-        Ok(())
+            target,
+            |w, ns| {
+                let list = w.space(ns).vlans.entry(index).or_default();
+                let before = list.len();
+                list.retain(|v| v.vid != vid);
+                if list.len() == before {
+                    return Err(nl_err(
+                        "bridge_vlan_del",
+                        libc::ENOENT,
+                        format!("vlan {vid}"),
+                    ));
+                }
+                Ok(())
+            },
+        )
     }
 
     fn bridge_vlans(&mut self, index: u32) -> Result<Vec<BridgeVlan>> {
-        self.begin("bridge_vlans", Call::BridgeVlans(index), String::new)?;
-        Ok(self.vlans.get(&index).cloned().unwrap_or_default())
+        self.op(
+            "bridge_vlans",
+            Call::BridgeVlans(index),
+            String::new,
+            |w, ns| Ok(w.space(ns).vlans.get(&index).cloned().unwrap_or_default()),
+        )
     }
 
     fn neighbours(&mut self, family: Family) -> Result<Vec<Neighbour>> {
-        self.begin("neighbours", Call::Neighbours(family), String::new)?;
-        Ok(self
-            .neighbours
-            .iter()
-            .filter(|n| Family::of(&n.ip) == family)
-            .cloned()
-            .collect())
+        self.op(
+            "neighbours",
+            Call::Neighbours(family),
+            String::new,
+            |w, ns| {
+                Ok(w.space(ns)
+                    .neighbours
+                    .iter()
+                    .filter(|n| Family::of(&n.ip) == family)
+                    .cloned()
+                    .collect())
+            },
+        )
     }
 }
 
@@ -633,8 +816,9 @@ mod tests {
     #[test]
     fn bridge_veth_master_addr_reads_back() {
         let ns = ns();
-        let mut f = FakeNetlink::new();
-        let ops: &mut dyn NetlinkOps = &mut f;
+        let f = FakeNetlink::new();
+        let mut host = f.clone();
+        let ops: &mut dyn NetlinkOps = &mut host;
         ops.bridge_add("cni0", Some(1400)).unwrap();
         ops.veth_add(&VethSpec {
             host_name: "veth01234567",
@@ -666,32 +850,67 @@ mod tests {
         let routes = ops.routes(Family::V4).unwrap();
         assert_eq!(routes[0].dst, "10.22.0.0/16".parse::<IpNet>().unwrap());
 
-        assert_eq!(f.foreign_links.len(), 1);
-        assert_eq!(f.foreign_links[0].1.name, "eth0");
-        assert_eq!(f.foreign_links[0].1.mac, Some([2, 0, 0, 0, 0, 9]));
+        // The peer was born in the other namespace, under its final name and MAC.
+        let cont = f.netns(ns.path());
+        let peer = cont.state().link("eth0").cloned().unwrap();
+        assert_eq!(peer.mac, Some([2, 0, 0, 0, 0, 9]));
+        assert_eq!(peer.peer_index, Some(veth.index));
+        assert_eq!(v.peer_index, Some(peer.index));
         assert_eq!(
-            f.brport[&veth.index],
+            f.state().brport[&veth.index],
             BrportFlags {
                 hairpin: true,
                 isolated: false
             }
         );
         assert_eq!(
-            f.calls[0],
+            f.calls()[0],
             Call::BridgeAdd {
                 name: "cni0".into(),
                 mtu: Some(1400)
             }
         );
-        assert!(f.calls.contains(&Call::LinkSetMaster {
+        assert!(f.calls().contains(&Call::LinkSetMaster {
             index: veth.index,
             master: br.index
         }));
+        assert!(
+            cont.calls().is_empty(),
+            "nothing was asked of the peer namespace"
+        );
 
         // Deleting the host end takes the peer with it.
-        f.link_del(veth.index).unwrap();
-        assert!(f.foreign_links.is_empty());
-        assert!(f.link_by_name("veth01234567").unwrap().is_none());
+        host.link_del(veth.index).unwrap();
+        assert_eq!(cont.state().link_names(), ["lo"]);
+        assert!(host.link_by_name("veth01234567").unwrap().is_none());
+    }
+
+    #[test]
+    fn deleting_the_peer_end_deletes_the_host_end() {
+        let ns = ns();
+        let mut host = FakeNetlink::new();
+        let br = host.add_link("br0", Some("bridge"));
+        host.veth_add(&VethSpec {
+            host_name: "veth0",
+            peer_name: "eth0",
+            peer_netns: &ns,
+            mtu: None,
+            peer_mac: None,
+        })
+        .unwrap();
+        let veth = host.state().link("veth0").unwrap().index;
+        host.link_set_master(veth, br).unwrap();
+        let mut cont = host.netns(ns.path());
+        let peer = cont.link_by_name("eth0").unwrap().unwrap();
+        cont.link_del(peer.index).unwrap();
+        assert_eq!(host.state().link_names(), ["lo", "br0"]);
+        assert_eq!(
+            host.journal().last(),
+            Some(&Event::Call {
+                ns: ns.path().to_path_buf(),
+                call: Call::LinkDel(peer.index)
+            })
+        );
     }
 
     #[test]
@@ -756,13 +975,15 @@ mod tests {
         assert!(f.bridge_vlan_add(port, v(0, false)).is_err());
         f.bridge_vlan_del(port, 10).unwrap();
         assert!(f.bridge_vlan_del(port, 10).unwrap_err().is_not_found());
-        assert!(f.vlan_filtering[&br]);
+        assert!(f.state().vlan_filtering[&br]);
     }
 
     #[test]
-    fn fail_next_is_one_shot_and_recorded() {
+    fn fail_next_is_one_shot_per_namespace_and_recorded() {
         let mut f = FakeNetlink::new();
+        let mut other = f.netns("/run/netns/other");
         f.fail_next("bridge_add", libc::EPERM);
+        other.bridge_add("br0", None).unwrap();
         let e = f.bridge_add("br0", None).unwrap_err();
         assert_eq!(e.errno(), Some(libc::EPERM));
         assert!(matches!(
@@ -778,38 +999,43 @@ mod tests {
         );
         f.bridge_add("br0", None).unwrap();
         assert_eq!(
-            f.calls
+            f.calls()
                 .iter()
                 .filter(|c| matches!(c, Call::BridgeAdd { .. }))
                 .count(),
             2
         );
+        f.note("ipam add");
+        assert_eq!(f.journal().len(), 5);
+        assert_eq!(f.journal()[4], Event::Note("ipam add".into()));
     }
 
     #[test]
     fn neighbours_by_family() {
         let mut f = FakeNetlink::new();
-        f.neighbours = vec![
-            Neighbour {
-                index: 2,
-                ip: "10.0.0.1".parse().unwrap(),
-                mac: Some([2, 0, 0, 0, 0, 1]),
-                state: 0x02,
-            },
-            Neighbour {
-                index: 2,
-                ip: "fe80::1".parse().unwrap(),
-                mac: None,
-                state: 0x20,
-            },
-        ];
+        f.edit(|ns| {
+            ns.neighbours = vec![
+                Neighbour {
+                    index: 2,
+                    ip: "10.0.0.1".parse().unwrap(),
+                    mac: Some([2, 0, 0, 0, 0, 1]),
+                    state: 0x02,
+                },
+                Neighbour {
+                    index: 2,
+                    ip: "fe80::1".parse().unwrap(),
+                    mac: None,
+                    state: 0x20,
+                },
+            ]
+        });
         let v4 = f.neighbours(Family::V4).unwrap();
         assert_eq!(v4.len(), 1);
         assert_eq!(v4[0].state_name(), "REACHABLE");
         let v6 = f.neighbours(Family::V6).unwrap();
         assert_eq!(v6[0].state_name(), "FAILED");
         assert_eq!(
-            f.calls,
+            f.calls(),
             [Call::Neighbours(Family::V4), Call::Neighbours(Family::V6)]
         );
     }

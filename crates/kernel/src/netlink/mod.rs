@@ -16,7 +16,7 @@ mod fake;
 pub mod msg;
 mod socket;
 
-pub use fake::{Call, FakeNetlink};
+pub use fake::{BrportFlags, Call, Event, FakeNamespace, FakeNetlink, HOST_NS};
 pub use socket::Netlink;
 
 /// A network interface, as read from `RTM_NEWLINK`.
