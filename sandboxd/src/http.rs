@@ -81,7 +81,12 @@ async fn openapi() -> Response {
 }
 
 async fn list_networks(State(st): State<AppState>) -> Response {
-    reply(StatusCode::OK, call(&st, Request::ListNetworks).await)
+    let r = call(&st, Request::ListNetworks).await.map(|mut v| {
+        // Networks dockerd created through the Docker plugin face (crate::docker).
+        v.extend(crate::docker::api_networks());
+        v
+    });
+    reply(StatusCode::OK, r)
 }
 
 async fn create_network(State(st): State<AppState>, body: Bytes) -> Response {
@@ -104,7 +109,11 @@ async fn delete_network(State(st): State<AppState>, Path(name): Path<String>) ->
 }
 
 async fn list_sandboxes(State(st): State<AppState>) -> Response {
-    reply(StatusCode::OK, call(&st, Request::ListSandboxes).await)
+    let r = call(&st, Request::ListSandboxes).await.map(|mut v| {
+        v.extend(crate::docker::api_sandboxes());
+        v
+    });
+    reply(StatusCode::OK, r)
 }
 
 async fn create_sandbox(State(st): State<AppState>, body: Bytes) -> Response {
