@@ -525,6 +525,114 @@ fn networks_traffic_ports_and_connect() {
         let br2 = format!("rc-{}", &n2_id[..11]);
         assert_eq!(sb.global_addrs(None, &br2), vec!["10.78.0.1/24"]);
 
+        // An internal network: no default route, no docker_gwbridge, no masquerade.
+        dk.ok(&[
+            "network",
+            "create",
+            "-d",
+            PLUGIN,
+            "--ipam-driver",
+            PLUGIN,
+            "--internal",
+            "--subnet",
+            "10.79.0.0/24",
+            "net3",
+        ]);
+        let routes = dk.ok(&["run", "--rm", "--network", "net3", IMAGE, "ip", "route"]);
+        assert!(!routes.contains("default"), "{routes}");
+        let links = dk.ok(&[
+            "run",
+            "--rm",
+            "--network",
+            "net3",
+            IMAGE,
+            "ip",
+            "-o",
+            "link",
+        ]);
+        assert!(!links.contains("eth1"), "{links}");
+        dk.ok(&["network", "rm", "net3"]);
+
+        // A driver option we do not know is refused, and dockerd's pool goes back.
+        let e = dk.fails(&[
+            "network",
+            "create",
+            "-d",
+            PLUGIN,
+            "--ipam-driver",
+            PLUGIN,
+            "--subnet",
+            "10.80.0.0/24",
+            "-o",
+            "frobnicate=1",
+            "bad",
+        ]);
+        assert!(e.contains("unknown option"), "{e}");
+
+        // IPAM errors come back to the user: an overlapping pool is refused.
+        let e = dk.fails(&[
+            "network",
+            "create",
+            "-d",
+            PLUGIN,
+            "--ipam-driver",
+            PLUGIN,
+            "--subnet",
+            "10.77.0.0/16",
+            "overlap",
+        ]);
+        assert!(e.contains("overlaps pool 10.77.0.0/24"), "{e}");
+
+        // No subnet: our IPAM picks a free default pool (docker0 has 172.17.0.0/16).
+        dk.ok(&[
+            "network",
+            "create",
+            "-d",
+            PLUGIN,
+            "--ipam-driver",
+            PLUGIN,
+            "auto",
+        ]);
+        let auto = dk.inspect("network", "auto");
+        let subnet = auto["IPAM"]["Config"][0]["Subnet"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        assert!(
+            subnet.starts_with("172.") || subnet.starts_with("192.168."),
+            "{subnet}"
+        );
+        assert_ne!(subnet, "172.17.0.0/16");
+        dk.ok(&["network", "rm", "auto"]);
+
+        // Dual stack with our IPAM.
+        dk.ok(&[
+            "network",
+            "create",
+            "-d",
+            PLUGIN,
+            "--ipam-driver",
+            PLUGIN,
+            "--ipv6",
+            "--subnet",
+            "10.76.0.0/24",
+            "--subnet",
+            "fd00:76::/64",
+            "net6",
+        ]);
+        dk.idle("six", &["--network", "net6"]);
+        let a6 = dk.ok(&["exec", "six", "ip", "-o", "-6", "addr", "show", "eth0"]);
+        assert!(a6.contains("fd00:76::"), "{a6}");
+        assert!(
+            (0..3).any(|_| dk
+                .run(&["exec", "six", "ping", "-6", "-c1", "-W2", "fd00:76::1"])
+                .status
+                .success()),
+            "ping6 the gateway"
+        );
+        dk.ok(&["rm", "-f", "six"]);
+        dk.ok(&["network", "rm", "net6"]);
+
         // Two containers: static address and MAC, published port, names.
         dk.web(
             "web1",
@@ -570,7 +678,10 @@ fn networks_traffic_ports_and_connect() {
         // Our entries exist while the endpoints do: masquerade, forward and port elements in
         // nftables, and the iptables accepts that get past dockerd's FORWARD DROP.
         let (nft, ipt) = fw_entries(sb, "10.77.0.");
-        assert!(nft > 0 && ipt > 0, "firewall entries missing: nft {nft}, iptables {ipt}");
+        assert!(
+            nft > 0 && ipt > 0,
+            "firewall entries missing: nft {nft}, iptables {ipt}"
+        );
 
         // sandboxd's view.
         let nets = sd.netns(&["network", "ls"]);
