@@ -294,6 +294,31 @@ pub fn release_address(
     Ok(())
 }
 
+/// Start-up: remove leases of our pools that no record owns (a crash between host-local's
+/// write and the state's). Returns one line per pool that had any.
+pub fn gc(st: &DkState, ipam_dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    for p in st.pools.values() {
+        let valid: Vec<(String, String)> = p
+            .leases
+            .values()
+            .map(|o| (o.clone(), "eth0".to_string()))
+            .collect();
+        let outcome = config(ipam_dir, p, None)
+            .and_then(|cfg| host_local::alloc::gc(&cfg, &valid).map_err(|e| e.to_string()));
+        match outcome {
+            Ok(freed) if freed.is_empty() => {}
+            Ok(freed) => out.push(format!(
+                "docker pool {}: released {} orphaned lease(s)",
+                p.id,
+                freed.len()
+            )),
+            Err(e) => out.push(format!("docker pool {}: lease GC failed: {e}", p.id)),
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -353,6 +378,11 @@ mod tests {
         assert!(any(&mut st, "10.77.0.9").is_err());
         assert!(any(&mut st, "10.77.0.1").is_err());
         let leases = dir.join(lease_dir_name(&"10.77.0.0/24".parse().unwrap()));
+        assert!(leases.join("10.77.0.9").exists());
+        // A lease no record owns (crash between the two writes) goes at the next start.
+        let orphan = config(&dir, &st.pools[&a.pool_id], None).unwrap();
+        host_local::alloc::add(&orphan, "orphan", "eth0").unwrap();
+        assert_eq!(gc(&st, &dir).len(), 1);
         assert!(leases.join("10.77.0.9").exists());
         release_address(&mut st, &dir, &a.pool_id, "10.77.0.9").unwrap();
         assert!(!leases.join("10.77.0.9").exists());

@@ -72,7 +72,9 @@ pub fn open(data_dir: &Path, ipam_dir: &Path) -> Result<(Arc<Ctx>, Vec<String>),
     });
     let actions = {
         let mut st = ctx.lock();
-        driver::reconcile(&ctx, &mut st)
+        let mut a = driver::reconcile(&ctx, &mut st);
+        a.extend(ipam::gc(&st, &ctx.ipam_dir));
+        a
     };
     let _ = ACTIVE.set(ctx.clone());
     Ok((ctx, actions))
