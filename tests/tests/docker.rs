@@ -91,7 +91,9 @@ impl Sandboxd {
             .unwrap();
         self.child = Some(child);
         let t = Instant::now();
-        while !(Self::plugin_sock().exists() && self.sock.exists()) {
+        // Connect, not just exists: after a kill -9 the old socket files are still there.
+        let answers = |p: &std::path::Path| std::os::unix::net::UnixStream::connect(p).is_ok();
+        while !(answers(&Self::plugin_sock()) && answers(&self.sock)) {
             if let Some(Ok(Some(st))) = self.child.as_mut().map(Child::try_wait) {
                 panic!("sandboxd exited with {st}: {}", self.log());
             }
@@ -115,6 +117,13 @@ impl Sandboxd {
             !Self::plugin_sock().exists(),
             "plugin socket left behind after SIGTERM"
         );
+    }
+
+    /// SIGKILL by PID and wait.
+    fn kill9(&mut self) {
+        let mut c = self.child.take().unwrap();
+        c.kill().unwrap();
+        c.wait().unwrap();
     }
 
     fn log(&self) -> String {
@@ -824,6 +833,13 @@ fn dockerd_and_sandboxd_restarts() {
             "new container after a sandboxd restart"
         );
         dk.ok(&["rm", "-f", "late"]);
+        // kill -9: the stale socket is replaced, the state is whole.
+        sd.kill9();
+        sd.spawn();
+        assert!(dk.ping("rcli", "rweb"), "traffic after sandboxd was killed");
+        dk.idle("late2", &["--network", "rnet"]);
+        assert!(dk.ping("late2", "rweb"), "new container after a kill -9");
+        dk.ok(&["rm", "-f", "late2"]);
 
         // Switch to live-restore (this restart still stops the containers), then restart
         // with live-restore on: the containers keep running, nothing is called.
