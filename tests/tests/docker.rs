@@ -692,6 +692,20 @@ fn networks_traffic_ports_and_connect() {
             "firewall entries missing: nft {nft}, iptables {ipt}"
         );
 
+        // A port without a host port cannot be published by this driver: the run fails with
+        // our message and dockerd undoes the endpoint (checked by the leftover checks below).
+        let e = dk.fails(&[
+            "run",
+            "--rm",
+            "--network",
+            "net1",
+            "-p",
+            "80",
+            IMAGE,
+            "true",
+        ]);
+        assert!(e.contains("a host port is required"), "{e}");
+
         // sandboxd's view.
         let nets = sd.netns(&["network", "ls"]);
         let n1_id = n1["Id"].as_str().unwrap();
@@ -747,6 +761,7 @@ fn networks_traffic_ports_and_connect() {
 
         // Nothing left.
         assert_eq!(our_links(sb), Vec::<String>::new());
+        assert_eq!(sb.host_veths(), 0, "veths left: {:?}", sb.link_names(None));
         assert!(sd.leases("10.77.0.0/24").is_empty());
         assert_eq!(
             fw_entries(sb, "10.77.0."),
