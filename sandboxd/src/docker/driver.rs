@@ -91,6 +91,22 @@ pub fn create_network(ctx: &Ctx, st: &mut DkState, req: &CreateNetwork) -> Resul
     if st.networks.contains_key(&req.network_id) {
         return Ok(());
     }
+    let net = plan_network(st, req)?;
+    st.networks.insert(net.id.clone(), net.clone());
+    ctx.save(st)?;
+    if let Err(e) = hostport::ensure_gateway_bridge(&bridge_spec(&net)) {
+        let _ = hostport::delete_bridge(&net.bridge);
+        st.networks.remove(&net.id);
+        ctx.save(st)?;
+        return Err(e.msg);
+    }
+    tracing::info!(network = %short(&net.id), bridge = %net.bridge, "docker network created");
+    Ok(())
+}
+
+/// The network record of a CreateNetwork request: options and pools validated, nothing done.
+fn plan_network(st: &DkState, req: &CreateNetwork) -> Result<DkNetwork, String> {
+    check_id("network id", &req.network_id)?;
     let opts = req.options.clone().unwrap_or_default();
     let generic: BTreeMap<String, String> = match opts.get(OPT_GENERIC) {
         Some(Value::Object(m)) => m
@@ -170,7 +186,7 @@ pub fn create_network(ctx: &Ctx, st: &mut DkState, req: &CreateNetwork) -> Resul
             gateway,
         });
     }
-    let net = DkNetwork {
+    Ok(DkNetwork {
         id: req.network_id.clone(),
         bridge,
         mtu,
@@ -179,17 +195,7 @@ pub fn create_network(ctx: &Ctx, st: &mut DkState, req: &CreateNetwork) -> Resul
         subnets,
         options: generic,
         created: crate::util::now_rfc3339(),
-    };
-    st.networks.insert(net.id.clone(), net.clone());
-    ctx.save(st)?;
-    if let Err(e) = hostport::ensure_gateway_bridge(&bridge_spec(&net)) {
-        let _ = hostport::delete_bridge(&net.bridge);
-        st.networks.remove(&net.id);
-        ctx.save(st)?;
-        return Err(e.msg);
-    }
-    tracing::info!(network = %short(&net.id), bridge = %net.bridge, "docker network created");
-    Ok(())
+    })
 }
 
 /// DeleteNetwork: endpoints left behind by a crashed dockerd go first, then the bridge.
@@ -572,4 +578,89 @@ pub fn reconcile(ctx: &Ctx, st: &mut DkState) -> Vec<String> {
         actions.push(format!("docker state: {e}"));
     }
     actions
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use serde_json::json;
+
+    fn req(v: Value) -> CreateNetwork {
+        serde_json::from_value(v).unwrap()
+    }
+
+    const NID: &str = "d2cb65000de533a645847dcea5bd6cf856ff65bfbd83ee66fe8a55c382280ef7";
+
+    #[test]
+    fn network_options_and_pools() {
+        let st = DkState::default();
+        let n = plan_network(
+            &st,
+            &req(json!({
+                "NetworkID": NID,
+                "Options": {
+                    "com.docker.network.enable_ipv6": false,
+                    "com.docker.network.generic": {
+                        "com.docker.network.bridge.name": "br77",
+                        "com.docker.network.driver.mtu": "1400",
+                        "com.docker.network.bridge.enable_ip_masquerade": "false",
+                    },
+                },
+                "IPv4Data": [{"AddressSpace": "rcni", "Pool": "10.77.0.0/24",
+                              "Gateway": "10.77.0.1/24", "AuxAddresses": null}],
+                "IPv6Data": null,
+            })),
+        )
+        .unwrap();
+        assert_eq!(n.bridge, "br77");
+        assert_eq!(n.mtu, Some(1400));
+        assert!(!n.masquerade && !n.internal);
+        assert_eq!(n.subnets[0].gateway.unwrap().to_string(), "10.77.0.1/24");
+        assert!(!bridge_spec(&n).ip_masq);
+
+        // Defaults; internal as a top-level option; a plain gateway gets the pool's prefix.
+        let n = plan_network(
+            &st,
+            &req(json!({
+                "NetworkID": NID,
+                "Options": {"com.docker.network.internal": true},
+                "IPv4Data": [{"Pool": "10.78.0.0/16", "Gateway": "10.78.0.1"}],
+            })),
+        )
+        .unwrap();
+        assert_eq!(n.bridge, "rc-d2cb65000de");
+        assert!(n.internal && n.masquerade);
+        assert!(
+            !bridge_spec(&n).ip_masq,
+            "internal networks are not masqueraded"
+        );
+        assert_eq!(n.subnets[0].gateway.unwrap().to_string(), "10.78.0.1/16");
+
+        for (opts, want) in [
+            (json!({"frobnicate": "1"}), "unknown option"),
+            (json!({"mtu": "9"}), "not an MTU"),
+            (json!({"bridge_name": "a/b"}), "bridge_name"),
+            (json!({"masquerade": "maybe"}), "not a boolean"),
+        ] {
+            let e = plan_network(
+                &st,
+                &req(json!({"NetworkID": NID, "Options": {"com.docker.network.generic": opts}})),
+            )
+            .unwrap_err();
+            assert!(e.contains(want), "{e}");
+        }
+        let e = plan_network(&st, &req(json!({"NetworkID": "../x"}))).unwrap_err();
+        assert!(e.contains("invalid network id"), "{e}");
+    }
+
+    #[test]
+    fn docker_style_macs() {
+        let a: Vec<IpNet> = vec![
+            "fd00::5/64".parse().unwrap(),
+            "10.77.0.10/24".parse().unwrap(),
+        ];
+        assert_eq!(mac_for(&a), Some([0x02, 0x42, 10, 77, 0, 10]));
+        assert_eq!(mac_for(&a[..1]), None);
+    }
 }
