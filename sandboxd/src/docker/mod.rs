@@ -407,3 +407,65 @@ pub fn api_sandboxes() -> Vec<Sandbox> {
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn dispatch_error_fields_404s_and_persistence() {
+        let dir = std::env::temp_dir().join(format!("dk-mod-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let (ctx, _) = open(&dir, &dir.join("ipam")).unwrap();
+        let call = |c: &str, body: &str| handle(&ctx, c, body.as_bytes());
+
+        let a = call("Plugin.Activate", "").unwrap();
+        assert_eq!(a, json!({"Implements": ["NetworkDriver", "IpamDriver"]}));
+        assert_eq!(
+            call("NetworkDriver.GetCapabilities", "").unwrap()["Scope"],
+            "local"
+        );
+        for unknown in [
+            "NetworkDriver.AllocateNetwork",
+            "NetworkDriver.FreeNetwork",
+            "Nope.Call",
+        ] {
+            assert!(call(unknown, "{}").is_none(), "{unknown}");
+        }
+        // IPAM errors use `Error`, driver errors `Err`.
+        let e = call("IpamDriver.RequestPool", r#"{"Pool":"nonsense"}"#).unwrap();
+        assert!(e["Error"].as_str().unwrap().contains("invalid pool"), "{e}");
+        let e = call("NetworkDriver.Join", r#"{"EndpointID":"abc"}"#).unwrap();
+        assert!(
+            e["Err"].as_str().unwrap().contains("no such endpoint"),
+            "{e}"
+        );
+        let e = call("NetworkDriver.CreateNetwork", "{not json").unwrap();
+        assert!(
+            e["Err"].as_str().unwrap().contains("invalid request body"),
+            "{e}"
+        );
+        // Unknown ids on teardown succeed.
+        for c in [
+            "NetworkDriver.Leave",
+            "NetworkDriver.DeleteEndpoint",
+            "NetworkDriver.RevokeExternalConnectivity",
+            "NetworkDriver.DeleteNetwork",
+            "IpamDriver.ReleasePool",
+        ] {
+            assert_eq!(
+                call(c, r#"{"NetworkID":"n","EndpointID":"e","PoolID":"p"}"#).unwrap(),
+                json!({}),
+                "{c}"
+            );
+        }
+        // Same request, same pool; persisted across a reopen.
+        let p1 = call("IpamDriver.RequestPool", r#"{"Pool":"10.91.0.0/24"}"#).unwrap();
+        let p2 = call("IpamDriver.RequestPool", r#"{"Pool":"10.91.0.0/24"}"#).unwrap();
+        assert_eq!(p1["PoolID"], p2["PoolID"]);
+        let reopened = DkStore::open(&dir).unwrap().load().unwrap();
+        assert_eq!(reopened.pools[p1["PoolID"].as_str().unwrap()].refs, 2);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
