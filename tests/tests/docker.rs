@@ -577,6 +577,21 @@ fn networks_traffic_ports_and_connect() {
             "bad",
         ]);
         assert!(e.contains("unknown option"), "{e}");
+        // Docker's own bridge is never adopted (network rm would delete it).
+        let e = dk.fails(&[
+            "network",
+            "create",
+            "-d",
+            PLUGIN,
+            "--ipam-driver",
+            PLUGIN,
+            "--subnet",
+            "10.80.0.0/24",
+            "-o",
+            "com.docker.network.bridge.name=docker0",
+            "bad",
+        ]);
+        assert!(e.contains("already exists"), "{e}");
 
         // IPAM errors come back to the user: an overlapping pool is refused.
         let e = dk.fails(&[

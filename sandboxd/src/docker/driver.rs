@@ -92,6 +92,14 @@ pub fn create_network(ctx: &Ctx, st: &mut DkState, req: &CreateNetwork) -> Resul
         return Ok(());
     }
     let net = plan_network(st, req)?;
+    // Never adopt a device we did not create (docker0, another runtime's bridge): DeleteNetwork
+    // would delete it.
+    if link_exists(&net.bridge)? {
+        return Err(format!(
+            "a device named {} already exists; choose another com.docker.network.bridge.name",
+            net.bridge
+        ));
+    }
     st.networks.insert(net.id.clone(), net.clone());
     ctx.save(st)?;
     if let Err(e) = hostport::ensure_gateway_bridge(&bridge_spec(&net)) {
@@ -102,6 +110,14 @@ pub fn create_network(ctx: &Ctx, st: &mut DkState, req: &CreateNetwork) -> Resul
     }
     tracing::info!(network = %short(&net.id), bridge = %net.bridge, "docker network created");
     Ok(())
+}
+
+fn link_exists(name: &str) -> Result<bool, String> {
+    use kernel::netlink::{Netlink, NetlinkOps};
+    let mut nl = Netlink::open().map_err(|e| format!("netlink: {e}"))?;
+    nl.link_by_name(name)
+        .map(|l| l.is_some())
+        .map_err(|e| format!("looking up {name}: {e}"))
 }
 
 /// The network record of a CreateNetwork request: options and pools validated, nothing done.
