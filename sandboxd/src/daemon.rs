@@ -187,7 +187,6 @@ async fn start_docker(
     cfg: &Config,
     name: &str,
 ) -> Result<(oneshot::Sender<()>, tokio::task::JoinHandle<()>, PathBuf), Error> {
-    crate::docker::check_plugin_name(name).map_err(Error::Kernel)?;
     let data_dir = cfg.data_dir.clone();
     let ipam_dir = cfg.data_dir.join("ipam");
     let (ctx, actions) =
@@ -217,6 +216,9 @@ async fn start_docker(
 
 /// Run the daemon until SIGTERM/SIGINT.
 pub async fn run(cfg: Config) -> Result<(), Error> {
+    if let Some(name) = &cfg.docker_plugin {
+        crate::docker::check_plugin_name(name).map_err(Error::Kernel)?;
+    }
     let locks = lock(&cfg.data_dir)?;
     let store = Store::open(&cfg.data_dir)?;
     let (nets, sbs) = store.load()?;
