@@ -504,6 +504,8 @@ fn networks_traffic_ports_and_connect() {
             "10.77.0.0/24",
             "--gateway",
             "10.77.0.1",
+            "--ip-range",
+            "10.77.0.128/25",
             "-o",
             "com.docker.network.bridge.name=rcbr77",
             "-o",
@@ -665,7 +667,8 @@ fn networks_traffic_ports_and_connect() {
         dk.idle("cli1", &["--network", "net1"]);
         assert_eq!(dk.ip("web1", "net1"), "10.77.0.10");
         let cli_ip = dk.ip("cli1", "net1");
-        assert!(cli_ip.starts_with("10.77.0."), "{cli_ip}");
+        let last: u8 = cli_ip.strip_prefix("10.77.0.").unwrap().parse().unwrap();
+        assert!(last >= 128, "dynamic address {cli_ip} outside --ip-range");
         let eth0 = dk.ok(&["exec", "web1", "ip", "-o", "link", "show", "eth0"]);
         assert!(eth0.contains("02:42:0a:4d:00:0a"), "{eth0}");
         assert!(eth0.contains("mtu 1400"), "{eth0}");

@@ -50,7 +50,9 @@ fn config(ipam_dir: &Path, p: &DkPool, want: Option<IpAddr>) -> Result<IpamConfi
     if let Some(gw) = p.gateway {
         range.insert("gateway".into(), json!(gw.to_string()));
     }
-    if let Some(sub) = p.sub_pool {
+    // Dynamic addresses come from the sub-pool (`--ip-range`); a static one (`--ip`) may be
+    // anywhere in the pool, as with Docker's own IPAM.
+    if let (Some(sub), None) = (p.sub_pool, want) {
         let (start, end) = range_bounds(&p.pool, &sub);
         range.insert("rangeStart".into(), json!(start.to_string()));
         range.insert("rangeEnd".into(), json!(end.to_string()));
@@ -391,6 +393,36 @@ mod tests {
         release_pool(&mut st, &dir, &a.pool_id).unwrap();
         assert!(st.pools.is_empty());
         assert!(!leases.join("10.77.0.2").exists());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn sub_pool_for_dynamic_addresses_only() {
+        let dir = tmp("sub");
+        let mut st = DkState::default();
+        let req = RequestPool {
+            sub_pool: "10.66.0.128/25".into(),
+            ..pool_req("10.66.0.0/24")
+        };
+        let p = request_pool(&mut st, &req).unwrap();
+        assert_eq!(p.pool_id, "rcni/10.66.0.0/24/10.66.0.128/25");
+        let ask = |st: &mut DkState, addr: &str| {
+            request_address(
+                st,
+                &dir,
+                &RequestAddress {
+                    pool_id: p.pool_id.clone(),
+                    address: addr.into(),
+                    options: None,
+                },
+            )
+            .unwrap()
+            .address
+        };
+        assert_eq!(ask(&mut st, ""), "10.66.0.128/24");
+        assert_eq!(ask(&mut st, "10.66.0.10"), "10.66.0.10/24");
+        assert_eq!(ask(&mut st, ""), "10.66.0.129/24");
+        release_pool(&mut st, &dir, &p.pool_id).unwrap();
         let _ = std::fs::remove_dir_all(&dir);
     }
 
