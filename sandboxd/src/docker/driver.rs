@@ -112,6 +112,27 @@ pub fn create_network(ctx: &Ctx, st: &mut DkState, req: &CreateNetwork) -> Resul
     Ok(())
 }
 
+fn remove_stale_links(names: &[&str]) -> Result<(), String> {
+    use kernel::netlink::{Netlink, NetlinkOps};
+    let mut nl = Netlink::open().map_err(|e| format!("netlink: {e}"))?;
+    for name in names {
+        if let Some(l) = nl
+            .link_by_name(name)
+            .map_err(|e| format!("looking up {name}: {e}"))?
+        {
+            if l.kind.as_deref() == Some("veth") {
+                tracing::warn!(link = %name, "removing a stale endpoint link");
+                match nl.link_del(l.index) {
+                    Ok(()) => {}
+                    Err(e) if e.is_not_found() => {}
+                    Err(e) => return Err(format!("removing stale {name}: {e}")),
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 fn link_exists(name: &str) -> Result<bool, String> {
     use kernel::netlink::{Netlink, NetlinkOps};
     let mut nl = Netlink::open().map_err(|e| format!("netlink: {e}"))?;
@@ -294,6 +315,15 @@ pub fn create_endpoint(
         state: DkEpState::Creating,
         created: crate::util::now_rfc3339(),
     };
+    if let Some(other) = st.endpoints.values().find(|e| e.host_veth == ep.host_veth) {
+        return Err(format!(
+            "endpoint {} already uses the interface names of {}",
+            short(&other.id),
+            short(&ep.id)
+        ));
+    }
+    // Links of these names that no record owns are leftovers of a lost state: ours by name.
+    remove_stale_links(&[&ep.host_veth, &ep.peer])?;
     // Intent first: a crash from here on is undone at the next start.
     st.endpoints.insert(ep.id.clone(), ep.clone());
     ctx.save(st)?;
