@@ -267,3 +267,212 @@ pub fn delete_bridge_on(deps: &Deps, name: &str) -> Result<(), CniError> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    //! The host-side port on fakes (no root): what it creates, and that a failing step leaves
+    //! nothing behind.
+    #![allow(clippy::unwrap_used)]
+
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+
+    use cni::result::CniResult;
+    use cni::skel::CmdArgs;
+    use firewall::macspoof::SpoofEntry;
+    use firewall::Firewall;
+    use kernel::netlink::{FakeNetlink, NetlinkOps};
+
+    use super::*;
+    use crate::seams::{AntiSpoof, Ipam, Kernel, Masquerade, SysctlWrite};
+
+    /// The peer's namespace as `add_host_port_on` names it (the calling thread's).
+    const HERE: &str = "/proc/thread-self/ns/net";
+
+    #[derive(Clone, Default)]
+    struct World {
+        net: FakeNetlink,
+        masq: Arc<Mutex<Vec<MasqRule>>>,
+        masq_fails: bool,
+    }
+
+    impl Kernel for World {
+        fn host_netlink(&self) -> kernel::Result<Box<dyn NetlinkOps>> {
+            Ok(Box::new(self.net.clone()))
+        }
+        fn netlink_in(&self, ns: &NetNs) -> kernel::Result<Box<dyn NetlinkOps>> {
+            Ok(Box::new(self.net.netns(ns.path())))
+        }
+        fn sysctl_write(&self, _: &str, _: &str) -> kernel::Result<()> {
+            Ok(())
+        }
+        fn sysctl_write_if_different(&self, _: &str, _: &str) -> kernel::Result<bool> {
+            Ok(true)
+        }
+        fn container_sysctls(
+            &self,
+            _: &NetNs,
+            _: &[SysctlWrite],
+        ) -> kernel::Result<Result<(), String>> {
+            Ok(Ok(()))
+        }
+        fn bridge_mac_pinned(&self, _: &str, _: u32, _: &[u8; 6]) -> bool {
+            true
+        }
+        fn sleep(&self, _: Duration) {}
+    }
+
+    struct Fw(World);
+
+    impl Firewall for Fw {
+        fn add_masquerade(&self, rules: &[MasqRule]) -> Result<(), firewall::Error> {
+            if self.0.masq_fails {
+                return Err(firewall::Error::Missing("injected".into()));
+            }
+            self.0.masq.lock().unwrap().extend_from_slice(rules);
+            Ok(())
+        }
+        fn del_masquerade(
+            &self,
+            network: &str,
+            cid: &str,
+            ifname: &str,
+        ) -> Result<(), firewall::Error> {
+            self.0
+                .masq
+                .lock()
+                .unwrap()
+                .retain(|r| !(r.network == network && r.container_id == cid && r.ifname == ifname));
+            Ok(())
+        }
+        fn check_masquerade(&self, _: &[MasqRule]) -> Result<(), firewall::Error> {
+            Ok(())
+        }
+        fn gc_masquerade(&self, _: &str, _: &[(String, String)]) -> Result<(), firewall::Error> {
+            Ok(())
+        }
+    }
+
+    impl Masquerade for World {
+        fn firewall(&self, _: Option<&str>) -> Result<Box<dyn Firewall>, firewall::Error> {
+            Ok(Box::new(Fw(self.clone())))
+        }
+    }
+
+    impl AntiSpoof for World {
+        fn add(&self, _: &SpoofEntry) -> Result<(), firewall::Error> {
+            Ok(())
+        }
+        fn del(&self, _: &str, _: &str, _: &str) -> Result<(), firewall::Error> {
+            Ok(())
+        }
+        fn check(&self, _: &SpoofEntry) -> Result<(), firewall::Error> {
+            Ok(())
+        }
+        fn gc(&self, _: &str, _: &[(String, String)]) -> Result<(), firewall::Error> {
+            Ok(())
+        }
+    }
+
+    impl Ipam for World {
+        fn add(&self, _: &str, _: &CmdArgs) -> Result<CniResult, CniError> {
+            Err(CniError::internal("no IPAM in a host-side port"))
+        }
+        fn del(&self, _: &str, _: &CmdArgs) -> Result<(), CniError> {
+            Ok(())
+        }
+        fn check(&self, _: &str, _: &CmdArgs) -> Result<(), CniError> {
+            Ok(())
+        }
+        fn gc(&self, _: &str, _: &CmdArgs) -> Result<(), CniError> {
+            Ok(())
+        }
+        fn status(&self, _: &str, _: &CmdArgs) -> Result<(), CniError> {
+            Ok(())
+        }
+    }
+
+    fn deps(w: &World) -> Deps<'_> {
+        Deps {
+            kernel: w,
+            masquerade: w,
+            spoof: w,
+            ipam: w,
+        }
+    }
+
+    fn specs() -> (BridgeSpec, PortSpec) {
+        (
+            BridgeSpec {
+                network: "docker-0123456789ab".into(),
+                bridge: "rcbr-test".into(),
+                mtu: Some(1400),
+                gateways: vec!["10.77.0.1/24".parse().unwrap()],
+                ip_masq: true,
+            },
+            PortSpec {
+                owner: "e".repeat(64),
+                ifname: "eth0".into(),
+                host_name: "rcveeeeeeeeeeee".into(),
+                peer_name: "rcpeeeeeeeeeeee".into(),
+                peer_mac: Some([2, 0x42, 10, 77, 0, 2]),
+                addresses: vec!["10.77.0.2/24".parse().unwrap()],
+            },
+        )
+    }
+
+    #[test]
+    fn creates_bridge_port_and_masquerade_then_removes_them() {
+        let w = World::default();
+        let (b, p) = specs();
+        let hp = add_host_port_on(&deps(&w), &b, &p).unwrap();
+        assert_eq!(hp.host_veth, p.host_name);
+        let host = w.net.state();
+        let br = host.link("rcbr-test").unwrap().clone();
+        assert!(br.up);
+        assert!(host
+            .addrs
+            .iter()
+            .any(|a| a.index == br.index && a.addr == b.gateways[0]));
+        let port = host.link(&p.host_name).unwrap();
+        assert_eq!(port.master, Some(br.index));
+        assert!(port.up);
+        assert!(host.brport[&port.index].hairpin);
+        // The peer is left alone: down, no address, in the caller's namespace.
+        let here = w.net.netns(HERE).state();
+        let peer = here.link(&p.peer_name).unwrap();
+        assert!(!peer.up);
+        assert_eq!(peer.mac, p.peer_mac);
+        assert!(!here.addrs.iter().any(|a| a.index == peer.index));
+        assert_eq!(w.masq.lock().unwrap().len(), 1);
+
+        del_host_port_on(&deps(&w), &b, &p).unwrap();
+        assert!(w.net.state().link(&p.host_name).is_none());
+        assert!(w.net.netns(HERE).state().link(&p.peer_name).is_none());
+        assert!(w.masq.lock().unwrap().is_empty());
+        // Twice is fine; the bridge stays until asked.
+        del_host_port_on(&deps(&w), &b, &p).unwrap();
+        assert!(w.net.state().link("rcbr-test").is_some());
+        delete_bridge_on(&deps(&w), "rcbr-test").unwrap();
+        assert!(w.net.state().link("rcbr-test").is_none());
+    }
+
+    #[test]
+    fn a_failing_step_leaves_nothing() {
+        let (b, p) = specs();
+        let w = World {
+            masq_fails: true,
+            ..World::default()
+        };
+        let e = add_host_port_on(&deps(&w), &b, &p).unwrap_err();
+        assert!(e.msg.contains("ipMasq"), "{}", e.msg);
+        assert!(w.net.state().link(&p.host_name).is_none());
+        assert!(w.net.netns(HERE).state().link(&p.peer_name).is_none());
+
+        let w = World::default();
+        w.net.fail_next("link_set_master", 16); // EBUSY
+        assert!(add_host_port_on(&deps(&w), &b, &p).is_err());
+        assert!(w.net.state().link(&p.host_name).is_none());
+        assert!(w.masq.lock().unwrap().is_empty());
+    }
+}
