@@ -9,7 +9,8 @@
 //! host end is enslaved and up and whose peer stays in the current namespace untouched, and the
 //! masquerade entries of the addresses the caller will give the peer. Every step is the one
 //! [`crate::Bridge`]'s ADD runs (same functions, same firewall owner tags), so the behaviour and
-//! the firewall layout exist once.
+//! the firewall layout exist once. Each call has an `_on` form taking the plugin's [`Deps`]
+//! (the unit tests below run it on fakes); the plain form runs on [`Deps::SYSTEM`].
 
 use ipnet::IpNet;
 
