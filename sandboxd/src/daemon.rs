@@ -34,6 +34,10 @@ pub struct Config {
     /// Where per-sandbox hosts/resolv.conf/hostname go (`/etc/netns` for `ip netns exec`);
     /// not written when `None`.
     pub etc_netns: Option<PathBuf>,
+    /// Serve Docker's plugin protocol as this plugin name (`--docker-plugin`).
+    pub docker_plugin: Option<String>,
+    /// Where the Docker plugin socket goes (`<dir>/<name>.sock`).
+    pub docker_plugin_dir: PathBuf,
 }
 
 /// The locks held for the daemon's lifetime.
@@ -178,8 +182,43 @@ async fn wait_signal() {
     }
 }
 
+/// The Docker plugin face: its state (reconciled), its socket, its server task.
+async fn start_docker(
+    cfg: &Config,
+    name: &str,
+) -> Result<(oneshot::Sender<()>, tokio::task::JoinHandle<()>, PathBuf), Error> {
+    let data_dir = cfg.data_dir.clone();
+    let ipam_dir = cfg.data_dir.join("ipam");
+    let (ctx, actions) =
+        tokio::task::spawn_blocking(move || crate::docker::open(&data_dir, &ipam_dir))
+            .await
+            .map_err(|e| Error::Kernel(format!("docker state: {e}")))??;
+    for a in actions {
+        tracing::info!(action = %a, "reconcile");
+    }
+    let path = cfg.docker_plugin_dir.join(format!("{name}.sock"));
+    let l = bind_socket(&path)?;
+    l.set_nonblocking(true)
+        .map_err(|e| Error::io("listen", &path, e))?;
+    let l = tokio::net::UnixListener::from_std(l).map_err(|e| Error::io("listen", &path, e))?;
+    let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    let app = crate::docker::router(ctx);
+    let task = tokio::spawn(async move {
+        let _ = axum::serve(l, app)
+            .with_graceful_shutdown(async {
+                let _ = stop_rx.await;
+            })
+            .await;
+    });
+    tracing::info!(socket = %path.display(), "docker plugin ready");
+    Ok((stop_tx, task, path))
+}
+
 /// Run the daemon until SIGTERM/SIGINT.
 pub async fn run(cfg: Config) -> Result<(), Error> {
+    if let Some(name) = &cfg.docker_plugin {
+        crate::docker::check_plugin_name(name).map_err(Error::Kernel)?;
+    }
     let locks = lock(&cfg.data_dir)?;
     let store = Store::open(&cfg.data_dir)?;
     let (nets, sbs) = store.load()?;
@@ -222,6 +261,11 @@ pub async fn run(cfg: Config) -> Result<(), Error> {
         .spawn(move || owner.run(rx))
         .map_err(|e| Error::io("spawn owner thread", "", e))?;
 
+    let docker = match &cfg.docker_plugin {
+        Some(name) => Some(start_docker(&cfg, name).await?),
+        None => None,
+    };
+
     let (std_listener, created) = match activated_listener() {
         Some(l) => (l, false),
         None => (bind_socket(&cfg.socket)?, true),
@@ -256,6 +300,11 @@ pub async fn run(cfg: Config) -> Result<(), Error> {
     let _ = tokio::time::timeout(Duration::from_secs(2), server).await;
     if created {
         let _ = std::fs::remove_file(&cfg.socket);
+    }
+    if let Some((stop, task, path)) = docker {
+        let _ = stop.send(());
+        let _ = tokio::time::timeout(Duration::from_secs(2), task).await;
+        let _ = std::fs::remove_file(path);
     }
     drop(tx);
     drop(owner_thread);

@@ -81,7 +81,16 @@ async fn openapi() -> Response {
 }
 
 async fn list_networks(State(st): State<AppState>) -> Response {
-    reply(StatusCode::OK, call(&st, Request::ListNetworks).await)
+    // Networks dockerd created through the Docker plugin face (crate::docker), read under its
+    // lock, which a plugin call may hold for a while: off the async workers.
+    let docker = tokio::task::spawn_blocking(crate::docker::api_networks);
+    let r = call(&st, Request::ListNetworks).await;
+    let docker = docker.await.unwrap_or_default();
+    let r = r.map(|mut v| {
+        v.extend(docker);
+        v
+    });
+    reply(StatusCode::OK, r)
 }
 
 async fn create_network(State(st): State<AppState>, body: Bytes) -> Response {
@@ -104,7 +113,14 @@ async fn delete_network(State(st): State<AppState>, Path(name): Path<String>) ->
 }
 
 async fn list_sandboxes(State(st): State<AppState>) -> Response {
-    reply(StatusCode::OK, call(&st, Request::ListSandboxes).await)
+    let docker = tokio::task::spawn_blocking(crate::docker::api_sandboxes);
+    let r = call(&st, Request::ListSandboxes).await;
+    let docker = docker.await.unwrap_or_default();
+    let r = r.map(|mut v| {
+        v.extend(docker);
+        v
+    });
+    reply(StatusCode::OK, r)
 }
 
 async fn create_sandbox(State(st): State<AppState>, body: Bytes) -> Response {

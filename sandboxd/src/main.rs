@@ -27,6 +27,13 @@ struct Args {
     /// Directory where sandbox namespaces are pinned.
     #[arg(long, default_value = "/run/netns", hide = true)]
     netns_dir: PathBuf,
+    /// Also serve Docker's remote network and IPAM driver protocol as plugin NAME
+    /// (`docker network create -d NAME --ipam-driver NAME …`; docs/docker-driver.md).
+    #[arg(long, value_name = "NAME")]
+    docker_plugin: Option<String>,
+    /// Directory of the Docker plugin socket (NAME.sock).
+    #[arg(long, default_value = "/run/docker/plugins", hide = true)]
+    docker_plugin_dir: PathBuf,
 }
 
 fn main() {
@@ -51,6 +58,8 @@ fn main() {
         conf_dir: args.conf_dir,
         netns_dir: args.netns_dir,
         etc_netns: args.etc_netns,
+        docker_plugin: args.docker_plugin,
+        docker_plugin_dir: args.docker_plugin_dir,
     };
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -301,6 +301,50 @@ impl Sandbox {
     }
 }
 
+/// The static busybox of `busybox-static`: the test images' only binary, so it must not need a
+/// libc.
+pub fn static_busybox() -> PathBuf {
+    let path = ["/bin/busybox", "/usr/bin/busybox"]
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.exists())
+        .expect("busybox is missing: install the Debian package `busybox-static`");
+    let ldd = Command::new("ldd").arg(&path).output().unwrap();
+    let text =
+        String::from_utf8_lossy(&ldd.stdout).to_string() + &String::from_utf8_lossy(&ldd.stderr);
+    assert!(
+        text.contains("not a dynamic executable") || text.contains("statically linked"),
+        "{} is dynamically linked: install the Debian package `busybox-static`",
+        path.display()
+    );
+    path
+}
+
+/// A container image without a registry: a rootfs of busybox and its applets as symlinks (plus
+/// `/etc`, `/tmp` and a web root `/www`), tarred to `<scratch>/<name>.tar` for `podman import`
+/// or `docker import`. Returns the tarball's path.
+pub fn busybox_image_tar(sb: &Sandbox, name: &str) -> PathBuf {
+    let busybox = static_busybox();
+    let rootfs = sb.dir(name);
+    for d in ["bin", "etc", "tmp", "www"] {
+        std::fs::create_dir_all(rootfs.join(d)).unwrap();
+    }
+    std::fs::copy(&busybox, rootfs.join("bin/busybox")).unwrap();
+    let applets = Command::new(&busybox).arg("--list").output().unwrap();
+    for applet in String::from_utf8_lossy(&applets.stdout).lines() {
+        if applet != "busybox" {
+            std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(applet)).unwrap();
+        }
+    }
+    let tar = sb.scratch().join(format!("{name}.tar"));
+    sb.sh(&format!(
+        "tar -C {} -cf {} .",
+        rootfs.display(),
+        tar.display()
+    ));
+    tar
+}
+
 /// Where a runtime keeps the state of one CNI network: the host-local data directory (leases under
 /// `<data_dir>/<network>/`) and libcni's cache directory (results under `<cache_dir>/results/`,
 /// named `<network>-<container id>-<ifname>`).

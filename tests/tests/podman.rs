@@ -28,7 +28,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use integration_tests::{lease_files, plugin_bin, sandbox, CniState, Sandbox};
+use integration_tests::{busybox_image_tar, lease_files, plugin_bin, sandbox, CniState, Sandbox};
 use serde_json::Value;
 
 /// Our binaries, the only ones in Podman's CNI plugin directory.
@@ -78,30 +78,11 @@ fn require(cmd: &str, package: &str) {
     );
 }
 
-/// The static busybox of `busybox-static`: the image's only binary, so it must not need a libc.
-fn static_busybox() -> PathBuf {
-    let path = ["/bin/busybox", "/usr/bin/busybox"]
-        .iter()
-        .map(PathBuf::from)
-        .find(|p| p.exists())
-        .expect("busybox is missing: install the Debian package `busybox-static`");
-    let ldd = Command::new("ldd").arg(&path).output().unwrap();
-    let text =
-        String::from_utf8_lossy(&ldd.stdout).to_string() + &String::from_utf8_lossy(&ldd.stderr);
-    assert!(
-        text.contains("not a dynamic executable") || text.contains("statically linked"),
-        "{} is dynamically linked: install the Debian package `busybox-static`",
-        path.display()
-    );
-    path
-}
-
 /// A test's Podman: private config, storage and state, our plugins, the busybox image imported.
 fn podman(sb: &Sandbox) -> Podman<'_> {
     require("podman", "podman");
     require("crun", "crun");
     require("conmon", "conmon");
-    let busybox = static_busybox();
 
     let upper = sb.dir("varlib/upper");
     let work = sb.dir("varlib/work");
@@ -169,23 +150,7 @@ tmp_dir = "{}"
     .unwrap();
 
     // The image: busybox and its applets as symlinks, a web root.
-    let rootfs = sb.dir("podman-rootfs");
-    for d in ["bin", "etc", "tmp", "www"] {
-        std::fs::create_dir_all(rootfs.join(d)).unwrap();
-    }
-    std::fs::copy(&busybox, rootfs.join("bin/busybox")).unwrap();
-    let applets = Command::new(&busybox).arg("--list").output().unwrap();
-    for applet in String::from_utf8_lossy(&applets.stdout).lines() {
-        if applet != "busybox" {
-            std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(applet)).unwrap();
-        }
-    }
-    let tar = sb.scratch().join("podman-rootfs.tar");
-    sb.sh(&format!(
-        "tar -C {} -cf {} .",
-        rootfs.display(),
-        tar.display()
-    ));
+    let tar = busybox_image_tar(sb, "podman-rootfs");
     let p = Podman {
         sb,
         root,

@@ -228,6 +228,37 @@ impl BridgeConf {
         })
     }
 
+    /// The configuration of a host-side port ([`crate::hostport`]): a gateway bridge with
+    /// optional masquerade and hairpin, no IPAM, no container side.
+    pub(crate) fn host_port(
+        network: &str,
+        bridge: &str,
+        mtu: Option<u32>,
+        ip_masq: bool,
+        hairpin_mode: bool,
+    ) -> BridgeConf {
+        BridgeConf {
+            network: network.to_string(),
+            bridge: bridge.to_string(),
+            is_gateway: true,
+            is_default_gateway: false,
+            force_address: false,
+            ip_masq,
+            ip_masq_backend: None,
+            mtu,
+            hairpin_mode,
+            promisc_mode: false,
+            port_isolation: false,
+            enabledad: false,
+            disable_container_interface: true,
+            ipam_type: None,
+            mac: None,
+            dns: None,
+            wants_vlan: false,
+            macspoofchk: false,
+        }
+    }
+
     /// Refuse, before ADD changes anything, features this plugin cannot provide. Only ADD calls
     /// this: a runtime DELs after a failed ADD, and that DEL must succeed with the same config.
     pub fn refuse_unsupported(&self) -> Result<(), CniError> {

@@ -20,6 +20,7 @@
 //! rollback undid, in which order.
 
 mod config;
+pub mod hostport;
 pub mod seams;
 #[cfg(test)]
 mod tests;
