@@ -789,13 +789,25 @@ fn networks_traffic_ports_and_connect() {
         assert!(iso.contains("rcni-iso1: rcbr77"), "{iso}");
         assert!(iso.contains(&format!("rcni-iso1: {br2}")), "{iso}");
 
-        // Docker's own bridge and ours: what libnetwork does (its DOCKER-ISOLATION chains list
-        // only its own bridges) and what we add (our chains list only ours).
+        // Docker's default bridge and ours are isolated too, as between Docker's own networks.
+        // libnetwork's DOCKER-ISOLATION chains list only Docker's own bridges (without our
+        // entries both directions get through); our isolation chains list docker0 as well.
         dk.idle("plain", &[]);
         let plain_ip = dk.ip("plain", "bridge");
-        let to_docker0 = !dk.no_ping("cli2", &plain_ip);
-        let from_docker0 = !dk.no_ping("plain", &cli2_ip);
-        eprintln!("PROBE docker0: ours->docker0 {to_docker0}, docker0->ours {from_docker0}");
+        assert!(
+            dk.ping("plain", "172.17.0.1"),
+            "control: docker0 container up"
+        );
+        assert!(dk.ping("cli2", "10.78.0.1"), "control: net2 container up");
+        assert!(
+            dk.no_ping("cli2", &plain_ip),
+            "our network -> docker0 must be dropped"
+        );
+        assert!(
+            dk.no_ping("plain", &cli2_ip),
+            "docker0 -> our network must be dropped"
+        );
+        assert!(iso.contains("rcni-iso1: docker0"), "{iso}");
 
         // enable_icc=false: the network's containers cannot reach each other; the gateway (the
         // host) still answers.
@@ -858,7 +870,7 @@ fn networks_traffic_ports_and_connect() {
         assert!(sb.link(None, &br2).is_none(), "bridge removed");
         let table = sb.sh("nft list table inet rcni");
         assert!(
-            !table.contains("rcbr77") && !table.contains(&br2),
+            !table.contains("rcbr77") && !table.contains(&br2) && !table.contains("docker0"),
             "isolation rules left: {table}"
         );
 

@@ -101,19 +101,32 @@ fn families(n: &DkNetwork) -> (bool, bool) {
     )
 }
 
-/// Install the network's isolation rules (idempotent: present rules are kept).
+/// Docker's default bridge. libnetwork's `DOCKER-ISOLATION` chains isolate it from Docker's
+/// other bridge networks, never from a remote driver's bridges; this driver lists it in the same
+/// isolation chains as its own bridges so that, as between Docker's own networks, containers on
+/// `docker0` and on our networks cannot reach each other (both directions).
+pub const DOCKER_BRIDGE: &str = "docker0";
+
+/// Install the network's isolation rules and those of [`DOCKER_BRIDGE`] (idempotent: present
+/// rules are kept).
 fn add_isolation(n: &DkNetwork) -> Result<(), String> {
     let (v4, v6) = families(n);
-    forward_fw()?
-        .add_isolation(&n.bridge, ingress_policy(n), v4, v6)
+    let fw = forward_fw()?;
+    fw.add_isolation(&n.bridge, ingress_policy(n), v4, v6)
+        .and_then(|()| fw.add_isolation(DOCKER_BRIDGE, IngressPolicy::SameBridge, v4, v6))
         .map_err(|e| format!("isolation rules: {e}"))
 }
 
-/// Remove the network's isolation rules: the plugin leaves them (the reference does), but this
-/// driver owns the bridge's whole life, so nothing of it stays after `docker network rm`.
-fn del_isolation(n: &DkNetwork) -> Result<(), String> {
-    forward_fw()?
-        .del_isolation(&n.bridge)
+/// Remove the network's isolation rules, and [`DOCKER_BRIDGE`]'s with the last network: the
+/// plugin leaves them (the reference does), but this driver owns the bridge's whole life, so
+/// nothing of it stays after `docker network rm`.
+fn del_isolation(n: &DkNetwork, last: bool) -> Result<(), String> {
+    let fw = forward_fw()?;
+    fw.del_isolation(&n.bridge)
+        .and_then(|()| match last {
+            true => fw.del_isolation(DOCKER_BRIDGE),
+            false => Ok(()),
+        })
         .map_err(|e| format!("removing isolation rules: {e}"))
 }
 
@@ -146,7 +159,7 @@ pub fn create_network(ctx: &Ctx, st: &mut DkState, req: &CreateNetwork) -> Resul
         .map_err(|e| e.msg)
         .and_then(|()| add_isolation(&net));
     if let Err(e) = made {
-        let _ = del_isolation(&net);
+        let _ = del_isolation(&net, st.networks.len() == 1);
         let _ = hostport::delete_bridge(&net.bridge);
         st.networks.remove(&net.id);
         ctx.save(st)?;
@@ -296,7 +309,7 @@ pub fn delete_network(ctx: &Ctx, st: &mut DkState, nid: &str) -> Result<(), Stri
     for eid in eps {
         delete_endpoint(ctx, st, &eid)?;
     }
-    del_isolation(&net)?;
+    del_isolation(&net, st.networks.len() == 1)?;
     hostport::delete_bridge(&net.bridge).map_err(|e| e.msg)?;
     st.networks.remove(nid);
     ctx.save(st)?;
@@ -678,6 +691,9 @@ pub fn repair(st: &DkState) -> Vec<String> {
         let missing = forward_fw()
             .and_then(|fw| {
                 fw.check_isolation(&n.bridge, ingress_policy(n), v4, v6)
+                    .and_then(|()| {
+                        fw.check_isolation(DOCKER_BRIDGE, IngressPolicy::SameBridge, v4, v6)
+                    })
                     .map_err(|e| e.to_string())
             })
             .is_err();
