@@ -836,6 +836,9 @@ mod tests {
         assert_eq!(n.bridge, "br77");
         assert_eq!(n.mtu, Some(1400));
         assert!(!n.masquerade && !n.internal);
+        assert!(n.icc);
+        assert_eq!(ingress_policy(&n), IngressPolicy::SameBridge);
+        assert_eq!(families(&n), (true, false));
         assert_eq!(n.subnets[0].gateway.unwrap().to_string(), "10.77.0.1/24");
         assert!(!bridge_spec(&n).ip_masq);
 
@@ -857,8 +860,29 @@ mod tests {
         );
         assert_eq!(n.subnets[0].gateway.unwrap().to_string(), "10.78.0.1/16");
 
+        // enable_icc=false: the firewall plugin's `isolated` policy.
+        let n = plan_network(
+            &st,
+            &req(json!({
+                "NetworkID": NID,
+                "Options": {"com.docker.network.generic": {
+                    "com.docker.network.bridge.enable_icc": "false"}},
+            })),
+        )
+        .unwrap();
+        assert!(!n.icc);
+        assert_eq!(ingress_policy(&n), IngressPolicy::Isolated);
+        // A state written before the option existed reads as icc on.
+        let mut v = serde_json::to_value(&n).unwrap();
+        v.as_object_mut().unwrap().remove("icc");
+        assert!(serde_json::from_value::<DkNetwork>(v).unwrap().icc);
+
         for (opts, want) in [
             (json!({"frobnicate": "1"}), "unknown option"),
+            (
+                json!({"com.docker.network.bridge.enable_icc": "nope"}),
+                "not a boolean",
+            ),
             (json!({"mtu": "9"}), "not an MTU"),
             (json!({"bridge_name": "a/b"}), "bridge_name"),
             (json!({"masquerade": "maybe"}), "not a boolean"),
