@@ -1035,6 +1035,8 @@ fn dockerd_and_sandboxd_restarts() {
         dk.ok(&["rm", "-f", "rweb", "rcli"]);
         dk.ok(&["network", "rm", "rnet"]);
         assert_eq!(our_links(sb), Vec::<String>::new());
+        let table = sb.sh("nft list table inet rcni");
+        assert!(!table.contains("rcni-iso"), "isolation rules left: {table}");
         assert!(sd.leases("10.81.0.0/24").is_empty());
         assert_eq!(
             fw_entries(sb, "10.81.0."),
