@@ -247,6 +247,19 @@ impl Runner {
         NetNs::open(Path::new(path)).is_ok()
     }
 
+    /// Remove the isolation rules of a removed network's bridge. The `firewall` plugin keeps
+    /// them after DEL and GC (the reference does), but the daemon owns the bridge's whole life,
+    /// so they go with the network. None there is fine.
+    pub fn delete_isolation(bridge: &str) -> Result<(), ApiError> {
+        let backend = firewall::choose_backend(None).map_err(|e| internal("firewall", e))?;
+        firewall::forward::forward_firewall(
+            backend,
+            firewall::iptables_forward::DEFAULT_ADMIN_CHAIN,
+        )
+        .and_then(|fw| fw.del_isolation(bridge))
+        .map_err(|e| internal("removing isolation rules", e))
+    }
+
     /// Delete a bridge device of a removed network (absent is fine).
     pub fn delete_bridge(name: &str) -> Result<(), ApiError> {
         let mut nl = Netlink::open().map_err(|e| internal("netlink", e))?;

@@ -158,7 +158,15 @@ async fn disconnect(
 }
 
 async fn repair(State(st): State<AppState>) -> Response {
-    reply(StatusCode::OK, call(&st, Request::Repair).await)
+    let mut r = call(&st, Request::Repair).await;
+    // Docker's networks and endpoints (`--docker-plugin`) live beside the owner's.
+    if let Ok(report) = &mut r {
+        match tokio::task::spawn_blocking(crate::docker::repair).await {
+            Ok(actions) => report.actions.extend(actions),
+            Err(e) => report.actions.push(format!("docker repair failed: {e}")),
+        }
+    }
+    reply(StatusCode::OK, r)
 }
 
 async fn events(State(st): State<AppState>) -> Response {

@@ -1837,6 +1837,9 @@ fn finish_network_delete(runner: &Runner, rec: &NetworkRec) -> Result<(), ApiErr
     }
     if rec.conflist.is_none() {
         if let Some(br) = &rec.network.bridge {
+            if let Err(e) = Runner::delete_isolation(br) {
+                tracing::warn!(network = %rec.network.name, error = %e, "while removing network");
+            }
             Runner::delete_bridge(br)?;
         }
         let leases = runner.ipam_dir.join(&rec.network.name);

@@ -387,6 +387,15 @@ impl<'a> Dockerd<'a> {
         })
     }
 
+    /// `ping` that must fail: one echo, one second (each call is paired with a working
+    /// control over the same path, so a lost packet cannot hide a broken check for long).
+    fn no_ping(&self, from: &str, to: &str) -> bool {
+        !self
+            .run(&["exec", from, "ping", "-c1", "-W1", to])
+            .status
+            .success()
+    }
+
     /// Wait until `ctr` runs.
     fn wait_running(&self, ctr: &str) {
         let t = Instant::now();
@@ -439,6 +448,12 @@ fn http_get(sb: &Sandbox, url: &str) -> Option<String> {
         std::thread::sleep(Duration::from_millis(200));
     }
     None
+}
+
+/// One HTTP GET attempt (for checking that something does *not* answer).
+fn http_get_once(sb: &Sandbox, url: &str) -> Option<String> {
+    let out = sb.try_sh(&format!("timeout 2 busybox wget -O- {url} 2>/dev/null"));
+    out.status.success().then(|| text(&out))
 }
 
 /// Links of our Docker endpoints and bridges in the sandbox's host namespace.
@@ -754,6 +769,83 @@ fn networks_traffic_ports_and_connect() {
         assert!(c2_ip.starts_with("10.78.0."), "{c2_ip}");
         dk.idle("cli2", &["--network", "net2"]);
         assert!(dk.ping("cli2", "cli1"), "second network by name");
+
+        // Isolation between networks, as Docker's bridge driver has it: cli2 (net2 only) and
+        // web1 (net1 only) cannot reach each other through the host, while cli1, on both,
+        // reaches both, and the host reaches every container (the published port above).
+        let cli2_ip = dk.ip("cli2", "net2");
+        assert!(
+            dk.no_ping("cli2", "10.77.0.10"),
+            "net2 -> net1 must be dropped"
+        );
+        assert!(dk.no_ping("web1", &cli2_ip), "net1 -> net2 must be dropped");
+        assert!(dk.ping("cli1", &cli2_ip), "control: cli1 -> cli2 on net2");
+        assert!(
+            dk.ping("cli1", "10.77.0.10"),
+            "control: cli1 -> web1 on net1"
+        );
+        // The isolation rules are the `firewall` plugin's (ingressPolicy same-bridge).
+        let iso = sb.sh("nft list chain inet rcni isolation1");
+        assert!(iso.contains("rcni-iso1: rcbr77"), "{iso}");
+        assert!(iso.contains(&format!("rcni-iso1: {br2}")), "{iso}");
+
+        // Docker's default bridge and ours are isolated too, as between Docker's own networks.
+        // libnetwork's DOCKER-ISOLATION chains list only Docker's own bridges (without our
+        // entries both directions get through); our isolation chains list docker0 as well.
+        dk.idle("plain", &[]);
+        let plain_ip = dk.ip("plain", "bridge");
+        assert!(
+            dk.ping("plain", "172.17.0.1"),
+            "control: docker0 container up"
+        );
+        assert!(dk.ping("cli2", "10.78.0.1"), "control: net2 container up");
+        assert!(
+            dk.no_ping("cli2", &plain_ip),
+            "our network -> docker0 must be dropped"
+        );
+        assert!(
+            dk.no_ping("plain", &cli2_ip),
+            "docker0 -> our network must be dropped"
+        );
+        assert!(iso.contains("rcni-iso1: docker0"), "{iso}");
+
+        // enable_icc=false: the network's containers cannot reach each other; the gateway (the
+        // host) still answers.
+        dk.ok(&[
+            "network",
+            "create",
+            "-d",
+            PLUGIN,
+            "--ipam-driver",
+            PLUGIN,
+            "--subnet",
+            "10.75.0.0/24",
+            "-o",
+            "com.docker.network.bridge.enable_icc=false",
+            "-o",
+            "com.docker.network.bridge.name=rcbr75",
+            "quiet",
+        ]);
+        dk.idle("q1", &["--network", "quiet"]);
+        dk.idle("q2", &["--network", "quiet"]);
+        let q2_ip = dk.ip("q2", "quiet");
+        assert!(dk.ping("q1", "10.75.0.1"), "control: q1 -> its gateway");
+        assert!(
+            dk.no_ping("q1", &q2_ip),
+            "q1 -> q2 with enable_icc=false must be dropped"
+        );
+        assert!(
+            sb.try_sh(&format!("ping -c1 -W2 {q2_ip}")).status.success(),
+            "control: the host reaches q2"
+        );
+        let iso = sb.sh("nft list chain inet rcni isolation1");
+        assert!(iso.contains("rcni-isolated: rcbr75"), "{iso}");
+        for c in ["q1", "q2", "plain"] {
+            dk.ok(&["rm", "-f", c]);
+        }
+        dk.ok(&["network", "rm", "quiet"]);
+        let iso = sb.sh("nft list table inet rcni");
+        assert!(!iso.contains("rcbr75"), "isolation rules left: {iso}");
         let ports_before = sb.link_names(None).len();
         dk.ok(&["network", "disconnect", "net1", "bridged"]);
         dk.ok(&["network", "disconnect", "net2", "cli1"]);
@@ -776,6 +868,11 @@ fn networks_traffic_ports_and_connect() {
         dk.ok(&["network", "rm", "net1", "net2"]);
         assert!(sb.link(None, "rcbr77").is_none(), "bridge removed");
         assert!(sb.link(None, &br2).is_none(), "bridge removed");
+        let table = sb.sh("nft list table inet rcni");
+        assert!(
+            !table.contains("rcbr77") && !table.contains(&br2) && !table.contains("docker0"),
+            "isolation rules left: {table}"
+        );
 
         // Nothing left.
         assert_eq!(our_links(sb), Vec::<String>::new());
@@ -902,10 +999,44 @@ fn dockerd_and_sandboxd_restarts() {
             Some("rweb")
         );
 
+        // A flushed ruleset (a firewall reload): the published port stops answering; the
+        // repair puts back every firewall entry of the Docker endpoints and the network's
+        // isolation rules, and traffic and the port come back.
+        sb.sh("nft flush ruleset");
+        assert!(
+            http_get_once(sb, "http://10.81.0.1:8081/").is_none(),
+            "the published port should be gone with the ruleset"
+        );
+        let report = sd.netns(&["repair"]);
+        for want in [
+            "published ports re-added",
+            "forward entries re-added",
+            "masquerade entries re-added",
+            "isolation rules re-added",
+        ] {
+            assert!(
+                report.contains(want),
+                "repair report lacks {want:?}: {report}"
+            );
+        }
+        assert_eq!(
+            http_get(sb, "http://10.81.0.1:8081/").as_deref(),
+            Some("rweb"),
+            "published port after the repair"
+        );
+        assert!(dk.ping("rcli", "rweb"), "traffic after the repair");
+        assert_eq!(
+            sd.netns(&["repair"]),
+            "nothing to repair",
+            "a second repair finds everything in place"
+        );
+
         // Endpoints created before the restarts are removed by their old ids.
         dk.ok(&["rm", "-f", "rweb", "rcli"]);
         dk.ok(&["network", "rm", "rnet"]);
         assert_eq!(our_links(sb), Vec::<String>::new());
+        let table = sb.sh("nft list table inet rcni");
+        assert!(!table.contains("rcni-iso"), "isolation rules left: {table}");
         assert!(sd.leases("10.81.0.0/24").is_empty());
         assert_eq!(
             fw_entries(sb, "10.81.0."),

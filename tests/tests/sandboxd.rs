@@ -1586,5 +1586,12 @@ fn networks_are_isolated_from_each_other_and_icc_false_isolates_within() {
             .success());
         d.remove_all();
         assert_no_leftovers(sb, &d);
+        // The isolation rules go with their networks (the plugin keeps them; the daemon owns
+        // the bridges' whole life).
+        let table = sb.sh("nft list table inet rcni");
+        assert!(
+            !table.contains("rcni-iso") && !table.contains("rcni-isolated"),
+            "isolation rules left: {table}"
+        );
     });
 }

@@ -95,7 +95,8 @@ pub trait ForwardFirewall {
     fn check_forward(&self, att: &ForwardAttachment) -> Result<(), Error>;
     /// Removes every entry of `network` whose owner is not in `keep` = (container id, ifname).
     fn gc_forward(&self, network: &str, keep: &[(String, String)]) -> Result<(), Error>;
-    /// Installs the isolation rules of `bridge` (never removed, like the reference); `v4`/`v6`
+    /// Installs the isolation rules of `bridge` (the plugin never removes them, like the
+    /// reference; see [`ForwardFirewall::del_isolation`]); `v4`/`v6`
     /// select the families (iptables) the attachment uses. `Open` does nothing.
     fn add_isolation(
         &self,
@@ -104,6 +105,11 @@ pub trait ForwardFirewall {
         v4: bool,
         v6: bool,
     ) -> Result<(), Error>;
+    /// Removes every isolation rule of `bridge` (any policy, both families); the chains and
+    /// the jump into them stay (other bridges share them). Nothing there => Ok. The `firewall`
+    /// plugin never calls it (the reference keeps the rules); a runtime that owns the bridge's
+    /// whole life (sandboxd's Docker driver) calls it when it deletes the bridge.
+    fn del_isolation(&self, bridge: &str) -> Result<(), Error>;
     /// Err when the isolation rules of `bridge` are missing.
     fn check_isolation(
         &self,

@@ -418,6 +418,29 @@ impl<R: Runner> IptablesForward<R> {
         Ok(())
     }
 
+    pub(crate) fn del_isolation_locked(&self, bridge: &str) -> Result<(), Error> {
+        validate_bridge(bridge)?;
+        let mut errors = Vec::new();
+        for fam in [Family::V4, Family::V6] {
+            for (chain, spec) in Self::isolation_specs(bridge, IngressPolicy::Isolated) {
+                match self.filter().exists(fam, chain, &spec) {
+                    Ok(true) => {
+                        let mut args = s(&["-D", chain]);
+                        args.extend(spec);
+                        if let Err(e) = self.filter().run_ok(fam, args) {
+                            errors.push(e);
+                        }
+                    }
+                    Ok(false) => {}
+                    // Hosts without IPv6 netfilter are common: only IPv4 failures count.
+                    Err(e) if fam == Family::V4 => errors.push(e),
+                    Err(_) => {}
+                }
+            }
+        }
+        collect(errors)
+    }
+
     pub(crate) fn check_isolation_locked(
         &self,
         bridge: &str,
@@ -491,6 +514,11 @@ impl<R: Runner> ForwardFirewall for IptablesForward<R> {
     ) -> Result<(), Error> {
         let _guard = lock::lock(&self.lock_path)?;
         self.add_isolation_locked(bridge, policy, v4, v6)
+    }
+
+    fn del_isolation(&self, bridge: &str) -> Result<(), Error> {
+        let _guard = lock::lock(&self.lock_path)?;
+        self.del_isolation_locked(bridge)
     }
 
     fn check_isolation(
@@ -677,6 +705,24 @@ mod tests {
         assert!(f
             .add_isolation("-j", IngressPolicy::SameBridge, true, false)
             .is_err());
+        // Removal takes br1's rules only; the chains, RETURNs and the jump stay.
+        f.add_isolation("br2", IngressPolicy::SameBridge, true, false)
+            .unwrap();
+        f.del_isolation("br1").unwrap();
+        f.del_isolation("br1").unwrap();
+        assert!(f
+            .check_isolation("br1", IngressPolicy::SameBridge, true, false)
+            .is_err());
+        f.check_isolation("br2", IngressPolicy::SameBridge, true, false)
+            .unwrap();
+        let left: Vec<String> = f
+            .runner
+            .rules
+            .borrow()
+            .iter()
+            .map(|r| r.2.join(" "))
+            .collect();
+        assert!(!left.iter().any(|r| r.contains("br1")), "{left:?}");
         let _ = std::fs::remove_dir_all(&d);
     }
 

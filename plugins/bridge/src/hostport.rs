@@ -22,7 +22,7 @@ use kernel::netns::NetNs;
 
 use crate::config::BridgeConf;
 use crate::seams::Deps;
-use crate::{choose_firewall, ensure_bridge, ensure_bridge_addr};
+use crate::{choose_firewall, ensure_bridge, ensure_gateway};
 
 /// The bridge a host-side port hangs on.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -90,28 +90,7 @@ fn gateway_bridge(
     gateways: &[IpNet],
 ) -> Result<Link, CniError> {
     let bridge = ensure_bridge(host, deps.kernel, conf)?;
-    for gw in gateways {
-        ensure_bridge_addr(host, &bridge, *gw, conf.force_address)?;
-        let key = if gw.addr().is_ipv4() {
-            "net/ipv4/ip_forward"
-        } else {
-            "net/ipv6/conf/all/forwarding"
-        };
-        deps.kernel
-            .sysctl_write_if_different(key, "1")
-            .context(format!("enable {key}"))?;
-    }
-    // Pin the MAC as the plugin does: a bridge otherwise takes the lowest MAC of its ports.
-    let fresh = host.link_by_index(bridge.index).context("lookup bridge")?;
-    if let Some(mac) = fresh.as_ref().and_then(|l| l.mac) {
-        if !deps
-            .kernel
-            .bridge_mac_pinned(&bridge.name, bridge.index, &mac)
-        {
-            host.link_set_mac(bridge.index, mac)
-                .context("pin bridge MAC")?;
-        }
-    }
+    ensure_gateway(host, deps.kernel, &bridge, gateways, conf.force_address)?;
     Ok(bridge)
 }
 
@@ -176,18 +155,8 @@ fn enslave_and_masquerade(
     host.link_set_up(host_veth.index)
         .context("set host veth up")?;
     if conf.ip_masq && !p.addresses.is_empty() {
-        let rules: Vec<MasqRule> = p
-            .addresses
-            .iter()
-            .map(|a| MasqRule {
-                network: conf.network.clone(),
-                container_id: p.owner.clone(),
-                ifname: p.ifname.clone(),
-                addr: *a,
-            })
-            .collect();
         choose_firewall(deps, conf)?
-            .add_masquerade(&rules)
+            .add_masquerade(&masq_rules(conf, p))
             .context("ipMasq")?;
     }
     let peer_mac = host
@@ -201,6 +170,39 @@ fn enslave_and_masquerade(
         peer: p.peer_name.clone(),
         peer_mac,
     })
+}
+
+fn masq_rules(conf: &BridgeConf, p: &PortSpec) -> Vec<MasqRule> {
+    p.addresses
+        .iter()
+        .map(|a| MasqRule {
+            network: conf.network.clone(),
+            container_id: p.owner.clone(),
+            ifname: p.ifname.clone(),
+            addr: *a,
+        })
+        .collect()
+}
+
+/// Put back a host-side port's masquerade entries when they are missing (a flushed ruleset):
+/// true when they were re-added. Nothing to do when the bridge does not masquerade.
+pub fn ensure_masquerade(b: &BridgeSpec, p: &PortSpec) -> Result<bool, CniError> {
+    ensure_masquerade_on(&Deps::SYSTEM, b, p)
+}
+
+/// [`ensure_masquerade`] on the given side effects.
+pub fn ensure_masquerade_on(deps: &Deps, b: &BridgeSpec, p: &PortSpec) -> Result<bool, CniError> {
+    let conf = conf_of(b);
+    if !conf.ip_masq || p.addresses.is_empty() {
+        return Ok(false);
+    }
+    let fw = choose_firewall(deps, &conf)?;
+    let rules = masq_rules(&conf, p);
+    if fw.check_masquerade(&rules).is_ok() {
+        return Ok(false);
+    }
+    fw.add_masquerade(&rules).context("ipMasq")?;
+    Ok(true)
 }
 
 /// Remove a host-side port: the veth pair (through whichever end is still in this namespace;
@@ -346,8 +348,12 @@ mod tests {
                 .retain(|r| !(r.network == network && r.container_id == cid && r.ifname == ifname));
             Ok(())
         }
-        fn check_masquerade(&self, _: &[MasqRule]) -> Result<(), firewall::Error> {
-            Ok(())
+        fn check_masquerade(&self, rules: &[MasqRule]) -> Result<(), firewall::Error> {
+            let have = self.0.masq.lock().unwrap();
+            match rules.iter().all(|r| have.contains(r)) {
+                true => Ok(()),
+                false => Err(firewall::Error::Missing("masquerade".into())),
+            }
         }
         fn gc_masquerade(&self, _: &str, _: &[(String, String)]) -> Result<(), firewall::Error> {
             Ok(())
@@ -446,6 +452,13 @@ mod tests {
         assert_eq!(peer.mac, p.peer_mac);
         assert!(!here.addrs.iter().any(|a| a.index == peer.index));
         assert_eq!(w.masq.lock().unwrap().len(), 1);
+
+        // A flushed ruleset: the masquerade entries come back once, then nothing is to do.
+        assert!(!ensure_masquerade_on(&deps(&w), &b, &p).unwrap());
+        w.masq.lock().unwrap().clear();
+        assert!(ensure_masquerade_on(&deps(&w), &b, &p).unwrap());
+        assert_eq!(w.masq.lock().unwrap().len(), 1);
+        assert!(!ensure_masquerade_on(&deps(&w), &b, &p).unwrap());
 
         del_host_port_on(&deps(&w), &b, &p).unwrap();
         assert!(w.net.state().link(&p.host_name).is_none());

@@ -230,6 +230,39 @@ fn ensure_bridge_addr(
     }
 }
 
+/// The gateway side of a bridge, shared by ADD (`isGateway`) and [`hostport`]: each gateway
+/// address (with its subnet's prefix) on the bridge, forwarding on for its family, and the
+/// bridge MAC pinned.
+fn ensure_gateway(
+    host: &mut dyn NetlinkOps,
+    kernel: &dyn Kernel,
+    bridge: &Link,
+    gateways: &[IpNet],
+    force: bool,
+) -> Result<(), CniError> {
+    for gw in gateways {
+        ensure_bridge_addr(host, bridge, *gw, force)?;
+        let key = if gw.addr().is_ipv4() {
+            "net/ipv4/ip_forward"
+        } else {
+            "net/ipv6/conf/all/forwarding"
+        };
+        kernel
+            .sysctl_write_if_different(key, "1")
+            .context(format!("enable {key}"))?;
+    }
+    // Pin the bridge MAC: a bridge otherwise takes the lowest MAC of its ports, and every
+    // change breaks neighbours' ARP caches and conntrack (cni#285, plugins#60).
+    let fresh = host.link_by_index(bridge.index).context("lookup bridge")?;
+    if let Some(mac) = fresh.and_then(|l| l.mac) {
+        if !kernel.bridge_mac_pinned(&bridge.name, bridge.index, &mac) {
+            host.link_set_mac(bridge.index, mac)
+                .context("pin bridge MAC")?;
+        }
+    }
+    Ok(())
+}
+
 /// Sysctls of the container end, written inside the container's namespace.
 fn container_sysctl_writes(ifname: &str, conf: &BridgeConf, has_v6: bool) -> Vec<SysctlWrite> {
     let w = |key: String, value, required| SysctlWrite {
@@ -508,35 +541,20 @@ impl Attachment<'_> {
 
         trace::phase("container-routes");
         if conf.is_gateway {
+            let mut gateways = Vec::new();
             for (gw, subnet) in [gw4, gw6].into_iter().flatten() {
-                let gw_net = IpNet::new(gw, subnet.prefix_len())
-                    .map_err(|e| CniError::internal(format!("gateway {gw}: {e}")))?;
-                ensure_bridge_addr(self.host.as_mut(), &bridge, gw_net, conf.force_address)?;
-                let key = if gw.is_ipv4() {
-                    "net/ipv4/ip_forward"
-                } else {
-                    "net/ipv6/conf/all/forwarding"
-                };
-                deps.kernel
-                    .sysctl_write_if_different(key, "1")
-                    .context(format!("enable {key}"))?;
+                gateways.push(
+                    IpNet::new(gw, subnet.prefix_len())
+                        .map_err(|e| CniError::internal(format!("gateway {gw}: {e}")))?,
+                );
             }
-            // Pin the bridge MAC: a bridge otherwise takes the lowest MAC of its ports, and
-            // every change breaks neighbours' ARP caches and conntrack (cni#285, plugins#60).
-            let fresh = self
-                .host
-                .link_by_index(bridge.index)
-                .context("lookup bridge")?;
-            if let Some(mac) = fresh.and_then(|l| l.mac) {
-                if !deps
-                    .kernel
-                    .bridge_mac_pinned(&bridge.name, bridge.index, &mac)
-                {
-                    self.host
-                        .link_set_mac(bridge.index, mac)
-                        .context("pin bridge MAC")?;
-                }
-            }
+            ensure_gateway(
+                self.host.as_mut(),
+                deps.kernel,
+                &bridge,
+                &gateways,
+                conf.force_address,
+            )?;
         }
 
         trace::phase("gateway");

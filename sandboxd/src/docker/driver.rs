@@ -20,7 +20,7 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 use bridge::hostport::{self, BridgeSpec, PortSpec};
-use firewall::forward::{forward_firewall, ForwardAttachment};
+use firewall::forward::{forward_firewall, ForwardAttachment, ForwardFirewall, IngressPolicy};
 use firewall::portmap::{port_forwarder, PortMap, PortmapSpec, Proto};
 use ipnet::IpNet;
 use serde_json::Value;
@@ -77,6 +77,59 @@ fn backend() -> Result<firewall::Backend, String> {
     firewall::choose_backend(None).map_err(|e| e.to_string())
 }
 
+fn forward_fw() -> Result<Box<dyn ForwardFirewall>, String> {
+    forward_firewall(backend()?, firewall::iptables_forward::DEFAULT_ADMIN_CHAIN)
+        .map_err(|e| e.to_string())
+}
+
+/// The `firewall` plugin's ingress policy of a network, as sandboxd's own bridge networks use
+/// it (cniops::bridge_conflist): other isolated bridges may not reach this one (Docker's
+/// isolation between user networks); with `enable_icc=false` its containers may not reach
+/// each other either.
+fn ingress_policy(n: &DkNetwork) -> IngressPolicy {
+    if n.icc {
+        IngressPolicy::SameBridge
+    } else {
+        IngressPolicy::Isolated
+    }
+}
+
+fn families(n: &DkNetwork) -> (bool, bool) {
+    (
+        n.subnets.iter().any(|s| s.pool.addr().is_ipv4()),
+        n.subnets.iter().any(|s| !s.pool.addr().is_ipv4()),
+    )
+}
+
+/// Docker's default bridge. libnetwork's `DOCKER-ISOLATION` chains isolate it from Docker's
+/// other bridge networks, never from a remote driver's bridges; this driver lists it in the same
+/// isolation chains as its own bridges so that, as between Docker's own networks, containers on
+/// `docker0` and on our networks cannot reach each other (both directions).
+pub const DOCKER_BRIDGE: &str = "docker0";
+
+/// Install the network's isolation rules and those of [`DOCKER_BRIDGE`] (idempotent: present
+/// rules are kept).
+fn add_isolation(n: &DkNetwork) -> Result<(), String> {
+    let (v4, v6) = families(n);
+    let fw = forward_fw()?;
+    fw.add_isolation(&n.bridge, ingress_policy(n), v4, v6)
+        .and_then(|()| fw.add_isolation(DOCKER_BRIDGE, IngressPolicy::SameBridge, v4, v6))
+        .map_err(|e| format!("isolation rules: {e}"))
+}
+
+/// Remove the network's isolation rules, and [`DOCKER_BRIDGE`]'s with the last network: the
+/// plugin leaves them (the reference does), but this driver owns the bridge's whole life, so
+/// nothing of it stays after `docker network rm`.
+fn del_isolation(n: &DkNetwork, last: bool) -> Result<(), String> {
+    let fw = forward_fw()?;
+    fw.del_isolation(&n.bridge)
+        .and_then(|()| match last {
+            true => fw.del_isolation(DOCKER_BRIDGE),
+            false => Ok(()),
+        })
+        .map_err(|e| format!("removing isolation rules: {e}"))
+}
+
 fn parse_bool(key: &str, v: &str) -> Result<bool, String> {
     match v {
         "true" | "1" | "yes" | "on" => Ok(true),
@@ -102,11 +155,15 @@ pub fn create_network(ctx: &Ctx, st: &mut DkState, req: &CreateNetwork) -> Resul
     }
     st.networks.insert(net.id.clone(), net.clone());
     ctx.save(st)?;
-    if let Err(e) = hostport::ensure_gateway_bridge(&bridge_spec(&net)) {
+    let made = hostport::ensure_gateway_bridge(&bridge_spec(&net))
+        .map_err(|e| e.msg)
+        .and_then(|()| add_isolation(&net));
+    if let Err(e) = made {
+        let _ = del_isolation(&net, st.networks.len() == 1);
         let _ = hostport::delete_bridge(&net.bridge);
         st.networks.remove(&net.id);
         ctx.save(st)?;
-        return Err(e.msg);
+        return Err(e);
     }
     tracing::info!(network = %short(&net.id), bridge = %net.bridge, "docker network created");
     Ok(())
@@ -155,6 +212,7 @@ fn plan_network(st: &DkState, req: &CreateNetwork) -> Result<DkNetwork, String> 
     let mut bridge = format!("rc-{}", &req.network_id[..11]);
     let mut mtu = None;
     let mut masquerade = true;
+    let mut icc = true;
     let mut internal = opts
         .get(OPT_INTERNAL)
         .and_then(opt_string)
@@ -178,12 +236,13 @@ fn plan_network(st: &DkState, req: &CreateNetwork) -> Result<DkNetwork, String> 
             "com.docker.network.bridge.enable_ip_masquerade" | "masquerade" => {
                 masquerade = parse_bool(k, v)?;
             }
+            "com.docker.network.bridge.enable_icc" | "icc" => icc = parse_bool(k, v)?,
             OPT_INTERNAL | "internal" => internal = parse_bool(k, v)?,
             other => {
                 return Err(format!(
                     "unknown option {other:?} (known: com.docker.network.bridge.name, \
                      com.docker.network.driver.mtu, com.docker.network.bridge.enable_ip_masquerade, \
-                     com.docker.network.internal)"
+                     com.docker.network.bridge.enable_icc, com.docker.network.internal)"
                 ))
             }
         }
@@ -229,6 +288,7 @@ fn plan_network(st: &DkState, req: &CreateNetwork) -> Result<DkNetwork, String> 
         mtu,
         masquerade,
         internal,
+        icc,
         subnets,
         options: generic,
         created: crate::util::now_rfc3339(),
@@ -249,6 +309,7 @@ pub fn delete_network(ctx: &Ctx, st: &mut DkState, nid: &str) -> Result<(), Stri
     for eid in eps {
         delete_endpoint(ctx, st, &eid)?;
     }
+    del_isolation(&net, st.networks.len() == 1)?;
     hostport::delete_bridge(&net.bridge).map_err(|e| e.msg)?;
     st.networks.remove(nid);
     ctx.save(st)?;
@@ -329,10 +390,10 @@ pub fn create_endpoint(
     ctx.save(st)?;
     let mut spec = port_spec(&ep);
     spec.peer_mac = mac;
-    let made = hostport::add_host_port(&bridge_spec(&net), &spec)
-        .map_err(|e| e.msg)
+    let made = add_isolation(&net)
+        .and_then(|()| hostport::add_host_port(&bridge_spec(&net), &spec).map_err(|e| e.msg))
         .and_then(|hp| {
-            add_forward(&net, &ep).map(|()| hp).inspect_err(|_| {
+            add_forward(&ep).map(|()| hp).inspect_err(|_| {
                 let _ = hostport::del_host_port(&bridge_spec(&net), &port_spec(&ep));
             })
         });
@@ -356,16 +417,18 @@ pub fn create_endpoint(
     Ok(CreateEndpointResponse { interface })
 }
 
-fn add_forward(net: &DkNetwork, ep: &DkEndpoint) -> Result<(), String> {
-    let fw = forward_firewall(backend()?, firewall::iptables_forward::DEFAULT_ADMIN_CHAIN)
-        .map_err(|e| e.to_string())?;
-    let notes = fw
-        .add_forward(&ForwardAttachment {
-            network: fw_network(&net.id),
-            container_id: ep.id.clone(),
-            ifname: OWNER_IF.into(),
-            ips: ep.addresses.iter().map(|a| a.addr()).collect(),
-        })
+fn forward_attachment(ep: &DkEndpoint) -> ForwardAttachment {
+    ForwardAttachment {
+        network: fw_network(&ep.network_id),
+        container_id: ep.id.clone(),
+        ifname: OWNER_IF.into(),
+        ips: ep.addresses.iter().map(|a| a.addr()).collect(),
+    }
+}
+
+fn add_forward(ep: &DkEndpoint) -> Result<(), String> {
+    let notes = forward_fw()?
+        .add_forward(&forward_attachment(ep))
         .map_err(|e| format!("forward rules: {e}"))?;
     for n in notes {
         tracing::info!(endpoint = %short(&ep.id), note = %n, "forward");
@@ -536,11 +599,7 @@ pub fn program(
     if maps.is_empty() {
         return Ok(());
     }
-    let mut spec = PortmapSpec::new(&fw_network(&net.id), &ep.id, OWNER_IF);
-    spec.v4 = ep.addresses.iter().copied().find(|a| a.addr().is_ipv4());
-    spec.v6 = ep.addresses.iter().copied().find(|a| !a.addr().is_ipv4());
-    spec.mappings = maps;
-    spec.validate().map_err(|e| e.to_string())?;
+    let spec = portmap_spec(&ep, maps)?;
     port_forwarder(backend()?)
         .add_portmap(&spec)
         .map_err(|e| format!("publishing ports: {e}"))?;
@@ -550,6 +609,33 @@ pub fn program(
         e.ports = ports;
     }
     ctx.save(st)
+}
+
+/// The port forwarding of an endpoint, as the `portmap` plugin programs it.
+fn portmap_spec(ep: &DkEndpoint, maps: Vec<PortMap>) -> Result<PortmapSpec, String> {
+    let mut spec = PortmapSpec::new(&fw_network(&ep.network_id), &ep.id, OWNER_IF);
+    spec.v4 = ep.addresses.iter().copied().find(|a| a.addr().is_ipv4());
+    spec.v6 = ep.addresses.iter().copied().find(|a| !a.addr().is_ipv4());
+    spec.mappings = maps;
+    spec.validate().map_err(|e| e.to_string())?;
+    Ok(spec)
+}
+
+/// The published ports of an endpoint as recorded.
+fn recorded_maps(ep: &DkEndpoint) -> Result<Vec<PortMap>, String> {
+    ep.ports
+        .iter()
+        .map(|p| {
+            let host_ip = p.host_ip.map(|i| i.to_string()).unwrap_or_default();
+            PortMap::from_raw(
+                i64::from(p.host_port),
+                i64::from(p.container_port),
+                &p.proto,
+                &host_ip,
+            )
+            .map_err(|e| e.to_string())
+        })
+        .collect()
 }
 
 /// RevokeExternalConnectivity: unpublish (unknown endpoint or nothing published is fine).
@@ -587,6 +673,90 @@ pub fn oper_info(st: &DkState, eid: &str) -> Result<Value, String> {
     }}))
 }
 
+/// `POST /v1/_repair`: put back what a firewall flush (`nft flush ruleset`, a firewall
+/// manager's reload) or a deleted bridge took away: each network's bridge and isolation rules,
+/// each endpoint's masquerade, forward accept and published-port entries. Each is checked first
+/// (the same check the plugins' CHECK runs) and re-added only when missing; one line per repair.
+pub fn repair(st: &DkState) -> Vec<String> {
+    let mut actions = Vec::new();
+    for n in st.networks.values() {
+        let tag = format!("docker network {}", short(&n.id));
+        if !link_exists(&n.bridge).unwrap_or(true) {
+            match hostport::ensure_gateway_bridge(&bridge_spec(n)) {
+                Ok(()) => actions.push(format!("{tag}: bridge {} recreated", n.bridge)),
+                Err(e) => actions.push(format!("{tag}: bridge: {}", e.msg)),
+            }
+        }
+        let (v4, v6) = families(n);
+        let missing = forward_fw()
+            .and_then(|fw| {
+                fw.check_isolation(&n.bridge, ingress_policy(n), v4, v6)
+                    .and_then(|()| {
+                        fw.check_isolation(DOCKER_BRIDGE, IngressPolicy::SameBridge, v4, v6)
+                    })
+                    .map_err(|e| e.to_string())
+            })
+            .is_err();
+        if missing {
+            match add_isolation(n) {
+                Ok(()) => actions.push(format!("{tag}: isolation rules re-added")),
+                Err(e) => actions.push(format!("{tag}: {e}")),
+            }
+        }
+    }
+    for ep in st.endpoints.values() {
+        if ep.state != DkEpState::Ready {
+            continue;
+        }
+        let Some(net) = st.networks.get(&ep.network_id) else {
+            continue;
+        };
+        let tag = format!("docker endpoint {}", short(&ep.id));
+        if !link_exists(&ep.host_veth).unwrap_or(true) {
+            // The peer is in the container: only dockerd can make a new endpoint.
+            actions.push(format!("{tag}: host veth {} is gone", ep.host_veth));
+            continue;
+        }
+        match hostport::ensure_masquerade(&bridge_spec(net), &port_spec(ep)) {
+            Ok(true) => actions.push(format!("{tag}: masquerade entries re-added")),
+            Ok(false) => {}
+            Err(e) => actions.push(format!("{tag}: masquerade: {}", e.msg)),
+        }
+        let att = forward_attachment(ep);
+        let fw = forward_fw();
+        if fw
+            .as_ref()
+            .map(|f| f.check_forward(&att).is_err())
+            .unwrap_or(true)
+        {
+            match add_forward(ep) {
+                Ok(()) => actions.push(format!("{tag}: forward entries re-added")),
+                Err(e) => actions.push(format!("{tag}: {e}")),
+            }
+        }
+        if ep.ports.is_empty() {
+            continue;
+        }
+        let outcome = recorded_maps(ep)
+            .and_then(|maps| portmap_spec(ep, maps))
+            .and_then(|spec| {
+                let pf = port_forwarder(backend()?);
+                if pf.check_portmap(&spec).is_ok() {
+                    return Ok(false);
+                }
+                pf.add_portmap(&spec)
+                    .map(|()| true)
+                    .map_err(|e| format!("publishing ports: {e}"))
+            });
+        match outcome {
+            Ok(true) => actions.push(format!("{tag}: published ports re-added")),
+            Ok(false) => {}
+            Err(e) => actions.push(format!("{tag}: {e}")),
+        }
+    }
+    actions
+}
+
 /// Start-up: undo endpoints a crash left half-created; make sure every bridge exists.
 pub fn reconcile(ctx: &Ctx, st: &mut DkState) -> Vec<String> {
     let mut actions = Vec::new();
@@ -618,6 +788,10 @@ pub fn reconcile(ctx: &Ctx, st: &mut DkState) -> Vec<String> {
                 short(&n.id),
                 e.msg
             ));
+        }
+        // Networks of a state written before isolation existed get it now.
+        if let Err(e) = add_isolation(n) {
+            actions.push(format!("docker network {}: {e}", short(&n.id)));
         }
     }
     if let Err(e) = ctx.save(st) {
@@ -662,6 +836,9 @@ mod tests {
         assert_eq!(n.bridge, "br77");
         assert_eq!(n.mtu, Some(1400));
         assert!(!n.masquerade && !n.internal);
+        assert!(n.icc);
+        assert_eq!(ingress_policy(&n), IngressPolicy::SameBridge);
+        assert_eq!(families(&n), (true, false));
         assert_eq!(n.subnets[0].gateway.unwrap().to_string(), "10.77.0.1/24");
         assert!(!bridge_spec(&n).ip_masq);
 
@@ -683,8 +860,29 @@ mod tests {
         );
         assert_eq!(n.subnets[0].gateway.unwrap().to_string(), "10.78.0.1/16");
 
+        // enable_icc=false: the firewall plugin's `isolated` policy.
+        let n = plan_network(
+            &st,
+            &req(json!({
+                "NetworkID": NID,
+                "Options": {"com.docker.network.generic": {
+                    "com.docker.network.bridge.enable_icc": "false"}},
+            })),
+        )
+        .unwrap();
+        assert!(!n.icc);
+        assert_eq!(ingress_policy(&n), IngressPolicy::Isolated);
+        // A state written before the option existed reads as icc on.
+        let mut v = serde_json::to_value(&n).unwrap();
+        v.as_object_mut().unwrap().remove("icc");
+        assert!(serde_json::from_value::<DkNetwork>(v).unwrap().icc);
+
         for (opts, want) in [
             (json!({"frobnicate": "1"}), "unknown option"),
+            (
+                json!({"com.docker.network.bridge.enable_icc": "nope"}),
+                "not a boolean",
+            ),
             (json!({"mtu": "9"}), "not an MTU"),
             (json!({"bridge_name": "a/b"}), "bridge_name"),
             (json!({"masquerade": "maybe"}), "not a boolean"),

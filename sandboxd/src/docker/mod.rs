@@ -80,6 +80,15 @@ pub fn open(data_dir: &Path, ipam_dir: &Path) -> Result<(Arc<Ctx>, Vec<String>),
     Ok((ctx, actions))
 }
 
+/// `POST /v1/_repair`'s Docker part: the firewall entries and bridges of Docker's networks
+/// and endpoints ([`driver::repair`]); one line per repair.
+pub fn repair() -> Vec<String> {
+    match ACTIVE.get() {
+        Some(ctx) => driver::repair(&ctx.lock()),
+        None => Vec::new(),
+    }
+}
+
 /// Checks a plugin name (it becomes a socket file name).
 pub fn check_plugin_name(name: &str) -> Result<(), String> {
     let ok = !name.is_empty()

@@ -28,12 +28,20 @@ pub struct DkNetwork {
     pub masquerade: bool,
     /// No gateway for the containers, no masquerade.
     pub internal: bool,
+    /// Containers of this network may reach each other (`enable_icc`); either way other
+    /// networks' containers may not reach them.
+    #[serde(default = "yes")]
+    pub icc: bool,
     /// Pools with their gateways (CIDR).
     pub subnets: Vec<DkSubnet>,
     /// The generic (`-o`) options as given.
     pub options: BTreeMap<String, String>,
     /// RFC 3339 creation time.
     pub created: String,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// One pool of a network.

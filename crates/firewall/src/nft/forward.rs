@@ -137,6 +137,13 @@ pub enum FwdOp {
     AddElem(Elem),
     /// delete an element
     DelElem(IpAddr),
+    /// delete a rule of an isolation chain by handle
+    DelRule {
+        /// chain name
+        chain: &'static str,
+        /// kernel handle
+        handle: u64,
+    },
 }
 
 impl fmt::Display for FwdRule {
@@ -196,6 +203,9 @@ impl fmt::Display for FwdOp {
                 "delete element {t} {} {{ {k} }}",
                 fwd_set(Fam::of(*k))
             ),
+            FwdOp::DelRule { chain, handle } => {
+                write!(f, "delete rule {t} {chain} handle {handle}")
+            }
         }
     }
 }
@@ -321,6 +331,23 @@ pub fn plan_isolation(
         }
     }
     ops
+}
+
+/// Removal plan of a bridge's isolation rules: `rules` are (chain, rule) read back.
+pub fn plan_del_isolation(bridge: &str, rules: &[(&'static str, RuleInfo)]) -> Vec<FwdOp> {
+    let ours = [
+        format!("rcni-iso1: {bridge}"),
+        format!("rcni-iso2: {bridge}"),
+        format!("rcni-isolated: {bridge}"),
+    ];
+    rules
+        .iter()
+        .filter(|(_, r)| ours.contains(&r.comment))
+        .map(|(chain, r)| FwdOp::DelRule {
+            chain,
+            handle: r.handle,
+        })
+        .collect()
 }
 
 /// Elements to delete for DEL (`owner`) or GC (`stale`).
@@ -492,6 +519,12 @@ pub fn encode(ops: &[FwdOp]) -> Result<FinalizedBatch, Error> {
                 };
                 msg.set.add_raw_key(&key_bytes(*k));
                 batch.add(&msg, MsgType::Del);
+            }
+            FwdOp::DelRule { chain, handle } => {
+                let ch = if *chain == ISO1_CHAIN { &iso1 } else { &iso2 };
+                let mut rule = Rule::new(ch);
+                rule.set_handle(*handle);
+                batch.add(&rule, MsgType::Del);
             }
         }
     }
@@ -741,6 +774,15 @@ impl ForwardFirewall for NftForward {
                 ips: fallback,
                 ..att.clone()
             })?;
+        } else if self
+            .ipt
+            .has_state(&att.network, &att.container_id, &att.ifname)
+        {
+            // iptables no longer drops (its table was flushed, or the policy changed): the
+            // fallback rules of an earlier ADD are not needed, and a record of rules that are
+            // gone would make every CHECK fail. Remove both.
+            self.ipt
+                .del_locked(&att.network, &att.container_id, &att.ifname, &[])?;
         }
         Ok(notes)
     }
@@ -882,6 +924,23 @@ impl ForwardFirewall for NftForward {
         apply(&mut nl, &ops, "add isolation")
     }
 
+    fn del_isolation(&self, bridge: &str) -> Result<(), Error> {
+        validate_bridge(bridge)?;
+        let _guard = lock::lock(&self.lock_path)?;
+        let mut nl = Nl::open()?;
+        let mut rules = Vec::new();
+        for chain in [ISO1_CHAIN, ISO2_CHAIN] {
+            for r in dump_rules(&mut nl, chain)?.unwrap_or_default() {
+                rules.push((chain, r));
+            }
+        }
+        let ops = plan_del_isolation(bridge, &rules);
+        if ops.is_empty() {
+            return Ok(());
+        }
+        apply(&mut nl, &ops, "delete isolation")
+    }
+
     fn check_isolation(
         &self,
         bridge: &str,
@@ -993,6 +1052,30 @@ mod tests {
                 .count(),
             5
         );
+    }
+
+    #[test]
+    fn isolation_removal_plan_takes_only_that_bridges_rules() {
+        let r = |h, c: &str| RuleInfo {
+            handle: h,
+            comment: c.to_string(),
+        };
+        let rules = vec![
+            (ISO1_CHAIN, r(1, "rcni-iso1: br0")),
+            (ISO1_CHAIN, r(2, "rcni-iso1: br01")),
+            (ISO1_CHAIN, r(3, "rcni-isolated: br0")),
+            (ISO2_CHAIN, r(4, "rcni-iso2: br0")),
+            (ISO2_CHAIN, r(5, "rcni-iso2: other")),
+        ];
+        assert_eq!(
+            render(&plan_del_isolation("br0", &rules)),
+            [
+                "delete rule inet rcni isolation1 handle 1",
+                "delete rule inet rcni isolation1 handle 3",
+                "delete rule inet rcni isolation2 handle 4",
+            ]
+        );
+        assert!(plan_del_isolation("nope", &rules).is_empty());
     }
 
     #[test]
