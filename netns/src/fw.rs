@@ -258,7 +258,7 @@ mod tests {
         // hostport-standby4 (shape as `nft -j` 1.0.6 prints it).
         let mut b = owner("web-id");
         b.network = "b".into();
-        let c = firewall::nft::hostport::pm_comment("b", "web-id", "eth0");
+        let c = firewall::portmap::nft::pm_comment("b", "web-id", "eth0");
         let json = serde_json::json!({"nftables":[
             {"map":{"family":"inet","name":"hostport-standby4","table":"rcni",
                 "type":["ipv4_addr","inet_proto","inet_service","mark"],"map":"ipv4_addr . inet_service",

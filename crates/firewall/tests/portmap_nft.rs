@@ -46,7 +46,7 @@ fn nft_portmap_add_list_conflict_del_gc_check() {
         let has = |key: &str, cid: &str, data: &str| {
             t.contains(&format!(
                 "{key} comment \"{}\" : {data}",
-                firewall::nft::hostport::pm_comment("pnet", cid, "eth0")
+                firewall::portmap::nft::pm_comment("pnet", cid, "eth0")
             ))
         };
         assert!(has("tcp . 8080", "c1", "10.22.0.2 . 80"), "{t}");

@@ -357,7 +357,7 @@ pub fn create_endpoint(
 }
 
 fn add_forward(net: &DkNetwork, ep: &DkEndpoint) -> Result<(), String> {
-    let fw = forward_firewall(backend()?, firewall::iptables_forward::DEFAULT_ADMIN_CHAIN)
+    let fw = forward_firewall(backend()?, firewall::forward::DEFAULT_ADMIN_CHAIN)
         .map_err(|e| e.to_string())?;
     let notes = fw
         .add_forward(&ForwardAttachment {
@@ -394,7 +394,7 @@ pub fn undo_endpoint(st: &DkState, ep: &DkEndpoint) -> Result<(), String> {
                 errors.push(format!("ports: {e}"));
             }
             let ips: Vec<IpAddr> = ep.addresses.iter().map(|a| a.addr()).collect();
-            match forward_firewall(b, firewall::iptables_forward::DEFAULT_ADMIN_CHAIN) {
+            match forward_firewall(b, firewall::forward::DEFAULT_ADMIN_CHAIN) {
                 Ok(fw) => {
                     if let Err(e) = fw.del_forward(&network, &ep.id, OWNER_IF, &ips) {
                         errors.push(format!("forward rules: {e}"));

@@ -25,10 +25,10 @@ use std::collections::BTreeSet;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
-use crate::forward::{validate_bridge, ForwardAttachment, ForwardFirewall, IngressPolicy};
-use crate::iptables::{collect, s, ExecRunner, Family, Runner, Table};
+use super::{validate_bridge, DropFallback, ForwardAttachment, ForwardFirewall, IngressPolicy};
+use crate::iptables::{collect, s, ExecRunner, Runner, Table};
 use crate::names::{network_hash, owner_tag};
-use crate::{lock, validate_owner, Error, LOCK_PATH, RUN_DIR};
+use crate::{lock, validate_owner, Error, Family, LOCK_PATH, RUN_DIR};
 
 /// Chain holding the per-address accept rules.
 pub const FORWARD_CHAIN: &str = "CNI-FORWARD";
@@ -79,13 +79,6 @@ pub fn validate_chain_name(name: &str) -> Result<(), Error> {
     Ok(())
 }
 
-fn fam_of(ip: &IpAddr) -> Family {
-    match ip {
-        IpAddr::V4(_) => Family::V4,
-        IpAddr::V6(_) => Family::V6,
-    }
-}
-
 /// The two reference rules of one address (arguments after the chain name).
 pub fn per_ip_specs(ip: &IpAddr) -> [Vec<String>; 2] {
     let host = match ip {
@@ -120,7 +113,7 @@ pub fn policy_is_drop(listing: &str) -> bool {
 
 /// The iptables implementation of [`ForwardFirewall`] (also used by the nftables backend for
 /// its fallback rules, under the lock it already holds).
-pub struct IptablesForward<R: Runner = ExecRunner> {
+pub(crate) struct IptablesForward<R: Runner = ExecRunner> {
     runner: R,
     lock_path: PathBuf,
     state_dir: PathBuf,
@@ -206,7 +199,7 @@ impl<R: Runner> IptablesForward<R> {
 
     /// ADD without taking the lock (the caller holds it).
     pub(crate) fn add_locked(&self, att: &ForwardAttachment) -> Result<(), Error> {
-        let fams: BTreeSet<Family> = att.ips.iter().map(fam_of).collect();
+        let fams: BTreeSet<Family> = att.ips.iter().map(|ip| Family::of(*ip)).collect();
         for fam in &fams {
             self.setup_chains(*fam)?;
         }
@@ -218,7 +211,7 @@ impl<R: Runner> IptablesForward<R> {
         for ip in &att.ips {
             for spec in per_ip_specs(ip) {
                 self.filter()
-                    .append_unique(fam_of(ip), FORWARD_CHAIN, spec)?;
+                    .append_unique(Family::of(*ip), FORWARD_CHAIN, spec)?;
             }
         }
         Ok(())
@@ -227,7 +220,7 @@ impl<R: Runner> IptablesForward<R> {
     fn remove_ips(&self, ips: &BTreeSet<IpAddr>, errors: &mut Vec<Error>) {
         let mut present: Vec<(Family, bool)> = Vec::new();
         for ip in ips {
-            let fam = fam_of(ip);
+            let fam = Family::of(*ip);
             let has_chain = match present.iter().find(|(f, _)| *f == fam) {
                 Some((_, p)) => *p,
                 None => {
@@ -286,7 +279,7 @@ impl<R: Runner> IptablesForward<R> {
 
     /// CHECK without taking the lock.
     pub(crate) fn check_locked(&self, att: &ForwardAttachment) -> Result<(), Error> {
-        let fams: BTreeSet<Family> = att.ips.iter().map(fam_of).collect();
+        let fams: BTreeSet<Family> = att.ips.iter().map(|ip| Family::of(*ip)).collect();
         for fam in fams {
             for chain in [FORWARD_CHAIN, self.admin.as_str()] {
                 if !self.filter().chain_exists(fam, chain)? {
@@ -318,10 +311,13 @@ impl<R: Runner> IptablesForward<R> {
         }
         for ip in &att.ips {
             for spec in per_ip_specs(ip) {
-                if !self.filter().exists(fam_of(ip), FORWARD_CHAIN, &spec)? {
+                if !self
+                    .filter()
+                    .exists(Family::of(*ip), FORWARD_CHAIN, &spec)?
+                {
                     return Err(Error::Missing(format!(
                         "{} {FORWARD_CHAIN} lacks rule {}",
-                        fam_of(ip).prog(),
+                        Family::of(*ip).prog(),
                         spec.join(" ")
                     )));
                 }
@@ -502,6 +498,36 @@ impl<R: Runner> ForwardFirewall for IptablesForward<R> {
     ) -> Result<(), Error> {
         let _guard = lock::lock(&self.lock_path)?;
         self.check_isolation_locked(bridge, policy, v4, v6)
+    }
+}
+
+impl<R: Runner> DropFallback for IptablesForward<R> {
+    fn chain(&self) -> &'static str {
+        FORWARD_CHAIN
+    }
+    fn policy_drops(&self, fam: Family) -> bool {
+        IptablesForward::policy_drops(self, fam)
+    }
+    fn has_state(&self, network: &str, container_id: &str, ifname: &str) -> bool {
+        IptablesForward::has_state(self, network, container_id, ifname)
+    }
+    fn add_locked(&self, att: &ForwardAttachment) -> Result<(), Error> {
+        IptablesForward::add_locked(self, att)
+    }
+    fn del_locked(
+        &self,
+        network: &str,
+        container_id: &str,
+        ifname: &str,
+        known_ips: &[IpAddr],
+    ) -> Result<(), Error> {
+        IptablesForward::del_locked(self, network, container_id, ifname, known_ips)
+    }
+    fn check_locked(&self, att: &ForwardAttachment) -> Result<(), Error> {
+        IptablesForward::check_locked(self, att)
+    }
+    fn gc_locked(&self, network: &str, keep: &[(String, String)]) -> Result<(), Error> {
+        IptablesForward::gc_locked(self, network, keep)
     }
 }
 

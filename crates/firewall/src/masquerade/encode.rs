@@ -1,124 +1,40 @@
-//! Turns a plan into one nftnl batch. nftnl wraps tables, chains, rules, named sets and common
-//! expressions; what it lacks is implemented here over nftnl-sys (DESIGN.md layer 3): a
-//! `lookup` by set name, and set elements carrying a comment in their userdata, sent with
-//! NLM_F_CREATE but not NLM_F_EXCL.
+//! Turns a masquerade plan into one nftnl batch, with nftnl's safe wrappers and the shared
+//! builders of `crate::nft::object` (set lookups, commented elements).
 
-use std::ffi::{c_void, CString};
-use std::net::{Ipv4Addr, Ipv6Addr};
-use std::os::raw::c_char;
-use std::ptr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use ipnet::IpNet;
 use nftnl::expr::{
-    Bitwise, Cmp, CmpOp, Expression, Ipv4HeaderField, Ipv6HeaderField, Masquerade, Meta,
-    NetworkHeaderField, Payload, Verdict,
+    Bitwise, Cmp, CmpOp, Ipv4HeaderField, Ipv6HeaderField, Masquerade, Meta, NetworkHeaderField,
+    Payload, Verdict,
 };
-use nftnl::nftnl_sys as sys;
 use nftnl::set::{Set, SetKey};
 use nftnl::{
-    Batch, Chain, ChainType, FinalizedBatch, Hook, MsgType, NlMsg, Policy, ProtoFamily, Rule, Table,
+    Batch, Chain, ChainType, FinalizedBatch, Hook, MsgType, Policy, ProtoFamily, Rule, Table,
 };
 
-use super::netlink::RawSet;
-use super::plan::{Fam, Op, RuleSpec, BASE_CHAIN, SRCNAT_PRIORITY, TABLE};
-use crate::Error;
-
-pub(crate) fn cstring(what: &'static str, s: &str) -> Result<CString, Error> {
-    CString::new(s).map_err(|_| Error::Invalid {
-        what,
-        value: s.to_string(),
-        reason: "contains NUL",
-    })
-}
+use super::plan::{masq_set, Op, RuleSpec, BASE_CHAIN, SRCNAT_PRIORITY, TABLE};
+use crate::nft::object::{cstring, lookup, set_rule_comment, SetMsg, R1};
+use crate::{Error, Family};
 
 /// Set ids tie a rule's lookup to a set created in the same transaction.
-fn set_id(fam: Fam) -> u32 {
+fn set_id(fam: Family) -> u32 {
     match fam {
-        Fam::V4 => 1,
-        Fam::V6 => 2,
+        Family::V4 => 1,
+        Family::V6 => 2,
     }
 }
 
-/// `lookup` of register 1 in a named set (`… @set`), by name and transaction set id so it also
-/// finds a set created earlier in the same batch.
-pub struct SetLookup {
-    set: CString,
-    id: u32,
-}
-
-impl SetLookup {
-    /// `lookup` of register 1 in set `set` (transaction set id `id`).
-    pub(crate) fn new(set: CString, id: u32) -> SetLookup {
-        SetLookup { set, id }
-    }
-}
-
-impl Expression for SetLookup {
-    fn to_expr(&self, _rule: &Rule) -> ptr::NonNull<sys::nftnl_expr> {
-        // SAFETY: allocation result checked; the string is copied by libnftnl.
-        unsafe {
-            let expr = sys::nftnl_expr_alloc(c"lookup".as_ptr());
-            let Some(expr) = ptr::NonNull::new(expr) else {
-                std::process::abort();
-            };
-            let e = expr.as_ptr();
-            sys::nftnl_expr_set_u32(
-                e,
-                sys::NFTNL_EXPR_LOOKUP_SREG as u16,
-                libc::NFT_REG_1 as u32,
-            );
-            sys::nftnl_expr_set_str(e, sys::NFTNL_EXPR_LOOKUP_SET as u16, self.set.as_ptr());
-            sys::nftnl_expr_set_u32(e, sys::NFTNL_EXPR_LOOKUP_SET_ID as u16, self.id);
-            expr
-        }
-    }
-}
-
-/// NEWSETELEM / DELSETELEM carrying the elements of a [`RawSet`]. Unlike nftnl's own element
-/// messages, adds use NLM_F_CREATE without NLM_F_EXCL, and neither asks for an ACK (errors are
-/// still reported).
-pub(crate) struct ElemMsg {
-    pub(crate) set: RawSet,
-    /// nfgenmsg family of the message (the set's table family).
-    pub(crate) family: ProtoFamily,
-}
-
-// SAFETY: one element (key ≤16 bytes, chain name, ≤130 bytes of userdata) is far below
-// nft_nlmsg_maxsize(), the room nftnl guarantees in `buf`.
-unsafe impl NlMsg for ElemMsg {
-    unsafe fn write(&self, buf: *mut c_void, seq: u32, msg_type: MsgType) {
-        let (ty, flags) = match msg_type {
-            MsgType::Add => (libc::NFT_MSG_NEWSETELEM, libc::NLM_F_CREATE),
-            MsgType::Del => (libc::NFT_MSG_DELSETELEM, 0),
-        };
-        // SAFETY: caller guarantees buf has room for a maximal message.
-        unsafe {
-            let nlh = sys::nftnl_nlmsg_build_hdr(
-                buf.cast::<c_char>(),
-                ty as u16,
-                self.family as u16,
-                flags as u16,
-                seq,
-            );
-            sys::nftnl_set_elems_nlmsg_build_payload(nlh, self.set.ptr);
-        }
-    }
-}
-
-fn add_set<K: SetKey>(batch: &mut Batch, table: &Table, fam: Fam) -> Result<(), Error> {
-    let name = cstring("set name", fam.set())?;
+fn add_set<K: SetKey>(batch: &mut Batch, table: &Table, fam: Family) -> Result<(), Error> {
+    let name = cstring("set name", masq_set(fam))?;
     let set: Set<'_, K> = Set::new_named(&name, set_id(fam), table, ProtoFamily::Inet);
     batch.add(&set, MsgType::Add);
     Ok(())
 }
 
-fn nfproto(rule: &mut Rule<'_>, fam: Fam) {
+fn nfproto(rule: &mut Rule<'_>, fam: Family) {
     rule.add_expr(&Meta::NfProto);
-    let v = match fam {
-        Fam::V4 => libc::NFPROTO_IPV4 as u8,
-        Fam::V6 => libc::NFPROTO_IPV6 as u8,
-    };
-    rule.add_expr(&Cmp::new(CmpOp::Eq, v));
+    rule.add_expr(&Cmp::new(CmpOp::Eq, fam.nfproto()));
 }
 
 /// `<fam> saddr|daddr <net>`: load the address, mask it unless it is a host prefix, compare.
@@ -166,7 +82,7 @@ fn add_rule(
             rule.add_expr(&Verdict::Return);
         }
         RuleSpec::SubnetReturn(net) => {
-            nfproto(&mut rule, Fam::of(net.addr()));
+            nfproto(&mut rule, Family::of(net.addr()));
             prefix_match(&mut rule, net, true);
             prefix_match(&mut rule, net, false);
             rule.add_expr(&Verdict::Return);
@@ -174,23 +90,15 @@ fn add_rule(
         RuleSpec::SetMasquerade(fam) => {
             nfproto(&mut rule, *fam);
             let field = match fam {
-                Fam::V4 => NetworkHeaderField::Ipv4(Ipv4HeaderField::Saddr),
-                Fam::V6 => NetworkHeaderField::Ipv6(Ipv6HeaderField::Saddr),
+                Family::V4 => NetworkHeaderField::Ipv4(Ipv4HeaderField::Saddr),
+                Family::V6 => NetworkHeaderField::Ipv6(Ipv6HeaderField::Saddr),
             };
             rule.add_expr(&Payload::Network(field));
-            rule.add_expr(&SetLookup {
-                set: cstring("set name", fam.set())?,
-                id: set_id(*fam),
-            });
+            rule.add_expr(&lookup(masq_set(*fam), set_id(*fam), R1, None, false));
             rule.add_expr(&Masquerade);
         }
     }
-    rule.set_comment(cstring("rule comment", comment)?)
-        .map_err(|reason| Error::Invalid {
-            what: "rule comment",
-            value: comment.to_string(),
-            reason,
-        })?;
+    set_rule_comment(&mut rule, comment)?;
     if let Some(h) = after {
         rule.set_position(h);
     }
@@ -198,10 +106,10 @@ fn add_rule(
     Ok(())
 }
 
-fn elem_msg(fam: Fam) -> ElemMsg {
-    ElemMsg {
-        set: RawSet::new(fam),
-        family: ProtoFamily::Inet,
+fn key_bytes(ip: IpAddr) -> Vec<u8> {
+    match ip {
+        IpAddr::V4(a) => a.octets().to_vec(),
+        IpAddr::V6(a) => a.octets().to_vec(),
     }
 }
 
@@ -226,8 +134,8 @@ pub fn encode(ops: &[Op]) -> Result<FinalizedBatch, Error> {
                 // DELRULE naming only table and chain deletes every rule of the chain.
                 batch.add(&Rule::new(&base), MsgType::Del);
             }
-            Op::AddSet(Fam::V4) => add_set::<Ipv4Addr>(&mut batch, &table, Fam::V4)?,
-            Op::AddSet(Fam::V6) => add_set::<Ipv6Addr>(&mut batch, &table, Fam::V6)?,
+            Op::AddSet(Family::V4) => add_set::<Ipv4Addr>(&mut batch, &table, Family::V4)?,
+            Op::AddSet(Family::V6) => add_set::<Ipv6Addr>(&mut batch, &table, Family::V6)?,
             Op::AddRule {
                 rule,
                 comment,
@@ -239,13 +147,23 @@ pub fn encode(ops: &[Op]) -> Result<FinalizedBatch, Error> {
                 batch.add(&rule, MsgType::Del);
             }
             Op::AddElem(e) => {
-                let msg = elem_msg(e.fam());
-                msg.set.add_commented_elem(e);
+                let msg = SetMsg::elem(
+                    ProtoFamily::Inet,
+                    masq_set(e.fam()),
+                    &key_bytes(e.key),
+                    &[],
+                    Some(&e.comment),
+                )?;
                 batch.add(&msg, MsgType::Add);
             }
             Op::DelElem(key) => {
-                let msg = elem_msg(Fam::of(*key));
-                msg.set.add_key(*key);
+                let msg = SetMsg::elem(
+                    ProtoFamily::Inet,
+                    masq_set(Family::of(*key)),
+                    &key_bytes(*key),
+                    &[],
+                    None,
+                )?;
                 batch.add(&msg, MsgType::Del);
             }
         }
@@ -255,9 +173,9 @@ pub fn encode(ops: &[Op]) -> Result<FinalizedBatch, Error> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::MasqRule;
     use super::*;
-    use crate::nft::plan::{plan_add, plan_remove, Elem, RuleInfo};
-    use crate::MasqRule;
+    use crate::masquerade::plan::{plan_add, plan_remove, Elem, RuleInfo};
 
     #[test]
     fn encodes_full_add_and_remove_plans() {

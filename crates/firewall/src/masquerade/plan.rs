@@ -9,14 +9,22 @@ use std::net::IpAddr;
 
 use ipnet::IpNet;
 
+use super::MasqRule;
 use crate::names::{
     network_hash, owner_comment, owner_tag, parse_subnet_tag, subnet_comment, subnet_tag,
     tag_of_comment,
 };
-use crate::MasqRule;
+pub use crate::nft::{Elem, RuleInfo, TABLE};
+use crate::Family;
 
-/// Our table (family inet): the only nftables object we create or read.
-pub const TABLE: &str = "rcni";
+/// The set holding a family's masqueraded container addresses.
+pub fn masq_set(fam: Family) -> &'static str {
+    match fam {
+        Family::V4 => "masq4",
+        Family::V6 => "masq6",
+    }
+}
+
 /// Base chain: type nat, hook postrouting, priority srcnat (100), policy accept.
 pub const BASE_CHAIN: &str = "postrouting";
 /// srcnat priority.
@@ -30,68 +38,15 @@ pub const FIXED_MASQ4: &str = "rcni: masquerade4";
 /// see [`FIXED_MCAST4`]
 pub const FIXED_MASQ6: &str = "rcni: masquerade6";
 
-/// Address family of a set / match.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Fam {
-    /// IPv4: set `masq4`, `ip saddr`
-    V4,
-    /// IPv6: set `masq6`, `ip6 saddr`
-    V6,
-}
-
-impl Fam {
-    /// Family of an address.
-    pub fn of(ip: IpAddr) -> Fam {
-        match ip {
-            IpAddr::V4(_) => Fam::V4,
-            IpAddr::V6(_) => Fam::V6,
-        }
-    }
-    /// The set holding this family's masqueraded container addresses.
-    pub fn set(self) -> &'static str {
-        match self {
-            Fam::V4 => "masq4",
-            Fam::V6 => "masq6",
-        }
-    }
-    /// nft keyword of the network header.
-    pub fn kw(self) -> &'static str {
-        match self {
-            Fam::V4 => "ip",
-            Fam::V6 => "ip6",
-        }
-    }
-    /// Multicast destinations never masqueraded (reference: `! -d 224.0.0.0/4` / `ff00::/8`).
-    pub fn multicast(self) -> IpNet {
-        match self {
-            Fam::V4 => IpNet::V4(ipnet::Ipv4Net::new_assert([224, 0, 0, 0].into(), 4)),
-            Fam::V6 => IpNet::V6(ipnet::Ipv6Net::new_assert(
-                [0xff00, 0, 0, 0, 0, 0, 0, 0].into(),
-                8,
-            )),
-        }
-    }
-}
-
-/// One rule body of the base chain.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RuleSpec {
     /// `<fam> daddr <multicast> return`
-    McastReturn(Fam),
+    McastReturn(Family),
     /// `<fam> saddr <subnet> <fam> daddr <subnet> return`: traffic inside a container subnet is
     /// never masqueraded (reference: `-d <subnet> -j ACCEPT` in the per-container chain).
     SubnetReturn(IpNet),
     /// `<fam> saddr @masq<fam> masquerade`
-    SetMasquerade(Fam),
-}
-
-/// A rule of the base chain as read back.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RuleInfo {
-    /// kernel handle (for delete / insert-after)
-    pub handle: u64,
-    /// rule comment
-    pub comment: String,
+    SetMasquerade(Family),
 }
 
 /// One message of a transaction.
@@ -100,7 +55,7 @@ pub enum Op {
     /// create table `inet rcni` if absent
     AddTable,
     /// create a family's address set if absent
-    AddSet(Fam),
+    AddSet(Family),
     /// create the base chain if absent
     AddBaseChain,
     /// delete every rule of the base chain (only to repair a damaged chain)
@@ -122,28 +77,8 @@ pub enum Op {
     DelElem(IpAddr),
 }
 
-/// A set element as stored in the kernel.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Elem {
-    /// container address (the key)
-    pub key: IpAddr,
-    /// owner comment (`<owner tag> net: …, id: …, if: …`)
-    pub comment: String,
-}
-
-impl Elem {
-    /// Which set it lives in.
-    pub fn fam(&self) -> Fam {
-        Fam::of(self.key)
-    }
-    /// Owner tag at the start of the comment.
-    pub fn tag(&self) -> &str {
-        tag_of_comment(&self.comment)
-    }
-}
-
 fn net_kw(net: &IpNet) -> &'static str {
-    Fam::of(net.addr()).kw()
+    Family::of(net.addr()).kw()
 }
 
 impl fmt::Display for RuleSpec {
@@ -157,7 +92,7 @@ impl fmt::Display for RuleSpec {
                 write!(f, "{kw} saddr {net} {kw} daddr {net} return")
             }
             RuleSpec::SetMasquerade(fam) => {
-                write!(f, "{} saddr @{} masquerade", fam.kw(), fam.set())
+                write!(f, "{} saddr @{} masquerade", fam.kw(), masq_set(*fam))
             }
         }
     }
@@ -172,10 +107,10 @@ impl fmt::Display for Op {
             Op::AddSet(fam) => write!(
                 f,
                 "add set {t} {} {{ type {}_addr; }}",
-                fam.set(),
+                masq_set(*fam),
                 match fam {
-                    Fam::V4 => "ipv4",
-                    Fam::V6 => "ipv6",
+                    Family::V4 => "ipv4",
+                    Family::V6 => "ipv6",
                 }
             ),
             Op::AddBaseChain => write!(
@@ -198,26 +133,26 @@ impl fmt::Display for Op {
             Op::AddElem(e) => write!(
                 f,
                 "add element {t} {} {{ {} comment \"{}\" }}",
-                e.fam().set(),
+                masq_set(e.fam()),
                 e.key,
                 e.comment
             ),
-            Op::DelElem(key) => write!(f, "delete element {t} {} {{ {key} }}", Fam::of(*key).set()),
+            Op::DelElem(key) => write!(f, "delete element {t} {} {{ {key} }}", masq_set(Family::of(*key))),
         }
     }
 }
 
 fn fixed_head() -> Vec<(RuleSpec, &'static str)> {
     vec![
-        (RuleSpec::McastReturn(Fam::V4), FIXED_MCAST4),
-        (RuleSpec::McastReturn(Fam::V6), FIXED_MCAST6),
+        (RuleSpec::McastReturn(Family::V4), FIXED_MCAST4),
+        (RuleSpec::McastReturn(Family::V6), FIXED_MCAST6),
     ]
 }
 
 fn fixed_tail() -> Vec<(RuleSpec, &'static str)> {
     vec![
-        (RuleSpec::SetMasquerade(Fam::V4), FIXED_MASQ4),
-        (RuleSpec::SetMasquerade(Fam::V6), FIXED_MASQ6),
+        (RuleSpec::SetMasquerade(Family::V4), FIXED_MASQ4),
+        (RuleSpec::SetMasquerade(Family::V6), FIXED_MASQ6),
     ]
 }
 
@@ -269,8 +204,8 @@ pub fn plan_add(
         None => {
             ops.extend([
                 Op::AddTable,
-                Op::AddSet(Fam::V4),
-                Op::AddSet(Fam::V6),
+                Op::AddSet(Family::V4),
+                Op::AddSet(Family::V6),
                 Op::AddBaseChain,
             ]);
             ops.extend(full_chain(&wanted));
@@ -310,7 +245,7 @@ pub fn plan_add(
                             }
                         }
                     }
-                    ops.extend([Op::AddTable, Op::AddSet(Fam::V4), Op::AddSet(Fam::V6)]);
+                    ops.extend([Op::AddTable, Op::AddSet(Family::V4), Op::AddSet(Family::V6)]);
                     ops.push(Op::FlushBaseChain);
                     ops.extend(full_chain(&all));
                 }

@@ -2,12 +2,15 @@
 //! DNATed to a container, with hairpin and localhost masquerade.
 //!
 //! Backend-neutral types and the [`PortForward`] trait live here; the layouts are documented in
-//! [`crate::nft::hostport`] (default, set/map based, constant cost per call) and
-//! [`crate::iptables_portmap`] (the reference chain layout).
+//! [`nft`] (default, set/map based, constant cost per call) and `iptables` (the reference
+//! chain layout).
 //!
 //! Every mapping is validated by [`PortmapSpec::validate`] before the first change, so a bad
 //! entry never leaves half a configuration behind (the reference builds a chain and then fails
 //! inside iptables for port 70000 or protocol "bogus", scenario 64).
+
+pub(crate) mod iptables;
+pub mod nft;
 
 use std::collections::BTreeSet;
 use std::fmt;
@@ -281,8 +284,8 @@ pub trait PortForward {
 /// The port-forwarding implementation for `backend`.
 pub fn port_forwarder(backend: Backend) -> Box<dyn PortForward> {
     match backend {
-        Backend::Nftables => Box::new(crate::nft::hostport::NftPortForward::new()),
-        Backend::Iptables => Box::new(crate::iptables_portmap::IptablesPortForward::new()),
+        Backend::Nftables => Box::new(nft::NftPortForward::new()),
+        Backend::Iptables => Box::new(iptables::IptablesPortForward::new()),
     }
 }
 
