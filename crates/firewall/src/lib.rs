@@ -35,6 +35,7 @@ pub mod masquerade;
 pub mod names;
 pub(crate) mod nft;
 pub mod portmap;
+mod switch;
 
 use std::net::IpAddr;
 
@@ -116,6 +117,15 @@ pub enum Error {
     /// A host port is already published by another attachment (portmap); names the owner.
     #[error("{0}")]
     Conflict(String),
+    /// A state record of the firewall (under [`RUN_DIR`]) could not be written.
+    #[error("firewall state {path}: {source}")]
+    State {
+        /// file or directory
+        path: String,
+        /// underlying error
+        #[source]
+        source: std::io::Error,
+    },
     /// Several independent steps of a teardown failed (DEL never stops at the first error).
     #[error("{}", .0.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; "))]
     Multiple(Vec<Error>),
@@ -136,6 +146,14 @@ impl Backend {
         match self {
             Backend::Nftables => "nftables",
             Backend::Iptables => "iptables",
+        }
+    }
+
+    /// The other backend (DEL and GC also clean there: see `switch`).
+    pub fn other(self) -> Backend {
+        match self {
+            Backend::Nftables => Backend::Iptables,
+            Backend::Iptables => Backend::Nftables,
         }
     }
 }

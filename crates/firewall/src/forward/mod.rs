@@ -30,6 +30,7 @@ use std::net::IpAddr;
 
 pub use iptables::{validate_chain_name, DEFAULT_ADMIN_CHAIN};
 
+use crate::switch::both;
 use crate::{Backend, Error, Family};
 
 /// `ingressPolicy`: which traffic may enter the bridge's containers from elsewhere.
@@ -154,11 +155,70 @@ pub fn forward_firewall(
     admin_chain: &str,
 ) -> Result<Box<dyn ForwardFirewall>, Error> {
     validate_chain_name(admin_chain)?;
-    let ipt = iptables::IptablesForward::new(admin_chain);
+    let nft = || nft::NftForward::new(Box::new(iptables::IptablesForward::new(admin_chain)));
     Ok(match backend {
-        Backend::Nftables => Box::new(nft::NftForward::new(Box::new(ipt))),
-        Backend::Iptables => Box::new(ipt),
+        // The nftables half already removes its iptables fallback rules through their record.
+        Backend::Nftables => Box::new(nft()),
+        // An iptables DEL/GC also cleans what an nftables ADD left (the host's backend changed).
+        Backend::Iptables => Box::new(Switched {
+            primary: iptables::IptablesForward::new(admin_chain),
+            other: nft(),
+        }),
     })
+}
+
+/// The iptables backend, whose DEL and GC also clean nftables when the kernel has it.
+struct Switched {
+    primary: iptables::IptablesForward,
+    other: nft::NftForward,
+}
+
+impl ForwardFirewall for Switched {
+    fn add_forward(&self, att: &ForwardAttachment) -> Result<Vec<String>, Error> {
+        self.primary.add_forward(att)
+    }
+    fn del_forward(
+        &self,
+        network: &str,
+        container_id: &str,
+        ifname: &str,
+        known_ips: &[IpAddr],
+    ) -> Result<(), Error> {
+        let primary = self
+            .primary
+            .del_forward(network, container_id, ifname, known_ips);
+        let other = crate::nft_available().then(|| {
+            self.other
+                .del_forward(network, container_id, ifname, known_ips)
+        });
+        both(primary, other)
+    }
+    fn check_forward(&self, att: &ForwardAttachment) -> Result<(), Error> {
+        self.primary.check_forward(att)
+    }
+    fn gc_forward(&self, network: &str, keep: &[(String, String)]) -> Result<(), Error> {
+        let primary = self.primary.gc_forward(network, keep);
+        let other = crate::nft_available().then(|| self.other.gc_forward(network, keep));
+        both(primary, other)
+    }
+    fn add_isolation(
+        &self,
+        bridge: &str,
+        policy: IngressPolicy,
+        v4: bool,
+        v6: bool,
+    ) -> Result<(), Error> {
+        self.primary.add_isolation(bridge, policy, v4, v6)
+    }
+    fn check_isolation(
+        &self,
+        bridge: &str,
+        policy: IngressPolicy,
+        v4: bool,
+        v6: bool,
+    ) -> Result<(), Error> {
+        self.primary.check_isolation(bridge, policy, v4, v6)
+    }
 }
 
 /// Validates a bridge (interface) name before it reaches a rule or a command line.

@@ -15,6 +15,7 @@ use std::net::IpAddr;
 
 use ipnet::IpNet;
 
+use crate::switch::{both, Switch};
 use crate::{Backend, Error};
 
 /// One masqueraded container address, owned by the attachment (network, container id, ifname).
@@ -58,11 +59,66 @@ pub trait Firewall {
     fn gc_masquerade(&self, network: &str, keep: &[(String, String)]) -> Result<(), Error>;
 }
 
-/// The implementation for `backend`.
-pub fn firewall(backend: Backend) -> Box<dyn Firewall> {
+fn backend_impl(backend: Backend) -> Box<dyn Firewall> {
     match backend {
         Backend::Nftables => Box::new(nft::NftMasquerade::new()),
         Backend::Iptables => Box::new(iptables::IptablesMasquerade::new()),
+    }
+}
+
+/// The implementation for `backend`; DEL and GC also clean what the other backend holds for
+/// the owner (see `crate::switch`), so a host whose backend changed since ADD leaks nothing.
+pub fn firewall(backend: Backend) -> Box<dyn Firewall> {
+    Box::new(Switched {
+        primary: backend_impl(backend),
+        other: backend_impl(backend.other()),
+        switch: Switch::new(backend, "masquerade"),
+    })
+}
+
+struct Switched {
+    primary: Box<dyn Firewall>,
+    other: Box<dyn Firewall>,
+    switch: Switch,
+}
+
+impl Firewall for Switched {
+    fn add_masquerade(&self, rules: &[MasqRule]) -> Result<(), Error> {
+        self.primary.add_masquerade(rules)?;
+        for r in rules {
+            self.switch.added(&r.network, &r.container_id, &r.ifname)?;
+        }
+        Ok(())
+    }
+
+    fn del_masquerade(&self, network: &str, container_id: &str, ifname: &str) -> Result<(), Error> {
+        let primary = self.primary.del_masquerade(network, container_id, ifname);
+        let other = self
+            .switch
+            .del_other(network, container_id, ifname)
+            .then(|| self.other.del_masquerade(network, container_id, ifname));
+        let res = both(primary, other);
+        if res.is_ok() {
+            self.switch.deleted(network, container_id, ifname);
+        }
+        res
+    }
+
+    fn check_masquerade(&self, rules: &[MasqRule]) -> Result<(), Error> {
+        self.primary.check_masquerade(rules)
+    }
+
+    fn gc_masquerade(&self, network: &str, keep: &[(String, String)]) -> Result<(), Error> {
+        let primary = self.primary.gc_masquerade(network, keep);
+        let other = self
+            .switch
+            .gc_other(network)
+            .then(|| self.other.gc_masquerade(network, keep));
+        let res = both(primary, other);
+        if res.is_ok() {
+            self.switch.collected(network, keep);
+        }
+        res
     }
 }
 

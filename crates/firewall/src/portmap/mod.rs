@@ -18,6 +18,7 @@ use std::net::IpAddr;
 
 use ipnet::IpNet;
 
+use crate::switch::{both, Switch};
 use crate::{validate_owner, Backend, Error};
 
 /// Transport protocol of a mapping.
@@ -281,11 +282,64 @@ pub trait PortForward {
     fn gc_portmap(&self, network: &str, keep: &[(String, String)]) -> Result<(), Error>;
 }
 
-/// The port-forwarding implementation for `backend`.
-pub fn port_forwarder(backend: Backend) -> Box<dyn PortForward> {
+fn backend_impl(backend: Backend) -> Box<dyn PortForward> {
     match backend {
         Backend::Nftables => Box::new(nft::NftPortForward::new()),
         Backend::Iptables => Box::new(iptables::IptablesPortForward::new()),
+    }
+}
+
+/// The port-forwarding implementation for `backend`; DEL and GC also clean what the other
+/// backend holds for the owner (see `crate::switch`).
+pub fn port_forwarder(backend: Backend) -> Box<dyn PortForward> {
+    Box::new(Switched {
+        primary: backend_impl(backend),
+        other: backend_impl(backend.other()),
+        switch: Switch::new(backend, "portmap"),
+    })
+}
+
+struct Switched {
+    primary: Box<dyn PortForward>,
+    other: Box<dyn PortForward>,
+    switch: Switch,
+}
+
+impl PortForward for Switched {
+    fn add_portmap(&self, spec: &PortmapSpec) -> Result<(), Error> {
+        self.primary.add_portmap(spec)?;
+        self.switch
+            .added(&spec.network, &spec.container_id, &spec.ifname)
+    }
+
+    fn del_portmap(&self, network: &str, container_id: &str, ifname: &str) -> Result<(), Error> {
+        let primary = self.primary.del_portmap(network, container_id, ifname);
+        let other = self
+            .switch
+            .del_other(network, container_id, ifname)
+            .then(|| self.other.del_portmap(network, container_id, ifname));
+        let res = both(primary, other);
+        if res.is_ok() {
+            self.switch.deleted(network, container_id, ifname);
+        }
+        res
+    }
+
+    fn check_portmap(&self, spec: &PortmapSpec) -> Result<(), Error> {
+        self.primary.check_portmap(spec)
+    }
+
+    fn gc_portmap(&self, network: &str, keep: &[(String, String)]) -> Result<(), Error> {
+        let primary = self.primary.gc_portmap(network, keep);
+        let other = self
+            .switch
+            .gc_other(network)
+            .then(|| self.other.gc_portmap(network, keep));
+        let res = both(primary, other);
+        if res.is_ok() {
+            self.switch.collected(network, keep);
+        }
+        res
     }
 }
 
