@@ -28,6 +28,7 @@
 mod cni_error;
 pub mod forward;
 pub(crate) mod iptables;
+pub mod list;
 
 mod lock;
 pub mod macspoof;

@@ -50,6 +50,15 @@ pub fn state_dir() -> PathBuf {
     Path::new(RUN_DIR).join("forward")
 }
 
+/// The addresses recorded for an owner's accept rules (empty: none recorded).
+pub(crate) fn recorded_ips(network: &str, container_id: &str, ifname: &str) -> Vec<IpAddr> {
+    IptablesForward::<ExecRunner>::read_state(&state_dir().join(owner_tag(
+        network,
+        container_id,
+        ifname,
+    )))
+}
+
 /// `iptablesAdminChainName` must be a valid iptables chain name (≤28 bytes, printable, no
 /// whitespace, not an option-looking word).
 pub fn validate_chain_name(name: &str) -> Result<(), Error> {

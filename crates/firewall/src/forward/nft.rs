@@ -818,6 +818,17 @@ impl ForwardFirewall for NftForward {
     }
 }
 
+/// Every element of the two address sets and every rule of our three chains.
+pub(crate) fn list(nl: &mut Nl) -> Result<Vec<crate::list::Entry>, Error> {
+    crate::list::nft_entries(
+        nl,
+        ProtoFamily::Inet,
+        &[fwd_set(Family::V4), fwd_set(Family::V6)],
+        &[FORWARD_CHAIN, ISO1_CHAIN, ISO2_CHAIN],
+        &|_, e| crate::list::addr_key(e),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

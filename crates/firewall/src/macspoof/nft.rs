@@ -570,6 +570,20 @@ fn gc(lock_path: &Path, network: &str, keep: &[(String, String)]) -> Result<(), 
     Ok(())
 }
 
+/// Every element of both sets and the rule of the chain, in table `bridge rcni`.
+pub(crate) fn list(nl: &mut Nl) -> Result<Vec<crate::list::Entry>, Error> {
+    crate::list::nft_entries(
+        nl,
+        ProtoFamily::Bridge,
+        &[PORTS_SET, ALLOWED_SET],
+        &[CHAIN],
+        &|set, e| match (set == PORTS_SET, parse_allowed(&e.key)) {
+            (false, Some((veth, mac))) => format!("\"{veth}\" . {}", fmt_mac(&mac)),
+            _ => format!("\"{}\"", parse_ifname(&e.key).unwrap_or_default()),
+        },
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

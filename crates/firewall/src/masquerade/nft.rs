@@ -218,3 +218,14 @@ impl Firewall for NftMasquerade {
         Ok(())
     }
 }
+
+/// Every element of our two address sets and every rule of the base chain.
+pub(crate) fn list(nl: &mut Nl) -> Result<Vec<crate::list::Entry>, Error> {
+    crate::list::nft_entries(
+        nl,
+        ProtoFamily::Inet,
+        &[masq_set(Family::V4), masq_set(Family::V6)],
+        &[BASE_CHAIN],
+        &|_, e| crate::list::addr_key(e),
+    )
+}

@@ -1242,6 +1242,28 @@ impl PortForward for NftPortForward {
     }
 }
 
+/// Every element of our maps and sets, and every rule of our three chains.
+pub(crate) fn list(nl: &mut Nl) -> Result<Vec<crate::list::Entry>, Error> {
+    let names: Vec<&str> = Slot::ALL.iter().map(|s| s.name()).collect();
+    let chains: Vec<&str> = HpChain::ALL.iter().map(|c| c.name()).collect();
+    crate::list::nft_entries(nl, ProtoFamily::Inet, &names, &chains, &|set, e| {
+        let Some(slot) = Slot::ALL.iter().find(|s| s.name() == set) else {
+            return crate::list::addr_key(e);
+        };
+        let pm = PmElem {
+            slot: *slot,
+            key: e.key.clone(),
+            data: e.data.clone(),
+            comment: String::new(),
+        };
+        if e.data.is_empty() {
+            pm.key_str()
+        } else {
+            format!("{} : {}", pm.key_str(), pm.data_str())
+        }
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
