@@ -102,41 +102,6 @@ fn nft_portmap_add_list_conflict_del_gc_check() {
     });
 }
 
-/// Prints (never asserts) the cost of one ADD and one DEL as the number of published
-/// containers grows: with data-carrying map elements it should stay flat.
-#[test]
-fn nft_portmap_scaling_figure() {
-    in_netns(|| {
-        let fw = port_forwarder(Backend::Nftables);
-        let n = 1000u32;
-        let mut adds = Vec::new();
-        for i in 0..n {
-            let ip = format!("10.40.{}.{}/16", i / 250, i % 250 + 1);
-            let s = spec(
-                &format!("c{i}"),
-                &ip,
-                None,
-                &[(20000 + i as i64, 80, "tcp", "")],
-            );
-            let t = std::time::Instant::now();
-            fw.add_portmap(&s).unwrap();
-            adds.push(t.elapsed());
-        }
-        let p50 = |w: &[std::time::Duration]| {
-            let mut v = w.to_vec();
-            v.sort();
-            v[v.len() / 2]
-        };
-        for at in [10usize, 100, 500, 1000] {
-            println!("ADD p50 around n={at}: {:?}", p50(&adds[at - 10..at]));
-        }
-        let t = std::time::Instant::now();
-        fw.del_portmap("pnet", "c500", "eth0").unwrap();
-        println!("DEL at n={n}: {:?}", t.elapsed());
-        assert!(!table().contains("id: c500,"));
-    });
-}
-
 #[test]
 fn nft_portmap_masq_all_and_no_snat() {
     in_netns(|| {
