@@ -33,22 +33,17 @@
 
 use std::collections::BTreeSet;
 use std::fmt;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::IpAddr;
 use std::path::PathBuf;
 
-use nftnl::expr::{
-    Bitwise, Cmp, CmpOp, Conntrack, InterfaceName, Ipv4HeaderField, Ipv6HeaderField, Meta,
-    NetworkHeaderField, Payload, Verdict,
-};
-use nftnl::set::{Set, SetKey};
-use nftnl::{
-    Batch, Chain, ChainType, FinalizedBatch, Hook, MsgType, Policy, ProtoFamily, Rule, Table,
-};
+use nftnl::expr::{Bitwise, Cmp, CmpOp, Conntrack, Expression, InterfaceName, Meta, Verdict};
+use nftnl::{ChainType, Hook, ProtoFamily};
 
 use super::{validate_bridge, DropFallback, ForwardAttachment, ForwardFirewall, IngressPolicy};
 use crate::names::{network_hash, owner_comment, owner_tag, tag_of_comment};
+use crate::nft::batch::{self, addr_bytes, addr_set, BaseChain};
 use crate::nft::netlink::{family_kw, Nl};
-use crate::nft::object::{cstring, lookup, set_rule_comment, SetMsg, R1};
+use crate::nft::object::{addr_load, boxed, cstring, lookup, nfproto, R1};
 use crate::nft::{Elem, RuleInfo, TABLE};
 use crate::{lock, validate_owner, Error, Family, LOCK_PATH};
 
@@ -330,159 +325,109 @@ pub fn plan_remove(all: &[Elem], remove: &dyn Fn(&Elem) -> bool) -> Vec<FwdOp> {
         .collect()
 }
 
-fn nfproto(rule: &mut Rule<'_>, fam: Family) {
-    rule.add_expr(&Meta::NfProto);
-    rule.add_expr(&Cmp::new(CmpOp::Eq, fam.nfproto()));
+/// `ip|ip6 saddr|daddr @fwd4|@fwd6`.
+fn addr_in_set(fam: Family, source: bool) -> Vec<Box<dyn Expression>> {
+    let mut e = boxed(nfproto(fam));
+    e.extend(boxed([
+        addr_load(fam, source),
+        lookup(fwd_set(fam), set_id(fam), R1, None, false),
+    ]));
+    e
 }
 
-fn addr_in_set(rule: &mut Rule<'_>, fam: Family, source: bool) -> Result<(), Error> {
-    nfproto(rule, fam);
-    let field = match (fam, source) {
-        (Family::V4, true) => NetworkHeaderField::Ipv4(Ipv4HeaderField::Saddr),
-        (Family::V4, false) => NetworkHeaderField::Ipv4(Ipv4HeaderField::Daddr),
-        (Family::V6, true) => NetworkHeaderField::Ipv6(Ipv6HeaderField::Saddr),
-        (Family::V6, false) => NetworkHeaderField::Ipv6(Ipv6HeaderField::Daddr),
-    };
-    rule.add_expr(&Payload::Network(field));
-    rule.add_expr(&lookup(fwd_set(fam), set_id(fam), R1, None, false));
-    Ok(())
+/// `iifname|oifname <op> "<name>"`.
+fn ifname_cmp(input: bool, name: &str, op: CmpOp) -> Result<Vec<Box<dyn Expression>>, Error> {
+    Ok(vec![
+        Box::new(if input { Meta::IifName } else { Meta::OifName }),
+        Box::new(Cmp::new(
+            op,
+            InterfaceName::Exact(cstring("interface name", name)?),
+        )),
+    ])
 }
 
-fn ifname_cmp(rule: &mut Rule<'_>, input: bool, name: &str, op: CmpOp) -> Result<(), Error> {
-    rule.add_expr(if input {
-        &Meta::IifName
-    } else {
-        &Meta::OifName
-    });
-    rule.add_expr(&Cmp::new(
-        op,
-        InterfaceName::Exact(cstring("interface name", name)?),
-    ));
-    Ok(())
-}
-
-fn encode_rule(
-    batch: &mut Batch,
-    chain: &Chain<'_>,
-    rule: &FwdRule,
-    comment: &str,
-) -> Result<(), Error> {
-    let mut r = Rule::new(chain);
+fn rule_exprs(rule: &FwdRule) -> Result<Vec<Box<dyn Expression>>, Error> {
+    let mut r: Vec<Box<dyn Expression>> = Vec::new();
     match rule {
-        FwdRule::IsoJump => r.add_expr(&Verdict::Jump {
+        FwdRule::IsoJump => r.push(Box::new(Verdict::Jump {
             chain: cstring("chain name", ISO1_CHAIN)?,
-        }),
+        })),
         FwdRule::Related(fam) => {
-            addr_in_set(&mut r, *fam, false)?;
-            r.add_expr(&Conntrack::State);
+            r.extend(addr_in_set(*fam, false));
+            r.push(Box::new(Conntrack::State));
             let bits = (nftnl::expr::States::ESTABLISHED | nftnl::expr::States::RELATED).bits();
-            r.add_expr(&Bitwise::new(bits, 0u32));
-            r.add_expr(&Cmp::new(CmpOp::Neq, 0u32));
-            r.add_expr(&Verdict::Accept);
+            r.push(Box::new(Bitwise::new(bits, 0u32)));
+            r.push(Box::new(Cmp::new(CmpOp::Neq, 0u32)));
+            r.push(Box::new(Verdict::Accept));
         }
         FwdRule::Source(fam) => {
-            addr_in_set(&mut r, *fam, true)?;
-            r.add_expr(&Verdict::Accept);
+            r.extend(addr_in_set(*fam, true));
+            r.push(Box::new(Verdict::Accept));
         }
         FwdRule::Stage1(b) => {
-            ifname_cmp(&mut r, true, b, CmpOp::Eq)?;
-            ifname_cmp(&mut r, false, b, CmpOp::Neq)?;
-            r.add_expr(&Verdict::Jump {
+            r.extend(ifname_cmp(true, b, CmpOp::Eq)?);
+            r.extend(ifname_cmp(false, b, CmpOp::Neq)?);
+            r.push(Box::new(Verdict::Jump {
                 chain: cstring("chain name", ISO2_CHAIN)?,
-            });
+            }));
         }
         FwdRule::SameDrop(b) => {
-            ifname_cmp(&mut r, true, b, CmpOp::Eq)?;
-            ifname_cmp(&mut r, false, b, CmpOp::Eq)?;
-            r.add_expr(&Verdict::Drop);
+            r.extend(ifname_cmp(true, b, CmpOp::Eq)?);
+            r.extend(ifname_cmp(false, b, CmpOp::Eq)?);
+            r.push(Box::new(Verdict::Drop));
         }
         FwdRule::Stage2(b) => {
-            ifname_cmp(&mut r, false, b, CmpOp::Eq)?;
-            r.add_expr(&Verdict::Drop);
+            r.extend(ifname_cmp(false, b, CmpOp::Eq)?);
+            r.push(Box::new(Verdict::Drop));
         }
     }
-    set_rule_comment(&mut r, comment)?;
-    batch.add(&r, MsgType::Add);
-    Ok(())
+    Ok(r)
 }
 
-fn key_bytes(ip: IpAddr) -> Vec<u8> {
-    match ip {
-        IpAddr::V4(a) => a.octets().to_vec(),
-        IpAddr::V6(a) => a.octets().to_vec(),
-    }
-}
-
-fn add_set<K: SetKey>(batch: &mut Batch, table: &Table, fam: Family) -> Result<(), Error> {
-    let name = cstring("set name", fwd_set(fam))?;
-    let set: Set<'_, K> = Set::new_named(&name, set_id(fam), table, ProtoFamily::Inet);
-    batch.add(&set, MsgType::Add);
-    Ok(())
-}
-
-/// Encodes `ops` in order into one transaction.
-pub fn encode(ops: &[FwdOp]) -> Result<FinalizedBatch, Error> {
-    let tname = cstring("table name", TABLE)?;
-    let table = Table::new(&tname, ProtoFamily::Inet);
-    let base_name = cstring("chain name", FORWARD_CHAIN)?;
-    let iso1_name = cstring("chain name", ISO1_CHAIN)?;
-    let iso2_name = cstring("chain name", ISO2_CHAIN)?;
-    let base = Chain::new(&base_name, &table);
-    let iso1 = Chain::new(&iso1_name, &table);
-    let iso2 = Chain::new(&iso2_name, &table);
-    let mut batch = Batch::new();
-    for op in ops {
-        match op {
-            FwdOp::AddTable => batch.add(&table, MsgType::Add),
-            FwdOp::AddSet(Family::V4) => add_set::<Ipv4Addr>(&mut batch, &table, Family::V4)?,
-            FwdOp::AddSet(Family::V6) => add_set::<Ipv6Addr>(&mut batch, &table, Family::V6)?,
-            FwdOp::AddIsoChain(c) => {
-                let ch = if *c == ISO1_CHAIN { &iso1 } else { &iso2 };
-                batch.add(ch, MsgType::Add);
-            }
-            FwdOp::AddBaseChain => {
-                let mut chain = Chain::new(&base_name, &table);
-                chain.set_hook(Hook::Forward, 0);
-                chain.set_type(ChainType::Filter);
-                chain.set_policy(Policy::Accept);
-                batch.add(&chain, MsgType::Add);
-            }
-            FwdOp::FlushBaseChain => batch.add(&Rule::new(&base), MsgType::Del),
-            FwdOp::AddRule {
-                chain,
-                rule,
-                comment,
-            } => {
-                let ch = match *chain {
-                    FORWARD_CHAIN => &base,
-                    ISO1_CHAIN => &iso1,
-                    _ => &iso2,
-                };
-                encode_rule(&mut batch, ch, rule, comment)?;
-            }
-            FwdOp::AddElem(e) => {
-                let msg = SetMsg::elem(
-                    ProtoFamily::Inet,
-                    fwd_set(e.fam()),
-                    &key_bytes(e.key),
-                    &[],
-                    Some(&e.comment),
-                )?;
-                batch.add(&msg, MsgType::Add);
-            }
-            FwdOp::DelElem(k) => {
-                let msg = SetMsg::elem(
-                    ProtoFamily::Inet,
-                    fwd_set(Family::of(*k)),
-                    &key_bytes(*k),
-                    &[],
-                    None,
-                )?;
-                batch.add(&msg, MsgType::Del);
-            }
-        }
-    }
-    Ok(batch.finalize())
+/// The shared operations of one forward-filter operation, all in table `inet rcni`.
+pub(crate) fn lower(op: &FwdOp) -> Result<Vec<batch::Op>, Error> {
+    Ok(vec![match op {
+        FwdOp::AddTable => batch::Op::AddTable,
+        FwdOp::AddSet(fam) => batch::Op::AddSet(addr_set(
+            ProtoFamily::Inet,
+            fwd_set(*fam),
+            set_id(*fam),
+            *fam,
+        )),
+        FwdOp::AddIsoChain(c) => batch::Op::AddChain {
+            name: c,
+            base: None,
+        },
+        FwdOp::AddBaseChain => batch::Op::AddChain {
+            name: FORWARD_CHAIN,
+            base: Some(BaseChain {
+                hook: Hook::Forward,
+                priority: 0,
+                kind: ChainType::Filter,
+            }),
+        },
+        FwdOp::FlushBaseChain => batch::Op::FlushChain(FORWARD_CHAIN),
+        FwdOp::AddRule {
+            chain,
+            rule,
+            comment,
+        } => batch::Op::AddRule {
+            chain,
+            exprs: rule_exprs(rule)?,
+            comment: comment.clone(),
+            after: None,
+        },
+        FwdOp::AddElem(e) => batch::Op::AddElem {
+            set: fwd_set(e.fam()),
+            key: addr_bytes(e.key),
+            data: Vec::new(),
+            comment: e.comment.clone(),
+        },
+        FwdOp::DelElem(k) => batch::Op::DelElem {
+            set: fwd_set(Family::of(*k)),
+            key: addr_bytes(*k),
+        },
+    }])
 }
 
 /// Rules (handle, comment) of one of our chains; None when it does not exist or is empty.
@@ -491,7 +436,7 @@ fn dump_rules(nl: &mut Nl, chain: &str) -> Result<Option<Vec<RuleInfo>>, Error> 
 }
 
 fn elem_request(nl: &mut Nl, fam: Family, key: Option<IpAddr>) -> Result<Vec<Elem>, Error> {
-    let k = key.map(key_bytes);
+    let k = key.map(addr_bytes);
     Ok(nl
         .set_elems(ProtoFamily::Inet, fwd_set(fam), k.as_deref())?
         .into_iter()
@@ -540,7 +485,7 @@ fn forward_drop_chains_in(nl: &mut Nl) -> Result<Vec<DropChain>, Error> {
 }
 
 fn apply(nl: &mut Nl, ops: &[FwdOp], what: &str) -> Result<(), Error> {
-    crate::nft::apply(nl, ops, encode, what)
+    crate::nft::apply(nl, ProtoFamily::Inet, ops, lower, what)
 }
 
 /// Whether this namespace has a legacy (x_tables) `filter` table for `fam`: its names are
@@ -832,6 +777,10 @@ pub(crate) fn list(nl: &mut Nl) -> Result<Vec<crate::list::Entry>, Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn encode(ops: &[FwdOp]) -> Result<nftnl::FinalizedBatch, Error> {
+        crate::nft::encode_all(ProtoFamily::Inet, ops, lower)
+    }
 
     fn att(cid: &str, ips: &[&str]) -> ForwardAttachment {
         ForwardAttachment {

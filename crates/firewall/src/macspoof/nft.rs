@@ -31,15 +31,14 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use nftnl::expr::{Meta, Verdict};
-use nftnl::{
-    Batch, Chain, ChainType, FinalizedBatch, Hook, MsgType, Policy, ProtoFamily, Rule, Table,
-};
+use nftnl::expr::{Expression, Meta, Verdict};
+use nftnl::{ChainType, Hook, ProtoFamily};
 
 use super::{MacSpoofCheck, SpoofEntry};
 use crate::names::{network_hash, owner_comment, owner_tag, tag_of_comment};
+use crate::nft::batch::{self, BaseChain};
 use crate::nft::netlink::Nl;
-use crate::nft::object::{cstring, lookup, payload, set_rule_comment, SetDef, SetMsg, R1, R2};
+use crate::nft::object::{boxed, lookup, payload, SetDef, R1, R2};
 use crate::nft::{RuleInfo, TABLE};
 use crate::{lock, validate_owner, Error};
 
@@ -317,69 +316,66 @@ fn set_defs() -> [SetDef<'static>; 2] {
     ]
 }
 
-fn elem(set: &str, key: &[u8], comment: Option<&str>) -> Result<SetMsg, Error> {
-    SetMsg::elem(ProtoFamily::Bridge, set, key, &[], comment)
+fn add_elem(set: &'static str, key: &[u8], comment: &str) -> batch::Op {
+    batch::Op::AddElem {
+        set,
+        key: key.to_vec(),
+        data: Vec::new(),
+        comment: comment.to_string(),
+    }
 }
 
-/// Encodes `ops` in order into one transaction.
-pub fn encode(ops: &[SpoofOp]) -> Result<FinalizedBatch, Error> {
-    let tname = cstring("table name", TABLE)?;
-    let table = Table::new(&tname, ProtoFamily::Bridge);
-    let cname = cstring("chain name", CHAIN)?;
-    let chain = Chain::new(&cname, &table);
-    let mut batch = Batch::new();
-    for op in ops {
-        match op {
-            SpoofOp::AddTable => batch.add(&table, MsgType::Add),
-            SpoofOp::AddSets => {
-                for def in set_defs() {
-                    batch.add(&SetMsg::define(&def)?, MsgType::Add);
-                }
-            }
-            SpoofOp::AddChain => {
-                let mut c = Chain::new(&cname, &table);
-                c.set_hook(Hook::PreRouting, PRIORITY);
-                c.set_type(ChainType::Filter);
-                c.set_policy(Policy::Accept);
-                batch.add(&c, MsgType::Add);
-            }
-            SpoofOp::FlushChain => batch.add(&Rule::new(&chain), MsgType::Del),
-            SpoofOp::AddRule => {
-                let mut rule = Rule::new(&chain);
-                rule.add_expr(&Meta::IifName);
-                rule.add_expr(&lookup(PORTS_SET, PORTS_ID, R1, None, false));
-                rule.add_expr(&Meta::IifName);
+fn del_elem(set: &'static str, key: &[u8]) -> batch::Op {
+    batch::Op::DelElem {
+        set,
+        key: key.to_vec(),
+    }
+}
+
+/// The shared operations of one macspoofchk operation, all in table `bridge rcni`.
+pub(crate) fn lower(op: &SpoofOp) -> Result<Vec<batch::Op>, Error> {
+    Ok(match op {
+        SpoofOp::AddTable => vec![batch::Op::AddTable],
+        SpoofOp::AddSets => set_defs().into_iter().map(batch::Op::AddSet).collect(),
+        SpoofOp::AddChain => vec![batch::Op::AddChain {
+            name: CHAIN,
+            base: Some(BaseChain {
+                hook: Hook::PreRouting,
+                priority: PRIORITY,
+                kind: ChainType::Filter,
+            }),
+        }],
+        SpoofOp::FlushChain => vec![batch::Op::FlushChain(CHAIN)],
+        SpoofOp::AddRule => {
+            let mut exprs: Vec<Box<dyn Expression>> = vec![Box::new(Meta::IifName)];
+            exprs.extend(boxed([lookup(PORTS_SET, PORTS_ID, R1, None, false)]));
+            exprs.push(Box::new(Meta::IifName));
+            exprs.extend(boxed([
                 // `ether saddr` into the register after the 16-byte iifname (nftnl's Payload
                 // always writes register 1).
-                rule.add_expr(&payload(libc::NFT_PAYLOAD_LL_HEADER, 6, 6, R2));
+                payload(libc::NFT_PAYLOAD_LL_HEADER, 6, 6, R2),
                 // `!= @spoofchk_allowed`: the key starting at register 1 is NOT in the set.
-                rule.add_expr(&lookup(ALLOWED_SET, ALLOWED_ID, R1, None, true));
-                rule.add_expr(&Verdict::Drop);
-                set_rule_comment(&mut rule, RULE_COMMENT)?;
-                batch.add(&rule, MsgType::Add);
-            }
-            SpoofOp::AddPort { veth, comment } => {
-                batch.add(
-                    &elem(PORTS_SET, &port_key(veth), Some(comment))?,
-                    MsgType::Add,
-                );
-            }
-            SpoofOp::DelPort(veth) => {
-                batch.add(&elem(PORTS_SET, &port_key(veth), None)?, MsgType::Del);
-            }
-            SpoofOp::AddAllowed { veth, mac, comment } => {
-                let key = allowed_key(veth, mac);
-                batch.add(&elem(ALLOWED_SET, &key, Some(comment))?, MsgType::Add);
-            }
-            SpoofOp::DelAllowed { veth, mac } => {
-                batch.add(
-                    &elem(ALLOWED_SET, &allowed_key(veth, mac), None)?,
-                    MsgType::Del,
-                );
-            }
+                lookup(ALLOWED_SET, ALLOWED_ID, R1, None, true),
+            ]));
+            exprs.push(Box::new(Verdict::Drop));
+            vec![batch::Op::AddRule {
+                chain: CHAIN,
+                exprs,
+                comment: RULE_COMMENT.to_string(),
+                after: None,
+            }]
         }
-    }
-    Ok(batch.finalize())
+        SpoofOp::AddPort { veth, comment } => {
+            vec![add_elem(PORTS_SET, &port_key(veth), comment)]
+        }
+        SpoofOp::DelPort(veth) => vec![del_elem(PORTS_SET, &port_key(veth))],
+        SpoofOp::AddAllowed { veth, mac, comment } => {
+            vec![add_elem(ALLOWED_SET, &allowed_key(veth, mac), comment)]
+        }
+        SpoofOp::DelAllowed { veth, mac } => {
+            vec![del_elem(ALLOWED_SET, &allowed_key(veth, mac))]
+        }
+    })
 }
 
 fn spoof_rules(nl: &mut Nl) -> Result<Option<Vec<RuleInfo>>, Error> {
@@ -425,7 +421,7 @@ fn spoof_allowed(nl: &mut Nl, key: Option<(&str, &[u8; 6])>) -> Result<Vec<Allow
 }
 
 fn spoof_apply(nl: &mut Nl, ops: &[SpoofOp], what: &str) -> Result<(), Error> {
-    crate::nft::apply(nl, ops, encode, what)
+    crate::nft::apply(nl, ProtoFamily::Bridge, ops, lower, what)
 }
 
 fn validate_entry(e: &SpoofEntry) -> Result<(), Error> {
@@ -587,6 +583,10 @@ pub(crate) fn list(nl: &mut Nl) -> Result<Vec<crate::list::Entry>, Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn encode(ops: &[SpoofOp]) -> Result<nftnl::FinalizedBatch, Error> {
+        crate::nft::encode_all(ProtoFamily::Bridge, ops, lower)
+    }
 
     fn entry(cid: &str, veth: &str, last: u8) -> SpoofEntry {
         SpoofEntry {

@@ -46,7 +46,7 @@ use std::path::PathBuf;
 
 use nftnl::ProtoFamily;
 
-use super::encode::encode;
+use super::encode::lower;
 use super::plan::{
     has_subnet_rule, masq_set, owned_by, plan_add, plan_remove, stale_in, Elem, Op, RuleInfo,
     BASE_CHAIN, FIXED_MASQ4, FIXED_MASQ6, FIXED_MCAST4, FIXED_MCAST6,
@@ -70,7 +70,7 @@ impl NftMasquerade {
     }
 
     fn apply(nl: &mut Nl, ops: &[Op], what: &str) -> Result<(), Error> {
-        crate::nft::apply(nl, ops, encode, what)
+        crate::nft::apply(nl, ProtoFamily::Inet, ops, lower, what)
     }
 
     /// One element of a family's set by key (kernel keyed lookup, O(1)); None if absent or if

@@ -12,6 +12,7 @@
 //! builders of [`object`], and sends it with [`apply`], which names the operation the kernel
 //! rejected. Everything of ours lives in table `inet rcni` (and `bridge rcni` for macspoofchk).
 
+pub(crate) mod batch;
 pub(crate) mod netlink;
 pub(crate) mod object;
 
@@ -19,7 +20,7 @@ use std::fmt::Display;
 
 use std::net::IpAddr;
 
-use nftnl::FinalizedBatch;
+use nftnl::ProtoFamily;
 
 use crate::names::tag_of_comment;
 use crate::{Error, Family};
@@ -85,22 +86,33 @@ fn failed_op(seqs: std::ops::Range<u32>, n_ops: usize, seq: u32) -> Option<usize
     (i < n_ops).then_some(i)
 }
 
-/// Encodes `ops` with `encode` and sends them as one transaction. When the kernel rejects one,
-/// the error names that operation (through its `Display`, which prints it as `nft` would).
+/// Lowers a feature's `ops` with `lower` to the shared operations, encodes them as one
+/// transaction on our table of `family` and sends it. When the kernel rejects a message, the
+/// error names the feature operation it came from (through its `Display`, which prints it as
+/// `nft` would).
 pub(crate) fn apply<O: Display>(
     nl: &mut Nl,
+    family: ProtoFamily,
     ops: &[O],
-    encode: impl FnOnce(&[O]) -> Result<FinalizedBatch, Error>,
+    lower: impl Fn(&O) -> Result<Vec<batch::Op>, Error>,
     what: &str,
 ) -> Result<(), Error> {
     if ops.is_empty() {
         return Ok(());
     }
-    let batch = encode(ops)?;
+    let mut all = Vec::new();
+    let mut origin = Vec::new();
+    for (i, op) in ops.iter().enumerate() {
+        for low in lower(op)? {
+            all.push(low);
+            origin.push(i);
+        }
+    }
+    let batch = batch::encode(family, &all)?;
     nl.transact_seq(&batch, what).map_err(|(err, seq)| {
-        match failed_op(batch.sequence_numbers(), ops.len(), seq) {
+        match failed_op(batch.sequence_numbers(), all.len(), seq) {
             Some(i) => Error::Netlink {
-                op: format!("{what}: {}", ops[i]),
+                op: format!("{what}: {}", ops[origin[i]]),
                 source: match err {
                     Error::Netlink { source, .. } => source,
                     other => std::io::Error::other(other.to_string()),
@@ -109,6 +121,20 @@ pub(crate) fn apply<O: Display>(
             None => err,
         }
     })
+}
+
+/// Lowers and encodes `ops` as [`apply`] would, without sending (unit tests of the encoders).
+#[cfg(test)]
+pub(crate) fn encode_all<O>(
+    family: ProtoFamily,
+    ops: &[O],
+    lower: impl Fn(&O) -> Result<Vec<batch::Op>, Error>,
+) -> Result<nftnl::FinalizedBatch, Error> {
+    let mut all = Vec::new();
+    for op in ops {
+        all.extend(lower(op)?);
+    }
+    batch::encode(family, &all)
 }
 
 #[cfg(test)]

@@ -172,6 +172,63 @@ pub(crate) fn lookup(set: &str, id: u32, sreg: u32, dreg: Option<u32>, invert: b
     e
 }
 
+/// `meta nfproto <fam>`: the rule applies to one IP family (our tables are `inet`).
+pub(crate) fn nfproto(fam: crate::Family) -> [Expr; 2] {
+    [
+        meta(libc::NFT_META_NFPROTO, R1),
+        cmp(CMP_EQ, R1, &[fam.nfproto()]),
+    ]
+}
+
+/// `ip|ip6 saddr|daddr <net>` into register 1: load the address, mask it unless it is a host
+/// prefix, compare.
+pub(crate) fn prefix_match(net: &ipnet::IpNet, source: bool) -> Vec<Expr> {
+    let (off, addr, mask) = match net {
+        ipnet::IpNet::V4(n) => (
+            if source { 12 } else { 16 },
+            n.network().octets().to_vec(),
+            n.netmask().octets().to_vec(),
+        ),
+        ipnet::IpNet::V6(n) => (
+            if source { 8 } else { 24 },
+            n.network().octets().to_vec(),
+            n.netmask().octets().to_vec(),
+        ),
+    };
+    let mut out = vec![payload(
+        libc::NFT_PAYLOAD_NETWORK_HEADER,
+        off,
+        addr.len() as u32,
+        R1,
+    )];
+    if net.prefix_len() != net.max_prefix_len() {
+        out.push(bitwise_and(R1, &mask));
+    }
+    out.push(cmp(CMP_EQ, R1, &addr));
+    out
+}
+
+/// `ip|ip6 saddr|daddr` (the whole address) into register 1.
+pub(crate) fn addr_load(fam: crate::Family, source: bool) -> Expr {
+    let (off, len) = match (fam, source) {
+        (crate::Family::V4, true) => (12, 4),
+        (crate::Family::V4, false) => (16, 4),
+        (crate::Family::V6, true) => (8, 16),
+        (crate::Family::V6, false) => (24, 16),
+    };
+    payload(libc::NFT_PAYLOAD_NETWORK_HEADER, off, len, R1)
+}
+
+/// Boxes expressions for a rule of [`super::batch::Op::AddRule`].
+pub(crate) fn boxed<E: Expression + 'static>(
+    exprs: impl IntoIterator<Item = E>,
+) -> Vec<Box<dyn Expression>> {
+    exprs
+        .into_iter()
+        .map(|e| Box::new(e) as Box<dyn Expression>)
+        .collect()
+}
+
 /// Data map flag of a set definition.
 pub(crate) const NFT_SET_MAP: u32 = 0x8;
 

@@ -63,29 +63,28 @@
 //!   mapping, DEL reads them along with the other maps.
 
 use std::collections::BTreeSet;
-use std::ffi::CString;
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
 
 use ipnet::IpNet;
-use nftnl::expr::Masquerade;
+use nftnl::expr::{Expression, Masquerade};
 use nftnl::nftnl_sys as sys;
-use nftnl::{Batch, Chain, ChainType, FinalizedBatch, Hook, MsgType, Policy, ProtoFamily};
-use nftnl::{Rule, Table};
+use nftnl::{ChainType, Hook, ProtoFamily};
 
 use crate::names::{
     bounded_comment, container_hash, network_hash, owner_tag, parse_subnet_tag, subnet_tag,
     tag_of_comment,
 };
+use crate::nft::batch::{self, BaseChain};
 use crate::nft::netlink::Nl;
 use crate::nft::object::{
-    bitwise_and, cmp, cstring, ct, lookup, meta, payload, set_rule_comment, Expr, SetDef, SetMsg,
-    CMP_EQ, CMP_NEQ, R1, R32,
+    addr_load, bitwise_and, boxed, cmp, ct, lookup, meta, nfproto, payload, prefix_match, Expr,
+    SetDef, CMP_EQ, CMP_NEQ, R1, R32,
 };
 use crate::nft::{RuleInfo, TABLE};
 use crate::portmap::{PortForward, PortmapSpec, Proto};
-use crate::{lock, validate_owner, Error, LOCK_PATH};
+use crate::{lock, validate_owner, Error, Family, LOCK_PATH};
 
 /// dstnat priority (prerouting/output).
 pub const DSTNAT_PRIORITY: i32 = -100;
@@ -854,113 +853,85 @@ fn lookup_slot(slot: Slot, sreg: u32, dreg: Option<u32>) -> Expr {
     lookup(slot.name(), slot.id(), sreg, dreg, false)
 }
 
-fn nfproto(rule: &mut Rule<'_>, v6: bool) {
-    rule.add_expr(&meta(libc::NFT_META_NFPROTO, R1));
-    let p = if v6 {
-        libc::NFPROTO_IPV6
+fn fam(v6: bool) -> Family {
+    if v6 {
+        Family::V6
     } else {
-        libc::NFPROTO_IPV4
-    } as u8;
-    rule.add_expr(&cmp(CMP_EQ, R1, &[p]));
-}
-
-fn ct_dnat(rule: &mut Rule<'_>) {
-    rule.add_expr(&ct(libc::NFT_CT_STATUS, R1));
-    rule.add_expr(&bitwise_and(R1, &IPS_DST_NAT.to_ne_bytes()));
-    rule.add_expr(&cmp(CMP_NEQ, R1, &0u32.to_ne_bytes()));
-}
-
-/// `ip|ip6 saddr|daddr <net>` into register 1.
-fn prefix_match(rule: &mut Rule<'_>, net: &IpNet, source: bool) {
-    let (off, addr, mask) = match net {
-        IpNet::V4(n) => (
-            if source { 12 } else { 16 },
-            n.network().octets().to_vec(),
-            n.netmask().octets().to_vec(),
-        ),
-        IpNet::V6(n) => (
-            if source { 8 } else { 24 },
-            n.network().octets().to_vec(),
-            n.netmask().octets().to_vec(),
-        ),
-    };
-    rule.add_expr(&payload(
-        libc::NFT_PAYLOAD_NETWORK_HEADER,
-        off,
-        addr.len() as u32,
-        R1,
-    ));
-    if net.prefix_len() != net.max_prefix_len() {
-        rule.add_expr(&bitwise_and(R1, &mask));
+        Family::V4
     }
-    rule.add_expr(&cmp(CMP_EQ, R1, &addr));
 }
 
-fn build_rule(rule: &mut Rule<'_>, spec: &HpRule) {
+/// `ct status dnat`.
+fn ct_dnat() -> [Expr; 3] {
+    [
+        ct(libc::NFT_CT_STATUS, R1),
+        bitwise_and(R1, &IPS_DST_NAT.to_ne_bytes()),
+        cmp(CMP_NEQ, R1, &0u32.to_ne_bytes()),
+    ]
+}
+
+fn rule_exprs(spec: &HpRule) -> Vec<Box<dyn Expression>> {
+    let mut e: Vec<Expr> = Vec::new();
     match spec {
         HpRule::Dnat(slot) => {
             let v6 = slot.v6();
-            nfproto(rule, v6);
-            rule.add_expr(
-                &Expr::new(c"fib")
+            e.extend(nfproto(fam(v6)));
+            e.push(
+                Expr::new(c"fib")
                     .u(sys::NFTNL_EXPR_FIB_FLAGS, NFTA_FIB_F_DADDR)
                     .u(sys::NFTNL_EXPR_FIB_RESULT, NFT_FIB_RESULT_ADDRTYPE)
                     .u(sys::NFTNL_EXPR_FIB_DREG, R1),
             );
-            rule.add_expr(&cmp(CMP_EQ, R1, &RTN_LOCAL.to_ne_bytes()));
+            e.push(cmp(CMP_EQ, R1, &RTN_LOCAL.to_ne_bytes()));
             // Key into consecutive 32-bit registers starting at NFT_REG32_00.
             let mut reg = R32;
             if matches!(slot, Slot::Ips4 | Slot::Ips6) {
                 let (off, len) = if v6 { (24, 16) } else { (16, 4) };
-                rule.add_expr(&payload(libc::NFT_PAYLOAD_NETWORK_HEADER, off, len, reg));
+                e.push(payload(libc::NFT_PAYLOAD_NETWORK_HEADER, off, len, reg));
                 reg += len / 4;
             }
-            rule.add_expr(&meta(libc::NFT_META_L4PROTO, reg));
-            rule.add_expr(&payload(libc::NFT_PAYLOAD_TRANSPORT_HEADER, 2, 2, reg + 1));
-            rule.add_expr(&lookup_slot(*slot, R32, Some(R32)));
-            let (fam, port_reg) = if v6 {
+            e.push(meta(libc::NFT_META_L4PROTO, reg));
+            e.push(payload(libc::NFT_PAYLOAD_TRANSPORT_HEADER, 2, 2, reg + 1));
+            e.push(lookup_slot(*slot, R32, Some(R32)));
+            let (nfproto, port_reg) = if v6 {
                 (libc::NFPROTO_IPV6, R32 + 4)
             } else {
                 (libc::NFPROTO_IPV4, R32 + 1)
             };
-            rule.add_expr(
-                &Expr::new(c"nat")
+            e.push(
+                Expr::new(c"nat")
                     .u(sys::NFTNL_EXPR_NAT_TYPE, libc::NFT_NAT_DNAT as u32)
-                    .u(sys::NFTNL_EXPR_NAT_FAMILY, fam as u32)
+                    .u(sys::NFTNL_EXPR_NAT_FAMILY, nfproto as u32)
                     .u(sys::NFTNL_EXPR_NAT_REG_ADDR_MIN, R32)
                     .u(sys::NFTNL_EXPR_NAT_REG_PROTO_MIN, port_reg),
             );
+            return boxed(e);
         }
         HpRule::LocalhostMasq => {
-            nfproto(rule, false);
-            prefix_match(
-                rule,
+            e.extend(nfproto(Family::V4));
+            e.extend(prefix_match(
                 &IpNet::V4(ipnet::Ipv4Net::new_assert(Ipv4Addr::new(127, 0, 0, 0), 8)),
                 true,
-            );
-            ct_dnat(rule);
-            rule.add_expr(&Masquerade);
+            ));
+            e.extend(ct_dnat());
         }
         HpRule::MasqAll(v6) => {
-            nfproto(rule, *v6);
-            ct_dnat(rule);
-            let (off, len, slot) = if *v6 {
-                (24, 16, Slot::MasqAll6)
-            } else {
-                (16, 4, Slot::MasqAll4)
-            };
-            rule.add_expr(&payload(libc::NFT_PAYLOAD_NETWORK_HEADER, off, len, R1));
-            rule.add_expr(&lookup_slot(slot, R1, None));
-            rule.add_expr(&Masquerade);
+            e.extend(nfproto(fam(*v6)));
+            e.extend(ct_dnat());
+            let slot = if *v6 { Slot::MasqAll6 } else { Slot::MasqAll4 };
+            e.push(addr_load(fam(*v6), false));
+            e.push(lookup_slot(slot, R1, None));
         }
         HpRule::Hairpin(net) => {
-            nfproto(rule, net.addr().is_ipv6());
-            ct_dnat(rule);
-            prefix_match(rule, net, true);
-            prefix_match(rule, net, false);
-            rule.add_expr(&Masquerade);
+            e.extend(nfproto(Family::of(net.addr())));
+            e.extend(ct_dnat());
+            e.extend(prefix_match(net, true));
+            e.extend(prefix_match(net, false));
         }
     }
+    let mut exprs = boxed(e);
+    exprs.push(Box::new(Masquerade));
+    exprs
 }
 
 fn set_def(slot: Slot) -> SetDef<'static> {
@@ -976,65 +947,44 @@ fn set_def(slot: Slot) -> SetDef<'static> {
     }
 }
 
-/// Encodes `ops` in order into one transaction.
-pub fn encode(ops: &[PmOp]) -> Result<FinalizedBatch, Error> {
-    let tname = cstring("table name", TABLE)?;
-    let table = Table::new(&tname, ProtoFamily::Inet);
-    let names: Vec<CString> = HpChain::ALL
-        .iter()
-        .map(|c| cstring("chain name", c.name()))
-        .collect::<Result<_, _>>()?;
-    let chain_of = |c: HpChain| {
-        let i = HpChain::ALL.iter().position(|x| *x == c).unwrap_or(0);
-        Chain::new(&names[i], &table)
-    };
-    let mut batch = Batch::new();
-    for op in ops {
-        match op {
-            PmOp::AddTable => batch.add(&table, MsgType::Add),
-            PmOp::AddSet(slot) => batch.add(&SetMsg::define(&set_def(*slot))?, MsgType::Add),
-            PmOp::AddChain(c) => {
-                let mut chain = chain_of(*c);
-                let (hook, prio, _) = c.hook();
-                chain.set_hook(hook, prio);
-                chain.set_type(ChainType::Nat);
-                chain.set_policy(Policy::Accept);
-                batch.add(&chain, MsgType::Add);
-            }
-            PmOp::FlushChain(c) => {
-                let chain = chain_of(*c);
-                batch.add(&Rule::new(&chain), MsgType::Del);
-            }
-            PmOp::AddRule(c, spec, comment) => {
-                let chain = chain_of(*c);
-                let mut rule = Rule::new(&chain);
-                build_rule(&mut rule, spec);
-                set_rule_comment(&mut rule, comment)?;
-                batch.add(&rule, MsgType::Add);
-            }
-            PmOp::DelRule(c, h) => {
-                let chain = chain_of(*c);
-                let mut rule = Rule::new(&chain);
-                rule.set_handle(*h);
-                batch.add(&rule, MsgType::Del);
-            }
-            PmOp::AddElem(e) => {
-                let msg = SetMsg::elem(
-                    ProtoFamily::Inet,
-                    e.slot.name(),
-                    &e.key,
-                    &e.data,
-                    Some(&e.comment),
-                )?;
-                batch.add(&msg, MsgType::Add);
-            }
-            PmOp::DelElem(slot, key) => {
-                let msg = SetMsg::elem(ProtoFamily::Inet, slot.name(), key, &[], None)?;
-                batch.add(&msg, MsgType::Del);
+/// The shared operations of one port-forwarding operation, all in table `inet rcni`.
+pub(crate) fn lower(op: &PmOp) -> Result<Vec<batch::Op>, Error> {
+    Ok(vec![match op {
+        PmOp::AddTable => batch::Op::AddTable,
+        PmOp::AddSet(slot) => batch::Op::AddSet(set_def(*slot)),
+        PmOp::AddChain(c) => {
+            let (hook, priority, _) = c.hook();
+            batch::Op::AddChain {
+                name: c.name(),
+                base: Some(BaseChain {
+                    hook,
+                    priority,
+                    kind: ChainType::Nat,
+                }),
             }
         }
-    }
-    Ok(batch.finalize())
+        PmOp::FlushChain(c) => batch::Op::FlushChain(c.name()),
+        PmOp::AddRule(c, spec, comment) => batch::Op::AddRule {
+            chain: c.name(),
+            exprs: rule_exprs(spec),
+            comment: comment.clone(),
+            after: None,
+        },
+        PmOp::DelRule(c, handle) => batch::Op::DelRule {
+            chain: c.name(),
+            handle: *handle,
+        },
+        PmOp::AddElem(e) => batch::Op::AddElem {
+            set: e.slot.name(),
+            key: e.key.clone(),
+            data: e.data.clone(),
+            comment: e.comment.clone(),
+        },
+        PmOp::DelElem(slot, key) => batch::Op::DelElem {
+            set: slot.name(),
+            key: key.clone(),
+        },
+    }])
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1081,7 +1031,7 @@ impl NftPortForward {
     }
 
     fn apply(nl: &mut Nl, ops: &[PmOp], what: &str) -> Result<(), Error> {
-        crate::nft::apply(nl, ops, encode, what)
+        crate::nft::apply(nl, ProtoFamily::Inet, ops, lower, what)
     }
 
     fn all_elems(nl: &mut Nl) -> Result<Vec<PmElem>, Error> {
@@ -1267,6 +1217,10 @@ pub(crate) fn list(nl: &mut Nl) -> Result<Vec<crate::list::Entry>, Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn encode(ops: &[PmOp]) -> Result<nftnl::FinalizedBatch, Error> {
+        crate::nft::encode_all(ProtoFamily::Inet, ops, lower)
+    }
     use crate::portmap::PortMap;
 
     fn spec(cid: &str, v4: &str, maps: &[(i64, i64, &str, &str)]) -> PortmapSpec {
