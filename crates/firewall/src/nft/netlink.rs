@@ -1,15 +1,18 @@
-//! Netlink transport to nf_tables: one `NETLINK_NETFILTER` socket per call, batches sent with
-//! a single `sendmsg` (every page of the nftnl batch in one iovec array, because the kernel
-//! needs begin..end in one skb), and the reads we need (one element by key, the base chain's
+//! Netlink transport to nf_tables: one `NETLINK_NETFILTER` socket per call (netlink-sys, the
+//! transport of the kernel crate's rtnetlink and conntrack clients too), batches sent with a
+//! single `send` (every page of the nftnl batch in one buffer, because the kernel needs
+//! begin..end in one skb), and the reads we need (one element by key, the base chain's
 //! rules, one set's elements). Only objects of our own table are ever requested.
 //!
-//! nf_tables processes a batch synchronously inside `sendmsg`, so once it returns every error
+//! nf_tables processes a batch synchronously inside `send`, so once it returns every error
 //! is already queued on the socket: we drain it with `MSG_DONTWAIT` instead of counting ACKs
 //! (whose presence for batch begin/end depends on the kernel version).
 
 use std::io;
-use std::os::raw::{c_char, c_void};
+use std::os::fd::AsRawFd;
+use std::os::raw::c_char;
 
+use netlink_sys::{protocols::NETLINK_NETFILTER, Socket, SocketAddr};
 use nftnl::{FinalizedBatch, ProtoFamily};
 
 use super::object::{
@@ -31,8 +34,7 @@ fn nl_err(op: &str, source: io::Error) -> Error {
 
 /// An open nf_tables netlink socket.
 pub(crate) struct Nl {
-    sock: mnl::Socket,
-    fd: i32,
+    sock: Socket,
     seq: u32,
     buf: Vec<u64>,
 }
@@ -47,16 +49,19 @@ enum Msg<'a> {
 
 impl Nl {
     pub(crate) fn open() -> Result<Nl, Error> {
-        let sock = mnl::Socket::new(mnl::Bus::Netfilter).map_err(|e| nl_err("open socket", e))?;
-        // SAFETY: the mnl socket pointer is valid for the life of `sock`.
-        let fd = unsafe { mnl::mnl_sys::mnl_socket_get_fd(sock.as_raw_socket()) };
+        let mut sock = Socket::new(NETLINK_NETFILTER).map_err(|e| nl_err("open socket", e))?;
+        sock.bind_auto().map_err(|e| nl_err("bind socket", e))?;
+        // Port 0 = the kernel: plain `send`s go there.
+        sock.connect(&SocketAddr::new(0, 0))
+            .map_err(|e| nl_err("connect socket", e))?;
         let size = RCVBUF as libc::c_int;
         // A GC batch may be answered by many messages; a bigger buffer avoids ENOBUFS. Failure
-        // only means the default size, which suffices for ordinary calls.
-        // SAFETY: fd is open; the option value points to a live c_int of the given size.
+        // only means the default size, which suffices for ordinary calls. (netlink-sys sets
+        // SO_RCVBUF, which rmem_max caps; SO_RCVBUFFORCE is not capped for CAP_NET_ADMIN.)
+        // SAFETY: the fd is open; the option value points to a live c_int of the given size.
         unsafe {
             libc::setsockopt(
-                fd,
+                sock.as_raw_fd(),
                 libc::SOL_SOCKET,
                 libc::SO_RCVBUFFORCE,
                 (&size as *const libc::c_int).cast(),
@@ -65,7 +70,6 @@ impl Nl {
         }
         Ok(Nl {
             sock,
-            fd,
             seq: std::process::id().wrapping_mul(7919),
             buf: vec![0u64; (nftnl::nft_nlmsg_maxsize() as usize).div_ceil(8) + 512],
         })
@@ -88,28 +92,11 @@ impl Nl {
         batch: &FinalizedBatch,
         what: &str,
     ) -> Result<(), (Error, u32)> {
-        let mut iov: Vec<libc::iovec> = batch
-            .iter()
-            .map(|page| libc::iovec {
-                iov_base: page.as_ptr() as *mut c_void,
-                iov_len: page.len(),
-            })
-            .collect();
-        let mut addr: libc::sockaddr_nl = {
-            // SAFETY: sockaddr_nl is plain data; all-zero is a valid value.
-            unsafe { std::mem::zeroed() }
-        };
-        addr.nl_family = libc::AF_NETLINK as libc::sa_family_t;
-        // SAFETY: msghdr is plain data; all-zero is valid before we fill the fields.
-        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-        msg.msg_name = (&mut addr as *mut libc::sockaddr_nl).cast();
-        msg.msg_namelen = std::mem::size_of::<libc::sockaddr_nl>() as u32;
-        msg.msg_iov = iov.as_mut_ptr();
-        msg.msg_iovlen = iov.len();
-        // SAFETY: msg points at live iovecs whose buffers are owned by `batch` for this call.
-        let rc = unsafe { libc::sendmsg(self.fd, &msg, 0) };
-        if rc < 0 {
-            return Err((nl_err(what, io::Error::last_os_error()), 0));
+        // The kernel needs batch begin..end in one message (one skb): nftnl hands the batch
+        // over in pages, which go out as one buffer.
+        let bytes: Vec<u8> = batch.iter().flat_map(|page| page.iter().copied()).collect();
+        if let Err(e) = self.sock.send(&bytes, 0) {
+            return Err((nl_err(what, e), 0));
         }
         let mut first_err: Option<(i32, u32)> = None;
         loop {
@@ -136,14 +123,14 @@ impl Nl {
     }
 
     fn recv(&mut self, flags: i32) -> io::Result<usize> {
-        let bytes = self.buf.len() * 8;
-        // SAFETY: the buffer is owned, u64-aligned (nlmsghdr needs 4) and `bytes` long.
-        let n = unsafe { libc::recv(self.fd, self.buf.as_mut_ptr().cast(), bytes, flags) };
-        if n < 0 {
-            Err(io::Error::last_os_error())
-        } else {
-            Ok(n as usize)
-        }
+        let len = self.buf.len() * 8;
+        // SAFETY: the buffer is owned and `len` bytes long; it is u64-aligned because libnftnl's
+        // parsers need 4-aligned netlink headers, hence the byte view.
+        let mut bytes =
+            unsafe { std::slice::from_raw_parts_mut(self.buf.as_mut_ptr().cast::<u8>(), len) };
+        let n = self.sock.recv(&mut bytes, flags)?;
+        // MSG_TRUNC aside, recv never reports more than the buffer holds.
+        Ok(n.min(len))
     }
 
     /// Walks the `n` received bytes; `f` returns true to stop early.
@@ -208,7 +195,7 @@ impl Nl {
         let len = unsafe { (*(out.as_ptr().cast::<libc::nlmsghdr>())).nlmsg_len } as usize;
         // SAFETY: the message is `len` bytes long, inside the 8 KiB buffer.
         let bytes = unsafe { std::slice::from_raw_parts(out.as_ptr().cast::<u8>(), len) };
-        self.sock.send(bytes).map_err(|e| nl_err(what, e))?;
+        self.sock.send(bytes, 0).map_err(|e| nl_err(what, e))?;
         loop {
             let n = self.recv(0).map_err(|e| nl_err(what, e))?;
             let mut result: Option<Result<bool, Error>> = None;
