@@ -1,13 +1,13 @@
 //! Firewall: per feature one trait with two backends, nftables through netlink (the default)
-//! and iptables with the reference plugins' layout (DESIGN.md layer 3).
+//! and iptables with the reference plugins' layout (the firewall layer of the suite).
 //!
 //! One folder per feature, each holding the feature's trait and types (`mod.rs`), its
 //! nftables half (`nft.rs`, a pure planner of operations plus the reads it needs) and its
 //! iptables half (`iptables.rs`):
 //!
-//! * [`masquerade`] — the bridge plugin's `ipMasq` (cni-reference.md §2.2/§2.3);
-//! * [`portmap`] — the portmap plugin's host-port forwarding (§2.6);
-//! * [`forward`] — the firewall meta plugin's forward-filter accept rules (§2.8);
+//! * [`masquerade`] — the bridge plugin's `ipMasq` (the reference bridge plugin's `ipMasq`);
+//! * [`portmap`] — the portmap plugin's host-port forwarding;
+//! * [`forward`] — the firewall meta plugin's forward-filter accept rules;
 //! * [`macspoof`] — the bridge plugin's `macspoofchk` (nftables only, as the reference).
 //!
 //! Shared infrastructure: `nft` (the netlink transport, reader and the only unsafe nftnl
@@ -21,7 +21,7 @@
 //! for macspoofchk), changed by exactly one netlink transaction per call; a container is one
 //! element of a named set or data map whose comment starts with the owner tag of
 //! [`names::owner_tag`], so the per-container cost does not grow with the number of containers
-//! (peers.md §3.4 item 6) and DEL/GC need no prevResult. Every backend takes the flock on
+//! (netavark's firewall teaches the same) and DEL/GC need no prevResult. Every backend takes the flock on
 //! [`LOCK_PATH`] around its read-modify-write so that concurrent plugin processes never
 //! interleave.
 

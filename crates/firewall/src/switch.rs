@@ -98,6 +98,45 @@ impl Switch {
     }
 }
 
+impl Switch {
+    /// DEL: the primary backend's, then the other's when [`Switch::del_other`] says so; the
+    /// record goes when both succeeded.
+    pub(crate) fn del(
+        &self,
+        network: &str,
+        container_id: &str,
+        ifname: &str,
+        primary: impl FnOnce() -> Result<(), Error>,
+        other: impl FnOnce() -> Result<(), Error>,
+    ) -> Result<(), Error> {
+        let primary = primary();
+        let other = self.del_other(network, container_id, ifname).then(other);
+        let res = both(primary, other);
+        if res.is_ok() {
+            self.deleted(network, container_id, ifname);
+        }
+        res
+    }
+
+    /// GC: the primary backend's, then the other's when [`Switch::gc_other`] says so; the
+    /// records of the collected owners go when both succeeded.
+    pub(crate) fn gc(
+        &self,
+        network: &str,
+        keep: &[(String, String)],
+        primary: impl FnOnce() -> Result<(), Error>,
+        other: impl FnOnce() -> Result<(), Error>,
+    ) -> Result<(), Error> {
+        let primary = primary();
+        let other = self.gc_other(network).then(other);
+        let res = both(primary, other);
+        if res.is_ok() {
+            self.collected(network, keep);
+        }
+        res
+    }
+}
+
 /// Runs the primary teardown, then (when `other` is wanted) the other backend's; both errors are
 /// reported (DEL never stops at the first error).
 pub(crate) fn both(

@@ -1,4 +1,4 @@
-//! Forward-filter accept rules of the `firewall` meta plugin (cni-reference.md §2.8): let a
+//! Forward-filter accept rules of the `firewall` meta plugin (the reference `firewall` plugin's): let a
 //! container's traffic through the host's forward hook, and optionally isolate bridges from
 //! each other (`ingressPolicy`).
 //!

@@ -547,7 +547,7 @@ impl ForwardFirewall for NftForward {
         }
         apply(&mut nl, &ops, "add forward accept")?;
         // An accept here is not final for other base chains on the hook: if iptables drops
-        // by policy, its own accept rules are needed too (cni-reference.md §2.8, issue 7).
+        // by policy, its own accept rules are needed too (a Docker host: its FORWARD policy is DROP).
         // iptables-nft's FORWARD shows up in the (netlink, read-only) chain listing; only a
         // legacy (x_tables) filter table needs `iptables -S FORWARD` to be exec'd.
         let chains = forward_drop_chains_in(&mut nl).unwrap_or_default();

@@ -1,4 +1,4 @@
-//! The bridge plugin's `macspoofchk` (cni-reference.md §2.1, §2.2 step 7): frames entering the
+//! The bridge plugin's `macspoofchk` (the reference bridge plugin's `macspoofchk`): frames entering the
 //! bridge from a container's host veth are dropped unless their source MAC is the container's.
 //!
 //! Always nftables (as the reference), in our own table `bridge rcni`; see [`nft`] for the

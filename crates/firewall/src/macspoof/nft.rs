@@ -1,4 +1,4 @@
-//! `macspoofchk` of the bridge plugin on nftables (cni-reference.md §2.2 step 7), in our own
+//! `macspoofchk` of the bridge plugin on nftables (as the reference bridge plugin offers it), in our own
 //! table `bridge rcni` (the reference's `bridge nat` table is never touched).
 //!
 //! Layout (as `nft list table bridge rcni` prints it):

@@ -1,4 +1,4 @@
-//! iptables backend with the reference plugins' ipMasq layout (cni-reference.md §2.2/§2.3), so a
+//! iptables backend with the reference plugins' ipMasq layout (the reference bridge plugin's `ipMasq`), so a
 //! host can switch between the reference bridge plugin and ours and still clean old rules:
 //!
 //! ```text

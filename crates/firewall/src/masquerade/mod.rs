@@ -1,4 +1,4 @@
-//! Masquerade, the bridge plugin's `ipMasq` (cni-reference.md §2.2/§2.3): traffic from a
+//! Masquerade, the bridge plugin's `ipMasq` (the reference bridge plugin's `ipMasq`): traffic from a
 //! container address is masqueraded unless its destination is in the container's subnet or
 //! multicast.
 //!
@@ -15,7 +15,7 @@ use std::net::IpAddr;
 
 use ipnet::IpNet;
 
-use crate::switch::{both, Switch};
+use crate::switch::Switch;
 use crate::{Backend, Error};
 
 /// One masqueraded container address, owned by the attachment (network, container id, ifname).
@@ -92,16 +92,13 @@ impl Firewall for Switched {
     }
 
     fn del_masquerade(&self, network: &str, container_id: &str, ifname: &str) -> Result<(), Error> {
-        let primary = self.primary.del_masquerade(network, container_id, ifname);
-        let other = self
-            .switch
-            .del_other(network, container_id, ifname)
-            .then(|| self.other.del_masquerade(network, container_id, ifname));
-        let res = both(primary, other);
-        if res.is_ok() {
-            self.switch.deleted(network, container_id, ifname);
-        }
-        res
+        self.switch.del(
+            network,
+            container_id,
+            ifname,
+            || self.primary.del_masquerade(network, container_id, ifname),
+            || self.other.del_masquerade(network, container_id, ifname),
+        )
     }
 
     fn check_masquerade(&self, rules: &[MasqRule]) -> Result<(), Error> {
@@ -109,16 +106,12 @@ impl Firewall for Switched {
     }
 
     fn gc_masquerade(&self, network: &str, keep: &[(String, String)]) -> Result<(), Error> {
-        let primary = self.primary.gc_masquerade(network, keep);
-        let other = self
-            .switch
-            .gc_other(network)
-            .then(|| self.other.gc_masquerade(network, keep));
-        let res = both(primary, other);
-        if res.is_ok() {
-            self.switch.collected(network, keep);
-        }
-        res
+        self.switch.gc(
+            network,
+            keep,
+            || self.primary.gc_masquerade(network, keep),
+            || self.other.gc_masquerade(network, keep),
+        )
     }
 }
 

@@ -1,5 +1,5 @@
-//! iptables port forwarding with the reference portmap layout (cni-reference.md §2.6,
-//! scenario 62), so hosts whose tooling expects these chains keep working and rules written by
+//! iptables port forwarding with the reference `portmap` plugin's layout,
+//! so hosts whose tooling expects these chains keep working and rules written by
 //! the reference plugin are found and removed by ours:
 //!
 //! ```text

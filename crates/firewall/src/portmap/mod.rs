@@ -1,4 +1,4 @@
-//! Port forwarding (the `portmap` plugin's firewall half, cni-reference.md §2.6): host ports
+//! Port forwarding (the `portmap` plugin's firewall half): host ports
 //! DNATed to a container, with hairpin and localhost masquerade.
 //!
 //! Backend-neutral types and the [`PortForward`] trait live here; the layouts are documented in
@@ -7,7 +7,7 @@
 //!
 //! Every mapping is validated by [`PortmapSpec::validate`] before the first change, so a bad
 //! entry never leaves half a configuration behind (the reference builds a chain and then fails
-//! inside iptables for port 70000 or protocol "bogus", scenario 64).
+//! inside iptables for port 70000 or protocol "bogus").
 
 pub(crate) mod iptables;
 pub mod nft;
@@ -18,7 +18,7 @@ use std::net::IpAddr;
 
 use ipnet::IpNet;
 
-use crate::switch::{both, Switch};
+use crate::switch::Switch;
 use crate::{validate_owner, Backend, Error};
 
 /// Transport protocol of a mapping.
@@ -313,16 +313,13 @@ impl PortForward for Switched {
     }
 
     fn del_portmap(&self, network: &str, container_id: &str, ifname: &str) -> Result<(), Error> {
-        let primary = self.primary.del_portmap(network, container_id, ifname);
-        let other = self
-            .switch
-            .del_other(network, container_id, ifname)
-            .then(|| self.other.del_portmap(network, container_id, ifname));
-        let res = both(primary, other);
-        if res.is_ok() {
-            self.switch.deleted(network, container_id, ifname);
-        }
-        res
+        self.switch.del(
+            network,
+            container_id,
+            ifname,
+            || self.primary.del_portmap(network, container_id, ifname),
+            || self.other.del_portmap(network, container_id, ifname),
+        )
     }
 
     fn check_portmap(&self, spec: &PortmapSpec) -> Result<(), Error> {
@@ -330,16 +327,12 @@ impl PortForward for Switched {
     }
 
     fn gc_portmap(&self, network: &str, keep: &[(String, String)]) -> Result<(), Error> {
-        let primary = self.primary.gc_portmap(network, keep);
-        let other = self
-            .switch
-            .gc_other(network)
-            .then(|| self.other.gc_portmap(network, keep));
-        let res = both(primary, other);
-        if res.is_ok() {
-            self.switch.collected(network, keep);
-        }
-        res
+        self.switch.gc(
+            network,
+            keep,
+            || self.primary.gc_portmap(network, keep),
+            || self.other.gc_portmap(network, keep),
+        )
     }
 }
 

@@ -1,4 +1,4 @@
-//! nftables port forwarding (portmap, cni-reference.md §2.6) in the suite's table `inet rcni`,
+//! nftables port forwarding (portmap) in the suite's table `inet rcni`,
 //! with the same discipline as masquerade: one netlink transaction per call, the firewall
 //! flock, idempotent creation, owners carried in element comments.
 //!
