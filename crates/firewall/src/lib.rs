@@ -26,10 +26,10 @@
 //! interleave.
 
 mod cni_error;
+mod entry;
 pub mod forward;
 pub(crate) mod iptables;
 pub mod list;
-
 mod lock;
 pub mod macspoof;
 pub mod masquerade;

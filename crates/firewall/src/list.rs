@@ -4,32 +4,16 @@
 //! GC and reconcile: an entry's comment starts with the owner tag of [`crate::names::owner_tag`]
 //! (nftables) or carries the reference comment `name: "<net>" id: "<cid>"` (iptables).
 //!
-//! Each feature lists its own objects (its sets, maps and chains); this module assembles them.
+//! Each feature lists its own objects (its sets, maps and chains, through `crate::nft::entries`);
+//! this module assembles them and adds the iptables entries.
 
 use std::net::IpAddr;
 
-use nftnl::ProtoFamily;
-
+pub use crate::entry::Entry;
 use crate::iptables::{split_rule_line, ExecRunner, Runner};
 use crate::names::{owner_tag, tag_of_comment};
-use crate::nft::netlink::{family_kw, Nl};
-use crate::nft::object::RawElem;
-use crate::nft::TABLE;
+use crate::nft::netlink::Nl;
 use crate::{Error, Family};
-
-/// One firewall entry of ours.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Entry {
-    /// `nftables`, `iptables` or `ip6tables`
-    pub backend: &'static str,
-    /// where it lives: `inet rcni set masq4`, `bridge rcni chain prerouting`,
-    /// `nat chain CNI-HOSTPORT-DNAT`, …
-    pub object: String,
-    /// the element (`key` or `key : data`), `rule handle <n>`, or the iptables rule line
-    pub entry: String,
-    /// its comment (empty when it has none)
-    pub comment: String,
-}
 
 impl Entry {
     /// Whether the entry belongs to the attachment (network, container id, ifname).
@@ -78,49 +62,6 @@ pub fn list(network: &str, container_id: &str, ifname: &str) -> Result<Vec<Entry
         .into_iter()
         .filter(|e| e.owned_by(network, container_id, ifname))
         .collect())
-}
-
-/// The elements of `sets` and the commented rules of `chains` of our table in `family`;
-/// `fmt` prints an element of a set (its key, and data for a map).
-pub(crate) fn nft_entries(
-    nl: &mut Nl,
-    family: ProtoFamily,
-    sets: &[&str],
-    chains: &[&str],
-    fmt: &dyn Fn(&str, &RawElem) -> String,
-) -> Result<Vec<Entry>, Error> {
-    let fam = family_kw(family as u32).unwrap_or("?");
-    let mut out = Vec::new();
-    for set in sets {
-        for e in nl.set_elems(family, set, None)? {
-            out.push(Entry {
-                backend: "nftables",
-                object: format!("{fam} {TABLE} set {set}"),
-                entry: fmt(set, &e),
-                comment: e.comment,
-            });
-        }
-    }
-    for chain in chains {
-        for r in nl.chain_rules(family, chain)?.unwrap_or_default() {
-            out.push(Entry {
-                backend: "nftables",
-                object: format!("{fam} {TABLE} chain {chain}"),
-                entry: format!("rule handle {}", r.handle),
-                comment: r.comment,
-            });
-        }
-    }
-    Ok(out)
-}
-
-/// An address key of 4 or 16 bytes, printed as nft does.
-pub(crate) fn addr_key(e: &RawElem) -> String {
-    match e.key.len() {
-        4 => IpAddr::from(<[u8; 4]>::try_from(e.key.as_slice()).unwrap_or_default()).to_string(),
-        16 => IpAddr::from(<[u8; 16]>::try_from(e.key.as_slice()).unwrap_or_default()).to_string(),
-        _ => e.key.iter().map(|b| format!("{b:02x}")).collect(),
-    }
 }
 
 /// Our rules in the `nat` and `filter` tables of both families: rules of chains named `CNI-…`,

@@ -764,13 +764,13 @@ impl ForwardFirewall for NftForward {
 }
 
 /// Every element of the two address sets and every rule of our three chains.
-pub(crate) fn list(nl: &mut Nl) -> Result<Vec<crate::list::Entry>, Error> {
-    crate::list::nft_entries(
+pub(crate) fn list(nl: &mut Nl) -> Result<Vec<crate::entry::Entry>, Error> {
+    crate::nft::entries(
         nl,
         ProtoFamily::Inet,
         &[fwd_set(Family::V4), fwd_set(Family::V6)],
         &[FORWARD_CHAIN, ISO1_CHAIN, ISO2_CHAIN],
-        &|_, e| crate::list::addr_key(e),
+        &|_, e| crate::nft::addr_key(e),
     )
 }
 

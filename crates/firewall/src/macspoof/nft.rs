@@ -567,8 +567,8 @@ fn gc(lock_path: &Path, network: &str, keep: &[(String, String)]) -> Result<(), 
 }
 
 /// Every element of both sets and the rule of the chain, in table `bridge rcni`.
-pub(crate) fn list(nl: &mut Nl) -> Result<Vec<crate::list::Entry>, Error> {
-    crate::list::nft_entries(
+pub(crate) fn list(nl: &mut Nl) -> Result<Vec<crate::entry::Entry>, Error> {
+    crate::nft::entries(
         nl,
         ProtoFamily::Bridge,
         &[PORTS_SET, ALLOWED_SET],

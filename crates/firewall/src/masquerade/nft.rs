@@ -220,12 +220,12 @@ impl Firewall for NftMasquerade {
 }
 
 /// Every element of our two address sets and every rule of the base chain.
-pub(crate) fn list(nl: &mut Nl) -> Result<Vec<crate::list::Entry>, Error> {
-    crate::list::nft_entries(
+pub(crate) fn list(nl: &mut Nl) -> Result<Vec<crate::entry::Entry>, Error> {
+    crate::nft::entries(
         nl,
         ProtoFamily::Inet,
         &[masq_set(Family::V4), masq_set(Family::V6)],
         &[BASE_CHAIN],
-        &|_, e| crate::list::addr_key(e),
+        &|_, e| crate::nft::addr_key(e),
     )
 }

@@ -86,6 +86,49 @@ fn failed_op(seqs: std::ops::Range<u32>, n_ops: usize, seq: u32) -> Option<usize
     (i < n_ops).then_some(i)
 }
 
+/// The elements of `sets` and the commented rules of `chains` of our table in `family`;
+/// `fmt` prints an element of a set (its key, and data for a map).
+pub(crate) fn entries(
+    nl: &mut Nl,
+    family: ProtoFamily,
+    sets: &[&str],
+    chains: &[&str],
+    fmt: &dyn Fn(&str, &object::RawElem) -> String,
+) -> Result<Vec<crate::entry::Entry>, Error> {
+    let fam = netlink::family_kw(family as u32).unwrap_or("?");
+    let mut out = Vec::new();
+    for set in sets {
+        for e in nl.set_elems(family, set, None)? {
+            out.push(crate::entry::Entry {
+                backend: "nftables",
+                object: format!("{fam} {TABLE} set {set}"),
+                entry: fmt(set, &e),
+                comment: e.comment,
+            });
+        }
+    }
+    for chain in chains {
+        for r in nl.chain_rules(family, chain)?.unwrap_or_default() {
+            out.push(crate::entry::Entry {
+                backend: "nftables",
+                object: format!("{fam} {TABLE} chain {chain}"),
+                entry: format!("rule handle {}", r.handle),
+                comment: r.comment,
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// An address key of 4 or 16 bytes, printed as nft does.
+pub(crate) fn addr_key(e: &object::RawElem) -> String {
+    match e.key.len() {
+        4 => IpAddr::from(<[u8; 4]>::try_from(e.key.as_slice()).unwrap_or_default()).to_string(),
+        16 => IpAddr::from(<[u8; 16]>::try_from(e.key.as_slice()).unwrap_or_default()).to_string(),
+        _ => e.key.iter().map(|b| format!("{b:02x}")).collect(),
+    }
+}
+
 /// Lowers a feature's `ops` with `lower` to the shared operations, encodes them as one
 /// transaction on our table of `family` and sends it. When the kernel rejects a message, the
 /// error names the feature operation it came from (through its `Display`, which prints it as

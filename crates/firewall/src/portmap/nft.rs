@@ -1193,12 +1193,12 @@ impl PortForward for NftPortForward {
 }
 
 /// Every element of our maps and sets, and every rule of our three chains.
-pub(crate) fn list(nl: &mut Nl) -> Result<Vec<crate::list::Entry>, Error> {
+pub(crate) fn list(nl: &mut Nl) -> Result<Vec<crate::entry::Entry>, Error> {
     let names: Vec<&str> = Slot::ALL.iter().map(|s| s.name()).collect();
     let chains: Vec<&str> = HpChain::ALL.iter().map(|c| c.name()).collect();
-    crate::list::nft_entries(nl, ProtoFamily::Inet, &names, &chains, &|set, e| {
+    crate::nft::entries(nl, ProtoFamily::Inet, &names, &chains, &|set, e| {
         let Some(slot) = Slot::ALL.iter().find(|s| s.name() == set) else {
-            return crate::list::addr_key(e);
+            return crate::nft::addr_key(e);
         };
         let pm = PmElem {
             slot: *slot,
