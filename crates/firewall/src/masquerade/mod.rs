@@ -3,13 +3,11 @@
 //! multicast.
 //!
 //! * [`nft`] (default) — table `inet rcni`: a container address is one element of set
-//!   `masq4`/`masq6`, a subnet one exemption rule; [`plan`] is the pure planner.
+//!   `masq4`/`masq6`, a subnet one exemption rule.
 //! * [`iptables`] — the reference layout: a `CNI-<24 hex>` chain per (network, container).
 
-mod encode;
 pub(crate) mod iptables;
-pub(crate) mod nft;
-pub mod plan;
+pub mod nft;
 
 use std::net::IpAddr;
 

@@ -40,21 +40,421 @@
 //! * DEL/GC delete the elements and, when a network has no address left in a subnet, that
 //!   subnet's exemption rule.
 //! * All read-modify-write runs under the flock on [`crate::LOCK_PATH`].
+//!
+//! The file reads top-down: the pure planner ([`plan_add`], [`plan_remove`]: what a call adds
+//! and removes, as [`Op`]s, from the request and what was read back; unit-tested without root),
+//! the lowering of an [`Op`] to the shared nftables operations, then the backend that reads,
+//! plans and applies under the flock.
 
+use std::collections::BTreeSet;
+use std::fmt;
 use std::net::IpAddr;
 use std::path::PathBuf;
 
-use nftnl::ProtoFamily;
+use ipnet::IpNet;
+use nftnl::expr::{Expression, Masquerade, Verdict};
+use nftnl::{ChainType, Hook, ProtoFamily};
 
-use super::encode::lower;
-use super::plan::{
-    has_subnet_rule, masq_set, owned_by, plan_add, plan_remove, stale_in, Elem, Op, RuleInfo,
-    BASE_CHAIN, FIXED_MASQ4, FIXED_MASQ6, FIXED_MCAST4, FIXED_MCAST6,
-};
 use super::{Firewall, MasqRule};
+use crate::names::{
+    network_hash, owner_comment, owner_tag, parse_subnet_tag, subnet_comment, subnet_tag,
+    tag_of_comment,
+};
+use crate::nft::batch::{self, addr_bytes, addr_set, BaseChain};
 use crate::nft::netlink::Nl;
-use crate::nft::TABLE;
+use crate::nft::object::{addr_load, boxed, lookup, nfproto, prefix_match, R1};
+pub use crate::nft::{Elem, RuleInfo, TABLE};
 use crate::{lock, validate_owner, validate_rules, Error, Family, LOCK_PATH};
+
+/// The set holding a family's masqueraded container addresses.
+pub fn masq_set(fam: Family) -> &'static str {
+    match fam {
+        Family::V4 => "masq4",
+        Family::V6 => "masq6",
+    }
+}
+
+/// Base chain: type nat, hook postrouting, priority srcnat (100), policy accept.
+pub const BASE_CHAIN: &str = "postrouting";
+/// srcnat priority.
+pub const SRCNAT_PRIORITY: i32 = 100;
+/// Comments of the fixed rules, so a dump of the base chain recognizes them.
+pub const FIXED_MCAST4: &str = "rcni: multicast4";
+/// see [`FIXED_MCAST4`]
+pub const FIXED_MCAST6: &str = "rcni: multicast6";
+/// see [`FIXED_MCAST4`]
+pub const FIXED_MASQ4: &str = "rcni: masquerade4";
+/// see [`FIXED_MCAST4`]
+pub const FIXED_MASQ6: &str = "rcni: masquerade6";
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RuleSpec {
+    /// `<fam> daddr <multicast> return`
+    McastReturn(Family),
+    /// `<fam> saddr <subnet> <fam> daddr <subnet> return`: traffic inside a container subnet is
+    /// never masqueraded (reference: `-d <subnet> -j ACCEPT` in the per-container chain).
+    SubnetReturn(IpNet),
+    /// `<fam> saddr @masq<fam> masquerade`
+    SetMasquerade(Family),
+}
+
+/// One message of a transaction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Op {
+    /// create table `inet rcni` if absent
+    AddTable,
+    /// create a family's address set if absent
+    AddSet(Family),
+    /// create the base chain if absent
+    AddBaseChain,
+    /// delete every rule of the base chain (only to repair a damaged chain)
+    FlushBaseChain,
+    /// add a rule to the base chain: appended, or right after the rule with handle `after`
+    AddRule {
+        /// rule body
+        rule: RuleSpec,
+        /// rule comment
+        comment: String,
+        /// insert after this handle instead of appending
+        after: Option<u64>,
+    },
+    /// delete a base-chain rule by handle
+    DelRule(u64),
+    /// add one address with its owner comment
+    AddElem(Elem),
+    /// delete one address
+    DelElem(IpAddr),
+}
+
+fn net_kw(net: &IpNet) -> &'static str {
+    Family::of(net.addr()).kw()
+}
+
+impl fmt::Display for RuleSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RuleSpec::McastReturn(fam) => {
+                write!(f, "{} daddr {} return", fam.kw(), fam.multicast())
+            }
+            RuleSpec::SubnetReturn(net) => {
+                let kw = net_kw(net);
+                write!(f, "{kw} saddr {net} {kw} daddr {net} return")
+            }
+            RuleSpec::SetMasquerade(fam) => {
+                write!(f, "{} saddr @{} masquerade", fam.kw(), masq_set(*fam))
+            }
+        }
+    }
+}
+
+/// nft-syntax rendering (for logs, errors and tests).
+impl fmt::Display for Op {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let t = format!("inet {TABLE}");
+        match self {
+            Op::AddTable => write!(f, "add table {t}"),
+            Op::AddSet(fam) => write!(
+                f,
+                "add set {t} {} {{ type {}_addr; }}",
+                masq_set(*fam),
+                match fam {
+                    Family::V4 => "ipv4",
+                    Family::V6 => "ipv6",
+                }
+            ),
+            Op::AddBaseChain => write!(
+                f,
+                "add chain {t} {BASE_CHAIN} {{ type nat hook postrouting priority srcnat; policy accept; }}"
+            ),
+            Op::FlushBaseChain => write!(f, "flush chain {t} {BASE_CHAIN}"),
+            Op::AddRule {
+                rule,
+                comment,
+                after,
+            } => {
+                let pos = after.map(|h| format!("position {h} ")).unwrap_or_default();
+                write!(
+                    f,
+                    "add rule {t} {BASE_CHAIN} {pos}{rule} comment \"{comment}\""
+                )
+            }
+            Op::DelRule(h) => write!(f, "delete rule {t} {BASE_CHAIN} handle {h}"),
+            Op::AddElem(e) => write!(
+                f,
+                "add element {t} {} {{ {} comment \"{}\" }}",
+                masq_set(e.fam()),
+                e.key,
+                e.comment
+            ),
+            Op::DelElem(key) => write!(f, "delete element {t} {} {{ {key} }}", masq_set(Family::of(*key))),
+        }
+    }
+}
+
+fn fixed_head() -> Vec<(RuleSpec, &'static str)> {
+    vec![
+        (RuleSpec::McastReturn(Family::V4), FIXED_MCAST4),
+        (RuleSpec::McastReturn(Family::V6), FIXED_MCAST6),
+    ]
+}
+
+fn fixed_tail() -> Vec<(RuleSpec, &'static str)> {
+    vec![
+        (RuleSpec::SetMasquerade(Family::V4), FIXED_MASQ4),
+        (RuleSpec::SetMasquerade(Family::V6), FIXED_MASQ6),
+    ]
+}
+
+fn add(rule: RuleSpec, comment: &str, after: Option<u64>) -> Op {
+    Op::AddRule {
+        rule,
+        comment: comment.to_string(),
+        after,
+    }
+}
+
+/// The complete base chain in order: fixed returns, subnet returns, fixed masquerades.
+fn full_chain(subnets: &[(String, IpNet)]) -> Vec<Op> {
+    let mut ops = Vec::new();
+    for (r, c) in fixed_head() {
+        ops.push(add(r, c, None));
+    }
+    for (comment, net) in subnets {
+        ops.push(add(RuleSpec::SubnetReturn(*net), comment, None));
+    }
+    for (r, c) in fixed_tail() {
+        ops.push(add(r, c, None));
+    }
+    ops
+}
+
+/// ADD. `base` is the base chain as read back (None: table/chain absent). `existing(ip)` is a
+/// keyed element lookup (O(1) in the kernel). The plan's size depends only on `rules` and on
+/// the number of subnets, never on how many containers exist; in the steady state it is just
+/// the element adds, with no deletion (deletions make the kernel wait for an RCU grace period
+/// when the socket closes) and no jump (jumps make every commit re-validate the whole table).
+pub fn plan_add(
+    rules: &[MasqRule],
+    base: Option<&[RuleInfo]>,
+    existing: &mut dyn FnMut(IpAddr) -> Option<Elem>,
+) -> Vec<Op> {
+    let mut wanted: Vec<(String, IpNet)> = Vec::new();
+    for r in rules {
+        let c = subnet_comment(&r.network, &r.subnet());
+        if !wanted
+            .iter()
+            .any(|(w, _)| tag_of_comment(w) == tag_of_comment(&c))
+        {
+            wanted.push((c, r.subnet()));
+        }
+    }
+    let mut ops = Vec::new();
+    match base {
+        None => {
+            ops.extend([
+                Op::AddTable,
+                Op::AddSet(Family::V4),
+                Op::AddSet(Family::V6),
+                Op::AddBaseChain,
+            ]);
+            ops.extend(full_chain(&wanted));
+        }
+        Some(present) => {
+            let has = |c: &str| present.iter().any(|r| r.comment == c);
+            let fixed_ok = [FIXED_MCAST4, FIXED_MCAST6, FIXED_MASQ4, FIXED_MASQ6]
+                .iter()
+                .all(|c| has(c));
+            let anchor = present
+                .iter()
+                .rev()
+                .find(|r| r.comment == FIXED_MCAST6 || r.comment == FIXED_MCAST4);
+            match (fixed_ok, anchor) {
+                (true, Some(anchor)) => {
+                    for (comment, net) in &wanted {
+                        let tag = tag_of_comment(comment);
+                        if !present.iter().any(|r| tag_of_comment(&r.comment) == tag) {
+                            ops.push(add(
+                                RuleSpec::SubnetReturn(*net),
+                                comment,
+                                Some(anchor.handle),
+                            ));
+                        }
+                    }
+                }
+                _ => {
+                    // Someone changed our chain: rebuild it whole, keeping every subnet rule.
+                    let mut all = wanted.clone();
+                    for r in present {
+                        if let Some((_, net)) = parse_subnet_tag(tag_of_comment(&r.comment)) {
+                            if !all
+                                .iter()
+                                .any(|(c, _)| tag_of_comment(c) == tag_of_comment(&r.comment))
+                            {
+                                all.push((r.comment.clone(), net));
+                            }
+                        }
+                    }
+                    ops.extend([Op::AddTable, Op::AddSet(Family::V4), Op::AddSet(Family::V6)]);
+                    ops.push(Op::FlushBaseChain);
+                    ops.extend(full_chain(&all));
+                }
+            }
+        }
+    }
+    let mut seen = BTreeSet::new();
+    for r in rules {
+        let key = r.ip();
+        if !seen.insert(key) {
+            continue;
+        }
+        let want = Elem {
+            key,
+            comment: owner_comment(&r.network, &r.container_id, &r.ifname),
+        };
+        match existing(key) {
+            Some(cur) if cur.tag() == want.tag() => {}
+            Some(_) => {
+                // A stale owner (missed DEL, address reused) still holds the address: take it
+                // over inside the same transaction.
+                ops.push(Op::DelElem(key));
+                ops.push(Op::AddElem(want));
+            }
+            None => ops.push(Op::AddElem(want)),
+        }
+    }
+    ops
+}
+
+/// DEL/GC of `network`: delete the elements selected by `remove`, then that network's subnet
+/// rules no remaining element of the network needs.
+pub fn plan_remove(
+    network: &str,
+    all: &[Elem],
+    base: &[RuleInfo],
+    remove: &dyn Fn(&Elem) -> bool,
+) -> Vec<Op> {
+    let nethash = network_hash(network);
+    let prefix = format!("{nethash}-");
+    let mut ops = Vec::new();
+    let mut remaining = Vec::new();
+    for e in all {
+        if remove(e) {
+            ops.push(Op::DelElem(e.key));
+        } else if e.tag().starts_with(&prefix) {
+            remaining.push(e.key);
+        }
+    }
+    for r in base {
+        if let Some((h, net)) = parse_subnet_tag(tag_of_comment(&r.comment)) {
+            if h == nethash && !remaining.iter().any(|ip| net.contains(ip)) {
+                ops.push(Op::DelRule(r.handle));
+            }
+        }
+    }
+    ops
+}
+
+/// Whether the base chain holds the exemption rule of (network, subnet).
+pub fn has_subnet_rule(base: &[RuleInfo], network: &str, subnet: &IpNet) -> bool {
+    let tag = subnet_tag(network, subnet);
+    base.iter().any(|r| tag_of_comment(&r.comment) == tag)
+}
+
+/// Elements owned by exactly this attachment.
+pub fn owned_by(network: &str, container_id: &str, ifname: &str) -> impl Fn(&Elem) -> bool {
+    let tag = owner_tag(network, container_id, ifname);
+    move |e: &Elem| e.tag() == tag
+}
+
+/// Elements of `network` whose owner is not in `keep`.
+pub fn stale_in(network: &str, keep: &[(String, String)]) -> impl Fn(&Elem) -> bool {
+    let prefix = format!("{}-", network_hash(network));
+    let kept: BTreeSet<String> = keep
+        .iter()
+        .map(|(cid, ifname)| owner_tag(network, cid, ifname))
+        .collect();
+    move |e: &Elem| e.tag().starts_with(&prefix) && !kept.contains(e.tag())
+}
+
+/// Set ids tie a rule's lookup to a set created in the same transaction.
+fn set_id(fam: Family) -> u32 {
+    match fam {
+        Family::V4 => 1,
+        Family::V6 => 2,
+    }
+}
+
+fn rule_exprs(spec: &RuleSpec) -> Vec<Box<dyn Expression>> {
+    let mut exprs: Vec<Box<dyn Expression>> = Vec::new();
+    match spec {
+        RuleSpec::McastReturn(fam) => {
+            exprs.extend(boxed(nfproto(*fam)));
+            exprs.extend(boxed(prefix_match(&fam.multicast(), false)));
+            exprs.push(Box::new(Verdict::Return));
+        }
+        RuleSpec::SubnetReturn(net) => {
+            exprs.extend(boxed(nfproto(Family::of(net.addr()))));
+            exprs.extend(boxed(prefix_match(net, true)));
+            exprs.extend(boxed(prefix_match(net, false)));
+            exprs.push(Box::new(Verdict::Return));
+        }
+        RuleSpec::SetMasquerade(fam) => {
+            exprs.extend(boxed(nfproto(*fam)));
+            exprs.extend(boxed([
+                addr_load(*fam, true),
+                lookup(masq_set(*fam), set_id(*fam), R1, None, false),
+            ]));
+            exprs.push(Box::new(Masquerade));
+        }
+    }
+    exprs
+}
+
+/// The shared operations of one masquerade operation, all in table `inet rcni`.
+pub(crate) fn lower(op: &Op) -> Result<Vec<batch::Op>, Error> {
+    Ok(vec![match op {
+        Op::AddTable => batch::Op::AddTable,
+        Op::AddBaseChain => batch::Op::AddChain {
+            name: BASE_CHAIN,
+            base: Some(BaseChain {
+                hook: Hook::PostRouting,
+                priority: SRCNAT_PRIORITY,
+                kind: ChainType::Nat,
+            }),
+        },
+        Op::FlushBaseChain => batch::Op::FlushChain(BASE_CHAIN),
+        Op::AddSet(fam) => batch::Op::AddSet(addr_set(
+            ProtoFamily::Inet,
+            masq_set(*fam),
+            set_id(*fam),
+            *fam,
+        )),
+        Op::AddRule {
+            rule,
+            comment,
+            after,
+        } => batch::Op::AddRule {
+            chain: BASE_CHAIN,
+            exprs: rule_exprs(rule),
+            comment: comment.clone(),
+            after: *after,
+        },
+        Op::DelRule(handle) => batch::Op::DelRule {
+            chain: BASE_CHAIN,
+            handle: *handle,
+        },
+        Op::AddElem(e) => batch::Op::AddElem {
+            set: masq_set(e.fam()),
+            key: addr_bytes(e.key),
+            data: Vec::new(),
+            comment: e.comment.clone(),
+        },
+        Op::DelElem(key) => batch::Op::DelElem {
+            set: masq_set(Family::of(*key)),
+            key: addr_bytes(*key),
+        },
+    }])
+}
 
 /// The nftables implementation of [`Firewall`].
 pub(crate) struct NftMasquerade {
@@ -228,4 +628,240 @@ pub(crate) fn list(nl: &mut Nl) -> Result<Vec<crate::entry::Entry>, Error> {
         &[BASE_CHAIN],
         &|_, e| crate::nft::addr_key(e),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rule(net: &str, cid: &str, addr: &str) -> MasqRule {
+        MasqRule {
+            network: net.into(),
+            container_id: cid.into(),
+            ifname: "eth0".into(),
+            addr: addr.parse().unwrap(),
+        }
+    }
+
+    fn render(ops: &[Op]) -> Vec<String> {
+        ops.iter().map(|o| o.to_string()).collect()
+    }
+
+    fn fixed_present() -> Vec<RuleInfo> {
+        [FIXED_MCAST4, FIXED_MCAST6, FIXED_MASQ4, FIXED_MASQ6]
+            .iter()
+            .enumerate()
+            .map(|(i, c)| RuleInfo {
+                handle: i as u64 + 2,
+                comment: c.to_string(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn first_add_builds_everything_in_order() {
+        let rules = [
+            rule("n", "c1", "10.22.0.5/24"),
+            rule("n", "c1", "fd00::5/64"),
+        ];
+        let ops = render(&plan_add(&rules, None, &mut |_| None));
+        let h = network_hash("n");
+        let tag = owner_tag("n", "c1", "eth0");
+        let expect = vec![
+            "add table inet rcni".to_string(),
+            "add set inet rcni masq4 { type ipv4_addr; }".into(),
+            "add set inet rcni masq6 { type ipv6_addr; }".into(),
+            "add chain inet rcni postrouting { type nat hook postrouting priority srcnat; policy accept; }".into(),
+            "add rule inet rcni postrouting ip daddr 224.0.0.0/4 return comment \"rcni: multicast4\"".into(),
+            "add rule inet rcni postrouting ip6 daddr ff00::/8 return comment \"rcni: multicast6\"".into(),
+            format!("add rule inet rcni postrouting ip saddr 10.22.0.0/24 ip daddr 10.22.0.0/24 return comment \"{h}:10.22.0.0/24 net: n\""),
+            format!("add rule inet rcni postrouting ip6 saddr fd00::/64 ip6 daddr fd00::/64 return comment \"{h}:fd00::/64 net: n\""),
+            "add rule inet rcni postrouting ip saddr @masq4 masquerade comment \"rcni: masquerade4\"".into(),
+            "add rule inet rcni postrouting ip6 saddr @masq6 masquerade comment \"rcni: masquerade6\"".into(),
+            format!("add element inet rcni masq4 {{ 10.22.0.5 comment \"{tag} net: n, id: c1, if: eth0\" }}"),
+            format!("add element inet rcni masq6 {{ fd00::5 comment \"{tag} net: n, id: c1, if: eth0\" }}"),
+        ];
+        assert_eq!(ops, expect);
+    }
+
+    #[test]
+    fn steady_state_add_is_one_element() {
+        let r = rule("n", "c2", "10.22.0.6/24");
+        let mut base = fixed_present();
+        base.push(RuleInfo {
+            handle: 9,
+            comment: subnet_comment("n", &r.subnet()),
+        });
+        let ops = plan_add(std::slice::from_ref(&r), Some(&base), &mut |_| None);
+        assert_eq!(ops.len(), 1);
+        assert!(matches!(&ops[0], Op::AddElem(e) if e.key == r.ip()));
+        // new subnet: one rule inserted after the last multicast return (handle 3)
+        let r6 = rule("n", "c2", "fd00::6/64");
+        let ops = render(&plan_add(
+            std::slice::from_ref(&r6),
+            Some(&base),
+            &mut |_| None,
+        ));
+        assert!(
+            ops[0].starts_with("add rule inet rcni postrouting position 3 ip6 saddr fd00::/64"),
+            "{ops:?}"
+        );
+        assert_eq!(ops.len(), 2);
+    }
+
+    #[test]
+    fn repeated_add_is_noop_and_stale_owner_is_replaced() {
+        let r = rule("n", "c1", "10.22.0.5/24");
+        let mut base = fixed_present();
+        base.push(RuleInfo {
+            handle: 9,
+            comment: subnet_comment("n", &r.subnet()),
+        });
+        let same = Elem {
+            key: r.ip(),
+            comment: owner_comment("n", "c1", "eth0"),
+        };
+        assert!(
+            plan_add(std::slice::from_ref(&r), Some(&base), &mut |_| Some(
+                same.clone()
+            ))
+            .is_empty()
+        );
+        let stale = Elem {
+            comment: owner_comment("n", "old", "eth0"),
+            ..same
+        };
+        let ops = plan_add(std::slice::from_ref(&r), Some(&base), &mut |_| {
+            Some(stale.clone())
+        });
+        assert!(matches!(ops[0], Op::DelElem(_)));
+        assert!(matches!(&ops[1], Op::AddElem(e) if e.tag() == owner_tag("n", "c1", "eth0")));
+    }
+
+    #[test]
+    fn damaged_chain_is_rebuilt_keeping_subnets() {
+        let other = subnet_comment("m", &"10.33.0.0/24".parse().unwrap());
+        let base = vec![RuleInfo {
+            handle: 7,
+            comment: other.clone(),
+        }];
+        let ops = render(&plan_add(
+            &[rule("n", "c", "10.22.0.5/24")],
+            Some(&base),
+            &mut |_| None,
+        ));
+        assert!(ops.contains(&"flush chain inet rcni postrouting".to_string()));
+        assert!(ops.iter().any(|o| o.contains(&other)));
+        assert!(ops.iter().any(|o| o.contains("ip saddr 10.22.0.0/24")));
+        assert!(ops.iter().any(|o| o.contains("rcni: masquerade6")));
+    }
+
+    fn elem(net: &str, cid: &str, ip: &str) -> Elem {
+        Elem {
+            key: ip.parse().unwrap(),
+            comment: owner_comment(net, cid, "eth0"),
+        }
+    }
+
+    fn base_with(subnets: &[(&str, &str)]) -> Vec<RuleInfo> {
+        let mut b = fixed_present();
+        for (i, (net, sub)) in subnets.iter().enumerate() {
+            b.push(RuleInfo {
+                handle: 100 + i as u64,
+                comment: subnet_comment(net, &sub.parse().unwrap()),
+            });
+        }
+        b
+    }
+
+    #[test]
+    fn remove_keeps_subnet_rule_until_last_element() {
+        let all = vec![
+            elem("n", "c1", "10.22.0.5"),
+            elem("n", "c2", "10.22.0.6"),
+            elem("n", "c1", "fd00::5"),
+        ];
+        let base = base_with(&[
+            ("n", "10.22.0.0/24"),
+            ("n", "fd00::/64"),
+            ("m", "fd00::/64"),
+        ]);
+        let ops = render(&plan_remove("n", &all, &base, &owned_by("n", "c1", "eth0")));
+        assert_eq!(
+            ops,
+            vec![
+                "delete element inet rcni masq4 { 10.22.0.5 }".to_string(),
+                "delete element inet rcni masq6 { fd00::5 }".to_string(),
+                "delete rule inet rcni postrouting handle 101".to_string(),
+            ]
+        );
+        assert!(plan_remove("n", &all, &base, &owned_by("n", "nope", "eth0")).is_empty());
+    }
+
+    #[test]
+    fn gc_only_touches_its_network() {
+        let all = vec![
+            elem("n", "c1", "10.22.0.5"),
+            elem("n", "c2", "10.22.0.6"),
+            elem("other", "c3", "10.33.0.6"),
+        ];
+        let base = base_with(&[("n", "10.22.0.0/24"), ("other", "10.33.0.0/24")]);
+        let keep = vec![("c2".to_string(), "eth0".to_string())];
+        let ops = render(&plan_remove("n", &all, &base, &stale_in("n", &keep)));
+        assert_eq!(ops, vec!["delete element inet rcni masq4 { 10.22.0.5 }"]);
+        let ops = render(&plan_remove("n", &all, &base, &stale_in("n", &[])));
+        assert_eq!(ops.len(), 3);
+        assert_eq!(ops[2], "delete rule inet rcni postrouting handle 100");
+    }
+}
+
+#[cfg(test)]
+mod lower_tests {
+    use super::*;
+
+    fn encode(ops: &[Op]) -> Result<nftnl::FinalizedBatch, Error> {
+        crate::nft::encode_all(ProtoFamily::Inet, ops, lower)
+    }
+
+    #[test]
+    fn encodes_full_add_and_remove_plans() {
+        let rules = [
+            MasqRule {
+                network: "n".into(),
+                container_id: "c".into(),
+                ifname: "eth0".into(),
+                addr: "10.22.0.5/24".parse().unwrap(),
+            },
+            MasqRule {
+                network: "n".into(),
+                container_id: "c".into(),
+                ifname: "eth0".into(),
+                addr: "fd00::5/64".parse().unwrap(),
+            },
+        ];
+        let ops = plan_add(&rules, None, &mut |_| None);
+        let batch = encode(&ops).unwrap();
+        let seqs = batch.sequence_numbers();
+        // one netlink message per op, plus optional ACKed begin/end
+        let n = (seqs.end - seqs.start) as usize;
+        assert!(n == ops.len() || n == ops.len() + 2, "{n} vs {}", ops.len());
+        let all: Vec<u8> = batch.iter().flat_map(|p| p.to_vec()).collect();
+        let has = |needle: &[u8]| all.windows(needle.len()).any(|w| w == needle);
+        assert!(has(b"rcni\0"));
+        assert!(has(b"masq4\0"));
+        assert!(has(b"postrouting\0"));
+        assert!(has(b"rcni: masquerade6\0"));
+        assert!(has(crate::names::owner_comment("n", "c", "eth0").as_bytes()));
+        let elems = vec![Elem {
+            key: "10.22.0.5".parse().unwrap(),
+            comment: crate::names::owner_comment("n", "c", "eth0"),
+        }];
+        let base = vec![RuleInfo {
+            handle: 5,
+            comment: crate::names::subnet_comment("n", &"10.22.0.0/24".parse().unwrap()),
+        }];
+        let rm = plan_remove("n", &elems, &base, &|_| true);
+        assert_eq!(rm.len(), 2);
+        assert!(encode(&rm).is_ok());
+    }
 }
