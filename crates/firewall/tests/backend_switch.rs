@@ -8,6 +8,7 @@
 mod common;
 
 use common::*;
+use firewall::forward::{forward_firewall, ForwardAttachment, DEFAULT_ADMIN_CHAIN};
 use firewall::names::iptables_masq_chain;
 use firewall::portmap::{port_forwarder, PortMap, PortmapSpec};
 use firewall::{firewall, Backend};
@@ -102,5 +103,46 @@ fn portmap_added_with_nftables_is_removed_by_an_iptables_del() {
         assert!(has(), "the nftables ADD wrote no element");
         ipt.del_portmap("swnet", "c1", "eth0").unwrap();
         assert!(!has(), "DEL through iptables left the nftables element");
+    });
+}
+
+fn fwd_att(cid: &str) -> ForwardAttachment {
+    ForwardAttachment {
+        network: "swnet".into(),
+        container_id: cid.into(),
+        ifname: "eth0".into(),
+        ips: vec!["10.55.0.7".parse().unwrap()],
+    }
+}
+
+#[test]
+fn forward_accepts_added_with_iptables_are_removed_by_an_nftables_del() {
+    in_netns(|| {
+        let ipt = forward_firewall(Backend::Iptables, DEFAULT_ADMIN_CHAIN).unwrap();
+        let nft = forward_firewall(Backend::Nftables, DEFAULT_ADMIN_CHAIN).unwrap();
+        ipt.add_forward(&fwd_att("c1")).unwrap();
+        assert!(save("iptables-save", "filter").contains("10.55.0.7/32"));
+        nft.del_forward("swnet", "c1", "eth0", &[]).unwrap();
+        let after = save("iptables-save", "filter");
+        assert!(
+            !after.contains("10.55.0.7"),
+            "DEL through nftables left: {after}"
+        );
+    });
+}
+
+#[test]
+fn forward_accepts_added_with_nftables_are_removed_by_an_iptables_del() {
+    in_netns(|| {
+        let nft = forward_firewall(Backend::Nftables, DEFAULT_ADMIN_CHAIN).unwrap();
+        let ipt = forward_firewall(Backend::Iptables, DEFAULT_ADMIN_CHAIN).unwrap();
+        nft.add_forward(&fwd_att("c1")).unwrap();
+        assert!(nft_elems().iter().any(|(_, ip, _)| ip == "10.55.0.7"));
+        ipt.del_forward("swnet", "c1", "eth0", &[]).unwrap();
+        assert!(
+            nft_elems().is_empty(),
+            "DEL through iptables left {:?}",
+            nft_elems()
+        );
     });
 }
