@@ -436,12 +436,7 @@ fn dump_rules(nl: &mut Nl, chain: &str) -> Result<Option<Vec<RuleInfo>>, Error> 
 }
 
 fn elem_request(nl: &mut Nl, fam: Family, key: Option<IpAddr>) -> Result<Vec<Elem>, Error> {
-    let k = key.map(addr_bytes);
-    Ok(nl
-        .set_elems(ProtoFamily::Inet, fwd_set(fam), k.as_deref())?
-        .into_iter()
-        .filter_map(|e| Elem::from_raw(&e.key, e.comment))
-        .collect())
+    crate::nft::addr_elems(nl, fwd_set(fam), key)
 }
 
 /// A base chain of another table on the IP forward hook whose policy is drop.

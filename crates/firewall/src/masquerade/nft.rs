@@ -482,15 +482,7 @@ impl NftMasquerade {
     }
 
     fn elems(nl: &mut Nl, fam: Family, key: Option<IpAddr>) -> Result<Vec<Elem>, Error> {
-        let k = key.map(|k| match k {
-            IpAddr::V4(a) => a.octets().to_vec(),
-            IpAddr::V6(a) => a.octets().to_vec(),
-        });
-        Ok(nl
-            .set_elems(ProtoFamily::Inet, masq_set(fam), k.as_deref())?
-            .into_iter()
-            .filter_map(|e| Elem::from_raw(&e.key, e.comment))
-            .collect())
+        crate::nft::addr_elems(nl, masq_set(fam), key)
     }
 
     fn dump_base_rules(nl: &mut Nl) -> Result<Option<Vec<RuleInfo>>, Error> {

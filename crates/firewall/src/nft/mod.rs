@@ -59,6 +59,16 @@ impl Elem {
     }
 }
 
+/// Elements of one of our `inet` address sets: the one with `key`, or every one.
+pub(crate) fn addr_elems(nl: &mut Nl, set: &str, key: Option<IpAddr>) -> Result<Vec<Elem>, Error> {
+    let k = key.map(batch::addr_bytes);
+    Ok(nl
+        .set_elems(ProtoFamily::Inet, set, k.as_deref())?
+        .into_iter()
+        .filter_map(|e| Elem::from_raw(&e.key, e.comment))
+        .collect())
+}
+
 /// A rule as read back: its kernel handle and its comment (the only parts our planners use).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RuleInfo {
