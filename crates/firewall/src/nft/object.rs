@@ -229,6 +229,34 @@ pub(crate) fn boxed<E: Expression + 'static>(
         .collect()
 }
 
+/// `fib daddr type local`: the destination is an address of this host (the reference's
+/// `--dst-type LOCAL`), in register 1.
+pub(crate) fn daddr_is_local() -> [Expr; 2] {
+    const NFT_FIB_RESULT_ADDRTYPE: u32 = 3;
+    const NFTA_FIB_F_DADDR: u32 = 1 << 1;
+    const RTN_LOCAL: u32 = 2;
+    [
+        Expr::new(c"fib")
+            .u(sys::NFTNL_EXPR_FIB_FLAGS, NFTA_FIB_F_DADDR)
+            .u(sys::NFTNL_EXPR_FIB_RESULT, NFT_FIB_RESULT_ADDRTYPE)
+            .u(sys::NFTNL_EXPR_FIB_DREG, R1),
+        cmp(CMP_EQ, R1, &RTN_LOCAL.to_ne_bytes()),
+    ]
+}
+
+/// `dnat <fam> to` the address in `addr_reg` and the port in `port_reg`.
+pub(crate) fn dnat(fam: crate::Family, addr_reg: u32, port_reg: u32) -> Expr {
+    let nfproto = match fam {
+        crate::Family::V4 => libc::NFPROTO_IPV4,
+        crate::Family::V6 => libc::NFPROTO_IPV6,
+    };
+    Expr::new(c"nat")
+        .u(sys::NFTNL_EXPR_NAT_TYPE, libc::NFT_NAT_DNAT as u32)
+        .u(sys::NFTNL_EXPR_NAT_FAMILY, nfproto as u32)
+        .u(sys::NFTNL_EXPR_NAT_REG_ADDR_MIN, addr_reg)
+        .u(sys::NFTNL_EXPR_NAT_REG_PROTO_MIN, port_reg)
+}
+
 /// Data map flag of a set definition.
 pub(crate) const NFT_SET_MAP: u32 = 0x8;
 

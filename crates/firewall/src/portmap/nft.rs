@@ -69,7 +69,6 @@ use std::path::PathBuf;
 
 use ipnet::IpNet;
 use nftnl::expr::{Expression, Masquerade};
-use nftnl::nftnl_sys as sys;
 use nftnl::{ChainType, Hook, ProtoFamily};
 
 use crate::names::{
@@ -79,8 +78,8 @@ use crate::names::{
 use crate::nft::batch::{self, BaseChain};
 use crate::nft::netlink::Nl;
 use crate::nft::object::{
-    addr_load, bitwise_and, boxed, cmp, ct, lookup, meta, nfproto, payload, prefix_match, Expr,
-    SetDef, CMP_EQ, CMP_NEQ, R1, R32,
+    addr_load, bitwise_and, boxed, cmp, ct, daddr_is_local, dnat, lookup, meta, nfproto, payload,
+    prefix_match, Expr, SetDef, CMP_NEQ, R1, R32,
 };
 use crate::nft::{RuleInfo, TABLE};
 use crate::portmap::{PortForward, PortmapSpec, Proto};
@@ -844,10 +843,7 @@ pub fn transactions(ops: &[PmOp], max: usize) -> Vec<&[PmOp]> {
 // ---------------------------------------------------------------------------------------------
 // Encoding
 
-const NFT_FIB_RESULT_ADDRTYPE: u32 = 3;
-const NFTA_FIB_F_DADDR: u32 = 1 << 1;
 const IPS_DST_NAT: u32 = 1 << 5;
-const RTN_LOCAL: u32 = 2;
 
 fn lookup_slot(slot: Slot, sreg: u32, dreg: Option<u32>) -> Expr {
     lookup(slot.name(), slot.id(), sreg, dreg, false)
@@ -876,13 +872,7 @@ fn rule_exprs(spec: &HpRule) -> Vec<Box<dyn Expression>> {
         HpRule::Dnat(slot) => {
             let v6 = slot.v6();
             e.extend(nfproto(fam(v6)));
-            e.push(
-                Expr::new(c"fib")
-                    .u(sys::NFTNL_EXPR_FIB_FLAGS, NFTA_FIB_F_DADDR)
-                    .u(sys::NFTNL_EXPR_FIB_RESULT, NFT_FIB_RESULT_ADDRTYPE)
-                    .u(sys::NFTNL_EXPR_FIB_DREG, R1),
-            );
-            e.push(cmp(CMP_EQ, R1, &RTN_LOCAL.to_ne_bytes()));
+            e.extend(daddr_is_local());
             // Key into consecutive 32-bit registers starting at NFT_REG32_00.
             let mut reg = R32;
             if matches!(slot, Slot::Ips4 | Slot::Ips6) {
@@ -893,18 +883,9 @@ fn rule_exprs(spec: &HpRule) -> Vec<Box<dyn Expression>> {
             e.push(meta(libc::NFT_META_L4PROTO, reg));
             e.push(payload(libc::NFT_PAYLOAD_TRANSPORT_HEADER, 2, 2, reg + 1));
             e.push(lookup_slot(*slot, R32, Some(R32)));
-            let (nfproto, port_reg) = if v6 {
-                (libc::NFPROTO_IPV6, R32 + 4)
-            } else {
-                (libc::NFPROTO_IPV4, R32 + 1)
-            };
-            e.push(
-                Expr::new(c"nat")
-                    .u(sys::NFTNL_EXPR_NAT_TYPE, libc::NFT_NAT_DNAT as u32)
-                    .u(sys::NFTNL_EXPR_NAT_FAMILY, nfproto as u32)
-                    .u(sys::NFTNL_EXPR_NAT_REG_ADDR_MIN, R32)
-                    .u(sys::NFTNL_EXPR_NAT_REG_PROTO_MIN, port_reg),
-            );
+            // The map's data: address from NFT_REG32_00, port right after it.
+            let port_reg = if v6 { R32 + 4 } else { R32 + 1 };
+            e.push(dnat(fam(v6), R32, port_reg));
             return boxed(e);
         }
         HpRule::LocalhostMasq => {
