@@ -252,12 +252,9 @@ impl Runner {
     /// so they go with the network. None there is fine.
     pub fn delete_isolation(bridge: &str) -> Result<(), ApiError> {
         let backend = firewall::choose_backend(None).map_err(|e| internal("firewall", e))?;
-        firewall::forward::forward_firewall(
-            backend,
-            firewall::iptables_forward::DEFAULT_ADMIN_CHAIN,
-        )
-        .and_then(|fw| fw.del_isolation(bridge))
-        .map_err(|e| internal("removing isolation rules", e))
+        firewall::forward::forward_firewall(backend, firewall::forward::DEFAULT_ADMIN_CHAIN)
+            .and_then(|fw| fw.del_isolation(bridge))
+            .map_err(|e| internal("removing isolation rules", e))
     }
 
     /// Delete a bridge device of a removed network (absent is fine).

@@ -869,15 +869,25 @@ fn firewall_parallel_add_del_under_the_lock() {
                     });
                 }
             });
-            let state = nft_table(sb) + &save(sb, "iptables-save");
+            // Every address is in the backend this run selected, and none in the other one
+            // (the sandbox's iptables FORWARD policy is ACCEPT: no fallback rules).
+            let (nft, ipt) = (nft_table(sb), save(sb, "iptables-save"));
+            let (chosen, other, entry): (_, _, fn(usize) -> String) = if backend == "nftables" {
+                (&nft, &ipt, |i| format!("10.77.0.{} ", i + 10))
+            } else {
+                (&ipt, &nft, |i| format!("10.77.0.{}/32", i + 10))
+            };
             for i in 0..12 {
                 assert!(
-                    state.contains(&format!("10.77.0.{} ", i + 10))
-                        || state.contains(&format!("10.77.0.{}/32", i + 10)),
-                    "{backend}: 10.77.0.{} missing:\n{state}",
+                    chosen.contains(&entry(i)),
+                    "{backend}: 10.77.0.{} missing:\n{chosen}",
                     i + 10
                 );
             }
+            assert!(
+                !other.contains("10.77.0."),
+                "{backend}: entries in the other backend:\n{other}"
+            );
             std::thread::scope(|s| {
                 for i in 0..12 {
                     let (ns, conf) = (&ns, &conf);

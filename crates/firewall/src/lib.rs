@@ -1,40 +1,47 @@
-//! Firewall: one trait, two backends (nftables through nftnl, iptables with the reference layout).
+//! Firewall: per feature one trait with two backends, nftables through netlink (the default)
+//! and iptables with the reference plugins' layout (the firewall layer of the suite).
 //!
-//! [`Firewall`] is the masquerade half used by the `bridge` plugin's `ipMasq`
-//! (cni-reference.md §2.2/§2.3); [`portmap::PortForward`] is the `portmap` plugin's port
-//! forwarding (§2.6) in the same table ([`nft::hostport`]) or the reference iptables chains
-//! ([`iptables_portmap`]).
+//! One folder per feature, each holding the feature's trait and types (`mod.rs`), its
+//! nftables half (`nft.rs`, a pure planner of operations plus the reads it needs) and its
+//! iptables half (`iptables.rs`):
 //!
-//! * [`nft`] — the default backend: one table `inet rcni` owned by the suite, changed by exactly one
-//!   netlink transaction per call; a container address is one element of a named set, so the
-//!   per-container cost of ADD does not grow with the number of containers (peers.md §3.4
-//!   item 6). Never execs `nft`.
-//! * [`iptables`] — reference-compatible chain layout (`CNI-<24 hex>` per network+container), for
-//!   hosts whose other tooling expects it. Execs `iptables -w` / `ip6tables -w` with argument vectors.
+//! * [`masquerade`] — the bridge plugin's `ipMasq` (the reference bridge plugin's `ipMasq`);
+//! * [`portmap`] — the portmap plugin's host-port forwarding;
+//! * [`forward`] — the firewall meta plugin's forward-filter accept rules;
+//! * [`macspoof`] — the bridge plugin's `macspoofchk` (nftables only, as the reference).
 //!
-//! Every backend takes the flock on [`LOCK_PATH`] around its read-modify-write so that concurrent
-//! plugin processes (parallel ADD/DEL is normal) never interleave.
+//! Shared infrastructure: `nft` (the netlink transport, reader and the only unsafe nftnl
+//! code), `iptables` (the command layer that execs `iptables -w` / `ip6tables -w` with argument
+//! vectors), [`names`] (owner tags and comments) and [`list`] (what an owner has, for `netns
+//! show` and GC). The backends are private: callers get a `Box<dyn Trait>` from a factory,
+//! which also assembles the cross-backend pieces (the forward feature's iptables fallback for a
+//! Docker FORWARD policy of DROP), so no backend imports the other.
 //!
-//! Port forwarding follows the same pattern in the same table: fixed rules created once and
-//! recognized by their comment, per-container state as map elements whose DATA is the DNAT
-//! target (never a verdict) and whose comment starts with the owner tag of
-//! [`names::owner_tag`] (so DEL/GC need no prevResult), keyed reads on ADD, no deletion on the
-//! ADD fast path, and the pure plan / encode split for unit tests.
+//! nftables keeps everything in one table owned by the suite, `inet rcni` (plus `bridge rcni`
+//! for macspoofchk), changed by exactly one netlink transaction per call; a container is one
+//! element of a named set or data map whose comment starts with the owner tag of
+//! [`names::owner_tag`], so the per-container cost does not grow with the number of containers
+//! (netavark's firewall teaches the same) and DEL/GC need no prevResult. Every backend takes the flock on
+//! [`LOCK_PATH`] around its read-modify-write so that concurrent plugin processes never
+//! interleave.
 
 mod cni_error;
+mod entry;
 pub mod forward;
-pub mod iptables;
-pub mod iptables_forward;
-pub mod iptables_portmap;
+pub(crate) mod iptables;
+pub mod list;
 mod lock;
 pub mod macspoof;
+pub mod masquerade;
 pub mod names;
-pub mod nft;
+pub(crate) mod nft;
 pub mod portmap;
+mod switch;
 
 use std::net::IpAddr;
 
 pub use ipnet::IpNet;
+pub use masquerade::{firewall, Firewall, MasqRule};
 
 /// Directory holding the suite's runtime firewall state (only the lock file today).
 pub const RUN_DIR: &str = "/run/rcni";
@@ -111,6 +118,15 @@ pub enum Error {
     /// A host port is already published by another attachment (portmap); names the owner.
     #[error("{0}")]
     Conflict(String),
+    /// A state record of the firewall (under [`RUN_DIR`]) could not be written.
+    #[error("firewall state {path}: {source}")]
+    State {
+        /// file or directory
+        path: String,
+        /// underlying error
+        #[source]
+        source: std::io::Error,
+    },
     /// Several independent steps of a teardown failed (DEL never stops at the first error).
     #[error("{}", .0.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; "))]
     Multiple(Vec<Error>),
@@ -131,6 +147,14 @@ impl Backend {
         match self {
             Backend::Nftables => "nftables",
             Backend::Iptables => "iptables",
+        }
+    }
+
+    /// The other backend (DEL and GC also clean there: see `switch`).
+    pub fn other(self) -> Backend {
+        match self {
+            Backend::Nftables => Backend::Iptables,
+            Backend::Iptables => Backend::Nftables,
         }
     }
 }
@@ -170,52 +194,56 @@ pub fn iptables_available() -> bool {
     iptables::available()
 }
 
-/// One masqueraded container address, owned by the attachment (network, container id, ifname).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MasqRule {
-    /// CNI network name (config `name`).
-    pub network: String,
-    /// CNI_CONTAINERID.
-    pub container_id: String,
-    /// CNI_IFNAME.
-    pub ifname: String,
-    /// Container address WITH its prefix, e.g. `10.22.0.5/24`: traffic from 10.22.0.5 is
-    /// masqueraded unless its destination is in 10.22.0.0/24 or multicast.
-    pub addr: IpNet,
+/// IP family of an address, a rule, a set or a command: the one family type of the crate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Family {
+    /// IPv4: `ip` in nft, `iptables`
+    V4,
+    /// IPv6: `ip6` in nft, `ip6tables`
+    V6,
 }
 
-impl MasqRule {
-    /// The container's own address.
-    pub fn ip(&self) -> IpAddr {
-        self.addr.addr()
+impl Family {
+    /// Both families, IPv4 first.
+    pub const ALL: [Family; 2] = [Family::V4, Family::V6];
+
+    /// Family of an address.
+    pub fn of(ip: IpAddr) -> Family {
+        match ip {
+            IpAddr::V4(_) => Family::V4,
+            IpAddr::V6(_) => Family::V6,
+        }
     }
-
-    /// The container subnet (host bits cleared).
-    pub fn subnet(&self) -> IpNet {
-        self.addr.trunc()
+    /// nft keyword of the network header (`ip`, `ip6`).
+    pub fn kw(self) -> &'static str {
+        match self {
+            Family::V4 => "ip",
+            Family::V6 => "ip6",
+        }
     }
-}
-
-/// Operations every backend provides. Each call is atomic towards other plugin processes (flock)
-/// and, for nftables, towards the kernel (one transaction).
-pub trait Firewall {
-    /// Masquerades every address of `rules` (one transaction; idempotent for the same owner; an
-    /// address still claimed by a stale owner is taken over).
-    fn add_masquerade(&self, rules: &[MasqRule]) -> Result<(), Error>;
-    /// Removes what this attachment added, without needing its addresses (DEL with no netns and
-    /// no prevResult must still clean: plugins#810). Nothing there => Ok.
-    fn del_masquerade(&self, network: &str, container_id: &str, ifname: &str) -> Result<(), Error>;
-    /// Err naming the first missing or different piece.
-    fn check_masquerade(&self, rules: &[MasqRule]) -> Result<(), Error>;
-    /// Removes every entry of `network` not owned by one of `keep` = (container id, ifname).
-    fn gc_masquerade(&self, network: &str, keep: &[(String, String)]) -> Result<(), Error>;
-}
-
-/// The implementation for `backend`.
-pub fn firewall(backend: Backend) -> Box<dyn Firewall> {
-    match backend {
-        Backend::Nftables => Box::new(nft::NftFirewall::new()),
-        Backend::Iptables => Box::new(iptables::IptablesFirewall::new()),
+    /// The iptables binary for this family.
+    pub fn prog(self) -> &'static str {
+        match self {
+            Family::V4 => "iptables",
+            Family::V6 => "ip6tables",
+        }
+    }
+    /// NFPROTO_* of the family (`meta nfproto`).
+    pub fn nfproto(self) -> u8 {
+        match self {
+            Family::V4 => libc::NFPROTO_IPV4 as u8,
+            Family::V6 => libc::NFPROTO_IPV6 as u8,
+        }
+    }
+    /// Multicast destinations never masqueraded (reference: `! -d 224.0.0.0/4` / `ff00::/8`).
+    pub fn multicast(self) -> IpNet {
+        match self {
+            Family::V4 => IpNet::V4(ipnet::Ipv4Net::new_assert([224, 0, 0, 0].into(), 4)),
+            Family::V6 => IpNet::V6(ipnet::Ipv6Net::new_assert(
+                [0xff00, 0, 0, 0, 0, 0, 0, 0].into(),
+                8,
+            )),
+        }
     }
 }
 
@@ -269,18 +297,6 @@ mod tests {
         assert_eq!(choose_backend(Some("iptables")).unwrap(), Backend::Iptables);
         let err = choose_backend(Some("firewalld")).unwrap_err();
         assert!(err.to_string().contains("\"firewalld\""), "{err}");
-    }
-
-    #[test]
-    fn masq_rule_subnet_clears_host_bits() {
-        let r = MasqRule {
-            network: "n".into(),
-            container_id: "c".into(),
-            ifname: "eth0".into(),
-            addr: "10.22.0.5/24".parse().unwrap(),
-        };
-        assert_eq!(r.subnet().to_string(), "10.22.0.0/24");
-        assert_eq!(r.ip().to_string(), "10.22.0.5");
     }
 
     #[test]

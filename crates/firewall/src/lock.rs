@@ -1,4 +1,4 @@
-//! The firewall flock (DESIGN.md "Concurrency"): every read-modify-write of either backend runs
+//! The firewall flock (parallel plugin calls are normal): every read-modify-write of either backend runs
 //! under an exclusive flock on `/run/rcni/firewall.lock`. The kernel drops the lock when the
 //! process dies, so `kill -9` at any point never wedges later calls.
 

@@ -16,7 +16,7 @@ pub fn sha512_hex(input: &[u8]) -> String {
     out
 }
 
-/// Reference ipMasq chain (cni-reference.md §2.2): `CNI-` + first 24 hex of
+/// Reference ipMasq chain (the reference bridge plugin's): `CNI-` + first 24 hex of
 /// sha512(network + container id). Per (network, container), not per ifname, exactly like the
 /// reference so existing rules are found and cleaned.
 pub fn iptables_masq_chain(network: &str, container_id: &str) -> String {
@@ -127,7 +127,7 @@ mod tests {
 
     #[test]
     fn reference_chain_name_example() {
-        // cni-reference.md §2.2, confirmed against the reference plugin.
+        // Confirmed against the reference plugin.
         assert_eq!(
             iptables_masq_chain("s1net", "s1cid1"),
             "CNI-88a20ff1b49d3eeca9368247"

@@ -7,9 +7,7 @@
 mod common;
 
 use common::*;
-use firewall::macspoof::{
-    add_macspoofchk, check_macspoofchk, del_macspoofchk, gc_macspoofchk, SpoofEntry,
-};
+use firewall::macspoof::{mac_spoof_check, SpoofEntry};
 
 fn entry(net: &str, cid: &str, veth: &str, last: u8) -> SpoofEntry {
     SpoofEntry {
@@ -69,13 +67,15 @@ fn values(set: &str) -> Vec<String> {
 fn macspoof_add_list_del_gc_check() {
     in_netns(|| {
         // DEL and GC before anything exists: nothing to do, Ok.
-        del_macspoofchk("n1", "c1", "eth0").unwrap();
-        gc_macspoofchk("n1", &[]).unwrap();
+        mac_spoof_check()
+            .del_macspoofchk("n1", "c1", "eth0")
+            .unwrap();
+        mac_spoof_check().gc_macspoofchk("n1", &[]).unwrap();
 
         let e1 = entry("n1", "c1", "vetha1", 1);
         let e2 = entry("n1", "c2", "vetha2", 2);
-        add_macspoofchk(&e1).unwrap();
-        add_macspoofchk(&e2).unwrap();
+        mac_spoof_check().add_macspoofchk(&e1).unwrap();
+        mac_spoof_check().add_macspoofchk(&e2).unwrap();
         let listing = run("nft", &["list", "table", "bridge", "rcni"]);
         println!("{listing}");
         assert!(
@@ -114,30 +114,40 @@ fn macspoof_add_list_del_gc_check() {
                 "{comment}"
             );
         }
-        check_macspoofchk(&e1).unwrap();
-        check_macspoofchk(&e2).unwrap();
+        mac_spoof_check().check_macspoofchk(&e1).unwrap();
+        mac_spoof_check().check_macspoofchk(&e2).unwrap();
         let mut wrong_mac = e1.clone();
         wrong_mac.mac[5] = 9;
-        let err = check_macspoofchk(&wrong_mac).unwrap_err().to_string();
+        let err = mac_spoof_check()
+            .check_macspoofchk(&wrong_mac)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("02:42:00:00:00:09"), "{err}");
 
         // Idempotent: the same ADD again changes nothing.
-        add_macspoofchk(&e1).unwrap();
+        mac_spoof_check().add_macspoofchk(&e1).unwrap();
         assert_eq!(run("nft", &["list", "table", "bridge", "rcni"]), listing);
 
         // Another network.
         let e3 = entry("n2", "c3", "vetha3", 3);
-        add_macspoofchk(&e3).unwrap();
+        mac_spoof_check().add_macspoofchk(&e3).unwrap();
 
         // DEL needs neither veth nor MAC and removes only c1; a second DEL is fine.
-        del_macspoofchk("n1", "c1", "eth0").unwrap();
+        mac_spoof_check()
+            .del_macspoofchk("n1", "c1", "eth0")
+            .unwrap();
         assert_eq!(values("spoofchk_ports"), vec!["vetha2", "vetha3"]);
         assert_eq!(
             values("spoofchk_allowed"),
             vec!["vetha2 . 02:42:00:00:00:02", "vetha3 . 02:42:00:00:00:03"]
         );
-        del_macspoofchk("n1", "c1", "eth0").unwrap();
-        let err = check_macspoofchk(&e1).unwrap_err().to_string();
+        mac_spoof_check()
+            .del_macspoofchk("n1", "c1", "eth0")
+            .unwrap();
+        let err = mac_spoof_check()
+            .check_macspoofchk(&e1)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("vetha1"), "{err}");
         // The rule stays (the reference keeps its base chain too).
         assert!(run("nft", &["list", "table", "bridge", "rcni"]).contains("rcni: macspoofchk"));
@@ -147,27 +157,32 @@ fn macspoof_add_list_del_gc_check() {
             "nft",
             &["delete element bridge rcni spoofchk_allowed { \"vetha2\" . 02:42:00:00:00:02 }"],
         );
-        let err = check_macspoofchk(&e2).unwrap_err().to_string();
+        let err = mac_spoof_check()
+            .check_macspoofchk(&e2)
+            .unwrap_err()
+            .to_string();
         assert!(
             err.contains("macspoofchk check failed") && err.contains("spoofchk_allowed"),
             "{err}"
         );
         // ...and ADD repairs it.
-        add_macspoofchk(&e2).unwrap();
-        check_macspoofchk(&e2).unwrap();
+        mac_spoof_check().add_macspoofchk(&e2).unwrap();
+        mac_spoof_check().check_macspoofchk(&e2).unwrap();
 
         // GC only touches its own network and keeps what is valid.
         let e4 = entry("n1", "c4", "vetha4", 4);
-        add_macspoofchk(&e4).unwrap();
-        gc_macspoofchk("n1", &[("c4".to_string(), "eth0".to_string())]).unwrap();
+        mac_spoof_check().add_macspoofchk(&e4).unwrap();
+        mac_spoof_check()
+            .gc_macspoofchk("n1", &[("c4".to_string(), "eth0".to_string())])
+            .unwrap();
         assert_eq!(values("spoofchk_ports"), vec!["vetha3", "vetha4"]);
-        gc_macspoofchk("n1", &[]).unwrap();
+        mac_spoof_check().gc_macspoofchk("n1", &[]).unwrap();
         assert_eq!(values("spoofchk_ports"), vec!["vetha3"]);
         assert_eq!(
             values("spoofchk_allowed"),
             vec!["vetha3 . 02:42:00:00:00:03"]
         );
-        check_macspoofchk(&e3).unwrap();
+        mac_spoof_check().check_macspoofchk(&e3).unwrap();
     });
 }
 
@@ -175,27 +190,32 @@ fn macspoof_add_list_del_gc_check() {
 fn macspoof_rule_is_rebuilt_and_stale_owner_taken_over() {
     in_netns(|| {
         let e1 = entry("n1", "c1", "vethb1", 1);
-        add_macspoofchk(&e1).unwrap();
+        mac_spoof_check().add_macspoofchk(&e1).unwrap();
         run("nft", &["flush chain bridge rcni prerouting"]);
-        let err = check_macspoofchk(&e1).unwrap_err().to_string();
+        let err = mac_spoof_check()
+            .check_macspoofchk(&e1)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("rcni: macspoofchk"), "{err}");
-        add_macspoofchk(&e1).unwrap();
-        check_macspoofchk(&e1).unwrap();
+        mac_spoof_check().add_macspoofchk(&e1).unwrap();
+        mac_spoof_check().check_macspoofchk(&e1).unwrap();
         let listing = run("nft", &["list", "table", "bridge", "rcni"]);
         assert_eq!(listing.matches("drop").count(), 1, "{listing}");
 
         // The same veth name reused by another attachment (its old owner missed DEL).
         let e2 = entry("n1", "c2", "vethb1", 1);
-        add_macspoofchk(&e2).unwrap();
-        check_macspoofchk(&e2).unwrap();
-        assert!(check_macspoofchk(&e1).is_err());
-        del_macspoofchk("n1", "c1", "eth0").unwrap();
-        check_macspoofchk(&e2).unwrap();
+        mac_spoof_check().add_macspoofchk(&e2).unwrap();
+        mac_spoof_check().check_macspoofchk(&e2).unwrap();
+        assert!(mac_spoof_check().check_macspoofchk(&e1).is_err());
+        mac_spoof_check()
+            .del_macspoofchk("n1", "c1", "eth0")
+            .unwrap();
+        mac_spoof_check().check_macspoofchk(&e2).unwrap();
 
         // Invalid input is refused before any change.
         let mut bad = entry("n1", "c3", "", 3);
-        assert!(add_macspoofchk(&bad).is_err());
+        assert!(mac_spoof_check().add_macspoofchk(&bad).is_err());
         bad.host_veth = "x".repeat(16);
-        assert!(add_macspoofchk(&bad).is_err());
+        assert!(mac_spoof_check().add_macspoofchk(&bad).is_err());
     });
 }

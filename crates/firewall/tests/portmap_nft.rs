@@ -46,7 +46,7 @@ fn nft_portmap_add_list_conflict_del_gc_check() {
         let has = |key: &str, cid: &str, data: &str| {
             t.contains(&format!(
                 "{key} comment \"{}\" : {data}",
-                firewall::nft::hostport::pm_comment("pnet", cid, "eth0")
+                firewall::portmap::nft::pm_comment("pnet", cid, "eth0")
             ))
         };
         assert!(has("tcp . 8080", "c1", "10.22.0.2 . 80"), "{t}");
@@ -99,41 +99,6 @@ fn nft_portmap_add_list_conflict_del_gc_check() {
         assert!(!t.contains("10.22.0.4"), "{t}");
         assert!(t.contains("10.22.0.3"), "{t}");
         fw.check_portmap(&c2).unwrap();
-    });
-}
-
-/// Prints (never asserts) the cost of one ADD and one DEL as the number of published
-/// containers grows: with data-carrying map elements it should stay flat.
-#[test]
-fn nft_portmap_scaling_figure() {
-    in_netns(|| {
-        let fw = port_forwarder(Backend::Nftables);
-        let n = 1000u32;
-        let mut adds = Vec::new();
-        for i in 0..n {
-            let ip = format!("10.40.{}.{}/16", i / 250, i % 250 + 1);
-            let s = spec(
-                &format!("c{i}"),
-                &ip,
-                None,
-                &[(20000 + i as i64, 80, "tcp", "")],
-            );
-            let t = std::time::Instant::now();
-            fw.add_portmap(&s).unwrap();
-            adds.push(t.elapsed());
-        }
-        let p50 = |w: &[std::time::Duration]| {
-            let mut v = w.to_vec();
-            v.sort();
-            v[v.len() / 2]
-        };
-        for at in [10usize, 100, 500, 1000] {
-            println!("ADD p50 around n={at}: {:?}", p50(&adds[at - 10..at]));
-        }
-        let t = std::time::Instant::now();
-        fw.del_portmap("pnet", "c500", "eth0").unwrap();
-        println!("DEL at n={n}: {:?}", t.elapsed());
-        assert!(!table().contains("id: c500,"));
     });
 }
 

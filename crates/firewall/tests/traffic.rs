@@ -40,49 +40,103 @@ fn topology() {
         "ip",
         &["-n", "a", "route", "add", "default", "via", "10.22.0.1"],
     );
+    // The IPv6 twin: same shape, `nodad` so the addresses are usable at once.
+    for (dev, addr) in [("va", "fd00:22::1/64"), ("vb", "fd00:77::1/64")] {
+        run("ip", &["addr", "add", addr, "dev", dev, "nodad"]);
+    }
+    for (ns, addr) in [("a", "fd00:22::5/64"), ("b", "fd00:77::2/64")] {
+        run(
+            "ip",
+            &["-n", ns, "addr", "add", addr, "dev", "eth0", "nodad"],
+        );
+    }
+    run(
+        "ip",
+        &[
+            "-n",
+            "a",
+            "-6",
+            "route",
+            "add",
+            "default",
+            "via",
+            "fd00:22::1",
+        ],
+    );
     // The router is this thread's private namespace (checked by in_netns); /proc/sys/net
     // resolves to the opener's namespace.
     std::fs::write("/proc/sys/net/ipv4/ip_forward", "1").unwrap();
+    std::fs::write("/proc/sys/net/ipv6/conf/all/forwarding", "1").unwrap();
     assert!(run("ip", &["-n", "b", "route"])
+        .lines()
+        .all(|l| !l.starts_with("default")));
+    assert!(run("ip", &["-n", "b", "-6", "route"])
         .lines()
         .all(|l| !l.starts_with("default")));
 }
 
-fn ping() -> bool {
-    // Fresh conntrack state so a NAT binding from an earlier ping cannot help or hurt.
-    let _ = cmd("conntrack", &["-F"]);
-    cmd(
-        "ip",
-        &["netns", "exec", "a", "ping", "-c1", "-W1", "192.168.77.2"],
-    )
-    .0
+/// The server address and the client's own address (with prefix) of one family.
+fn addrs(v6: bool) -> (&'static str, &'static str) {
+    if v6 {
+        ("fd00:77::2", "fd00:22::5/64")
+    } else {
+        ("192.168.77.2", "10.22.0.5/24")
+    }
 }
 
-fn masquerade_makes_traffic_flow(backend: Backend) {
+fn ping(server: &str) -> bool {
+    // Fresh conntrack state so a NAT binding from an earlier ping cannot help or hurt.
+    let _ = cmd("conntrack", &["-F"]);
+    let _ = cmd("conntrack", &["-F", "-f", "ipv6"]);
+    cmd("ip", &["netns", "exec", "a", "ping", "-c1", "-W1", server]).0
+}
+
+/// A positive check gets three tries: under parallel tests the first IPv6 exchange can lose its
+/// echo to neighbour discovery. A negative check stays a single try (a retry cannot make it
+/// pass wrongly, only slower).
+fn reachable(server: &str) -> bool {
+    (0..3).any(|_| ping(server))
+}
+
+fn masquerade_makes_traffic_flow(backend: Backend, v6: bool) {
     in_netns(move || {
         topology();
+        let (server, client) = addrs(v6);
         let fw = firewall(backend);
         assert!(
-            !ping(),
+            !ping(server),
             "server reachable without masquerade: test proves nothing"
         );
-        let rules = [rule("tnet", "client", "eth0", "10.22.0.5/24")];
+        let rules = [rule("tnet", "client", "eth0", client)];
         fw.add_masquerade(&rules).unwrap();
         assert!(
-            ping(),
-            "{backend:?}: masquerade did not make the server reachable"
+            reachable(server),
+            "{backend:?}: masquerade did not make {server} reachable"
         );
         fw.del_masquerade("tnet", "client", "eth0").unwrap();
-        assert!(!ping(), "{backend:?}: still reachable after DEL");
+        assert!(
+            !ping(server),
+            "{backend:?}: {server} still reachable after DEL"
+        );
     });
 }
 
 #[test]
-fn traffic_nftables() {
-    masquerade_makes_traffic_flow(Backend::Nftables);
+fn nftables_masquerade_carries_ipv4_traffic() {
+    masquerade_makes_traffic_flow(Backend::Nftables, false);
 }
 
 #[test]
-fn traffic_iptables() {
-    masquerade_makes_traffic_flow(Backend::Iptables);
+fn iptables_masquerade_carries_ipv4_traffic() {
+    masquerade_makes_traffic_flow(Backend::Iptables, false);
+}
+
+#[test]
+fn nftables_masquerade_carries_ipv6_traffic() {
+    masquerade_makes_traffic_flow(Backend::Nftables, true);
+}
+
+#[test]
+fn iptables_masquerade_carries_ipv6_traffic() {
+    masquerade_makes_traffic_flow(Backend::Iptables, true);
 }

@@ -5,10 +5,15 @@
 //! ctnetlink can only delete by exact tuple, so [`delete_flows`] dumps the table of each family
 //! and deletes every entry whose ORIGINAL direction has the given protocol and destination port
 //! (and destination address, when given). Works in the namespace of the calling thread.
+//!
+//! The transport is netlink-sys's socket, as for rtnetlink (`crate::netlink`); only the few
+//! ctnetlink attributes we need are encoded and parsed here (no maintained crate covers
+//! ctnetlink messages).
 
 use std::io;
 use std::net::IpAddr;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+
+use netlink_sys::{protocols::NETLINK_NETFILTER, Socket, SocketAddr};
 
 use crate::error::{Error, Result};
 
@@ -175,7 +180,7 @@ fn nfgen(v6: bool) -> Vec<u8> {
 }
 
 struct Sock {
-    fd: OwnedFd,
+    sock: Socket,
     seq: u32,
 }
 
@@ -185,20 +190,8 @@ fn io_err(ctx: &str, e: io::Error) -> Error {
 
 impl Sock {
     fn open() -> Result<Sock> {
-        // SAFETY: plain socket(2); the result is checked before being owned.
-        let fd = unsafe {
-            libc::socket(
-                libc::AF_NETLINK,
-                libc::SOCK_RAW | libc::SOCK_CLOEXEC,
-                libc::NETLINK_NETFILTER,
-            )
-        };
-        if fd < 0 {
-            return Err(io_err("open netlink socket", io::Error::last_os_error()));
-        }
-        // SAFETY: fd is a fresh descriptor we own.
-        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-        Ok(Sock { fd, seq: 1 })
+        let sock = Socket::new(NETLINK_NETFILTER).map_err(|e| io_err("open netlink socket", e))?;
+        Ok(Sock { sock, seq: 1 })
     }
 
     fn send(&mut self, msg_type: u16, flags: u16, payload: &[u8]) -> Result<u32> {
@@ -211,23 +204,10 @@ impl Sock {
         m.extend(self.seq.to_ne_bytes());
         m.extend(0u32.to_ne_bytes());
         m.extend(payload);
-        // SAFETY: sockaddr_nl is plain data; zero = the kernel.
-        let mut addr: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
-        addr.nl_family = libc::AF_NETLINK as libc::sa_family_t;
-        // SAFETY: valid buffer and address for the duration of the call.
-        let rc = unsafe {
-            libc::sendto(
-                self.fd.as_raw_fd(),
-                m.as_ptr().cast(),
-                m.len(),
-                0,
-                (&addr as *const libc::sockaddr_nl).cast(),
-                std::mem::size_of::<libc::sockaddr_nl>() as u32,
-            )
-        };
-        if rc < 0 {
-            return Err(io_err("send", io::Error::last_os_error()));
-        }
+        // Port 0 = the kernel.
+        self.sock
+            .send_to(&m, &SocketAddr::new(0, 0), 0)
+            .map_err(|e| io_err("send", e))?;
         Ok(self.seq)
     }
 
@@ -235,17 +215,12 @@ impl Sock {
     fn recv_until(&mut self, seq: u32, on_data: &mut dyn FnMut(&[u8])) -> Result<()> {
         let mut buf = vec![0u8; 64 * 1024];
         loop {
-            // SAFETY: the buffer is owned and `buf.len()` long.
-            let n =
-                unsafe { libc::recv(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
-            if n < 0 {
-                let e = io::Error::last_os_error();
-                if e.kind() == io::ErrorKind::Interrupted {
-                    continue;
-                }
-                return Err(io_err("receive", e));
-            }
-            let mut b = &buf[..n as usize];
+            let n = match self.sock.recv(&mut &mut buf[..], 0) {
+                Ok(n) => n.min(buf.len()),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(io_err("receive", e)),
+            };
+            let mut b = &buf[..n];
             while b.len() >= HDR {
                 let len = u32::from_ne_bytes([b[0], b[1], b[2], b[3]]) as usize;
                 let ty = u16::from_ne_bytes([b[4], b[5]]);

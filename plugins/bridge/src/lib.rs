@@ -8,7 +8,7 @@
 //! - CHECK of an L2-only bridge (no IPAM) succeeds instead of failing on a missing IPAM type.
 //!
 //! `macspoofchk` lives in our own table `bridge rcni` (one fixed rule over two sets, see
-//! `firewall::nft::macspoof`) instead of the reference's per-container chains in `bridge nat`;
+//! `firewall::macspoof::nft`) instead of the reference's per-container chains in `bridge nat`;
 //! like masquerade it is found by owner, so DEL without a namespace removes it too.
 //!
 //! The bridge itself, its gateway addresses and the host sysctls are shared by every attachment

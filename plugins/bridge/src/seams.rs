@@ -175,19 +175,19 @@ impl Masquerade for System {
 
 impl AntiSpoof for System {
     fn add(&self, entry: &SpoofEntry) -> Result<(), firewall::Error> {
-        firewall::macspoof::add_macspoofchk(entry)
+        firewall::macspoof::mac_spoof_check().add_macspoofchk(entry)
     }
 
     fn del(&self, network: &str, container_id: &str, ifname: &str) -> Result<(), firewall::Error> {
-        firewall::macspoof::del_macspoofchk(network, container_id, ifname)
+        firewall::macspoof::mac_spoof_check().del_macspoofchk(network, container_id, ifname)
     }
 
     fn check(&self, entry: &SpoofEntry) -> Result<(), firewall::Error> {
-        firewall::macspoof::check_macspoofchk(entry)
+        firewall::macspoof::mac_spoof_check().check_macspoofchk(entry)
     }
 
     fn gc(&self, network: &str, keep: &[(String, String)]) -> Result<(), firewall::Error> {
-        firewall::macspoof::gc_macspoofchk(network, keep)
+        firewall::macspoof::mac_spoof_check().gc_macspoofchk(network, keep)
     }
 }
 

@@ -25,8 +25,9 @@ use std::path::Path;
 use cni::error::{codes, CniError, Context};
 use cni::result::CniResult;
 use cni::skel::{CmdArgs, NetnsPolicy, Plugin};
-use firewall::forward::{forward_firewall, ForwardAttachment, ForwardFirewall, IngressPolicy};
-use firewall::iptables_forward::DEFAULT_ADMIN_CHAIN;
+use firewall::forward::{
+    forward_firewall, ForwardAttachment, ForwardFirewall, IngressPolicy, DEFAULT_ADMIN_CHAIN,
+};
 use firewall::Backend;
 use serde::Deserialize;
 
@@ -74,8 +75,7 @@ impl FirewallConf {
             .iptables_admin_chain_name
             .filter(|s| !s.is_empty())
             .unwrap_or_else(|| DEFAULT_ADMIN_CHAIN.to_string());
-        firewall::iptables_forward::validate_chain_name(&admin_chain)
-            .context("invalid configuration")?;
+        firewall::forward::validate_chain_name(&admin_chain).context("invalid configuration")?;
         let ingress = IngressPolicy::parse(w.ingress_policy.as_deref().unwrap_or(""))
             .context("invalid configuration")?;
         let backend = w.backend.filter(|b| !b.is_empty());

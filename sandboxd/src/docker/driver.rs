@@ -78,8 +78,7 @@ fn backend() -> Result<firewall::Backend, String> {
 }
 
 fn forward_fw() -> Result<Box<dyn ForwardFirewall>, String> {
-    forward_firewall(backend()?, firewall::iptables_forward::DEFAULT_ADMIN_CHAIN)
-        .map_err(|e| e.to_string())
+    forward_firewall(backend()?, firewall::forward::DEFAULT_ADMIN_CHAIN).map_err(|e| e.to_string())
 }
 
 /// The `firewall` plugin's ingress policy of a network, as sandboxd's own bridge networks use
@@ -457,7 +456,7 @@ pub fn undo_endpoint(st: &DkState, ep: &DkEndpoint) -> Result<(), String> {
                 errors.push(format!("ports: {e}"));
             }
             let ips: Vec<IpAddr> = ep.addresses.iter().map(|a| a.addr()).collect();
-            match forward_firewall(b, firewall::iptables_forward::DEFAULT_ADMIN_CHAIN) {
+            match forward_firewall(b, firewall::forward::DEFAULT_ADMIN_CHAIN) {
                 Ok(fw) => {
                     if let Err(e) = fw.del_forward(&network, &ep.id, OWNER_IF, &ips) {
                         errors.push(format!("forward rules: {e}"));

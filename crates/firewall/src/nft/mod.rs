@@ -1,62 +1,82 @@
-//! nftables backend (the default): everything lives in one table owned by the suite,
-//! `inet rcni`, changed by exactly one netlink transaction per call, never by exec'ing `nft`.
+//! Shared nftables infrastructure: the only place that talks to libnftnl through raw pointers.
 //!
-//! Layout (as `nft list table inet rcni` prints it):
+//! * [`netlink`] — the transport (one `NETLINK_NETFILTER` socket per call, one `sendmsg` per
+//!   transaction) and the reader: a chain's rules, a set's elements (by key or all), the base
+//!   chains on a hook.
+//! * [`object`] — what nftnl's safe wrappers lack: set definitions with any key/data type, element
+//!   messages that carry a comment and are added without NLM_F_EXCL, generic expressions, and
+//!   the element/rule parsers.
 //!
-//! ```text
-//! table inet rcni {
-//!     set masq4 { type ipv4_addr
-//!         elements = { 10.22.0.5 comment "<nethash>-<ownerhash> net: n1, id: c1, if: eth0" } }
-//!     set masq6 { type ipv6_addr
-//!         elements = { fd00:22::5 comment "<nethash>-<ownerhash> net: n1, id: c1, if: eth0" } }
-//!     chain postrouting {
-//!         type nat hook postrouting priority srcnat; policy accept;
-//!         ip daddr 224.0.0.0/4 return comment "rcni: multicast4"
-//!         ip6 daddr ff00::/8 return comment "rcni: multicast6"
-//!         ip saddr 10.22.0.0/24 ip daddr 10.22.0.0/24 return comment "<nethash>:10.22.0.0/24 net: n1"
-//!         ip6 saddr fd00:22::/64 ip6 daddr fd00:22::/64 return comment "<nethash>:fd00:22::/64 net: n1"
-//!         ip saddr @masq4 masquerade comment "rcni: masquerade4"
-//!         ip6 saddr @masq6 masquerade comment "rcni: masquerade6"
-//!     }
-//! }
-//! ```
-//!
-//! This is the reference semantics (masquerade a container address unless the destination is
-//! in its own subnet or multicast) with per-container state reduced to one set element:
-//!
-//! * `<nethash>` = 16 hex of sha512(network); `<ownerhash>` = 16 hex of
-//!   sha512(container id, NUL, ifname). The element comment starts with that owner tag, so DEL
-//!   (even with no netns and no prevResult, plugins#810) and GC find an attachment's addresses by
-//!   dumping only our two sets.
-//! * ADD reads the base chain (its size follows the number of subnets, not containers), looks
-//!   each address up by key, and in the steady state sends a transaction holding only the new
-//!   elements. The first ADD of a subnet inserts its exemption rule after the multicast returns.
-//!   Table, sets and chain are created without NLM_F_EXCL, so racing plugin processes are safe.
-//! * Two kernel costs are avoided on purpose, both measured while designing this: verdict-map
-//!   jumps make every commit re-validate the table by walking all map elements (cost grows with
-//!   containers), and deleting anything makes the closing of the netlink socket wait for an RCU
-//!   grace period (~10 ms). ADD therefore uses plain sets and deletes nothing unless it takes
-//!   over an address from a stale owner.
-//! * DEL/GC delete the elements and, when a network has no address left in a subnet, that
-//!   subnet's exemption rule.
-//! * All read-modify-write runs under the flock on [`crate::LOCK_PATH`].
+//! Each feature (crate::masquerade, crate::portmap, crate::forward, crate::macspoof) plans its
+//! transaction as a list of its own operations without touching the kernel, encodes it with the
+//! builders of [`object`], and sends it with [`apply`], which names the operation the kernel
+//! rejected. Everything of ours lives in table `inet rcni` (and `bridge rcni` for macspoofchk).
 
-mod encode;
-pub mod forward;
-pub mod hostport;
-pub mod macspoof;
+pub(crate) mod batch;
 pub(crate) mod netlink;
-pub mod plan;
+pub(crate) mod object;
 
-use std::path::PathBuf;
+use std::fmt::Display;
 
-use crate::{lock, validate_owner, validate_rules, Error, Firewall, MasqRule, LOCK_PATH};
+use std::net::IpAddr;
+
+use nftnl::ProtoFamily;
+
+use crate::names::tag_of_comment;
+use crate::{Error, Family};
 use netlink::Nl;
-use plan::{
-    has_subnet_rule, owned_by, plan_add, plan_remove, stale_in, Elem, Fam, Op, BASE_CHAIN, TABLE,
-};
 
-pub use encode::encode;
+/// Name of our tables (`inet rcni`, `bridge rcni`).
+pub const TABLE: &str = "rcni";
+
+/// An element of one of our address sets (masquerade, forward) as stored in the kernel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Elem {
+    /// container address (the key)
+    pub key: IpAddr,
+    /// owner comment (`<owner tag> net: …, id: …, if: …`)
+    pub comment: String,
+}
+
+impl Elem {
+    /// An element read back from an address set (None: not an address key).
+    pub fn from_raw(key: &[u8], comment: String) -> Option<Elem> {
+        let key = match key.len() {
+            4 => IpAddr::from(<[u8; 4]>::try_from(key).ok()?),
+            16 => IpAddr::from(<[u8; 16]>::try_from(key).ok()?),
+            _ => return None,
+        };
+        Some(Elem { key, comment })
+    }
+
+    /// Which set it lives in.
+    pub fn fam(&self) -> Family {
+        Family::of(self.key)
+    }
+    /// Owner tag at the start of the comment.
+    pub fn tag(&self) -> &str {
+        tag_of_comment(&self.comment)
+    }
+}
+
+/// Elements of one of our `inet` address sets: the one with `key`, or every one.
+pub(crate) fn addr_elems(nl: &mut Nl, set: &str, key: Option<IpAddr>) -> Result<Vec<Elem>, Error> {
+    let k = key.map(batch::addr_bytes);
+    Ok(nl
+        .set_elems(ProtoFamily::Inet, set, k.as_deref())?
+        .into_iter()
+        .filter_map(|e| Elem::from_raw(&e.key, e.comment))
+        .collect())
+}
+
+/// A rule as read back: its kernel handle and its comment (the only parts our planners use).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuleInfo {
+    /// kernel handle (for delete / insert-after)
+    pub handle: u64,
+    /// rule comment
+    pub comment: String,
+}
 
 /// Sends an empty nf_tables transaction: proves the kernel has nf_tables and accepts our
 /// netlink batches (CAP_NET_ADMIN), without creating anything and without any binary.
@@ -76,165 +96,98 @@ fn failed_op(seqs: std::ops::Range<u32>, n_ops: usize, seq: u32) -> Option<usize
     (i < n_ops).then_some(i)
 }
 
-/// The nftables implementation of [`Firewall`].
-pub struct NftFirewall {
-    lock_path: PathBuf,
+/// The elements of `sets` and the commented rules of `chains` of our table in `family`;
+/// `fmt` prints an element of a set (its key, and data for a map).
+pub(crate) fn entries(
+    nl: &mut Nl,
+    family: ProtoFamily,
+    sets: &[&str],
+    chains: &[&str],
+    fmt: &dyn Fn(&str, &object::RawElem) -> String,
+) -> Result<Vec<crate::entry::Entry>, Error> {
+    let fam = netlink::family_kw(family as u32).unwrap_or("?");
+    let mut out = Vec::new();
+    for set in sets {
+        for e in nl.set_elems(family, set, None)? {
+            out.push(crate::entry::Entry {
+                backend: "nftables",
+                object: format!("{fam} {TABLE} set {set}"),
+                entry: fmt(set, &e),
+                comment: e.comment,
+            });
+        }
+    }
+    for chain in chains {
+        for r in nl.chain_rules(family, chain)?.unwrap_or_default() {
+            out.push(crate::entry::Entry {
+                backend: "nftables",
+                object: format!("{fam} {TABLE} chain {chain}"),
+                entry: format!("rule handle {}", r.handle),
+                comment: r.comment,
+            });
+        }
+    }
+    Ok(out)
 }
 
-impl Default for NftFirewall {
-    fn default() -> Self {
-        Self::new()
+/// An address key of 4 or 16 bytes, printed as nft does.
+pub(crate) fn addr_key(e: &object::RawElem) -> String {
+    match e.key.len() {
+        4 => IpAddr::from(<[u8; 4]>::try_from(e.key.as_slice()).unwrap_or_default()).to_string(),
+        16 => IpAddr::from(<[u8; 16]>::try_from(e.key.as_slice()).unwrap_or_default()).to_string(),
+        _ => e.key.iter().map(|b| format!("{b:02x}")).collect(),
     }
 }
 
-impl NftFirewall {
-    /// Uses [`LOCK_PATH`].
-    pub fn new() -> Self {
-        Self {
-            lock_path: PathBuf::from(LOCK_PATH),
+/// Lowers a feature's `ops` with `lower` to the shared operations, encodes them as one
+/// transaction on our table of `family` and sends it. When the kernel rejects a message, the
+/// error names the feature operation it came from (through its `Display`, which prints it as
+/// `nft` would).
+pub(crate) fn apply<O: Display>(
+    nl: &mut Nl,
+    family: ProtoFamily,
+    ops: &[O],
+    lower: impl Fn(&O) -> Result<Vec<batch::Op>, Error>,
+    what: &str,
+) -> Result<(), Error> {
+    if ops.is_empty() {
+        return Ok(());
+    }
+    let mut all = Vec::new();
+    let mut origin = Vec::new();
+    for (i, op) in ops.iter().enumerate() {
+        for low in lower(op)? {
+            all.push(low);
+            origin.push(i);
         }
     }
-
-    fn apply(nl: &mut Nl, ops: &[Op], what: &str) -> Result<(), Error> {
-        if ops.is_empty() {
-            return Ok(());
-        }
-        let batch = encode(ops)?;
-        nl.transact_seq(&batch, what).map_err(|(err, seq)| {
-            match failed_op(batch.sequence_numbers(), ops.len(), seq) {
-                Some(i) => Error::Netlink {
-                    op: format!("{what}: {}", ops[i]),
-                    source: match err {
-                        Error::Netlink { source, .. } => source,
-                        other => std::io::Error::other(other.to_string()),
-                    },
+    let batch = batch::encode(family, &all)?;
+    nl.transact_seq(&batch, what).map_err(|(err, seq)| {
+        match failed_op(batch.sequence_numbers(), all.len(), seq) {
+            Some(i) => Error::Netlink {
+                op: format!("{what}: {}", ops[origin[i]]),
+                source: match err {
+                    Error::Netlink { source, .. } => source,
+                    other => std::io::Error::other(other.to_string()),
                 },
-                None => err,
-            }
-        })
-    }
-
-    fn all_elems(nl: &mut Nl) -> Result<Vec<Elem>, Error> {
-        let mut all = nl.dump_elems(Fam::V4)?;
-        all.extend(nl.dump_elems(Fam::V6)?);
-        Ok(all)
-    }
+            },
+            None => err,
+        }
+    })
 }
 
-impl Firewall for NftFirewall {
-    fn add_masquerade(&self, rules: &[MasqRule]) -> Result<(), Error> {
-        validate_rules(rules)?;
-        if rules.is_empty() {
-            return Ok(());
-        }
-        let _guard = lock::lock(&self.lock_path)?;
-        let mut nl = Nl::open()?;
-        let base = nl.dump_base_rules()?;
-        let mut lookup_err = None;
-        let ops = plan_add(rules, base.as_deref(), &mut |ip| match nl.get_elem(ip) {
-            Ok(e) => e,
-            Err(e) => {
-                lookup_err.get_or_insert(e);
-                None
-            }
-        });
-        if let Some(e) = lookup_err {
-            return Err(e);
-        }
-        Self::apply(&mut nl, &ops, "add masquerade")
+/// Lowers and encodes `ops` as [`apply`] would, without sending (unit tests of the encoders).
+#[cfg(test)]
+pub(crate) fn encode_all<O>(
+    family: ProtoFamily,
+    ops: &[O],
+    lower: impl Fn(&O) -> Result<Vec<batch::Op>, Error>,
+) -> Result<nftnl::FinalizedBatch, Error> {
+    let mut all = Vec::new();
+    for op in ops {
+        all.extend(lower(op)?);
     }
-
-    fn del_masquerade(&self, network: &str, container_id: &str, ifname: &str) -> Result<(), Error> {
-        validate_owner(network, container_id, ifname)?;
-        let _guard = lock::lock(&self.lock_path)?;
-        let mut nl = Nl::open()?;
-        let all = Self::all_elems(&mut nl)?;
-        let base = nl.dump_base_rules()?.unwrap_or_default();
-        let ops = plan_remove(
-            network,
-            &all,
-            &base,
-            &owned_by(network, container_id, ifname),
-        );
-        Self::apply(&mut nl, &ops, "delete masquerade")
-    }
-
-    fn check_masquerade(&self, rules: &[MasqRule]) -> Result<(), Error> {
-        validate_rules(rules)?;
-        if rules.is_empty() {
-            return Ok(());
-        }
-        let _guard = lock::lock(&self.lock_path)?;
-        let mut nl = Nl::open()?;
-        let Some(base) = nl.dump_base_rules()? else {
-            return Err(Error::Missing(format!(
-                "chain inet {TABLE} {BASE_CHAIN} does not exist"
-            )));
-        };
-        for fixed in [
-            plan::FIXED_MCAST4,
-            plan::FIXED_MCAST6,
-            plan::FIXED_MASQ4,
-            plan::FIXED_MASQ6,
-        ] {
-            if !base.iter().any(|r| r.comment == fixed) {
-                return Err(Error::Missing(format!(
-                    "rule \"{fixed}\" missing from chain inet {TABLE} {BASE_CHAIN}"
-                )));
-            }
-        }
-        for r in rules {
-            let want = owned_by(&r.network, &r.container_id, &r.ifname);
-            let set = Fam::of(r.ip()).set();
-            match nl.get_elem(r.ip())? {
-                None => {
-                    return Err(Error::Missing(format!(
-                        "element {} not in set inet {TABLE} {set} (network {:?}, container {:?}, ifname {:?})",
-                        r.ip(),
-                        r.network,
-                        r.container_id,
-                        r.ifname
-                    )))
-                }
-                Some(e) if !want(&e) => {
-                    return Err(Error::Missing(format!(
-                        "element {} in set inet {TABLE} {set} belongs to \"{}\", expected container {:?} ifname {:?}",
-                        r.ip(),
-                        e.comment,
-                        r.container_id,
-                        r.ifname
-                    )))
-                }
-                Some(_) => {}
-            }
-            if !has_subnet_rule(&base, &r.network, &r.subnet()) {
-                return Err(Error::Missing(format!(
-                    "no exemption rule for subnet {} of network {:?} in chain inet {TABLE} {BASE_CHAIN}",
-                    r.subnet(),
-                    r.network
-                )));
-            }
-        }
-        Ok(())
-    }
-
-    fn gc_masquerade(&self, network: &str, keep: &[(String, String)]) -> Result<(), Error> {
-        validate_owner(network, "gc", "gc")?;
-        for (cid, ifname) in keep {
-            validate_owner(network, cid, ifname)?;
-        }
-        let _guard = lock::lock(&self.lock_path)?;
-        let mut nl = Nl::open()?;
-        let all = Self::all_elems(&mut nl)?;
-        let base = nl.dump_base_rules()?.unwrap_or_default();
-        let ops = plan_remove(network, &all, &base, &stale_in(network, keep));
-        // Element deletions come first in the plan, rule deletions last, so chunks (which keep
-        // each transaction well under the socket buffer) never remove a rule still needed.
-        for chunk in ops.chunks(512) {
-            Self::apply(&mut nl, chunk, "garbage-collect masquerade")?;
-        }
-        Ok(())
-    }
+    batch::encode(family, &all)
 }
 
 #[cfg(test)]

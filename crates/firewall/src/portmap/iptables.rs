@@ -1,5 +1,5 @@
-//! iptables port forwarding with the reference portmap layout (cni-reference.md §2.6,
-//! scenario 62), so hosts whose tooling expects these chains keep working and rules written by
+//! iptables port forwarding with the reference `portmap` plugin's layout,
+//! so hosts whose tooling expects these chains keep working and rules written by
 //! the reference plugin are found and removed by ours:
 //!
 //! ```text
@@ -32,12 +32,10 @@ use std::collections::BTreeSet;
 use std::net::IpAddr;
 use std::path::PathBuf;
 
-use crate::iptables::{
-    collect, s, split_rule_line, stale_jump_targets, ExecRunner, Family, Runner, Table,
-};
+use crate::iptables::{collect, s, split_rule_line, stale_jump_targets, ExecRunner, Runner, Table};
 use crate::names::sha512_hex;
 use crate::portmap::{PortForward, PortmapSpec, Proto};
-use crate::{lock, validate_owner, Error, LOCK_PATH};
+use crate::{lock, validate_owner, Error, Family, LOCK_PATH};
 
 /// Top-level DNAT chain.
 pub const DNAT_CHAIN: &str = "CNI-HOSTPORT-DNAT";
@@ -254,7 +252,7 @@ pub fn parse_dnats(listing: &str) -> Vec<(Proto, u16, Option<IpAddr>)> {
 }
 
 /// iptables implementation of [`PortForward`].
-pub struct IptablesPortForward<R: Runner = ExecRunner> {
+pub(crate) struct IptablesPortForward<R: Runner = ExecRunner> {
     runner: R,
     lock_path: PathBuf,
 }

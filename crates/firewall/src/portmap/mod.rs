@@ -1,13 +1,16 @@
-//! Port forwarding (the `portmap` plugin's firewall half, cni-reference.md §2.6): host ports
+//! Port forwarding (the `portmap` plugin's firewall half): host ports
 //! DNATed to a container, with hairpin and localhost masquerade.
 //!
 //! Backend-neutral types and the [`PortForward`] trait live here; the layouts are documented in
-//! [`crate::nft::hostport`] (default, set/map based, constant cost per call) and
-//! [`crate::iptables_portmap`] (the reference chain layout).
+//! [`nft`] (default, set/map based, constant cost per call) and `iptables` (the reference
+//! chain layout).
 //!
 //! Every mapping is validated by [`PortmapSpec::validate`] before the first change, so a bad
 //! entry never leaves half a configuration behind (the reference builds a chain and then fails
-//! inside iptables for port 70000 or protocol "bogus", scenario 64).
+//! inside iptables for port 70000 or protocol "bogus").
+
+pub(crate) mod iptables;
+pub mod nft;
 
 use std::collections::BTreeSet;
 use std::fmt;
@@ -15,6 +18,7 @@ use std::net::IpAddr;
 
 use ipnet::IpNet;
 
+use crate::switch::Switch;
 use crate::{validate_owner, Backend, Error};
 
 /// Transport protocol of a mapping.
@@ -278,11 +282,57 @@ pub trait PortForward {
     fn gc_portmap(&self, network: &str, keep: &[(String, String)]) -> Result<(), Error>;
 }
 
-/// The port-forwarding implementation for `backend`.
-pub fn port_forwarder(backend: Backend) -> Box<dyn PortForward> {
+fn backend_impl(backend: Backend) -> Box<dyn PortForward> {
     match backend {
-        Backend::Nftables => Box::new(crate::nft::hostport::NftPortForward::new()),
-        Backend::Iptables => Box::new(crate::iptables_portmap::IptablesPortForward::new()),
+        Backend::Nftables => Box::new(nft::NftPortForward::new()),
+        Backend::Iptables => Box::new(iptables::IptablesPortForward::new()),
+    }
+}
+
+/// The port-forwarding implementation for `backend`; DEL and GC also clean what the other
+/// backend holds for the owner (see `crate::switch`).
+pub fn port_forwarder(backend: Backend) -> Box<dyn PortForward> {
+    Box::new(Switched {
+        primary: backend_impl(backend),
+        other: backend_impl(backend.other()),
+        switch: Switch::new(backend, "portmap"),
+    })
+}
+
+struct Switched {
+    primary: Box<dyn PortForward>,
+    other: Box<dyn PortForward>,
+    switch: Switch,
+}
+
+impl PortForward for Switched {
+    fn add_portmap(&self, spec: &PortmapSpec) -> Result<(), Error> {
+        self.primary.add_portmap(spec)?;
+        self.switch
+            .added(&spec.network, &spec.container_id, &spec.ifname)
+    }
+
+    fn del_portmap(&self, network: &str, container_id: &str, ifname: &str) -> Result<(), Error> {
+        self.switch.del(
+            network,
+            container_id,
+            ifname,
+            || self.primary.del_portmap(network, container_id, ifname),
+            || self.other.del_portmap(network, container_id, ifname),
+        )
+    }
+
+    fn check_portmap(&self, spec: &PortmapSpec) -> Result<(), Error> {
+        self.primary.check_portmap(spec)
+    }
+
+    fn gc_portmap(&self, network: &str, keep: &[(String, String)]) -> Result<(), Error> {
+        self.switch.gc(
+            network,
+            keep,
+            || self.primary.gc_portmap(network, keep),
+            || self.other.gc_portmap(network, keep),
+        )
     }
 }
 

@@ -1,4 +1,4 @@
-//! nftables port forwarding (portmap, cni-reference.md §2.6) in the suite's table `inet rcni`,
+//! nftables port forwarding (portmap) in the suite's table `inet rcni`,
 //! with the same discipline as masquerade: one netlink transaction per call, the firewall
 //! flock, idempotent creation, owners carried in element comments.
 //!
@@ -63,27 +63,27 @@
 //!   mapping, DEL reads them along with the other maps.
 
 use std::collections::BTreeSet;
-use std::ffi::{c_void, CStr, CString};
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr};
-use std::os::raw::c_char;
 use std::path::PathBuf;
-use std::ptr;
 
 use ipnet::IpNet;
 use nftnl::expr::{Expression, Masquerade};
-use nftnl::nftnl_sys as sys;
-use nftnl::{Batch, Chain, ChainType, FinalizedBatch, Hook, MsgType, NlMsg, Policy, ProtoFamily};
-use nftnl::{Rule, Table};
+use nftnl::{ChainType, Hook, ProtoFamily};
 
-use super::netlink::{comment_udata, parse_comment_udata, table_cstr, Nl};
-use super::plan::{RuleInfo, TABLE};
 use crate::names::{
     bounded_comment, container_hash, network_hash, owner_tag, parse_subnet_tag, subnet_tag,
     tag_of_comment,
 };
+use crate::nft::batch::{self, BaseChain};
+use crate::nft::netlink::Nl;
+use crate::nft::object::{
+    addr_load, bitwise_and, boxed, cmp, ct, daddr_is_local, dnat, lookup, meta, nfproto, payload,
+    prefix_match, Expr, SetDef, CMP_NEQ, R1, R32,
+};
+use crate::nft::{RuleInfo, TABLE};
 use crate::portmap::{PortForward, PortmapSpec, Proto};
-use crate::{lock, validate_owner, Error, LOCK_PATH};
+use crate::{lock, validate_owner, Error, Family, LOCK_PATH};
 
 /// dstnat priority (prerouting/output).
 pub const DSTNAT_PRIORITY: i32 = -100;
@@ -843,487 +843,157 @@ pub fn transactions(ops: &[PmOp], max: usize) -> Vec<&[PmOp]> {
 // ---------------------------------------------------------------------------------------------
 // Encoding
 
-const NFT_FIB_RESULT_ADDRTYPE: u32 = 3;
-const NFTA_FIB_F_DADDR: u32 = 1 << 1;
 const IPS_DST_NAT: u32 = 1 << 5;
-const RTN_LOCAL: u32 = 2;
-const NFT_CMP_NEQ: u32 = 1;
-const NFT_SET_MAP: u32 = 0x8;
 
-/// A generic nftnl expression: name plus u32/data/string attributes. nftnl wraps few
-/// expressions and always loads into register 1; concatenated keys need the 32-bit registers.
-struct Raw {
-    name: &'static CStr,
-    u32s: Vec<(u32, u32)>,
-    data: Vec<(u32, Vec<u8>)>,
-    strs: Vec<(u32, CString)>,
+fn lookup_slot(slot: Slot, sreg: u32, dreg: Option<u32>) -> Expr {
+    lookup(slot.name(), slot.id(), sreg, dreg, false)
 }
 
-impl Raw {
-    fn new(name: &'static CStr) -> Raw {
-        Raw {
-            name,
-            u32s: Vec::new(),
-            data: Vec::new(),
-            strs: Vec::new(),
-        }
-    }
-    fn u(mut self, attr: u32, v: u32) -> Raw {
-        self.u32s.push((attr, v));
-        self
-    }
-    fn d(mut self, attr: u32, v: &[u8]) -> Raw {
-        self.data.push((attr, v.to_vec()));
-        self
-    }
-    fn s(mut self, attr: u32, v: &str) -> Raw {
-        self.strs.push((attr, CString::new(v).unwrap_or_default()));
-        self
-    }
-}
-
-impl Expression for Raw {
-    fn to_expr(&self, _rule: &Rule) -> ptr::NonNull<sys::nftnl_expr> {
-        // SAFETY: allocation result checked; libnftnl copies every attribute value.
-        unsafe {
-            let expr = sys::nftnl_expr_alloc(self.name.as_ptr());
-            let Some(expr) = ptr::NonNull::new(expr) else {
-                std::process::abort();
-            };
-            let e = expr.as_ptr();
-            for (a, v) in &self.u32s {
-                sys::nftnl_expr_set_u32(e, *a as u16, *v);
-            }
-            for (a, v) in &self.data {
-                sys::nftnl_expr_set(e, *a as u16, v.as_ptr().cast(), v.len() as u32);
-            }
-            for (a, v) in &self.strs {
-                sys::nftnl_expr_set_str(e, *a as u16, v.as_ptr());
-            }
-            expr
-        }
-    }
-}
-
-const R1: u32 = libc::NFT_REG_1 as u32;
-const R32: u32 = libc::NFT_REG32_00 as u32;
-
-fn meta(key: i32, dreg: u32) -> Raw {
-    Raw::new(c"meta")
-        .u(sys::NFTNL_EXPR_META_KEY, key as u32)
-        .u(sys::NFTNL_EXPR_META_DREG, dreg)
-}
-fn cmp(op: u32, sreg: u32, data: &[u8]) -> Raw {
-    Raw::new(c"cmp")
-        .u(sys::NFTNL_EXPR_CMP_SREG, sreg)
-        .u(sys::NFTNL_EXPR_CMP_OP, op)
-        .d(sys::NFTNL_EXPR_CMP_DATA, data)
-}
-fn payload(base: i32, offset: u32, len: u32, dreg: u32) -> Raw {
-    Raw::new(c"payload")
-        .u(sys::NFTNL_EXPR_PAYLOAD_BASE, base as u32)
-        .u(sys::NFTNL_EXPR_PAYLOAD_OFFSET, offset)
-        .u(sys::NFTNL_EXPR_PAYLOAD_LEN, len)
-        .u(sys::NFTNL_EXPR_PAYLOAD_DREG, dreg)
-}
-fn bitwise_and(reg: u32, mask: &[u8]) -> Raw {
-    let zero = vec![0u8; mask.len()];
-    Raw::new(c"bitwise")
-        .u(sys::NFTNL_EXPR_BITWISE_SREG, reg)
-        .u(sys::NFTNL_EXPR_BITWISE_DREG, reg)
-        .u(sys::NFTNL_EXPR_BITWISE_LEN, mask.len() as u32)
-        .d(sys::NFTNL_EXPR_BITWISE_MASK, mask)
-        .d(sys::NFTNL_EXPR_BITWISE_XOR, &zero)
-}
-fn lookup(slot: Slot, sreg: u32, dreg: Option<u32>) -> Raw {
-    let mut r = Raw::new(c"lookup")
-        .u(sys::NFTNL_EXPR_LOOKUP_SREG, sreg)
-        .s(sys::NFTNL_EXPR_LOOKUP_SET, slot.name())
-        .u(sys::NFTNL_EXPR_LOOKUP_SET_ID, slot.id());
-    if let Some(d) = dreg {
-        r = r.u(sys::NFTNL_EXPR_LOOKUP_DREG, d);
-    }
-    r
-}
-
-fn nfproto(rule: &mut Rule<'_>, v6: bool) {
-    rule.add_expr(&meta(libc::NFT_META_NFPROTO, R1));
-    let p = if v6 {
-        libc::NFPROTO_IPV6
+fn fam(v6: bool) -> Family {
+    if v6 {
+        Family::V6
     } else {
-        libc::NFPROTO_IPV4
-    } as u8;
-    rule.add_expr(&cmp(libc::NFT_CMP_EQ as u32, R1, &[p]));
-}
-
-fn ct_dnat(rule: &mut Rule<'_>) {
-    rule.add_expr(
-        &Raw::new(c"ct")
-            .u(sys::NFTNL_EXPR_CT_KEY, libc::NFT_CT_STATUS as u32)
-            .u(sys::NFTNL_EXPR_CT_DREG, R1),
-    );
-    rule.add_expr(&bitwise_and(R1, &IPS_DST_NAT.to_ne_bytes()));
-    rule.add_expr(&cmp(NFT_CMP_NEQ, R1, &0u32.to_ne_bytes()));
-}
-
-/// `ip|ip6 saddr|daddr <net>` into register 1.
-fn prefix_match(rule: &mut Rule<'_>, net: &IpNet, source: bool) {
-    let (off, addr, mask) = match net {
-        IpNet::V4(n) => (
-            if source { 12 } else { 16 },
-            n.network().octets().to_vec(),
-            n.netmask().octets().to_vec(),
-        ),
-        IpNet::V6(n) => (
-            if source { 8 } else { 24 },
-            n.network().octets().to_vec(),
-            n.netmask().octets().to_vec(),
-        ),
-    };
-    rule.add_expr(&payload(
-        libc::NFT_PAYLOAD_NETWORK_HEADER,
-        off,
-        addr.len() as u32,
-        R1,
-    ));
-    if net.prefix_len() != net.max_prefix_len() {
-        rule.add_expr(&bitwise_and(R1, &mask));
+        Family::V4
     }
-    rule.add_expr(&cmp(libc::NFT_CMP_EQ as u32, R1, &addr));
 }
 
-fn build_rule(rule: &mut Rule<'_>, spec: &HpRule) {
+/// `ct status dnat`.
+fn ct_dnat() -> [Expr; 3] {
+    [
+        ct(libc::NFT_CT_STATUS, R1),
+        bitwise_and(R1, &IPS_DST_NAT.to_ne_bytes()),
+        cmp(CMP_NEQ, R1, &0u32.to_ne_bytes()),
+    ]
+}
+
+fn rule_exprs(spec: &HpRule) -> Vec<Box<dyn Expression>> {
+    let mut e: Vec<Expr> = Vec::new();
     match spec {
         HpRule::Dnat(slot) => {
             let v6 = slot.v6();
-            nfproto(rule, v6);
-            rule.add_expr(
-                &Raw::new(c"fib")
-                    .u(sys::NFTNL_EXPR_FIB_FLAGS, NFTA_FIB_F_DADDR)
-                    .u(sys::NFTNL_EXPR_FIB_RESULT, NFT_FIB_RESULT_ADDRTYPE)
-                    .u(sys::NFTNL_EXPR_FIB_DREG, R1),
-            );
-            rule.add_expr(&cmp(libc::NFT_CMP_EQ as u32, R1, &RTN_LOCAL.to_ne_bytes()));
+            e.extend(nfproto(fam(v6)));
+            e.extend(daddr_is_local());
             // Key into consecutive 32-bit registers starting at NFT_REG32_00.
             let mut reg = R32;
             if matches!(slot, Slot::Ips4 | Slot::Ips6) {
                 let (off, len) = if v6 { (24, 16) } else { (16, 4) };
-                rule.add_expr(&payload(libc::NFT_PAYLOAD_NETWORK_HEADER, off, len, reg));
+                e.push(payload(libc::NFT_PAYLOAD_NETWORK_HEADER, off, len, reg));
                 reg += len / 4;
             }
-            rule.add_expr(&meta(libc::NFT_META_L4PROTO, reg));
-            rule.add_expr(&payload(libc::NFT_PAYLOAD_TRANSPORT_HEADER, 2, 2, reg + 1));
-            rule.add_expr(&lookup(*slot, R32, Some(R32)));
-            let (fam, port_reg) = if v6 {
-                (libc::NFPROTO_IPV6, R32 + 4)
-            } else {
-                (libc::NFPROTO_IPV4, R32 + 1)
-            };
-            rule.add_expr(
-                &Raw::new(c"nat")
-                    .u(sys::NFTNL_EXPR_NAT_TYPE, libc::NFT_NAT_DNAT as u32)
-                    .u(sys::NFTNL_EXPR_NAT_FAMILY, fam as u32)
-                    .u(sys::NFTNL_EXPR_NAT_REG_ADDR_MIN, R32)
-                    .u(sys::NFTNL_EXPR_NAT_REG_PROTO_MIN, port_reg),
-            );
+            e.push(meta(libc::NFT_META_L4PROTO, reg));
+            e.push(payload(libc::NFT_PAYLOAD_TRANSPORT_HEADER, 2, 2, reg + 1));
+            e.push(lookup_slot(*slot, R32, Some(R32)));
+            // The map's data: address from NFT_REG32_00, port right after it.
+            let port_reg = if v6 { R32 + 4 } else { R32 + 1 };
+            e.push(dnat(fam(v6), R32, port_reg));
+            return boxed(e);
         }
         HpRule::LocalhostMasq => {
-            nfproto(rule, false);
-            prefix_match(
-                rule,
+            e.extend(nfproto(Family::V4));
+            e.extend(prefix_match(
                 &IpNet::V4(ipnet::Ipv4Net::new_assert(Ipv4Addr::new(127, 0, 0, 0), 8)),
                 true,
-            );
-            ct_dnat(rule);
-            rule.add_expr(&Masquerade);
+            ));
+            e.extend(ct_dnat());
         }
         HpRule::MasqAll(v6) => {
-            nfproto(rule, *v6);
-            ct_dnat(rule);
-            let (off, len, slot) = if *v6 {
-                (24, 16, Slot::MasqAll6)
-            } else {
-                (16, 4, Slot::MasqAll4)
-            };
-            rule.add_expr(&payload(libc::NFT_PAYLOAD_NETWORK_HEADER, off, len, R1));
-            rule.add_expr(&lookup(slot, R1, None));
-            rule.add_expr(&Masquerade);
+            e.extend(nfproto(fam(*v6)));
+            e.extend(ct_dnat());
+            let slot = if *v6 { Slot::MasqAll6 } else { Slot::MasqAll4 };
+            e.push(addr_load(fam(*v6), false));
+            e.push(lookup_slot(slot, R1, None));
         }
         HpRule::Hairpin(net) => {
-            nfproto(rule, net.addr().is_ipv6());
-            ct_dnat(rule);
-            prefix_match(rule, net, true);
-            prefix_match(rule, net, false);
-            rule.add_expr(&Masquerade);
+            e.extend(nfproto(Family::of(net.addr())));
+            e.extend(ct_dnat());
+            e.extend(prefix_match(net, true));
+            e.extend(prefix_match(net, false));
         }
     }
+    let mut exprs = boxed(e);
+    exprs.push(Box::new(Masquerade));
+    exprs
 }
 
-/// An owned `nftnl_set` naming one of our maps/sets.
-struct RawSet {
-    ptr: *mut sys::nftnl_set,
-}
-
-impl RawSet {
-    fn new(slot: Slot) -> RawSet {
-        // SAFETY: allocation checked; strings are copied by libnftnl.
-        unsafe {
-            let ptr = sys::nftnl_set_alloc();
-            if ptr.is_null() {
-                std::process::abort();
-            }
-            let name = CString::new(slot.name()).unwrap_or_default();
-            sys::nftnl_set_set_u32(ptr, sys::NFTNL_SET_FAMILY as u16, ProtoFamily::Inet as u32);
-            sys::nftnl_set_set_str(ptr, sys::NFTNL_SET_TABLE as u16, table_cstr().as_ptr());
-            sys::nftnl_set_set_str(ptr, sys::NFTNL_SET_NAME as u16, name.as_ptr());
-            RawSet { ptr }
-        }
+fn set_def(slot: Slot) -> SetDef<'static> {
+    let (key_type, key_len, dt, dl) = slot.types();
+    SetDef {
+        family: ProtoFamily::Inet,
+        name: slot.name(),
+        id: slot.id(),
+        key_type,
+        key_len,
+        data: slot.is_map().then_some((dt, dl)),
+        key_byteorder: None,
     }
+}
 
-    fn definition(slot: Slot) -> RawSet {
-        let s = RawSet::new(slot);
-        let (kt, kl, dt, dl) = slot.types();
-        // SAFETY: s.ptr is a live set.
-        unsafe {
-            sys::nftnl_set_set_u32(s.ptr, sys::NFTNL_SET_KEY_TYPE as u16, kt);
-            sys::nftnl_set_set_u32(s.ptr, sys::NFTNL_SET_KEY_LEN as u16, kl);
-            sys::nftnl_set_set_u32(s.ptr, sys::NFTNL_SET_ID as u16, slot.id());
-            if slot.is_map() {
-                sys::nftnl_set_set_u32(s.ptr, sys::NFTNL_SET_FLAGS as u16, NFT_SET_MAP);
-                sys::nftnl_set_set_u32(s.ptr, sys::NFTNL_SET_DATA_TYPE as u16, dt);
-                sys::nftnl_set_set_u32(s.ptr, sys::NFTNL_SET_DATA_LEN as u16, dl);
-            } else {
-                sys::nftnl_set_set_u32(s.ptr, sys::NFTNL_SET_FLAGS as u16, 0);
+/// The shared operations of one port-forwarding operation, all in table `inet rcni`.
+pub(crate) fn lower(op: &PmOp) -> Result<Vec<batch::Op>, Error> {
+    Ok(vec![match op {
+        PmOp::AddTable => batch::Op::AddTable,
+        PmOp::AddSet(slot) => batch::Op::AddSet(set_def(*slot)),
+        PmOp::AddChain(c) => {
+            let (hook, priority, _) = c.hook();
+            batch::Op::AddChain {
+                name: c.name(),
+                base: Some(BaseChain {
+                    hook,
+                    priority,
+                    kind: ChainType::Nat,
+                }),
             }
         }
-        s
-    }
-
-    fn add(&self, key: &[u8], data: &[u8], comment: Option<&str>) {
-        // SAFETY: allocation checked; values are copied; the set takes ownership of `e`.
-        unsafe {
-            let e = sys::nftnl_set_elem_alloc();
-            if e.is_null() {
-                std::process::abort();
-            }
-            sys::nftnl_set_elem_set(
-                e,
-                sys::NFTNL_SET_ELEM_KEY as u16,
-                key.as_ptr().cast(),
-                key.len() as u32,
-            );
-            if !data.is_empty() {
-                sys::nftnl_set_elem_set(
-                    e,
-                    sys::NFTNL_SET_ELEM_DATA as u16,
-                    data.as_ptr().cast(),
-                    data.len() as u32,
-                );
-            }
-            if let Some(c) = comment {
-                let u = comment_udata(c);
-                sys::nftnl_set_elem_set(
-                    e,
-                    sys::NFTNL_SET_ELEM_USERDATA as u16,
-                    u.as_ptr().cast(),
-                    u.len() as u32,
-                );
-            }
-            sys::nftnl_set_elem_add(self.ptr, e);
-        }
-    }
-}
-
-impl Drop for RawSet {
-    fn drop(&mut self) {
-        // SAFETY: we own the set and its elements.
-        unsafe { sys::nftnl_set_free(self.ptr) };
-    }
-}
-
-/// NEWSET (create if absent) or NEW/DELSETELEM for one of our maps.
-enum SetMsg {
-    Define(RawSet),
-    Elems(RawSet),
-}
-
-// SAFETY: a set definition or one element (key ≤24 bytes, data ≤20, ≤130 bytes of userdata)
-// is far below nft_nlmsg_maxsize(), the room nftnl guarantees in `buf`.
-unsafe impl NlMsg for SetMsg {
-    unsafe fn write(&self, buf: *mut c_void, seq: u32, msg_type: MsgType) {
-        let (ty, flags, set) = match (self, msg_type) {
-            (SetMsg::Define(s), _) => (libc::NFT_MSG_NEWSET, libc::NLM_F_CREATE, s),
-            (SetMsg::Elems(s), MsgType::Add) => (libc::NFT_MSG_NEWSETELEM, libc::NLM_F_CREATE, s),
-            (SetMsg::Elems(s), MsgType::Del) => (libc::NFT_MSG_DELSETELEM, 0, s),
-        };
-        // SAFETY: caller guarantees buf has room for a maximal message.
-        unsafe {
-            let nlh = sys::nftnl_nlmsg_build_hdr(
-                buf.cast::<c_char>(),
-                ty as u16,
-                ProtoFamily::Inet as u16,
-                flags as u16,
-                seq,
-            );
-            match self {
-                SetMsg::Define(_) => sys::nftnl_set_nlmsg_build_payload(nlh, set.ptr),
-                SetMsg::Elems(_) => sys::nftnl_set_elems_nlmsg_build_payload(nlh, set.ptr),
-            }
-        }
-    }
-}
-
-fn cstring(what: &'static str, s: &str) -> Result<CString, Error> {
-    CString::new(s).map_err(|_| Error::Invalid {
-        what,
-        value: s.to_string(),
-        reason: "contains NUL",
-    })
-}
-
-/// Encodes `ops` in order into one transaction.
-pub fn encode(ops: &[PmOp]) -> Result<FinalizedBatch, Error> {
-    let tname = cstring("table name", TABLE)?;
-    let table = Table::new(&tname, ProtoFamily::Inet);
-    let names: Vec<CString> = HpChain::ALL
-        .iter()
-        .map(|c| cstring("chain name", c.name()))
-        .collect::<Result<_, _>>()?;
-    let chain_of = |c: HpChain| {
-        let i = HpChain::ALL.iter().position(|x| *x == c).unwrap_or(0);
-        Chain::new(&names[i], &table)
-    };
-    let mut batch = Batch::new();
-    for op in ops {
-        match op {
-            PmOp::AddTable => batch.add(&table, MsgType::Add),
-            PmOp::AddSet(slot) => {
-                batch.add(&SetMsg::Define(RawSet::definition(*slot)), MsgType::Add)
-            }
-            PmOp::AddChain(c) => {
-                let mut chain = chain_of(*c);
-                let (hook, prio, _) = c.hook();
-                chain.set_hook(hook, prio);
-                chain.set_type(ChainType::Nat);
-                chain.set_policy(Policy::Accept);
-                batch.add(&chain, MsgType::Add);
-            }
-            PmOp::FlushChain(c) => {
-                let chain = chain_of(*c);
-                batch.add(&Rule::new(&chain), MsgType::Del);
-            }
-            PmOp::AddRule(c, spec, comment) => {
-                let chain = chain_of(*c);
-                let mut rule = Rule::new(&chain);
-                build_rule(&mut rule, spec);
-                rule.set_comment(cstring("rule comment", comment)?)
-                    .map_err(|reason| Error::Invalid {
-                        what: "rule comment",
-                        value: comment.clone(),
-                        reason,
-                    })?;
-                batch.add(&rule, MsgType::Add);
-            }
-            PmOp::DelRule(c, h) => {
-                let chain = chain_of(*c);
-                let mut rule = Rule::new(&chain);
-                rule.set_handle(*h);
-                batch.add(&rule, MsgType::Del);
-            }
-            PmOp::AddElem(e) => {
-                let s = RawSet::new(e.slot);
-                s.add(&e.key, &e.data, Some(&e.comment));
-                batch.add(&SetMsg::Elems(s), MsgType::Add);
-            }
-            PmOp::DelElem(slot, key) => {
-                let s = RawSet::new(*slot);
-                s.add(key, &[], None);
-                batch.add(&SetMsg::Elems(s), MsgType::Del);
-            }
-        }
-    }
-    Ok(batch.finalize())
+        PmOp::FlushChain(c) => batch::Op::FlushChain(c.name()),
+        PmOp::AddRule(c, spec, comment) => batch::Op::AddRule {
+            chain: c.name(),
+            exprs: rule_exprs(spec),
+            comment: comment.clone(),
+            after: None,
+        },
+        PmOp::DelRule(c, handle) => batch::Op::DelRule {
+            chain: c.name(),
+            handle: *handle,
+        },
+        PmOp::AddElem(e) => batch::Op::AddElem {
+            set: e.slot.name(),
+            key: e.key.clone(),
+            data: e.data.clone(),
+            comment: e.comment.clone(),
+        },
+        PmOp::DelElem(slot, key) => batch::Op::DelElem {
+            set: slot.name(),
+            key: key.clone(),
+        },
+    }])
 }
 
 // ---------------------------------------------------------------------------------------------
 // Reads
 
 fn dump_chain(nl: &mut Nl, chain: HpChain) -> Result<Option<Vec<RuleInfo>>, Error> {
-    // Our chains are never empty once created: empty and ENOENT both mean "absent".
-    Ok(nl
-        .dump_chain_rules(ProtoFamily::Inet, TABLE, chain.name())?
-        .filter(|rules| !rules.is_empty()))
+    nl.chain_rules(ProtoFamily::Inet, chain.name())
 }
 
 fn elem_request(nl: &mut Nl, slot: Slot, key: Option<&[u8]>) -> Result<Vec<PmElem>, Error> {
-    let what = match key {
-        Some(k) => format!("get element {} {{ {} }}", slot.name(), key_str(slot, k)),
-        None => format!("list {}", slot.name()),
-    };
-    let set = RawSet::new(slot);
-    if let Some(k) = key {
-        set.add(k, &[], None);
-    }
-    let mut found = Vec::new();
-    let ok = nl.request_set_elems(&what, ProtoFamily::Inet, set.ptr, key.is_none(), &mut |d| {
-        parse_elems(slot, d, &mut found)
-    })?;
-    Ok(if ok { found } else { Vec::new() })
-}
-
-fn parse_elems(slot: Slot, msg: &[u8], out: &mut Vec<PmElem>) -> Result<(), Error> {
-    // SAFETY: msg is a complete, aligned netlink message in our receive buffer; the temporary
-    // set owns the parsed elements and is freed when `holder` drops.
-    unsafe {
-        let set = sys::nftnl_set_alloc();
-        if set.is_null() {
-            std::process::abort();
-        }
-        let holder = RawSet { ptr: set };
-        if sys::nftnl_set_elems_nlmsg_parse(msg.as_ptr().cast(), holder.ptr) < 0 {
-            return Err(Error::Netlink {
-                op: "parse elements".into(),
-                source: std::io::Error::last_os_error(),
-            });
-        }
-        let iter = sys::nftnl_set_elems_iter_create(holder.ptr);
-        if iter.is_null() {
-            std::process::abort();
-        }
-        let get = |e, attr: u32| -> Vec<u8> {
-            let mut len = 0u32;
-            let p = sys::nftnl_set_elem_get(e, attr as u16, &mut len);
-            if p.is_null() {
-                Vec::new()
-            } else {
-                std::slice::from_raw_parts(p.cast::<u8>(), len as usize).to_vec()
-            }
-        };
-        let mut e = sys::nftnl_set_elems_iter_next(iter);
-        while !e.is_null() {
-            let key = get(e, sys::NFTNL_SET_ELEM_KEY);
-            let data = get(e, sys::NFTNL_SET_ELEM_DATA);
-            let udata = get(e, sys::NFTNL_SET_ELEM_USERDATA);
-            if key.len() == slot.key_len() {
-                out.push(PmElem {
-                    slot,
-                    key,
-                    data,
-                    comment: parse_comment_udata(&udata).unwrap_or_default(),
-                });
-            }
-            e = sys::nftnl_set_elems_iter_next(iter);
-        }
-        sys::nftnl_set_elems_iter_destroy(iter);
-    }
-    Ok(())
+    Ok(nl
+        .set_elems(ProtoFamily::Inet, slot.name(), key)?
+        .into_iter()
+        .filter(|e| e.key.len() == slot.key_len())
+        .map(|e| PmElem {
+            slot,
+            key: e.key,
+            data: e.data,
+            comment: e.comment,
+        })
+        .collect())
 }
 
 // ---------------------------------------------------------------------------------------------
 // The backend
 
 /// nftables implementation of [`PortForward`].
-pub struct NftPortForward {
+pub(crate) struct NftPortForward {
     lock_path: PathBuf,
 }
 
@@ -1342,25 +1012,7 @@ impl NftPortForward {
     }
 
     fn apply(nl: &mut Nl, ops: &[PmOp], what: &str) -> Result<(), Error> {
-        if ops.is_empty() {
-            return Ok(());
-        }
-        let batch = encode(ops)?;
-        nl.transact_seq(&batch, what).map_err(|(err, seq)| {
-            let seqs = batch.sequence_numbers();
-            let len = seqs.end.saturating_sub(seqs.start) as usize;
-            let first = seqs.start + u32::from(len == ops.len() + 2);
-            match seq.checked_sub(first).map(|i| i as usize) {
-                Some(i) if i < ops.len() => Error::Netlink {
-                    op: format!("{what}: {}", ops[i]),
-                    source: match err {
-                        Error::Netlink { source, .. } => source,
-                        other => std::io::Error::other(other.to_string()),
-                    },
-                },
-                _ => err,
-            }
-        })
+        crate::nft::apply(nl, ProtoFamily::Inet, ops, lower, what)
     }
 
     fn all_elems(nl: &mut Nl) -> Result<Vec<PmElem>, Error> {
@@ -1521,9 +1173,35 @@ impl PortForward for NftPortForward {
     }
 }
 
+/// Every element of our maps and sets, and every rule of our three chains.
+pub(crate) fn list(nl: &mut Nl) -> Result<Vec<crate::entry::Entry>, Error> {
+    let names: Vec<&str> = Slot::ALL.iter().map(|s| s.name()).collect();
+    let chains: Vec<&str> = HpChain::ALL.iter().map(|c| c.name()).collect();
+    crate::nft::entries(nl, ProtoFamily::Inet, &names, &chains, &|set, e| {
+        let Some(slot) = Slot::ALL.iter().find(|s| s.name() == set) else {
+            return crate::nft::addr_key(e);
+        };
+        let pm = PmElem {
+            slot: *slot,
+            key: e.key.clone(),
+            data: e.data.clone(),
+            comment: String::new(),
+        };
+        if e.data.is_empty() {
+            pm.key_str()
+        } else {
+            format!("{} : {}", pm.key_str(), pm.data_str())
+        }
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn encode(ops: &[PmOp]) -> Result<nftnl::FinalizedBatch, Error> {
+        crate::nft::encode_all(ProtoFamily::Inet, ops, lower)
+    }
     use crate::portmap::PortMap;
 
     fn spec(cid: &str, v4: &str, maps: &[(i64, i64, &str, &str)]) -> PortmapSpec {

@@ -1,11 +1,11 @@
-//! Forward-filter accept rules of the `firewall` meta plugin (cni-reference.md §2.8): let a
+//! Forward-filter accept rules of the `firewall` meta plugin (the reference `firewall` plugin's): let a
 //! container's traffic through the host's forward hook, and optionally isolate bridges from
 //! each other (`ingressPolicy`).
 //!
-//! * [`crate::iptables_forward`] — the reference layout in table `filter` (`CNI-FORWARD` jumped
+//! * `iptables` — the reference layout in table `filter` (`CNI-FORWARD` jumped
 //!   to from `FORWARD`, `CNI-ADMIN` for administrator overrides, two accept rules per address,
 //!   `CNI-ISOLATION-STAGE-1/2` for ingress policies).
-//! * [`crate::nft::forward`] — the same semantics in our table `inet rcni`: a `forward` filter
+//! * [`nft`] — the same semantics in our table `inet rcni`: a `forward` filter
 //!   base chain whose fixed rules accept by lookup in two address sets, so a container costs one
 //!   set element per address whatever the number of containers.
 //!
@@ -23,9 +23,15 @@
 //! small state file `/run/rcni/forward/<owner tag>` (one address per line), so DEL without
 //! prevResult and GC work for both backends.
 
+pub(crate) mod iptables;
+pub mod nft;
+
 use std::net::IpAddr;
 
-use crate::{Backend, Error};
+pub use iptables::{validate_chain_name, DEFAULT_ADMIN_CHAIN};
+
+use crate::switch::both;
+use crate::{Backend, Error, Family};
 
 /// `ingressPolicy`: which traffic may enter the bridge's containers from elsewhere.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -120,17 +126,110 @@ pub trait ForwardFirewall {
     ) -> Result<(), Error>;
 }
 
+/// What the nftables half needs from the iptables half when iptables' FORWARD policy is DROP
+/// (Docker): accept rules in the reference layout, recorded per owner. The factory hands the
+/// iptables backend to the nftables one through this trait, so neither imports the other.
+/// Every method runs with the firewall lock already held by the caller.
+pub(crate) trait DropFallback {
+    /// The chain the fallback rules go to (for the notes).
+    fn chain(&self) -> &'static str;
+    /// Whether `fam`'s legacy iptables FORWARD chain has policy DROP.
+    fn policy_drops(&self, fam: Family) -> bool;
+    /// Whether fallback rules were recorded for this owner.
+    fn has_state(&self, network: &str, container_id: &str, ifname: &str) -> bool;
+    /// Adds the accept rules of `att`'s addresses and records them.
+    fn add_locked(&self, att: &ForwardAttachment) -> Result<(), Error>;
+    /// Removes what [`DropFallback::add_locked`] recorded for this owner (and `known_ips`).
+    fn del_locked(
+        &self,
+        network: &str,
+        container_id: &str,
+        ifname: &str,
+        known_ips: &[IpAddr],
+    ) -> Result<(), Error>;
+    /// Err naming the first missing rule.
+    fn check_locked(&self, att: &ForwardAttachment) -> Result<(), Error>;
+    /// Removes the records (and rules) of `network` whose owner is not in `keep`.
+    fn gc_locked(&self, network: &str, keep: &[(String, String)]) -> Result<(), Error>;
+}
+
 /// The implementation for `backend`; `admin_chain` is `iptablesAdminChainName` (the reference
-/// default is [`crate::iptables_forward::DEFAULT_ADMIN_CHAIN`]).
+/// default is [`DEFAULT_ADMIN_CHAIN`]). For nftables it assembles the iptables fallback for a
+/// FORWARD policy of DROP.
 pub fn forward_firewall(
     backend: Backend,
     admin_chain: &str,
 ) -> Result<Box<dyn ForwardFirewall>, Error> {
-    crate::iptables_forward::validate_chain_name(admin_chain)?;
+    validate_chain_name(admin_chain)?;
+    let nft = || nft::NftForward::new(Box::new(iptables::IptablesForward::new(admin_chain)));
     Ok(match backend {
-        Backend::Nftables => Box::new(crate::nft::forward::NftForward::new(admin_chain)),
-        Backend::Iptables => Box::new(crate::iptables_forward::IptablesForward::new(admin_chain)),
+        // The nftables half already removes its iptables fallback rules through their record.
+        Backend::Nftables => Box::new(nft()),
+        // An iptables DEL/GC also cleans what an nftables ADD left (the host's backend changed).
+        Backend::Iptables => Box::new(Switched {
+            primary: iptables::IptablesForward::new(admin_chain),
+            other: nft(),
+        }),
     })
+}
+
+/// The iptables backend, whose DEL and GC also clean nftables when the kernel has it.
+struct Switched {
+    primary: iptables::IptablesForward,
+    other: nft::NftForward,
+}
+
+impl ForwardFirewall for Switched {
+    fn add_forward(&self, att: &ForwardAttachment) -> Result<Vec<String>, Error> {
+        self.primary.add_forward(att)
+    }
+    fn del_forward(
+        &self,
+        network: &str,
+        container_id: &str,
+        ifname: &str,
+        known_ips: &[IpAddr],
+    ) -> Result<(), Error> {
+        let primary = self
+            .primary
+            .del_forward(network, container_id, ifname, known_ips);
+        let other = crate::nft_available().then(|| {
+            self.other
+                .del_forward(network, container_id, ifname, known_ips)
+        });
+        both(primary, other)
+    }
+    fn check_forward(&self, att: &ForwardAttachment) -> Result<(), Error> {
+        self.primary.check_forward(att)
+    }
+    fn gc_forward(&self, network: &str, keep: &[(String, String)]) -> Result<(), Error> {
+        let primary = self.primary.gc_forward(network, keep);
+        let other = crate::nft_available().then(|| self.other.gc_forward(network, keep));
+        both(primary, other)
+    }
+    fn add_isolation(
+        &self,
+        bridge: &str,
+        policy: IngressPolicy,
+        v4: bool,
+        v6: bool,
+    ) -> Result<(), Error> {
+        self.primary.add_isolation(bridge, policy, v4, v6)
+    }
+    fn del_isolation(&self, bridge: &str) -> Result<(), Error> {
+        let primary = self.primary.del_isolation(bridge);
+        let other = crate::nft_available().then(|| self.other.del_isolation(bridge));
+        both(primary, other)
+    }
+    fn check_isolation(
+        &self,
+        bridge: &str,
+        policy: IngressPolicy,
+        v4: bool,
+        v6: bool,
+    ) -> Result<(), Error> {
+        self.primary.check_isolation(bridge, policy, v4, v6)
+    }
 }
 
 /// Validates a bridge (interface) name before it reaches a rule or a command line.

@@ -1,5 +1,5 @@
-//! iptables side of the `firewall` plugin, in the reference layout (cni-reference.md §2.8,
-//! scenario 72), table `filter`, for each address family the attachment uses:
+//! iptables side of the `firewall` plugin, in the reference `firewall` plugin's layout, table
+//! `filter`, for each address family the attachment uses:
 //!
 //! ```text
 //! FORWARD (position 1): -m comment --comment "CNI firewall plugin rules" -j CNI-FORWARD
@@ -25,10 +25,10 @@ use std::collections::BTreeSet;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
-use crate::forward::{validate_bridge, ForwardAttachment, ForwardFirewall, IngressPolicy};
-use crate::iptables::{collect, s, ExecRunner, Family, Runner, Table};
+use super::{validate_bridge, DropFallback, ForwardAttachment, ForwardFirewall, IngressPolicy};
+use crate::iptables::{collect, s, ExecRunner, Runner, Table};
 use crate::names::{network_hash, owner_tag};
-use crate::{lock, validate_owner, Error, LOCK_PATH, RUN_DIR};
+use crate::{lock, validate_owner, Error, Family, LOCK_PATH, RUN_DIR};
 
 /// Chain holding the per-address accept rules.
 pub const FORWARD_CHAIN: &str = "CNI-FORWARD";
@@ -48,6 +48,15 @@ pub const ISOLATION_COMMENT: &str = "CNI firewall plugin rules (ingressPolicy: s
 /// Directory of the owner records of the iptables per-address rules.
 pub fn state_dir() -> PathBuf {
     Path::new(RUN_DIR).join("forward")
+}
+
+/// The addresses recorded for an owner's accept rules (empty: none recorded).
+pub(crate) fn recorded_ips(network: &str, container_id: &str, ifname: &str) -> Vec<IpAddr> {
+    IptablesForward::<ExecRunner>::read_state(&state_dir().join(owner_tag(
+        network,
+        container_id,
+        ifname,
+    )))
 }
 
 /// `iptablesAdminChainName` must be a valid iptables chain name (≤28 bytes, printable, no
@@ -77,13 +86,6 @@ pub fn validate_chain_name(name: &str) -> Result<(), Error> {
         return Err(bad("is a reserved chain or target name"));
     }
     Ok(())
-}
-
-fn fam_of(ip: &IpAddr) -> Family {
-    match ip {
-        IpAddr::V4(_) => Family::V4,
-        IpAddr::V6(_) => Family::V6,
-    }
 }
 
 /// The two reference rules of one address (arguments after the chain name).
@@ -120,7 +122,7 @@ pub fn policy_is_drop(listing: &str) -> bool {
 
 /// The iptables implementation of [`ForwardFirewall`] (also used by the nftables backend for
 /// its fallback rules, under the lock it already holds).
-pub struct IptablesForward<R: Runner = ExecRunner> {
+pub(crate) struct IptablesForward<R: Runner = ExecRunner> {
     runner: R,
     lock_path: PathBuf,
     state_dir: PathBuf,
@@ -166,22 +168,8 @@ impl<R: Runner> IptablesForward<R> {
             .insert_first_unique(fam, FORWARD_CHAIN, jump_spec(ADMIN_COMMENT, &self.admin))
     }
 
-    /// True when this family's FORWARD policy is DROP (read-only `-S FORWARD`). A missing
-    /// binary or table counts as "not dropping".
-    pub fn policy_drops(&self, fam: Family) -> bool {
-        match self.filter().run(fam, s(&["-S", "FORWARD"])) {
-            Ok(out) if out.success => policy_is_drop(&out.stdout),
-            _ => false,
-        }
-    }
-
     fn state_file(&self, network: &str, cid: &str, ifname: &str) -> PathBuf {
         self.state_dir.join(owner_tag(network, cid, ifname))
-    }
-
-    /// Whether an owner record exists for this attachment.
-    pub(crate) fn has_state(&self, network: &str, cid: &str, ifname: &str) -> bool {
-        self.state_file(network, cid, ifname).exists()
     }
 
     fn read_state(path: &Path) -> Vec<IpAddr> {
@@ -204,30 +192,10 @@ impl<R: Runner> IptablesForward<R> {
         std::fs::rename(&tmp, path).map_err(err)
     }
 
-    /// ADD without taking the lock (the caller holds it).
-    pub(crate) fn add_locked(&self, att: &ForwardAttachment) -> Result<(), Error> {
-        let fams: BTreeSet<Family> = att.ips.iter().map(fam_of).collect();
-        for fam in &fams {
-            self.setup_chains(*fam)?;
-        }
-        let path = self.state_file(&att.network, &att.container_id, &att.ifname);
-        let mut owned: BTreeSet<IpAddr> = Self::read_state(&path).into_iter().collect();
-        owned.extend(att.ips.iter().copied());
-        // Record first: if a rule command fails midway, DEL still knows what to remove.
-        self.write_state(&path, &owned)?;
-        for ip in &att.ips {
-            for spec in per_ip_specs(ip) {
-                self.filter()
-                    .append_unique(fam_of(ip), FORWARD_CHAIN, spec)?;
-            }
-        }
-        Ok(())
-    }
-
     fn remove_ips(&self, ips: &BTreeSet<IpAddr>, errors: &mut Vec<Error>) {
         let mut present: Vec<(Family, bool)> = Vec::new();
         for ip in ips {
-            let fam = fam_of(ip);
+            let fam = Family::of(*ip);
             let has_chain = match present.iter().find(|(f, _)| *f == fam) {
                 Some((_, p)) => *p,
                 None => {
@@ -256,108 +224,6 @@ impl<R: Runner> IptablesForward<R> {
                 }
             }
         }
-    }
-
-    /// DEL without taking the lock.
-    pub(crate) fn del_locked(
-        &self,
-        network: &str,
-        cid: &str,
-        ifname: &str,
-        known: &[IpAddr],
-    ) -> Result<(), Error> {
-        let path = self.state_file(network, cid, ifname);
-        let mut ips: BTreeSet<IpAddr> = Self::read_state(&path).into_iter().collect();
-        ips.extend(known.iter().copied());
-        let mut errors = Vec::new();
-        self.remove_ips(&ips, &mut errors);
-        if errors.is_empty() {
-            if let Err(e) = std::fs::remove_file(&path) {
-                if e.kind() != std::io::ErrorKind::NotFound {
-                    errors.push(Error::Lock {
-                        path: path.display().to_string(),
-                        source: e,
-                    });
-                }
-            }
-        }
-        collect(errors)
-    }
-
-    /// CHECK without taking the lock.
-    pub(crate) fn check_locked(&self, att: &ForwardAttachment) -> Result<(), Error> {
-        let fams: BTreeSet<Family> = att.ips.iter().map(fam_of).collect();
-        for fam in fams {
-            for chain in [FORWARD_CHAIN, self.admin.as_str()] {
-                if !self.filter().chain_exists(fam, chain)? {
-                    return Err(Error::Missing(format!(
-                        "{} chain {chain} does not exist in table filter",
-                        fam.prog()
-                    )));
-                }
-            }
-            if !self
-                .filter()
-                .exists(fam, "FORWARD", &jump_spec(FORWARD_COMMENT, FORWARD_CHAIN))?
-            {
-                return Err(Error::Missing(format!(
-                    "{} FORWARD has no jump to {FORWARD_CHAIN}",
-                    fam.prog()
-                )));
-            }
-            if !self
-                .filter()
-                .exists(fam, FORWARD_CHAIN, &jump_spec(ADMIN_COMMENT, &self.admin))?
-            {
-                return Err(Error::Missing(format!(
-                    "{} {FORWARD_CHAIN} has no jump to {}",
-                    fam.prog(),
-                    self.admin
-                )));
-            }
-        }
-        for ip in &att.ips {
-            for spec in per_ip_specs(ip) {
-                if !self.filter().exists(fam_of(ip), FORWARD_CHAIN, &spec)? {
-                    return Err(Error::Missing(format!(
-                        "{} {FORWARD_CHAIN} lacks rule {}",
-                        fam_of(ip).prog(),
-                        spec.join(" ")
-                    )));
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// GC without taking the lock: every owner record of `network` not kept.
-    pub(crate) fn gc_locked(&self, network: &str, keep: &[(String, String)]) -> Result<(), Error> {
-        let prefix = format!("{}-", network_hash(network));
-        let kept: BTreeSet<String> = keep.iter().map(|(c, i)| owner_tag(network, c, i)).collect();
-        let entries = match std::fs::read_dir(&self.state_dir) {
-            Ok(d) => d,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-            Err(e) => {
-                return Err(Error::Lock {
-                    path: self.state_dir.display().to_string(),
-                    source: e,
-                })
-            }
-        };
-        let mut errors = Vec::new();
-        for ent in entries.flatten() {
-            let name = ent.file_name().to_string_lossy().into_owned();
-            if !name.starts_with(&prefix) || name.ends_with(".tmp") || kept.contains(&name) {
-                continue;
-            }
-            let ips: BTreeSet<IpAddr> = Self::read_state(&ent.path()).into_iter().collect();
-            let before = errors.len();
-            self.remove_ips(&ips, &mut errors);
-            if errors.len() == before {
-                let _ = std::fs::remove_file(ent.path());
-            }
-        }
-        collect(errors)
     }
 
     fn isolation_specs(bridge: &str, policy: IngressPolicy) -> Vec<(&'static str, Vec<String>)> {
@@ -530,6 +396,151 @@ impl<R: Runner> ForwardFirewall for IptablesForward<R> {
     ) -> Result<(), Error> {
         let _guard = lock::lock(&self.lock_path)?;
         self.check_isolation_locked(bridge, policy, v4, v6)
+    }
+}
+
+impl<R: Runner> DropFallback for IptablesForward<R> {
+    fn chain(&self) -> &'static str {
+        FORWARD_CHAIN
+    }
+
+    /// True when this family's FORWARD policy is DROP (read-only `-S FORWARD`). A missing
+    /// binary or table counts as "not dropping".
+    fn policy_drops(&self, fam: Family) -> bool {
+        match self.filter().run(fam, s(&["-S", "FORWARD"])) {
+            Ok(out) if out.success => policy_is_drop(&out.stdout),
+            _ => false,
+        }
+    }
+
+    /// Whether an owner record exists for this attachment.
+    fn has_state(&self, network: &str, cid: &str, ifname: &str) -> bool {
+        self.state_file(network, cid, ifname).exists()
+    }
+
+    /// ADD without taking the lock (the caller holds it).
+    fn add_locked(&self, att: &ForwardAttachment) -> Result<(), Error> {
+        let fams: BTreeSet<Family> = att.ips.iter().map(|ip| Family::of(*ip)).collect();
+        for fam in &fams {
+            self.setup_chains(*fam)?;
+        }
+        let path = self.state_file(&att.network, &att.container_id, &att.ifname);
+        let mut owned: BTreeSet<IpAddr> = Self::read_state(&path).into_iter().collect();
+        owned.extend(att.ips.iter().copied());
+        // Record first: if a rule command fails midway, DEL still knows what to remove.
+        self.write_state(&path, &owned)?;
+        for ip in &att.ips {
+            for spec in per_ip_specs(ip) {
+                self.filter()
+                    .append_unique(Family::of(*ip), FORWARD_CHAIN, spec)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// DEL without taking the lock.
+    fn del_locked(
+        &self,
+        network: &str,
+        cid: &str,
+        ifname: &str,
+        known: &[IpAddr],
+    ) -> Result<(), Error> {
+        let path = self.state_file(network, cid, ifname);
+        let mut ips: BTreeSet<IpAddr> = Self::read_state(&path).into_iter().collect();
+        ips.extend(known.iter().copied());
+        let mut errors = Vec::new();
+        self.remove_ips(&ips, &mut errors);
+        if errors.is_empty() {
+            if let Err(e) = std::fs::remove_file(&path) {
+                if e.kind() != std::io::ErrorKind::NotFound {
+                    errors.push(Error::Lock {
+                        path: path.display().to_string(),
+                        source: e,
+                    });
+                }
+            }
+        }
+        collect(errors)
+    }
+
+    /// CHECK without taking the lock.
+    fn check_locked(&self, att: &ForwardAttachment) -> Result<(), Error> {
+        let fams: BTreeSet<Family> = att.ips.iter().map(|ip| Family::of(*ip)).collect();
+        for fam in fams {
+            for chain in [FORWARD_CHAIN, self.admin.as_str()] {
+                if !self.filter().chain_exists(fam, chain)? {
+                    return Err(Error::Missing(format!(
+                        "{} chain {chain} does not exist in table filter",
+                        fam.prog()
+                    )));
+                }
+            }
+            if !self
+                .filter()
+                .exists(fam, "FORWARD", &jump_spec(FORWARD_COMMENT, FORWARD_CHAIN))?
+            {
+                return Err(Error::Missing(format!(
+                    "{} FORWARD has no jump to {FORWARD_CHAIN}",
+                    fam.prog()
+                )));
+            }
+            if !self
+                .filter()
+                .exists(fam, FORWARD_CHAIN, &jump_spec(ADMIN_COMMENT, &self.admin))?
+            {
+                return Err(Error::Missing(format!(
+                    "{} {FORWARD_CHAIN} has no jump to {}",
+                    fam.prog(),
+                    self.admin
+                )));
+            }
+        }
+        for ip in &att.ips {
+            for spec in per_ip_specs(ip) {
+                if !self
+                    .filter()
+                    .exists(Family::of(*ip), FORWARD_CHAIN, &spec)?
+                {
+                    return Err(Error::Missing(format!(
+                        "{} {FORWARD_CHAIN} lacks rule {}",
+                        Family::of(*ip).prog(),
+                        spec.join(" ")
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// GC without taking the lock: every owner record of `network` not kept.
+    fn gc_locked(&self, network: &str, keep: &[(String, String)]) -> Result<(), Error> {
+        let prefix = format!("{}-", network_hash(network));
+        let kept: BTreeSet<String> = keep.iter().map(|(c, i)| owner_tag(network, c, i)).collect();
+        let entries = match std::fs::read_dir(&self.state_dir) {
+            Ok(d) => d,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => {
+                return Err(Error::Lock {
+                    path: self.state_dir.display().to_string(),
+                    source: e,
+                })
+            }
+        };
+        let mut errors = Vec::new();
+        for ent in entries.flatten() {
+            let name = ent.file_name().to_string_lossy().into_owned();
+            if !name.starts_with(&prefix) || name.ends_with(".tmp") || kept.contains(&name) {
+                continue;
+            }
+            let ips: BTreeSet<IpAddr> = Self::read_state(&ent.path()).into_iter().collect();
+            let before = errors.len();
+            self.remove_ips(&ips, &mut errors);
+            if errors.len() == before {
+                let _ = std::fs::remove_file(ent.path());
+            }
+        }
+        collect(errors)
     }
 }
 

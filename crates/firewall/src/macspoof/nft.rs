@@ -1,4 +1,4 @@
-//! `macspoofchk` of the bridge plugin on nftables (cni-reference.md §2.2 step 7), in our own
+//! `macspoofchk` of the bridge plugin on nftables (as the reference bridge plugin offers it), in our own
 //! table `bridge rcni` (the reference's `bridge nat` table is never touched).
 //!
 //! Layout (as `nft list table bridge rcni` prints it):
@@ -28,27 +28,20 @@
 //! each padded to 4 bytes: 16 + 8 = 24 bytes. This is exactly what `nft` generates for the
 //! rule above, so `nft` lists it back in that form.
 
-use std::ffi::CString;
 use std::fmt;
-use std::path::Path;
-use std::ptr;
+use std::path::{Path, PathBuf};
 
 use nftnl::expr::{Expression, Meta, Verdict};
-use nftnl::nftnl_sys as sys;
-use nftnl::set::{Set, SetKey};
-use nftnl::{
-    Batch, Chain, ChainType, FinalizedBatch, Hook, MsgType, Policy, ProtoFamily, Rule, Table,
-};
+use nftnl::{ChainType, Hook, ProtoFamily};
 
-use super::encode::{cstring, ElemMsg, SetLookup};
-use super::netlink::{parse_raw_elems, Nl, RawSet};
-use super::plan::RuleInfo;
-use crate::macspoof::SpoofEntry;
+use super::{MacSpoofCheck, SpoofEntry};
 use crate::names::{network_hash, owner_comment, owner_tag, tag_of_comment};
+use crate::nft::batch::{self, BaseChain};
+use crate::nft::netlink::Nl;
+use crate::nft::object::{boxed, lookup, payload, SetDef, R1, R2};
+use crate::nft::{RuleInfo, TABLE};
 use crate::{lock, validate_owner, Error};
 
-/// Our table, family `bridge`.
-pub const TABLE: &str = "rcni";
 /// Base chain: type filter, hook prerouting, priority -300 (as the reference), policy accept.
 pub const CHAIN: &str = "prerouting";
 /// Priority of [`CHAIN`] (nft prints it as `dstnat` in the bridge family).
@@ -105,26 +98,6 @@ fn fmt_mac(mac: &[u8; 6]) -> String {
         .map(|b| format!("{b:02x}"))
         .collect::<Vec<_>>()
         .join(":")
-}
-
-/// Marker key types giving nftnl's named-set constructor our key types and lengths.
-struct IfnameKey;
-struct IfnameEtherKey;
-
-impl SetKey for IfnameKey {
-    const TYPE: u32 = TYPE_IFNAME;
-    const LEN: u32 = IFNAMSIZ as u32;
-    fn data(&self) -> Box<[u8]> {
-        Box::new([0u8; IFNAMSIZ])
-    }
-}
-
-impl SetKey for IfnameEtherKey {
-    const TYPE: u32 = (TYPE_IFNAME << TYPE_BITS) | TYPE_ETHERADDR;
-    const LEN: u32 = (IFNAMSIZ + 8) as u32;
-    fn data(&self) -> Box<[u8]> {
-        Box::new([0u8; IFNAMSIZ + 8])
-    }
 }
 
 /// An element of [`PORTS_SET`] as read back.
@@ -318,242 +291,137 @@ pub fn stale_in(network: &str, keep: &[(String, String)]) -> impl Fn(&str) -> bo
     move |t: &str| t.starts_with(&prefix) && !kept.iter().any(|k| k == t)
 }
 
-/// `payload load 6b @ link header + 6 => reg 2` (`ether saddr`, into the register after the
-/// 16-byte iifname; nftnl's Payload always writes register 1).
-struct EtherSaddrReg2;
-
-impl Expression for EtherSaddrReg2 {
-    fn to_expr(&self, _rule: &Rule) -> ptr::NonNull<sys::nftnl_expr> {
-        // SAFETY: allocation result checked; only scalar attributes are set.
-        unsafe {
-            let Some(expr) = ptr::NonNull::new(sys::nftnl_expr_alloc(c"payload".as_ptr())) else {
-                std::process::abort();
-            };
-            let e = expr.as_ptr();
-            sys::nftnl_expr_set_u32(
-                e,
-                sys::NFTNL_EXPR_PAYLOAD_BASE as u16,
-                libc::NFT_PAYLOAD_LL_HEADER as u32,
-            );
-            sys::nftnl_expr_set_u32(e, sys::NFTNL_EXPR_PAYLOAD_OFFSET as u16, 6);
-            sys::nftnl_expr_set_u32(e, sys::NFTNL_EXPR_PAYLOAD_LEN as u16, 6);
-            sys::nftnl_expr_set_u32(
-                e,
-                sys::NFTNL_EXPR_PAYLOAD_DREG as u16,
-                libc::NFT_REG_2 as u32,
-            );
-            expr
-        }
-    }
-}
-
-/// `lookup reg 1 set <set> 0x1`: true when the key starting at register 1 is NOT in the set
-/// (`!= @set`).
-struct NotInSet {
-    set: CString,
-    id: u32,
-}
-
-impl Expression for NotInSet {
-    fn to_expr(&self, _rule: &Rule) -> ptr::NonNull<sys::nftnl_expr> {
-        // SAFETY: allocation result checked; the string is copied by libnftnl.
-        unsafe {
-            let Some(expr) = ptr::NonNull::new(sys::nftnl_expr_alloc(c"lookup".as_ptr())) else {
-                std::process::abort();
-            };
-            let e = expr.as_ptr();
-            sys::nftnl_expr_set_u32(
-                e,
-                sys::NFTNL_EXPR_LOOKUP_SREG as u16,
-                libc::NFT_REG_1 as u32,
-            );
-            sys::nftnl_expr_set_str(e, sys::NFTNL_EXPR_LOOKUP_SET as u16, self.set.as_ptr());
-            sys::nftnl_expr_set_u32(e, sys::NFTNL_EXPR_LOOKUP_SET_ID as u16, self.id);
-            sys::nftnl_expr_set_u32(
-                e,
-                sys::NFTNL_EXPR_LOOKUP_FLAGS as u16,
-                libc::NFT_LOOKUP_F_INV as u32,
-            );
-            expr
-        }
-    }
-}
-
-/// A named set with the key byte order nft records in the set's userdata (TLV
-/// NFTNL_UDATA_SET_KEYBYTEORDER), so `nft list` prints the elements as names and MACs.
-fn add_set<K: SetKey>(
-    batch: &mut Batch,
-    table: &Table,
-    name: &str,
-    id: u32,
-    byteorder: u32,
-) -> Result<(), Error> {
-    let cname = cstring("set name", name)?;
-    let set: Set<'_, K> = Set::new_named(&cname, id, table, ProtoFamily::Bridge);
-    let mut udata = vec![sys::NFTNL_UDATA_SET_KEYBYTEORDER as u8, 4];
-    udata.extend(byteorder.to_ne_bytes());
-    // SAFETY: the set pointer is live for `set`'s lifetime; libnftnl copies the data.
-    unsafe {
-        sys::nftnl_set_set_data(
-            set.as_ptr().as_ptr(),
-            sys::NFTNL_SET_USERDATA as u16,
-            udata.as_ptr().cast(),
-            udata.len() as u32,
-        );
-    }
-    batch.add(&set, MsgType::Add);
-    Ok(())
-}
-
-fn elem_msg(set: &str) -> ElemMsg {
-    ElemMsg {
-        set: RawSet::named(ProtoFamily::Bridge, TABLE, set),
+/// The two sets: (definition, key byte order). nft records the host byte order for an
+/// `ifname` key and an invalid (0) one for a concatenation; it needs them to print the keys as
+/// names and MACs.
+fn set_defs() -> [SetDef<'static>; 2] {
+    let def = |name, id, key_type, key_len: usize, order| SetDef {
         family: ProtoFamily::Bridge,
+        name,
+        id,
+        key_type,
+        key_len: key_len as u32,
+        data: None,
+        key_byteorder: Some(order),
+    };
+    [
+        def(PORTS_SET, PORTS_ID, TYPE_IFNAME, IFNAMSIZ, BYTEORDER_HOST),
+        def(
+            ALLOWED_SET,
+            ALLOWED_ID,
+            (TYPE_IFNAME << TYPE_BITS) | TYPE_ETHERADDR,
+            IFNAMSIZ + 8,
+            0,
+        ),
+    ]
+}
+
+fn add_elem(set: &'static str, key: &[u8], comment: &str) -> batch::Op {
+    batch::Op::AddElem {
+        set,
+        key: key.to_vec(),
+        data: Vec::new(),
+        comment: comment.to_string(),
     }
 }
 
-/// Encodes `ops` in order into one transaction.
-pub fn encode(ops: &[SpoofOp]) -> Result<FinalizedBatch, Error> {
-    let tname = cstring("table name", TABLE)?;
-    let table = Table::new(&tname, ProtoFamily::Bridge);
-    let cname = cstring("chain name", CHAIN)?;
-    let chain = Chain::new(&cname, &table);
-    let mut batch = Batch::new();
-    for op in ops {
-        match op {
-            SpoofOp::AddTable => batch.add(&table, MsgType::Add),
-            SpoofOp::AddSets => {
-                add_set::<IfnameKey>(&mut batch, &table, PORTS_SET, PORTS_ID, BYTEORDER_HOST)?;
-                // nft records an invalid (0) byte order for a concatenation.
-                add_set::<IfnameEtherKey>(&mut batch, &table, ALLOWED_SET, ALLOWED_ID, 0)?;
-            }
-            SpoofOp::AddChain => {
-                let mut c = Chain::new(&cname, &table);
-                c.set_hook(Hook::PreRouting, PRIORITY);
-                c.set_type(ChainType::Filter);
-                c.set_policy(Policy::Accept);
-                batch.add(&c, MsgType::Add);
-            }
-            SpoofOp::FlushChain => batch.add(&Rule::new(&chain), MsgType::Del),
-            SpoofOp::AddRule => {
-                let mut rule = Rule::new(&chain);
-                rule.add_expr(&Meta::IifName);
-                rule.add_expr(&SetLookup::new(cstring("set name", PORTS_SET)?, PORTS_ID));
-                rule.add_expr(&Meta::IifName);
-                rule.add_expr(&EtherSaddrReg2);
-                rule.add_expr(&NotInSet {
-                    set: cstring("set name", ALLOWED_SET)?,
-                    id: ALLOWED_ID,
-                });
-                rule.add_expr(&Verdict::Drop);
-                rule.set_comment(cstring("rule comment", RULE_COMMENT)?)
-                    .map_err(|reason| Error::Invalid {
-                        what: "rule comment",
-                        value: RULE_COMMENT.to_string(),
-                        reason,
-                    })?;
-                batch.add(&rule, MsgType::Add);
-            }
-            SpoofOp::AddPort { veth, comment } => {
-                let msg = elem_msg(PORTS_SET);
-                msg.set.add_raw_commented(&port_key(veth), comment);
-                batch.add(&msg, MsgType::Add);
-            }
-            SpoofOp::DelPort(veth) => {
-                let msg = elem_msg(PORTS_SET);
-                msg.set.add_raw_key(&port_key(veth));
-                batch.add(&msg, MsgType::Del);
-            }
-            SpoofOp::AddAllowed { veth, mac, comment } => {
-                let msg = elem_msg(ALLOWED_SET);
-                msg.set.add_raw_commented(&allowed_key(veth, mac), comment);
-                batch.add(&msg, MsgType::Add);
-            }
-            SpoofOp::DelAllowed { veth, mac } => {
-                let msg = elem_msg(ALLOWED_SET);
-                msg.set.add_raw_key(&allowed_key(veth, mac));
-                batch.add(&msg, MsgType::Del);
-            }
-        }
+fn del_elem(set: &'static str, key: &[u8]) -> batch::Op {
+    batch::Op::DelElem {
+        set,
+        key: key.to_vec(),
     }
-    Ok(batch.finalize())
 }
 
-/// Reads of our bridge table over the shared netlink socket type.
-impl Nl {
-    fn spoof_rules(&mut self) -> Result<Option<Vec<RuleInfo>>, Error> {
-        self.dump_chain_rules(ProtoFamily::Bridge, TABLE, CHAIN)
-    }
-
-    /// Keyed lookup (`key` = None: dump the whole set). Absent table/set/element => empty.
-    fn spoof_elems(
-        &mut self,
-        set: &'static str,
-        key: Option<&[u8]>,
-    ) -> Result<Vec<(Vec<u8>, String)>, Error> {
-        let what = match key {
-            Some(_) => format!("get element bridge {TABLE} {set}"),
-            None => format!("list set bridge {TABLE} {set}"),
-        };
-        let raw = RawSet::named(ProtoFamily::Bridge, TABLE, set);
-        if let Some(k) = key {
-            raw.add_raw_key(k);
+/// The shared operations of one macspoofchk operation, all in table `bridge rcni`.
+pub(crate) fn lower(op: &SpoofOp) -> Result<Vec<batch::Op>, Error> {
+    Ok(match op {
+        SpoofOp::AddTable => vec![batch::Op::AddTable],
+        SpoofOp::AddSets => set_defs().into_iter().map(batch::Op::AddSet).collect(),
+        SpoofOp::AddChain => vec![batch::Op::AddChain {
+            name: CHAIN,
+            base: Some(BaseChain {
+                hook: Hook::PreRouting,
+                priority: PRIORITY,
+                kind: ChainType::Filter,
+            }),
+        }],
+        SpoofOp::FlushChain => vec![batch::Op::FlushChain(CHAIN)],
+        SpoofOp::AddRule => {
+            let mut exprs: Vec<Box<dyn Expression>> = vec![Box::new(Meta::IifName)];
+            exprs.extend(boxed([lookup(PORTS_SET, PORTS_ID, R1, None, false)]));
+            exprs.push(Box::new(Meta::IifName));
+            exprs.extend(boxed([
+                // `ether saddr` into the register after the 16-byte iifname (nftnl's Payload
+                // always writes register 1).
+                payload(libc::NFT_PAYLOAD_LL_HEADER, 6, 6, R2),
+                // `!= @spoofchk_allowed`: the key starting at register 1 is NOT in the set.
+                lookup(ALLOWED_SET, ALLOWED_ID, R1, None, true),
+            ]));
+            exprs.push(Box::new(Verdict::Drop));
+            vec![batch::Op::AddRule {
+                chain: CHAIN,
+                exprs,
+                comment: RULE_COMMENT.to_string(),
+                after: None,
+            }]
         }
-        let mut found = Vec::new();
-        let ok = self.request_set_elems(
-            &what,
+        SpoofOp::AddPort { veth, comment } => {
+            vec![add_elem(PORTS_SET, &port_key(veth), comment)]
+        }
+        SpoofOp::DelPort(veth) => vec![del_elem(PORTS_SET, &port_key(veth))],
+        SpoofOp::AddAllowed { veth, mac, comment } => {
+            vec![add_elem(ALLOWED_SET, &allowed_key(veth, mac), comment)]
+        }
+        SpoofOp::DelAllowed { veth, mac } => {
+            vec![del_elem(ALLOWED_SET, &allowed_key(veth, mac))]
+        }
+    })
+}
+
+fn spoof_rules(nl: &mut Nl) -> Result<Option<Vec<RuleInfo>>, Error> {
+    nl.chain_rules(ProtoFamily::Bridge, CHAIN)
+}
+
+fn spoof_ports(nl: &mut Nl, key: Option<&str>) -> Result<Vec<PortElem>, Error> {
+    let k = key.map(port_key);
+    Ok(nl
+        .set_elems(
             ProtoFamily::Bridge,
-            raw.ptr,
-            key.is_none(),
-            &mut |d| parse_raw_elems(d, &mut found),
-        )?;
-        Ok(if ok { found } else { Vec::new() })
-    }
-
-    fn spoof_ports(&mut self, key: Option<&str>) -> Result<Vec<PortElem>, Error> {
-        let k = key.map(port_key);
-        Ok(self
-            .spoof_elems(PORTS_SET, k.as_ref().map(|k| k.as_slice()))?
-            .into_iter()
-            .filter_map(|(k, comment)| {
-                Some(PortElem {
-                    veth: parse_ifname(&k)?,
-                    comment,
-                })
+            PORTS_SET,
+            k.as_ref().map(|k| k.as_slice()),
+        )?
+        .into_iter()
+        .filter_map(|e| {
+            Some(PortElem {
+                veth: parse_ifname(&e.key)?,
+                comment: e.comment,
             })
-            .collect())
-    }
-
-    fn spoof_allowed(&mut self, key: Option<(&str, &[u8; 6])>) -> Result<Vec<AllowedElem>, Error> {
-        let k = key.map(|(v, m)| allowed_key(v, m));
-        Ok(self
-            .spoof_elems(ALLOWED_SET, k.as_ref().map(|k| k.as_slice()))?
-            .into_iter()
-            .filter_map(|(k, comment)| {
-                let (veth, mac) = parse_allowed(&k)?;
-                Some(AllowedElem { veth, mac, comment })
-            })
-            .collect())
-    }
-
-    fn spoof_apply(&mut self, ops: &[SpoofOp], what: &str) -> Result<(), Error> {
-        if ops.is_empty() {
-            return Ok(());
-        }
-        let batch = encode(ops)?;
-        self.transact_seq(&batch, what).map_err(|(err, seq)| {
-            match super::failed_op(batch.sequence_numbers(), ops.len(), seq) {
-                Some(i) => Error::Netlink {
-                    op: format!("{what}: {}", ops[i]),
-                    source: match err {
-                        Error::Netlink { source, .. } => source,
-                        other => std::io::Error::other(other.to_string()),
-                    },
-                },
-                None => err,
-            }
         })
-    }
+        .collect())
+}
+
+fn spoof_allowed(nl: &mut Nl, key: Option<(&str, &[u8; 6])>) -> Result<Vec<AllowedElem>, Error> {
+    let k = key.map(|(v, m)| allowed_key(v, m));
+    Ok(nl
+        .set_elems(
+            ProtoFamily::Bridge,
+            ALLOWED_SET,
+            k.as_ref().map(|k| k.as_slice()),
+        )?
+        .into_iter()
+        .filter_map(|e| {
+            let (veth, mac) = parse_allowed(&e.key)?;
+            Some(AllowedElem {
+                veth,
+                mac,
+                comment: e.comment,
+            })
+        })
+        .collect())
+}
+
+fn spoof_apply(nl: &mut Nl, ops: &[SpoofOp], what: &str) -> Result<(), Error> {
+    crate::nft::apply(nl, ProtoFamily::Bridge, ops, lower, what)
 }
 
 fn validate_entry(e: &SpoofEntry) -> Result<(), Error> {
@@ -578,48 +446,77 @@ fn validate_entry(e: &SpoofEntry) -> Result<(), Error> {
     Ok(())
 }
 
-/// ADD (see [`crate::macspoof::add_macspoofchk`]).
-pub(crate) fn add(lock_path: &Path, e: &SpoofEntry) -> Result<(), Error> {
+/// The nftables implementation of [`MacSpoofCheck`] (the only one, as in the reference).
+pub(crate) struct NftMacSpoof {
+    lock_path: PathBuf,
+}
+
+impl NftMacSpoof {
+    /// Uses [`crate::LOCK_PATH`].
+    pub(crate) fn new() -> Self {
+        Self {
+            lock_path: PathBuf::from(crate::LOCK_PATH),
+        }
+    }
+}
+
+impl MacSpoofCheck for NftMacSpoof {
+    fn add_macspoofchk(&self, e: &SpoofEntry) -> Result<(), Error> {
+        add(&self.lock_path, e)
+    }
+    fn del_macspoofchk(
+        &self,
+        network: &str,
+        container_id: &str,
+        ifname: &str,
+    ) -> Result<(), Error> {
+        del(&self.lock_path, network, container_id, ifname)
+    }
+    fn check_macspoofchk(&self, e: &SpoofEntry) -> Result<(), Error> {
+        check(&self.lock_path, e)
+    }
+    fn gc_macspoofchk(&self, network: &str, keep: &[(String, String)]) -> Result<(), Error> {
+        gc(&self.lock_path, network, keep)
+    }
+}
+
+/// ADD: protects the port, taking over a port or pair still held by a stale owner.
+fn add(lock_path: &Path, e: &SpoofEntry) -> Result<(), Error> {
     validate_entry(e)?;
     let _guard = lock::lock(lock_path)?;
     let mut nl = Nl::open()?;
-    let rules = nl.spoof_rules()?;
-    let port = nl.spoof_ports(Some(&e.host_veth))?;
-    let allowed = nl.spoof_allowed(Some((&e.host_veth, &e.mac)))?;
+    let rules = spoof_rules(&mut nl)?;
+    let port = spoof_ports(&mut nl, Some(&e.host_veth))?;
+    let allowed = spoof_allowed(&mut nl, Some((&e.host_veth, &e.mac)))?;
     let ops = plan_add(e, rules.as_deref(), port.first(), allowed.first());
-    nl.spoof_apply(&ops, "add macspoofchk")
+    spoof_apply(&mut nl, &ops, "add macspoofchk")
 }
 
 /// DEL by owner.
-pub(crate) fn del(
-    lock_path: &Path,
-    network: &str,
-    container_id: &str,
-    ifname: &str,
-) -> Result<(), Error> {
+fn del(lock_path: &Path, network: &str, container_id: &str, ifname: &str) -> Result<(), Error> {
     validate_owner(network, container_id, ifname)?;
     let _guard = lock::lock(lock_path)?;
     let mut nl = Nl::open()?;
-    let ports = nl.spoof_ports(None)?;
-    let allowed = nl.spoof_allowed(None)?;
+    let ports = spoof_ports(&mut nl, None)?;
+    let allowed = spoof_allowed(&mut nl, None)?;
     let ops = plan_remove(&ports, &allowed, &owned_by(network, container_id, ifname));
-    nl.spoof_apply(&ops, "delete macspoofchk")
+    spoof_apply(&mut nl, &ops, "delete macspoofchk")
 }
 
 /// CHECK: the rule and both elements exist and belong to this attachment.
-pub(crate) fn check(lock_path: &Path, e: &SpoofEntry) -> Result<(), Error> {
+fn check(lock_path: &Path, e: &SpoofEntry) -> Result<(), Error> {
     validate_entry(e)?;
     let _guard = lock::lock(lock_path)?;
     let mut nl = Nl::open()?;
     let missing = |m: String| Err(Error::SpoofCheck(m));
-    let rules = nl.spoof_rules()?.unwrap_or_default();
+    let rules = spoof_rules(&mut nl)?.unwrap_or_default();
     if !rules.iter().any(|r| r.comment == RULE_COMMENT) {
         return missing(format!(
             "rule \"{RULE_COMMENT}\" missing from chain bridge {TABLE} {CHAIN}"
         ));
     }
     let tag = owner_tag(&e.network, &e.container_id, &e.ifname);
-    let port = nl.spoof_ports(Some(&e.host_veth))?;
+    let port = spoof_ports(&mut nl, Some(&e.host_veth))?;
     match port.first() {
         None => {
             return missing(format!(
@@ -635,7 +532,7 @@ pub(crate) fn check(lock_path: &Path, e: &SpoofEntry) -> Result<(), Error> {
         }
         Some(_) => {}
     }
-    let allowed = nl.spoof_allowed(Some((&e.host_veth, &e.mac)))?;
+    let allowed = spoof_allowed(&mut nl, Some((&e.host_veth, &e.mac)))?;
     match allowed.first() {
         None => missing(format!(
             "\"{}\" . {} not in set bridge {TABLE} {ALLOWED_SET}",
@@ -653,25 +550,43 @@ pub(crate) fn check(lock_path: &Path, e: &SpoofEntry) -> Result<(), Error> {
 }
 
 /// GC: every element of `network` whose owner is not kept.
-pub(crate) fn gc(lock_path: &Path, network: &str, keep: &[(String, String)]) -> Result<(), Error> {
+fn gc(lock_path: &Path, network: &str, keep: &[(String, String)]) -> Result<(), Error> {
     validate_owner(network, "gc", "gc")?;
     for (cid, ifname) in keep {
         validate_owner(network, cid, ifname)?;
     }
     let _guard = lock::lock(lock_path)?;
     let mut nl = Nl::open()?;
-    let ports = nl.spoof_ports(None)?;
-    let allowed = nl.spoof_allowed(None)?;
+    let ports = spoof_ports(&mut nl, None)?;
+    let allowed = spoof_allowed(&mut nl, None)?;
     let ops = plan_remove(&ports, &allowed, &stale_in(network, keep));
     for chunk in ops.chunks(512) {
-        nl.spoof_apply(chunk, "garbage-collect macspoofchk")?;
+        spoof_apply(&mut nl, chunk, "garbage-collect macspoofchk")?;
     }
     Ok(())
+}
+
+/// Every element of both sets and the rule of the chain, in table `bridge rcni`.
+pub(crate) fn list(nl: &mut Nl) -> Result<Vec<crate::entry::Entry>, Error> {
+    crate::nft::entries(
+        nl,
+        ProtoFamily::Bridge,
+        &[PORTS_SET, ALLOWED_SET],
+        &[CHAIN],
+        &|set, e| match (set == PORTS_SET, parse_allowed(&e.key)) {
+            (false, Some((veth, mac))) => format!("\"{veth}\" . {}", fmt_mac(&mac)),
+            _ => format!("\"{}\"", parse_ifname(&e.key).unwrap_or_default()),
+        },
+    )
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn encode(ops: &[SpoofOp]) -> Result<nftnl::FinalizedBatch, Error> {
+        crate::nft::encode_all(ProtoFamily::Bridge, ops, lower)
+    }
 
     fn entry(cid: &str, veth: &str, last: u8) -> SpoofEntry {
         SpoofEntry {
@@ -701,7 +616,7 @@ mod tests {
             parse_ifname(&port_key("veth0123abcd")).unwrap(),
             "veth0123abcd"
         );
-        assert_eq!(IfnameEtherKey::TYPE, 0xa49);
+        assert_eq!(set_defs()[1].key_type, 0xa49);
     }
 
     #[test]

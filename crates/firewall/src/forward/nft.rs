@@ -24,34 +24,28 @@
 //! established/related towards it; isolation stage 1/2). Per-container state is one element
 //! per address with an owner comment, so ADD costs the same with 1 or 10 000 containers, and
 //! DEL/GC find the addresses without prevResult. The only jump is the fixed one into
-//! `isolation1` (per-bridge rules, not per container); no verdict maps (see [`super`]).
+//! `isolation1` (per-bridge rules, not per container); no verdict maps (see [`crate::nft`]).
 //!
 //! nftables accepts are not final across base chains: when iptables' `FORWARD` policy is DROP
 //! (Docker), [`NftForward`] additionally installs the reference-layout iptables rules through
-//! [`IptablesForward`] and says so in its notes; DEL/GC remove them through the owner record.
+//! the [`DropFallback`] the factory handed it (the iptables half) and says so in its notes;
+//! DEL/GC remove them through the owner record.
 
 use std::collections::BTreeSet;
 use std::fmt;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::IpAddr;
 use std::path::PathBuf;
 
-use nftnl::expr::{
-    Bitwise, Cmp, CmpOp, Conntrack, InterfaceName, Ipv4HeaderField, Ipv6HeaderField, Meta,
-    NetworkHeaderField, Payload, Verdict,
-};
-use nftnl::set::{Set, SetKey};
-use nftnl::{
-    Batch, Chain, ChainType, FinalizedBatch, Hook, MsgType, Policy, ProtoFamily, Rule, Table,
-};
+use nftnl::expr::{Bitwise, Cmp, CmpOp, Conntrack, Expression, InterfaceName, Meta, Verdict};
+use nftnl::{ChainType, Hook, ProtoFamily};
 
-use super::encode::{cstring, ElemMsg, SetLookup};
-use super::netlink::{parse_raw_elems, Nl, RawSet};
-use super::plan::{Elem, Fam, RuleInfo, TABLE};
-use crate::forward::{validate_bridge, ForwardAttachment, ForwardFirewall, IngressPolicy};
-use crate::iptables::Family;
-use crate::iptables_forward::IptablesForward;
+use super::{validate_bridge, DropFallback, ForwardAttachment, ForwardFirewall, IngressPolicy};
 use crate::names::{network_hash, owner_comment, owner_tag, tag_of_comment};
-use crate::{lock, validate_owner, Error, LOCK_PATH};
+use crate::nft::batch::{self, addr_bytes, addr_set, BaseChain};
+use crate::nft::netlink::{family_kw, Nl};
+use crate::nft::object::{addr_load, boxed, cstring, lookup, nfproto, R1};
+use crate::nft::{Elem, RuleInfo, TABLE};
+use crate::{lock, validate_owner, Error, Family, LOCK_PATH};
 
 /// The filter base chain on the forward hook.
 pub const FORWARD_CHAIN: &str = "forward";
@@ -79,18 +73,18 @@ const FIXED: [&str; 5] = [
 ];
 
 /// The address set of a family.
-pub fn fwd_set(fam: Fam) -> &'static str {
+pub fn fwd_set(fam: Family) -> &'static str {
     match fam {
-        Fam::V4 => "fwd4",
-        Fam::V6 => "fwd6",
+        Family::V4 => "fwd4",
+        Family::V6 => "fwd6",
     }
 }
 
 /// Transaction set ids (distinct from the masquerade sets' 1 and 2).
-fn set_id(fam: Fam) -> u32 {
+fn set_id(fam: Family) -> u32 {
     match fam {
-        Fam::V4 => 11,
-        Fam::V6 => 12,
+        Family::V4 => 11,
+        Family::V6 => 12,
     }
 }
 
@@ -100,9 +94,9 @@ pub enum FwdRule {
     /// `jump isolation1`
     IsoJump,
     /// `<fam> daddr @fwd<fam> ct state established,related accept`
-    Related(Fam),
+    Related(Family),
     /// `<fam> saddr @fwd<fam> accept`
-    Source(Fam),
+    Source(Family),
     /// `iifname br oifname != br jump isolation2` (isolation1)
     Stage1(String),
     /// `iifname br oifname br drop` (isolation1, isolated only)
@@ -117,7 +111,7 @@ pub enum FwdOp {
     /// table `inet rcni`
     AddTable,
     /// set fwd4 / fwd6
-    AddSet(Fam),
+    AddSet(Family),
     /// regular chain isolation1 / isolation2
     AddIsoChain(&'static str),
     /// the base chain
@@ -176,8 +170,8 @@ impl fmt::Display for FwdOp {
                 "add set {t} {} {{ type {}; }}",
                 fwd_set(*fam),
                 match fam {
-                    Fam::V4 => "ipv4_addr",
-                    Fam::V6 => "ipv6_addr",
+                    Family::V4 => "ipv4_addr",
+                    Family::V6 => "ipv6_addr",
                 }
             ),
             FwdOp::AddIsoChain(c) => write!(f, "add chain {t} {c}"),
@@ -201,7 +195,7 @@ impl fmt::Display for FwdOp {
             FwdOp::DelElem(k) => write!(
                 f,
                 "delete element {t} {} {{ {k} }}",
-                fwd_set(Fam::of(*k))
+                fwd_set(Family::of(*k))
             ),
             FwdOp::DelRule { chain, handle } => {
                 write!(f, "delete rule {t} {chain} handle {handle}")
@@ -218,18 +212,18 @@ fn fixed_rules() -> Vec<FwdOp> {
     };
     vec![
         r(FwdRule::IsoJump, FIXED_ISO_JUMP),
-        r(FwdRule::Related(Fam::V4), FIXED_REL4),
-        r(FwdRule::Source(Fam::V4), FIXED_SRC4),
-        r(FwdRule::Related(Fam::V6), FIXED_REL6),
-        r(FwdRule::Source(Fam::V6), FIXED_SRC6),
+        r(FwdRule::Related(Family::V4), FIXED_REL4),
+        r(FwdRule::Source(Family::V4), FIXED_SRC4),
+        r(FwdRule::Related(Family::V6), FIXED_REL6),
+        r(FwdRule::Source(Family::V6), FIXED_SRC6),
     ]
 }
 
 fn skeleton() -> Vec<FwdOp> {
     vec![
         FwdOp::AddTable,
-        FwdOp::AddSet(Fam::V4),
-        FwdOp::AddSet(Fam::V6),
+        FwdOp::AddSet(Family::V4),
+        FwdOp::AddSet(Family::V6),
         FwdOp::AddIsoChain(ISO2_CHAIN),
         FwdOp::AddIsoChain(ISO1_CHAIN),
         FwdOp::AddBaseChain,
@@ -358,213 +352,122 @@ pub fn plan_remove(all: &[Elem], remove: &dyn Fn(&Elem) -> bool) -> Vec<FwdOp> {
         .collect()
 }
 
-fn nfproto(rule: &mut Rule<'_>, fam: Fam) {
-    rule.add_expr(&Meta::NfProto);
-    let v = match fam {
-        Fam::V4 => libc::NFPROTO_IPV4 as u8,
-        Fam::V6 => libc::NFPROTO_IPV6 as u8,
-    };
-    rule.add_expr(&Cmp::new(CmpOp::Eq, v));
+/// `ip|ip6 saddr|daddr @fwd4|@fwd6`.
+fn addr_in_set(fam: Family, source: bool) -> Vec<Box<dyn Expression>> {
+    let mut e = boxed(nfproto(fam));
+    e.extend(boxed([
+        addr_load(fam, source),
+        lookup(fwd_set(fam), set_id(fam), R1, None, false),
+    ]));
+    e
 }
 
-fn addr_in_set(rule: &mut Rule<'_>, fam: Fam, source: bool) -> Result<(), Error> {
-    nfproto(rule, fam);
-    let field = match (fam, source) {
-        (Fam::V4, true) => NetworkHeaderField::Ipv4(Ipv4HeaderField::Saddr),
-        (Fam::V4, false) => NetworkHeaderField::Ipv4(Ipv4HeaderField::Daddr),
-        (Fam::V6, true) => NetworkHeaderField::Ipv6(Ipv6HeaderField::Saddr),
-        (Fam::V6, false) => NetworkHeaderField::Ipv6(Ipv6HeaderField::Daddr),
-    };
-    rule.add_expr(&Payload::Network(field));
-    rule.add_expr(&SetLookup::new(
-        cstring("set name", fwd_set(fam))?,
-        set_id(fam),
-    ));
-    Ok(())
+/// `iifname|oifname <op> "<name>"`.
+fn ifname_cmp(input: bool, name: &str, op: CmpOp) -> Result<Vec<Box<dyn Expression>>, Error> {
+    Ok(vec![
+        Box::new(if input { Meta::IifName } else { Meta::OifName }),
+        Box::new(Cmp::new(
+            op,
+            InterfaceName::Exact(cstring("interface name", name)?),
+        )),
+    ])
 }
 
-fn ifname_cmp(rule: &mut Rule<'_>, input: bool, name: &str, op: CmpOp) -> Result<(), Error> {
-    rule.add_expr(if input {
-        &Meta::IifName
-    } else {
-        &Meta::OifName
-    });
-    rule.add_expr(&Cmp::new(
-        op,
-        InterfaceName::Exact(cstring("interface name", name)?),
-    ));
-    Ok(())
-}
-
-fn encode_rule(
-    batch: &mut Batch,
-    chain: &Chain<'_>,
-    rule: &FwdRule,
-    comment: &str,
-) -> Result<(), Error> {
-    let mut r = Rule::new(chain);
+fn rule_exprs(rule: &FwdRule) -> Result<Vec<Box<dyn Expression>>, Error> {
+    let mut r: Vec<Box<dyn Expression>> = Vec::new();
     match rule {
-        FwdRule::IsoJump => r.add_expr(&Verdict::Jump {
+        FwdRule::IsoJump => r.push(Box::new(Verdict::Jump {
             chain: cstring("chain name", ISO1_CHAIN)?,
-        }),
+        })),
         FwdRule::Related(fam) => {
-            addr_in_set(&mut r, *fam, false)?;
-            r.add_expr(&Conntrack::State);
+            r.extend(addr_in_set(*fam, false));
+            r.push(Box::new(Conntrack::State));
             let bits = (nftnl::expr::States::ESTABLISHED | nftnl::expr::States::RELATED).bits();
-            r.add_expr(&Bitwise::new(bits, 0u32));
-            r.add_expr(&Cmp::new(CmpOp::Neq, 0u32));
-            r.add_expr(&Verdict::Accept);
+            r.push(Box::new(Bitwise::new(bits, 0u32)));
+            r.push(Box::new(Cmp::new(CmpOp::Neq, 0u32)));
+            r.push(Box::new(Verdict::Accept));
         }
         FwdRule::Source(fam) => {
-            addr_in_set(&mut r, *fam, true)?;
-            r.add_expr(&Verdict::Accept);
+            r.extend(addr_in_set(*fam, true));
+            r.push(Box::new(Verdict::Accept));
         }
         FwdRule::Stage1(b) => {
-            ifname_cmp(&mut r, true, b, CmpOp::Eq)?;
-            ifname_cmp(&mut r, false, b, CmpOp::Neq)?;
-            r.add_expr(&Verdict::Jump {
+            r.extend(ifname_cmp(true, b, CmpOp::Eq)?);
+            r.extend(ifname_cmp(false, b, CmpOp::Neq)?);
+            r.push(Box::new(Verdict::Jump {
                 chain: cstring("chain name", ISO2_CHAIN)?,
-            });
+            }));
         }
         FwdRule::SameDrop(b) => {
-            ifname_cmp(&mut r, true, b, CmpOp::Eq)?;
-            ifname_cmp(&mut r, false, b, CmpOp::Eq)?;
-            r.add_expr(&Verdict::Drop);
+            r.extend(ifname_cmp(true, b, CmpOp::Eq)?);
+            r.extend(ifname_cmp(false, b, CmpOp::Eq)?);
+            r.push(Box::new(Verdict::Drop));
         }
         FwdRule::Stage2(b) => {
-            ifname_cmp(&mut r, false, b, CmpOp::Eq)?;
-            r.add_expr(&Verdict::Drop);
+            r.extend(ifname_cmp(false, b, CmpOp::Eq)?);
+            r.push(Box::new(Verdict::Drop));
         }
     }
-    r.set_comment(cstring("rule comment", comment)?)
-        .map_err(|reason| Error::Invalid {
-            what: "rule comment",
-            value: comment.to_string(),
-            reason,
-        })?;
-    batch.add(&r, MsgType::Add);
-    Ok(())
+    Ok(r)
 }
 
-fn key_bytes(ip: IpAddr) -> Vec<u8> {
-    match ip {
-        IpAddr::V4(a) => a.octets().to_vec(),
-        IpAddr::V6(a) => a.octets().to_vec(),
-    }
-}
-
-fn raw_set(fam: Fam) -> RawSet {
-    RawSet::named(ProtoFamily::Inet, TABLE, fwd_set(fam))
-}
-
-fn add_set<K: SetKey>(batch: &mut Batch, table: &Table, fam: Fam) -> Result<(), Error> {
-    let name = cstring("set name", fwd_set(fam))?;
-    let set: Set<'_, K> = Set::new_named(&name, set_id(fam), table, ProtoFamily::Inet);
-    batch.add(&set, MsgType::Add);
-    Ok(())
-}
-
-/// Encodes `ops` in order into one transaction.
-pub fn encode(ops: &[FwdOp]) -> Result<FinalizedBatch, Error> {
-    let tname = cstring("table name", TABLE)?;
-    let table = Table::new(&tname, ProtoFamily::Inet);
-    let base_name = cstring("chain name", FORWARD_CHAIN)?;
-    let iso1_name = cstring("chain name", ISO1_CHAIN)?;
-    let iso2_name = cstring("chain name", ISO2_CHAIN)?;
-    let base = Chain::new(&base_name, &table);
-    let iso1 = Chain::new(&iso1_name, &table);
-    let iso2 = Chain::new(&iso2_name, &table);
-    let mut batch = Batch::new();
-    for op in ops {
-        match op {
-            FwdOp::AddTable => batch.add(&table, MsgType::Add),
-            FwdOp::AddSet(Fam::V4) => add_set::<Ipv4Addr>(&mut batch, &table, Fam::V4)?,
-            FwdOp::AddSet(Fam::V6) => add_set::<Ipv6Addr>(&mut batch, &table, Fam::V6)?,
-            FwdOp::AddIsoChain(c) => {
-                let ch = if *c == ISO1_CHAIN { &iso1 } else { &iso2 };
-                batch.add(ch, MsgType::Add);
-            }
-            FwdOp::AddBaseChain => {
-                let mut chain = Chain::new(&base_name, &table);
-                chain.set_hook(Hook::Forward, 0);
-                chain.set_type(ChainType::Filter);
-                chain.set_policy(Policy::Accept);
-                batch.add(&chain, MsgType::Add);
-            }
-            FwdOp::FlushBaseChain => batch.add(&Rule::new(&base), MsgType::Del),
-            FwdOp::AddRule {
-                chain,
-                rule,
-                comment,
-            } => {
-                let ch = match *chain {
-                    FORWARD_CHAIN => &base,
-                    ISO1_CHAIN => &iso1,
-                    _ => &iso2,
-                };
-                encode_rule(&mut batch, ch, rule, comment)?;
-            }
-            FwdOp::AddElem(e) => {
-                let msg = ElemMsg {
-                    set: raw_set(e.fam()),
-                    family: ProtoFamily::Inet,
-                };
-                msg.set.add_raw_commented(&key_bytes(e.key), &e.comment);
-                batch.add(&msg, MsgType::Add);
-            }
-            FwdOp::DelElem(k) => {
-                let msg = ElemMsg {
-                    set: raw_set(Fam::of(*k)),
-                    family: ProtoFamily::Inet,
-                };
-                msg.set.add_raw_key(&key_bytes(*k));
-                batch.add(&msg, MsgType::Del);
-            }
-            FwdOp::DelRule { chain, handle } => {
-                let ch = if *chain == ISO1_CHAIN { &iso1 } else { &iso2 };
-                let mut rule = Rule::new(ch);
-                rule.set_handle(*handle);
-                batch.add(&rule, MsgType::Del);
-            }
-        }
-    }
-    Ok(batch.finalize())
-}
-
-fn to_elems(raw: Vec<(Vec<u8>, String)>) -> Vec<Elem> {
-    raw.into_iter()
-        .filter_map(|(k, comment)| {
-            let key = match k.len() {
-                4 => IpAddr::from(<[u8; 4]>::try_from(k.as_slice()).ok()?),
-                16 => IpAddr::from(<[u8; 16]>::try_from(k.as_slice()).ok()?),
-                _ => return None,
-            };
-            Some(Elem { key, comment })
-        })
-        .collect()
+/// The shared operations of one forward-filter operation, all in table `inet rcni`.
+pub(crate) fn lower(op: &FwdOp) -> Result<Vec<batch::Op>, Error> {
+    Ok(vec![match op {
+        FwdOp::AddTable => batch::Op::AddTable,
+        FwdOp::AddSet(fam) => batch::Op::AddSet(addr_set(
+            ProtoFamily::Inet,
+            fwd_set(*fam),
+            set_id(*fam),
+            *fam,
+        )),
+        FwdOp::AddIsoChain(c) => batch::Op::AddChain {
+            name: c,
+            base: None,
+        },
+        FwdOp::AddBaseChain => batch::Op::AddChain {
+            name: FORWARD_CHAIN,
+            base: Some(BaseChain {
+                hook: Hook::Forward,
+                priority: 0,
+                kind: ChainType::Filter,
+            }),
+        },
+        FwdOp::FlushBaseChain => batch::Op::FlushChain(FORWARD_CHAIN),
+        FwdOp::AddRule {
+            chain,
+            rule,
+            comment,
+        } => batch::Op::AddRule {
+            chain,
+            exprs: rule_exprs(rule)?,
+            comment: comment.clone(),
+            after: None,
+        },
+        FwdOp::AddElem(e) => batch::Op::AddElem {
+            set: fwd_set(e.fam()),
+            key: addr_bytes(e.key),
+            data: Vec::new(),
+            comment: e.comment.clone(),
+        },
+        FwdOp::DelElem(k) => batch::Op::DelElem {
+            set: fwd_set(Family::of(*k)),
+            key: addr_bytes(*k),
+        },
+        FwdOp::DelRule { chain, handle } => batch::Op::DelRule {
+            chain,
+            handle: *handle,
+        },
+    }])
 }
 
 /// Rules (handle, comment) of one of our chains; None when it does not exist or is empty.
 fn dump_rules(nl: &mut Nl, chain: &str) -> Result<Option<Vec<RuleInfo>>, Error> {
-    Ok(nl
-        .dump_chain_rules(ProtoFamily::Inet, TABLE, chain)?
-        .filter(|rules| !rules.is_empty()))
+    nl.chain_rules(ProtoFamily::Inet, chain)
 }
 
-fn elem_request(nl: &mut Nl, fam: Fam, key: Option<IpAddr>) -> Result<Vec<Elem>, Error> {
-    let what = match key {
-        Some(k) => format!("get element {} {k}", fwd_set(fam)),
-        None => format!("list set {}", fwd_set(fam)),
-    };
-    let set = raw_set(fam);
-    if let Some(k) = key {
-        set.add_raw_key(&key_bytes(k));
-    }
-    let mut raw = Vec::new();
-    let ok = nl.request_set_elems(&what, ProtoFamily::Inet, set.ptr, key.is_none(), &mut |d| {
-        parse_raw_elems(d, &mut raw)
-    })?;
-    Ok(if ok { to_elems(raw) } else { Vec::new() })
+fn elem_request(nl: &mut Nl, fam: Family, key: Option<IpAddr>) -> Result<Vec<Elem>, Error> {
+    crate::nft::addr_elems(nl, fwd_set(fam), key)
 }
 
 /// A base chain of another table on the IP forward hook whose policy is drop.
@@ -585,15 +488,6 @@ impl DropChain {
     }
 }
 
-fn family_kw(f: u32) -> Option<&'static str> {
-    match f as i32 {
-        libc::NFPROTO_IPV4 => Some("ip"),
-        libc::NFPROTO_IPV6 => Some("ip6"),
-        libc::NFPROTO_INET => Some("inet"),
-        _ => None,
-    }
-}
-
 /// Read-only listing of every nftables base chain on the IP forward hook with policy drop,
 /// other than our own (chain metadata only; no rule of another table is read).
 pub fn forward_drop_chains() -> Result<Vec<DropChain>, Error> {
@@ -601,74 +495,23 @@ pub fn forward_drop_chains() -> Result<Vec<DropChain>, Error> {
 }
 
 fn forward_drop_chains_in(nl: &mut Nl) -> Result<Vec<DropChain>, Error> {
-    let mut found = Vec::new();
-    nl.request(
-        "list chains",
-        true,
-        &|buf, seq| {
-            // SAFETY: buf has 8 KiB; a GETCHAIN dump request is a bare header.
-            unsafe {
-                nftnl::nftnl_sys::nftnl_nlmsg_build_hdr(
-                    buf,
-                    libc::NFT_MSG_GETCHAIN as u16,
-                    libc::NFPROTO_UNSPEC as u16,
-                    libc::NLM_F_DUMP as u16,
-                    seq,
-                );
-            }
-        },
-        &mut |d| {
-            use nftnl::nftnl_sys as sys;
-            // SAFETY: d is a complete netlink message inside the receive buffer; the chain
-            // object is freed before returning and its strings copied out first.
-            unsafe {
-                let c = sys::nftnl_chain_alloc();
-                if c.is_null() {
-                    std::process::abort();
-                }
-                if sys::nftnl_chain_nlmsg_parse(d.as_ptr().cast(), c) >= 0
-                    && sys::nftnl_chain_is_set(c, sys::NFTNL_CHAIN_HOOKNUM as u16)
-                    && sys::nftnl_chain_is_set(c, sys::NFTNL_CHAIN_POLICY as u16)
-                {
-                    let hook = sys::nftnl_chain_get_u32(c, sys::NFTNL_CHAIN_HOOKNUM as u16);
-                    let policy = sys::nftnl_chain_get_u32(c, sys::NFTNL_CHAIN_POLICY as u16);
-                    let fam = sys::nftnl_chain_get_u32(c, sys::NFTNL_CHAIN_FAMILY as u16);
-                    let text = |attr: u32| {
-                        let p = sys::nftnl_chain_get_str(c, attr as u16);
-                        if p.is_null() {
-                            String::new()
-                        } else {
-                            std::ffi::CStr::from_ptr(p).to_string_lossy().into_owned()
-                        }
-                    };
-                    let table = text(sys::NFTNL_CHAIN_TABLE);
-                    if let Some(family) = family_kw(fam) {
-                        if hook == libc::NF_INET_FORWARD as u32
-                            && policy == libc::NF_DROP as u32
-                            && !(family == "inet" && table == TABLE)
-                        {
-                            found.push(DropChain {
-                                family,
-                                table,
-                                chain: text(sys::NFTNL_CHAIN_NAME),
-                            });
-                        }
-                    }
-                }
-                sys::nftnl_chain_free(c);
-            }
-            Ok(())
-        },
-    )?;
-    Ok(found)
+    Ok(nl
+        .chains()?
+        .into_iter()
+        .filter_map(|c| {
+            let family = family_kw(c.family).filter(|f| *f != "bridge")?;
+            let drops = c.base == Some((libc::NF_INET_FORWARD as u32, libc::NF_DROP as u32));
+            (drops && !(family == "inet" && c.table == TABLE)).then_some(DropChain {
+                family,
+                table: c.table,
+                chain: c.name,
+            })
+        })
+        .collect())
 }
 
 fn apply(nl: &mut Nl, ops: &[FwdOp], what: &str) -> Result<(), Error> {
-    if ops.is_empty() {
-        return Ok(());
-    }
-    let batch = encode(ops)?;
-    nl.transact(&batch, what)
+    crate::nft::apply(nl, ProtoFamily::Inet, ops, lower, what)
 }
 
 /// Whether this namespace has a legacy (x_tables) `filter` table for `fam`: its names are
@@ -682,23 +525,24 @@ fn legacy_filter_present(fam: Family) -> bool {
 }
 
 /// The nftables implementation of [`ForwardFirewall`].
-pub struct NftForward {
+pub(crate) struct NftForward {
     lock_path: PathBuf,
-    ipt: IptablesForward,
+    ipt: Box<dyn DropFallback>,
 }
 
 impl NftForward {
-    /// Uses [`LOCK_PATH`]; `admin_chain` names the iptables admin chain of the fallback rules.
-    pub fn new(admin_chain: &str) -> Self {
+    /// Uses [`LOCK_PATH`]; `fallback` installs accept rules where iptables' FORWARD policy
+    /// drops (the factory passes the iptables half).
+    pub(crate) fn new(fallback: Box<dyn DropFallback>) -> Self {
         Self {
             lock_path: PathBuf::from(LOCK_PATH),
-            ipt: IptablesForward::new(admin_chain),
+            ipt: fallback,
         }
     }
 
     fn owned(nl: &mut Nl, tag: &str) -> Result<Vec<Elem>, Error> {
-        let mut all = elem_request(nl, Fam::V4, None)?;
-        all.extend(elem_request(nl, Fam::V6, None)?);
+        let mut all = elem_request(nl, Family::V4, None)?;
+        all.extend(elem_request(nl, Family::V6, None)?);
         Ok(all.into_iter().filter(|e| e.tag() == tag).collect())
     }
 }
@@ -715,7 +559,7 @@ impl ForwardFirewall for NftForward {
         let mut lookup_err = None;
         let ops = plan_add(att, base.as_deref(), &mut |ip| match elem_request(
             &mut nl,
-            Fam::of(ip),
+            Family::of(ip),
             Some(ip),
         ) {
             Ok(v) => v.into_iter().next(),
@@ -729,7 +573,7 @@ impl ForwardFirewall for NftForward {
         }
         apply(&mut nl, &ops, "add forward accept")?;
         // An accept here is not final for other base chains on the hook: if iptables drops
-        // by policy, its own accept rules are needed too (cni-reference.md §2.8, issue 7).
+        // by policy, its own accept rules are needed too (a Docker host: its FORWARD policy is DROP).
         // iptables-nft's FORWARD shows up in the (netlink, read-only) chain listing; only a
         // legacy (x_tables) filter table needs `iptables -S FORWARD` to be exec'd.
         let chains = forward_drop_chains_in(&mut nl).unwrap_or_default();
@@ -745,7 +589,7 @@ impl ForwardFirewall for NftForward {
             if ips.is_empty() {
                 continue;
             }
-            let kw = if fam == Family::V4 { "ip" } else { "ip6" };
+            let kw = fam.kw();
             let drops = chains
                 .iter()
                 .any(|c| c.is_iptables_forward() && c.family == kw)
@@ -755,7 +599,7 @@ impl ForwardFirewall for NftForward {
                     "{} FORWARD policy is DROP: nftables accepts cannot override it, adding {} rules to chain {} for {}",
                     fam.prog(),
                     fam.prog(),
-                    crate::iptables_forward::FORWARD_CHAIN,
+                    self.ipt.chain(),
                     ips.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(", ")
                 ));
                 fallback.extend(ips);
@@ -840,7 +684,7 @@ impl ForwardFirewall for NftForward {
         }
         let tag = owner_tag(&att.network, &att.container_id, &att.ifname);
         for ip in &att.ips {
-            let fam = Fam::of(*ip);
+            let fam = Family::of(*ip);
             match elem_request(&mut nl, fam, Some(*ip))?.into_iter().next() {
                 Some(e) if e.tag() == tag => {}
                 Some(e) => {
@@ -873,8 +717,8 @@ impl ForwardFirewall for NftForward {
         let prefix = format!("{}-", network_hash(network));
         let kept: BTreeSet<String> = keep.iter().map(|(c, i)| owner_tag(network, c, i)).collect();
         let mut nl = Nl::open()?;
-        let mut all = elem_request(&mut nl, Fam::V4, None)?;
-        all.extend(elem_request(&mut nl, Fam::V6, None)?);
+        let mut all = elem_request(&mut nl, Family::V4, None)?;
+        all.extend(elem_request(&mut nl, Family::V6, None)?);
         let ops = plan_remove(&all, &|e| {
             let t = tag_of_comment(&e.comment);
             t.starts_with(&prefix) && !kept.contains(t)
@@ -971,9 +815,24 @@ impl ForwardFirewall for NftForward {
     }
 }
 
+/// Every element of the two address sets and every rule of our three chains.
+pub(crate) fn list(nl: &mut Nl) -> Result<Vec<crate::entry::Entry>, Error> {
+    crate::nft::entries(
+        nl,
+        ProtoFamily::Inet,
+        &[fwd_set(Family::V4), fwd_set(Family::V6)],
+        &[FORWARD_CHAIN, ISO1_CHAIN, ISO2_CHAIN],
+        &|_, e| crate::nft::addr_key(e),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn encode(ops: &[FwdOp]) -> Result<nftnl::FinalizedBatch, Error> {
+        crate::nft::encode_all(ProtoFamily::Inet, ops, lower)
+    }
 
     fn att(cid: &str, ips: &[&str]) -> ForwardAttachment {
         ForwardAttachment {
