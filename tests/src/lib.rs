@@ -396,6 +396,17 @@ impl Sandbox {
         }
     }
 
+    /// [`Sandbox::assert_no_cni_leftovers`] for plugins called directly (no runtime, so no
+    /// result cache): host-local data under `data_dir`, network `network`.
+    pub fn assert_nothing_left(&self, network: &str, data_dir: &Path) {
+        let no_cache = self.scratch.join("no-result-cache");
+        self.assert_no_cni_leftovers(&CniState {
+            data_dir,
+            cache_dir: &no_cache,
+            network,
+        });
+    }
+
     /// Number of veths in the sandbox's host namespace (the host ends of attachments).
     pub fn host_veths(&self) -> usize {
         self.link_names(None)

@@ -6,7 +6,7 @@
 
 use std::path::Path;
 
-use integration_tests::{lease_files, sandbox, CniCall, CniOutput, CniState, Sandbox};
+use integration_tests::{lease_files, sandbox, CniCall, CniOutput, Sandbox};
 use serde_json::{json, Value};
 
 const NET: &str = "brnet";
@@ -46,15 +46,9 @@ fn leases(sb: &Sandbox) -> Vec<String> {
 }
 
 /// The shared "nothing left" check for network `network` (host-local data under the sandbox's
-/// `ipam` directory; the plugins are called directly, so there is no result cache).
+/// `ipam` directory).
 fn assert_nothing_left_on(sb: &Sandbox, network: &str) {
-    let data_dir = sb.scratch().join("ipam");
-    let cache_dir = sb.scratch().join("no-result-cache");
-    sb.assert_no_cni_leftovers(&CniState {
-        data_dir: &data_dir,
-        cache_dir: &cache_dir,
-        network,
-    });
+    sb.assert_nothing_left(network, &sb.scratch().join("ipam"));
 }
 
 /// [`assert_nothing_left_on`] the test network.
@@ -684,8 +678,15 @@ fn macspoofchk_drops_spoofed_frames() {
             !sb.ping("c2", "10.22.0.2"),
             "replies with a spoofed MAC were forwarded"
         );
-        // CHECK notices the interface no longer has the MAC of the ADD.
-        call("CHECK", "cid1", &ns1, &with_prev(&c, &r1)).err();
+        // CHECK notices the interface no longer has the MAC of the ADD, and says so.
+        let (code, msg) = call("CHECK", "cid1", &ns1, &with_prev(&c, &r1)).err();
+        assert_eq!(code, 999, "{msg}");
+        assert!(
+            msg.contains(&format!(
+                "interface eth0 MAC 02:00:00:00:00:99 does not match {mac1} from prevResult"
+            )),
+            "{msg}"
+        );
         // Control: the original MAC passes again, so the drop above was the spoof check.
         sb.sh(&format!("ip -n c1 link set eth0 address {mac1}"));
         sb.sh("ip -n c2 neigh flush all");
