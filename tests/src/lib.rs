@@ -396,6 +396,62 @@ impl Sandbox {
         }
     }
 
+    /// Everything attachments to ANY network can leave behind, as (what, count): leases in
+    /// every network directory under `data_dir`, every cache file under `cache_dir/results`,
+    /// host veths, owned nftables entries and commented iptables rules. For a daemon whose
+    /// networks come and go during a test.
+    pub fn all_cni_leftovers(
+        &self,
+        data_dir: &Path,
+        cache_dir: &Path,
+    ) -> Vec<(&'static str, usize)> {
+        let leases = match std::fs::read_dir(data_dir) {
+            Ok(d) => d
+                .map(|e| e.unwrap().path())
+                .filter(|p| p.is_dir())
+                .map(|p| lease_files(&p).len())
+                .sum(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
+            Err(e) => panic!("cannot list {}: {e}", data_dir.display()),
+        };
+        let cache = count_entries(&cache_dir.join("results"), &|_| true);
+        let iptables: usize = [false, true]
+            .iter()
+            .map(|&v6| {
+                let out = testbox::run(
+                    if v6 {
+                        "ip6tables-save"
+                    } else {
+                        "iptables-save"
+                    },
+                    &[],
+                );
+                out.lines().filter(|l| l.contains("name: \\\"")).count()
+            })
+            .sum();
+        vec![
+            ("leases", leases),
+            ("cache files", cache),
+            ("veths", self.host_veths()),
+            ("nftables entries", self.nft_entries(", id: ")),
+            ("iptables rules", iptables),
+        ]
+    }
+
+    /// Assert that no attachment to any network under `data_dir`/`cache_dir` left anything
+    /// behind (veths given 5 s to settle, as in [`Sandbox::cni_leftovers_settled`]).
+    pub fn assert_nothing_left_anywhere(&self, data_dir: &Path, cache_dir: &Path) {
+        for _ in 0..100 {
+            if self.host_veths() == 0 {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        for (what, n) in self.all_cni_leftovers(data_dir, cache_dir) {
+            assert_eq!(n, 0, "{n} {what} left behind");
+        }
+    }
+
     /// [`Sandbox::assert_no_cni_leftovers`] for plugins called directly (no runtime, so no
     /// result cache): host-local data under `data_dir`, network `network`.
     pub fn assert_nothing_left(&self, network: &str, data_dir: &Path) {

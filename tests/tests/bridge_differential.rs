@@ -40,6 +40,11 @@ fn sysctl(sb: &Sandbox, ns: Option<&str>, key: &str) -> String {
         Some(ns) => sb.exec_in(ns, &cmd),
         None => sb.try_sh(&cmd),
     };
+    assert!(
+        out.status.success(),
+        "cannot read {key}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 

@@ -9,7 +9,7 @@ use std::path::Path;
 
 use cni::config::NetConfList;
 use cni::runtime::{CniConfig, RuntimeConf};
-use integration_tests::{bin_dir, sandbox, CniCall, CniOutput, Sandbox};
+use integration_tests::{bin_dir, sandbox, CniCall, CniOutput, CniState, Sandbox};
 use serde_json::{json, Value};
 
 fn call(plugin: &str, verb: &str, cid: &str, ns: &Path, conf: &Value) -> CniOutput {
@@ -586,23 +586,8 @@ fn ingress_policy_same_bridge_nft_and_isolated_iptables() {
 // ---------------------------------------------------------------------------------------------
 // Podman's default chain through the runtime
 
-fn portmap_works() -> bool {
-    let p = bin_dir().join("portmap");
-    if !p.exists() {
-        return false;
-    }
-    let out = CniCall::with_bin(p, "VERSION")
-        .stdin(r#"{"cniVersion":"0.4.0"}"#)
-        .run();
-    out.code == 0
-        && serde_json::from_str::<Value>(&out.stdout).is_ok_and(|v| {
-            v["supportedVersions"]
-                .as_array()
-                .is_some_and(|a| a.iter().any(|x| x == "0.4.0"))
-        })
-}
-
-fn podman_list(sb: &Sandbox, with_portmap: bool, tuning: Value) -> NetConfList {
+/// Podman's default chain: bridge → portmap → firewall → `tuning`.
+fn podman_list(sb: &Sandbox, tuning: Value) -> NetConfList {
     let mut plugins = vec![
         json!({"type": "bridge", "bridge": "cni-podman0", "isGateway": true,
         "ipMasq": true, "hairpinMode": true,
@@ -610,9 +595,7 @@ fn podman_list(sb: &Sandbox, with_portmap: bool, tuning: Value) -> NetConfList {
                  "ranges": [[{"subnet": "10.88.0.0/16", "gateway": "10.88.0.1"}]],
                  "dataDir": sb.dir("podman-ipam")}}),
     ];
-    if with_portmap {
-        plugins.push(json!({"type": "portmap", "capabilities": {"portMappings": true}}));
-    }
+    plugins.push(json!({"type": "portmap", "capabilities": {"portMappings": true}}));
     plugins.push(json!({"type": "firewall"}));
     plugins.push(tuning);
     let list = json!({"cniVersion": "0.4.0", "name": "podman", "plugins": plugins});
@@ -651,8 +634,7 @@ fn leftovers(sb: &Sandbox, ip: &str, cid: &str) -> Vec<String> {
     if t.contains(&format!("{ip} ")) || t.contains(&format!("id: {cid},")) {
         left.push(format!("nft entries of {ip}/{cid}:\n{t}"));
     }
-    let ipt = save(sb, "iptables-save")
-        + &String::from_utf8_lossy(&sb.try_sh("iptables-save -t nat").stdout);
+    let ipt = save(sb, "iptables-save") + &sb.sh("iptables-save -t nat");
     if ipt.contains(ip) {
         left.push(format!("iptables rules of {ip}:\n{ipt}"));
     }
@@ -669,20 +651,22 @@ fn leftovers(sb: &Sandbox, ip: &str, cid: &str) -> Vec<String> {
     left
 }
 
+/// The shared "nothing left" check for the Podman network of these tests.
+fn assert_podman_nothing_left(sb: &Sandbox) {
+    let data_dir = sb.scratch().join("podman-ipam");
+    let cache_dir = sb.scratch().join("podman-cache");
+    sb.assert_no_cni_leftovers(&CniState {
+        data_dir: &data_dir,
+        cache_dir: &cache_dir,
+        network: "podman",
+    });
+}
+
 #[test]
 fn podman_chain_add_check_del_and_failed_add_cleanup() {
     sandbox(|sb| {
-        let with_portmap = portmap_works();
-        eprintln!(
-            "chain: bridge -> {}firewall -> tuning",
-            if with_portmap { "portmap -> " } else { "" }
-        );
         // Podman runs VERSION on every plugin and drops the network unless 0.4.0 is listed.
-        let mut types = vec!["bridge", "host-local", "firewall", "tuning"];
-        if with_portmap {
-            types.push("portmap");
-        }
-        for t in types {
+        for t in ["bridge", "host-local", "portmap", "firewall", "tuning"] {
             let out = CniCall::new(t, "VERSION")
                 .stdin(r#"{"cniVersion":"0.4.0"}"#)
                 .run();
@@ -697,7 +681,7 @@ fn podman_chain_add_check_del_and_failed_add_cleanup() {
             );
         }
         let cfg = CniConfig::new(vec![bin_dir()], sb.dir("podman-cache"));
-        let list = podman_list(sb, with_portmap, json!({"type": "tuning"}));
+        let list = podman_list(sb, json!({"type": "tuning"}));
         let ns = sb.netns("pod1");
         let rt = podman_rt(&ns, "pod1cid", "10.88.0.50", "c2:aa:bb:cc:dd:01");
         let res = cfg
@@ -718,12 +702,12 @@ fn podman_chain_add_check_del_and_failed_add_cleanup() {
             .unwrap_or_else(|e| panic!("DEL: {e}"));
         let left = leftovers(sb, "10.88.0.50", "pod1cid");
         assert!(left.is_empty(), "after DEL: {left:?}");
+        assert_podman_nothing_left(sb);
 
         // A failing ADD (tuning rejects its sysctl after bridge, portmap and firewall acted),
         // then Podman's full DEL chain without prevResult must leave nothing.
         let bad = podman_list(
             sb,
-            with_portmap,
             json!({"type": "tuning", "sysctl": {"kernel.hostname": "x"}}),
         );
         let ns2 = sb.netns("pod2");
@@ -744,6 +728,7 @@ fn podman_chain_add_check_del_and_failed_add_cleanup() {
         assert!(left.is_empty(), "after failed ADD + DEL: {left:?}");
         cfg.del_network_list(&bad, &rt2)
             .unwrap_or_else(|e| panic!("second DEL: {e}"));
+        assert_podman_nothing_left(sb);
     });
 }
 

@@ -255,10 +255,7 @@ fn host_veths(sb: &Sandbox) -> Vec<String> {
 
 /// Firewall entries owned by an attachment carry "id: <container id>" in their comment.
 fn owned_fw_entries(sb: &Sandbox) -> usize {
-    let out = sb.try_sh("nft list ruleset");
-    String::from_utf8_lossy(&out.stdout)
-        .matches(", id: ")
-        .count()
+    sb.sh("nft list ruleset").matches(", id: ").count()
 }
 
 /// Nothing of any sandbox is left in the kernel or on disk.
@@ -284,6 +281,7 @@ fn assert_no_leftovers(sb: &Sandbox, d: &Daemon) {
         "firewall entries left:\n{}",
         sb.sh("nft list ruleset")
     );
+    sb.assert_nothing_left_anywhere(&d.data.join("ipam"), &d.data.join("cni-cache"));
 }
 
 /// Every sandbox the daemon reports exists in the kernel exactly as reported, and nothing else
