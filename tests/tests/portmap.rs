@@ -277,7 +277,7 @@ fn traffic_every_path_tcp_udp_ipv6_nftables() {
         sb.sh(&format!(
             "nft delete rule inet rcni hostport-postrouting handle {handle}"
         ));
-        sb.sh("conntrack -F 2>/dev/null || true");
+        sb.sh("conntrack -F");
         assert_eq!(
             tcp(sb, Some("c2"), "203.0.113.1", 8080),
             "",
