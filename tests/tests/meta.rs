@@ -282,6 +282,11 @@ fn firewall_iptables_reference_layout() {
         // a second container, then GC keeping only it
         let prev2 = fw_prev("cni-podman0", &["10.88.0.6/16"]);
         call("firewall", "ADD", "c2", &ns, &with_prev(&conf, &prev2)).ok();
+        let v4 = save(sb, "iptables-save");
+        assert!(
+            v4.contains("-s 10.88.0.6/32"),
+            "c2's rules are there before GC: {v4}"
+        );
         let gc = json!({"cniVersion": "1.1.0", "name": "fwnet", "type": "firewall", "backend": "iptables",
                         "cni.dev/valid-attachments": [{"containerID": "c1", "ifname": "eth0"}]});
         CniCall::new("firewall", "GC").conf(&gc).run().ok();
@@ -351,6 +356,11 @@ fn firewall_nftables_table_del_without_prev_and_gc() {
         call("firewall", "ADD", "c2", &ns, &with_prev(&conf, &prev2)).ok();
         let prev3 = fw_prev("cni-podman0", &["10.88.0.7/16"]);
         call("firewall", "ADD", "c3", &ns, &with_prev(&conf, &prev3)).ok();
+        let t = nft_table(sb);
+        assert!(
+            t.contains("10.88.0.7 comment"),
+            "c3's element is there before GC: {t}"
+        );
 
         // DEL without prevResult finds c1's addresses by owner
         call("firewall", "DEL", "c1", &ns, &conf).ok();
@@ -373,6 +383,10 @@ fn firewall_nftables_table_del_without_prev_and_gc() {
         assert!(!t.contains("10.88.0.7"), "{t}");
         assert!(t.contains("10.99.0.9"), "{t}");
         CniCall::new("firewall", "STATUS").conf(&conf).run().ok();
+        // Teardown: the remaining attachments' DELs leave no element of either network.
+        call("firewall", "DEL", "c2", &ns, &conf).ok();
+        call("firewall", "DEL", "c9", &ns, &other).ok();
+        assert_eq!(sb.nft_entries(", id: "), 0, "{}", nft_table(sb));
     });
 }
 
