@@ -2,7 +2,8 @@
 //! of shapes: nested structs, options, sequences, maps, enums, numbers of every width.
 //! Properties: no panic, no hang; the canonical encoding of a value (what serde writes for it)
 //! decodes through the adapter to that same value (the adapter only adds leniency: other key
-//! cases and nulls, which serde_json alone would treat differently).
+//! cases and nulls, which serde_json alone would treat differently); and, as in Go, the same
+//! encoding with every struct key's case changed decodes to that value too.
 #![no_main]
 
 use std::collections::BTreeMap;
@@ -44,6 +45,49 @@ struct Outer {
     bytes: Option<Vec<u8>>,
 }
 
+/// Only structs, options, sequences and tuples: every JSON object in its encoding is a struct,
+/// so every key is a field name whose case Go ignores.
+#[derive(Debug, Deserialize, Serialize, PartialEq)]
+struct Folded {
+    name: Option<String>,
+    #[serde(rename = "cniVersion")]
+    cni_version: Option<String>,
+    #[serde(default)]
+    inner: Option<Inner>,
+    #[serde(default)]
+    many: Vec<Inner>,
+    tuple: Option<(u32, Option<char>)>,
+}
+
+/// `v` with the case of every object key changed: upper case when `upper`, else swapped.
+fn recase(v: &serde_json::Value, upper: bool) -> serde_json::Value {
+    use serde_json::Value;
+    match v {
+        Value::Object(o) => Value::Object(
+            o.iter()
+                .map(|(k, v)| {
+                    let k = if upper {
+                        k.to_uppercase()
+                    } else {
+                        k.chars()
+                            .map(|c| {
+                                if c.is_ascii_lowercase() {
+                                    c.to_ascii_uppercase()
+                                } else {
+                                    c.to_ascii_lowercase()
+                                }
+                            })
+                            .collect()
+                    };
+                    (k, recase(v, upper))
+                })
+                .collect(),
+        ),
+        Value::Array(a) => Value::Array(a.iter().map(|v| recase(v, upper)).collect()),
+        other => other.clone(),
+    }
+}
+
 /// Shapes only decoded (no round trip: floats and units do not survive one exactly).
 #[derive(Debug, Deserialize)]
 #[allow(dead_code)]
@@ -65,6 +109,16 @@ fuzz_target!(|data: &[u8]| {
     let _ = cni::gojson::from_value::<Vec<cni::skel::Attachment>>(v.clone());
     let _ = cni::gojson::from_value::<Loose>(v.clone());
     let _ = go;
+    if let Ok(exact) = serde_json::from_value::<Folded>(v.clone()) {
+        let canonical = serde_json::to_value(&exact).expect("serialize");
+        for upper in [true, false] {
+            let other_case = recase(&canonical, upper);
+            match cni::gojson::from_value::<Folded>(other_case.clone()) {
+                Ok(go) => assert_eq!(go, exact, "case-changed {other_case} decodes differently"),
+                Err(e) => panic!("the adapter fails on case-changed {other_case}: {e}"),
+            }
+        }
+    }
     if let Ok(exact) = serde_json::from_value::<Outer>(v) {
         let canonical = serde_json::to_value(&exact).expect("serialize");
         match cni::gojson::from_value::<Outer>(canonical.clone()) {

@@ -10,6 +10,16 @@ use libfuzzer_sys::fuzz_target;
 fuzz_target!(|data: &[u8]| {
     if let Ok(raw) = cni::gojson::from_slice::<Vec<RawRange>>(data) {
         if let Ok(set) = RangeSet::from_raw(&raw) {
+            // A validated range is well formed: bounds in the subnet, in order, one family.
+            for r in &set.0 {
+                assert!(
+                    r.subnet.contains(&r.start) && r.subnet.contains(&r.end),
+                    "{r:?}"
+                );
+                assert!(r.start <= r.end, "{r:?}");
+                assert_eq!(r.start.is_ipv4(), r.subnet.addr().is_ipv4(), "{r:?}");
+                assert_eq!(r.is_ipv4(), set.is_ipv4(), "mixed families in {set}");
+            }
             let _ = set.capacity();
             let _ = set.to_string();
             let _ = set.overlaps(&set);

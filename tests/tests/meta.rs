@@ -752,10 +752,7 @@ fn podman_chain_add_check_del_and_failed_add_cleanup() {
 /// A differential test never passes silently without its oracle (same rule as
 /// bridge_differential.rs).
 fn require_reference() {
-    integration_tests::reference_dir().expect(
-        "the reference plugins are not installed: apt-get install containernetworking-plugins \
-         (./suite.sh test installs them)",
-    );
+    integration_tests::require_reference_dir();
 }
 
 fn reference(plugin: &str, verb: &str, cid: &str, ns: &Path, conf: &Value) -> Option<CniOutput> {
