@@ -1,4 +1,4 @@
-//! Kubelet-style suite (issue 9): pods driven through whole conflists exactly as containerd's CRI
+//! Kubelet-style suite: pods driven through whole conflists exactly as containerd's CRI
 //! plugin does it, through our libcni-compatible runtime side (`cni::runtime`).
 //!
 //! Per pod: a loopback network (cniVersion 0.3.1) and the pod network (bridge + host-local +

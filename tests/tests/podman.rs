@@ -3,7 +3,7 @@
 //! cniVersion 0.4.0) and calls every verb through libcni. Each test asserts real traffic and, at
 //! the end, that nothing is left: veths, leases, libcni cache files, our nftables entries.
 //!
-//! Setup (see real-clients.md): every place Podman reads or writes is private to the test's
+//! Setup: every place Podman reads or writes is private to the test's
 //! mount namespace. `/etc/containers` is a tmpfs holding our containers.conf, storage.conf and
 //! policy.json (conmon's exit command `podman container cleanup` reads the default config path,
 //! so it must be ours too), `/var/lib` is an overlay whose upper layer lives in the test's tmpfs

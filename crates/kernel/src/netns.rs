@@ -193,7 +193,7 @@ pub fn create_pinned(dir: &Path, name: &str) -> Result<PathBuf> {
 }
 
 /// Remove a pinned namespace: lazy unmount and unlink. A missing pin is not an error (DEL must be
-/// idempotent, DESIGN.md).
+/// idempotent).
 pub fn delete_pinned(dir: &Path, name: &str) -> Result<()> {
     validate_name(name)?;
     let path = dir.join(name);
