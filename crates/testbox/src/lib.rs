@@ -60,21 +60,21 @@ pub fn find_tool(name: &str) -> Option<std::path::PathBuf> {
     found
 }
 
-/// Fail the test unless `name` is installed, naming the package that provides it.
-pub fn require_tool(name: &str) {
-    if find_tool(name).is_none() {
+/// Fail the test unless `name` is installed, naming the package that provides it; its path.
+pub fn require_tool(name: &str) -> std::path::PathBuf {
+    find_tool(name).unwrap_or_else(|| {
         let pkg = PACKAGES
             .iter()
             .find(|(t, _)| *t == name)
             .map_or(String::new(), |(_, p)| format!(" (apt-get install {p})"));
-        panic!("required tool `{name}` is not installed{pkg}: ./suite.sh install_deps installs every tool the tests use");
-    }
+        panic!("required tool `{name}` is not installed{pkg}: ./suite.sh install_deps installs every tool the tests use")
+    })
 }
 
-/// A [`Command`] for a tool the test requires: fails the test when the tool is missing.
+/// A [`Command`] for a tool the test requires (by the path found, so a PATH without the sbin
+/// directories still works): fails the test when the tool is missing.
 pub fn tool(name: &str) -> Command {
-    require_tool(name);
-    Command::new(name)
+    Command::new(require_tool(name))
 }
 
 /// Run a required tool; the raw output (the caller judges the status).

@@ -30,8 +30,10 @@ pub fn in_netns<F: FnOnce() + Send + 'static>(body: F) {
 /// Runs a command (only ever from a namespaced thread); returns (success, stdout, stderr).
 /// A missing tool fails the test with its package name.
 pub fn cmd(prog: &str, args: &[&str]) -> (bool, String, String) {
-    testbox::require_tool(prog);
-    let out = Command::new(prog).args(args).output().unwrap();
+    let out = Command::new(testbox::require_tool(prog))
+        .args(args)
+        .output()
+        .unwrap();
     (
         out.status.success(),
         String::from_utf8_lossy(&out.stdout).into_owned(),
