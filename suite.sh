@@ -3,6 +3,7 @@
 #   ./suite.sh demo   build everything, start sandboxd and attach sandboxes in every mode, with traffic
 #   ./suite.sh test   formatting, lints, then every unit and integration test
 #   ./suite.sh bench  the benchmarks (release build, figures and ratios against the reference)
+#   ./suite.sh fuzz   a smoke run of every fuzz target (FUZZ_SECONDS each, default 10; fuzz/README.md)
 # Each command first installs what a fresh Debian machine lacks (needs root, like the plugins).
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -68,8 +69,29 @@ case "$cmd" in
     done
     unshare -n -m sh bench/sandboxd.sh target/release 1000
     ;;
+  fuzz)
+    # Each parser target for a few seconds, from the kept corpus: a panic or a hang (one input
+    # over 10 s) fails the run. Long runs are by hand (fuzz/README.md). Needs no root; installs
+    # the nightly toolchain and cargo-fuzz when they are missing.
+    command -v rustup >/dev/null || { echo "suite.sh: rustup is required for the nightly toolchain" >&2; exit 1; }
+    rustup toolchain list | grep -q '^nightly' || rustup toolchain install nightly --profile minimal
+    command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
+    secs=${FUZZ_SECONDS:-10}
+    cd fuzz
+    cargo +nightly fuzz build
+    for t in $(cargo +nightly fuzz list); do
+      work=$(mktemp -d)
+      if ! cargo +nightly fuzz run "$t" "$work" "corpus/$t" -- -max_total_time="$secs" -timeout=10 >"$work.log" 2>&1; then
+        tail -n 40 "$work.log" >&2
+        echo "suite.sh: fuzz target $t failed; the input is in fuzz/artifacts/$t" >&2
+        exit 1
+      fi
+      echo "$t: $(grep -E '^Done' "$work.log")"
+      rm -rf "$work" "$work.log"
+    done
+    ;;
   *)
-    echo "usage: ./suite.sh demo|test|bench" >&2
+    echo "usage: ./suite.sh demo|test|bench|fuzz" >&2
     exit 2
     ;;
 esac

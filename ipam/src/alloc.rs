@@ -1,5 +1,5 @@
 //! The allocator and the verbs' data-directory logic, free of protocol types so it can be unit
-//! tested directly (reference §2.4). Locking follows the reference: the network's lock is taken
+//! tested directly. Locking follows the reference: the network's lock is taken
 //! once per range set, so a dual-stack ADD interleaves with other writers exactly as the
 //! reference's does, and a failure in a later set releases what earlier sets reserved.
 

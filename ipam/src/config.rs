@@ -1,6 +1,6 @@
 //! host-local configuration: the `ipam` object, `runtimeConfig` (`ipRanges`, `ips`), `args.cni.ips`
-//! and CNI_ARGS `IP=`, merged and validated like the reference's `LoadIPAMConfig` (reference §2.4,
-//! §1.5, §1.6). Everything is checked here, before the data directory is touched.
+//! and CNI_ARGS `IP=`, merged and validated like the reference's `LoadIPAMConfig`.
+//! Everything is checked here, before the data directory is touched.
 
 use std::net::IpAddr;
 use std::path::PathBuf;

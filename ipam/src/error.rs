@@ -1,4 +1,4 @@
-//! Errors of the host-local IPAM, with the reference plugin's messages (reference §2.4).
+//! Errors of the host-local IPAM, with the reference plugin's messages.
 //!
 //! Messages are kept word for word where the reference's are known, because users grep logs and
 //! runtimes surface `msg` verbatim. Codes differ on purpose in one place: the reference reports

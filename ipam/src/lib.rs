@@ -1,5 +1,5 @@
 //! host-local IPAM: a file-locked address allocator, drop-in compatible with the reference
-//! plugin's data directory (reference §2.4), plus GC and STATUS of spec 1.1.
+//! plugin's data directory, plus GC and STATUS of spec 1.1.
 //!
 //! Layers: [`config`] merges and validates the configuration and requested addresses,
 //! [`range`] holds range arithmetic and the round-robin cursor, [`store`] owns the on-disk

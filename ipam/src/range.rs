@@ -1,4 +1,4 @@
-//! Address ranges and range sets, with the reference's canonicalisation rules (reference §2.4).
+//! Address ranges and range sets, with the reference's canonicalisation rules.
 //!
 //! A [`Range`] is a subnet plus an inclusive `[start, end]` window and a gateway; a [`RangeSet`]
 //! is a non-empty list of non-overlapping ranges of one family from which exactly one address is

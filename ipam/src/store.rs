@@ -1,5 +1,5 @@
 //! The on-disk lease store, byte-compatible with the reference plugin's data directory
-//! (reference §2.4, scenario 43):
+//! (the reference plugin's layout):
 //!
 //! ```text
 //! <dataDir>/<network>/lock                 empty; flock(LOCK_EX) serialises every writer

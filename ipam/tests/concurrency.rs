@@ -1,13 +1,17 @@
 //! Concurrency and crash safety: parallel ADD/DEL on one network, and `kill -9` at arbitrary
-//! instants during ADD followed by GC/DEL (scenario 57, DESIGN "Concurrency").
+//! instants during ADD followed by GC/DEL. The kill tests count where their kills landed and
+//! require some in the middle of an ADD (after its first lease write, before its result), so
+//! they cannot pass by killing only processes that had not started or had already finished.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 
 use std::collections::HashSet;
 use std::io::Write;
+use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
 
 use common::*;
 use integration_tests::sandbox;
@@ -32,6 +36,84 @@ fn spawn(bin: &Path, cmd: &str, cid: &str, netns: &Path, conf: &Value) -> Child 
     let _ = stdin.write_all(&serde_json::to_vec(conf).unwrap());
     drop(stdin);
     child
+}
+
+/// How long one uninterrupted ADD (and its DEL) takes on this machine now: kill instants are
+/// spread over this span so that some land mid-ADD whatever the machine's speed.
+fn add_duration(bin: &Path, ns: &Path, c: &Value) -> Duration {
+    let mut slowest = Duration::ZERO;
+    for i in 0..3 {
+        let cid = format!("kcal{i}");
+        let t = Instant::now();
+        let out = spawn(bin, "ADD", &cid, ns, c).wait_with_output().unwrap();
+        slowest = slowest.max(t.elapsed());
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        del(ns, c, &cid, "eth0").ok();
+    }
+    slowest
+}
+
+/// Chooses kill instants: starts spread over 0–1.2× an ADD's duration and narrows onto the
+/// window between "killed before writing" and "finished" (where the mid-ADD kills are), which
+/// is a small part of an ADD on a fast machine (exec and startup take most of it).
+struct Aim {
+    /// Latest delay (µs) seen to kill before the first write.
+    lo: u64,
+    /// Earliest delay (µs) seen to let the ADD finish.
+    hi: u64,
+    /// LCG state: deterministic spread inside the window.
+    seed: u64,
+}
+
+impl Aim {
+    fn new(span: Duration) -> Aim {
+        Aim {
+            lo: 0,
+            hi: span.as_micros() as u64 * 6 / 5,
+            seed: 0x2545_f491_4f6c_dd1d,
+        }
+    }
+
+    /// The next delay between spawn and SIGKILL.
+    fn next(&mut self) -> Duration {
+        self.seed = self
+            .seed
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        let width = self.hi.saturating_sub(self.lo).max(1);
+        Duration::from_micros(self.lo + (self.seed >> 33) % width)
+    }
+
+    /// Learn from where a kill after `delay` landed (timing is noisy: the window only shrinks
+    /// while it stays open, and reopens otherwise).
+    fn landed(&mut self, delay: Duration, before_write: bool, finished: bool) {
+        let d = delay.as_micros() as u64;
+        if before_write && d > self.lo && d < self.hi {
+            self.lo = d;
+        }
+        if finished && d < self.hi && d > self.lo {
+            self.hi = d;
+        }
+        if self.hi <= self.lo + 20 {
+            self.lo = self.lo * 4 / 5;
+            self.hi = self.hi * 6 / 5 + 50;
+        }
+    }
+}
+
+/// Where the kills of a loop landed.
+#[derive(Debug, Default)]
+struct Kills {
+    /// The ADD finished (success) before the signal.
+    finished: Vec<String>,
+    /// SIGKILL ended it and it left no lease: before its first write (or before exec).
+    before_write: usize,
+    /// SIGKILL ended it after it wrote at least one lease: mid-ADD.
+    mid_add: Vec<String>,
 }
 
 /// Every file is allocator state or a complete lease; returns the leases' owners.
@@ -114,10 +196,15 @@ fn kill_9_during_adds_leaves_a_recoverable_directory() {
             json!({"ranges": [[{"subnet": "10.21.0.0/22"}], [{"subnet": "fd00:21::/64"}]]}),
         );
         let bin = ours();
-        let mut finished = Vec::new();
-        // Kill at staggered instants (0–2.9 ms after exec) so some die before, during and
-        // after their lease writes; a few run in parallel to contend on the lock.
-        for round in 0..40u64 {
+        let mut aim = Aim::new(add_duration(&bin, &ns, &c));
+        let mut kills = Kills::default();
+        // Kill at instants aimed around the ADDs' lease writes, so some die before, during
+        // and after them; three run in parallel to contend on the lock. At least 40 rounds,
+        // then on until three kills landed mid-ADD (at most 300 rounds).
+        for round in 0..300u64 {
+            if round >= 40 && kills.mid_add.len() >= 3 {
+                break;
+            }
             let batch: Vec<(String, Child)> = (0..3)
                 .map(|j| {
                     let cid = format!("k{round}x{j}");
@@ -125,24 +212,51 @@ fn kill_9_during_adds_leaves_a_recoverable_directory() {
                     (cid, ch)
                 })
                 .collect();
-            std::thread::sleep(std::time::Duration::from_micros((round * 73) % 3000));
-            for (cid, mut ch) in batch {
-                let _ = ch.kill();
+            let delay = aim.next();
+            std::thread::sleep(delay);
+            for (_, ch) in &batch {
+                // SAFETY: kill(2) on our own unreaped child (a zombie at worst, never a
+                // recycled PID); no memory is involved.
+                unsafe { libc::kill(ch.id() as libc::pid_t, libc::SIGKILL) };
+            }
+            let owners = assert_consistent(&dd);
+            for (cid, ch) in batch {
                 let out = ch.wait_with_output().unwrap();
+                let held = owners.iter().any(|(_, o)| *o == cid);
+                aim.landed(delay, !held && !out.status.success(), out.status.success());
                 if out.status.success() {
-                    finished.push(cid);
+                    kills.finished.push(cid);
+                } else {
+                    assert_eq!(
+                        out.status.signal(),
+                        Some(libc::SIGKILL),
+                        "{cid}: {:?}",
+                        out.status
+                    );
+                    if held {
+                        kills.mid_add.push(cid);
+                    } else {
+                        kills.before_write += 1;
+                    }
                 }
             }
-            assert_consistent(&dd);
         }
         let owners = assert_consistent(&dd);
         eprintln!(
-            "kill loop: {} of 120 ADDs completed, {} leases on disk",
-            finished.len(),
+            "kill loop (window {}–{} µs): {} finished, {} killed before writing, {} killed mid-ADD; {} leases on disk",
+            aim.lo,
+            aim.hi,
+            kills.finished.len(),
+            kills.before_write,
+            kills.mid_add.len(),
             owners.len()
         );
+        assert!(
+            !kills.mid_add.is_empty(),
+            "no kill landed mid-ADD, so crash recovery was not exercised: {kills:?}"
+        );
         // Every ADD that reported success holds both of its leases.
-        for cid in &finished {
+        for cid in &kills.finished {
             assert_eq!(
                 owners.iter().filter(|(_, o)| o == cid).count(),
                 2,
@@ -155,7 +269,8 @@ fn kill_9_during_adds_leaves_a_recoverable_directory() {
             let ip = a.split('/').next().unwrap().to_string();
             assert!(owners.iter().all(|(n, _)| *n != ip), "{ip} reused");
         }
-        // GC with only the fresh attachment valid clears every crash leftover.
+        // GC with only the fresh attachment valid clears every crash leftover, including the
+        // leases of the ADDs killed mid-way.
         let mut g = c.clone();
         g["cni.dev/valid-attachments"] = json!([{"containerID": "kfresh", "ifname": "eth0"}]);
         verb(&ours(), "GC", &g).ok();
@@ -179,16 +294,51 @@ fn kill_9_then_del_releases_partial_dual_stack_adds() {
             json!({"ranges": [[{"subnet": "10.22.0.0/24"}], [{"subnet": "fd00:22::/64"}]]}),
         );
         let bin = ours();
+        let mut aim = Aim::new(add_duration(&bin, &ns, &c));
         let mut cids = Vec::new();
-        for round in 0..30u64 {
+        let mut kills = Kills::default();
+        // At least 30 rounds, then on until three kills landed mid-ADD (at most 300).
+        for round in 0..300u64 {
+            if round >= 30 && kills.mid_add.len() >= 3 {
+                break;
+            }
             let cid = format!("k{round}");
-            let mut ch = spawn(&bin, "ADD", &cid, &ns, &c);
-            std::thread::sleep(std::time::Duration::from_micros((round * 97) % 2500));
-            let _ = ch.kill();
-            let _ = ch.wait();
+            let ch = spawn(&bin, "ADD", &cid, &ns, &c);
+            let delay = aim.next();
+            std::thread::sleep(delay);
+            // SAFETY: kill(2) on our own unreaped child; no memory is involved.
+            unsafe { libc::kill(ch.id() as libc::pid_t, libc::SIGKILL) };
+            let out = ch.wait_with_output().unwrap();
+            let held = assert_consistent(&dd)
+                .iter()
+                .filter(|(_, o)| *o == cid)
+                .count();
+            aim.landed(
+                delay,
+                held == 0 && !out.status.success(),
+                out.status.success(),
+            );
+            if out.status.success() {
+                kills.finished.push(cid.clone());
+            } else if held > 0 {
+                kills.mid_add.push(cid.clone());
+            } else {
+                kills.before_write += 1;
+            }
             cids.push(cid);
         }
-        assert_consistent(&dd);
+        eprintln!(
+            "kill loop (window {}–{} µs): {} finished, {} killed before writing, {} killed mid-ADD",
+            aim.lo,
+            aim.hi,
+            kills.finished.len(),
+            kills.before_write,
+            kills.mid_add.len()
+        );
+        assert!(
+            !kills.mid_add.is_empty(),
+            "no kill landed mid-ADD, so partial ADDs were not exercised: {kills:?}"
+        );
         // The runtime DELs every ADD, failed or not: that alone must empty the directory.
         for cid in &cids {
             del(&ns, &c, cid, "eth0").ok();

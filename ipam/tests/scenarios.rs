@@ -1,5 +1,5 @@
-//! Conformance scenarios 43–58 of reference/cni-reference.md §4 for host-local, plus STATUS,
-//! each exec'ing the built binary like a runtime inside a private sandbox.
+//! host-local's behaviours (listed in docs/scenarios.md), plus STATUS, each exec'ing the built
+//! binary like a runtime inside a private sandbox.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -15,7 +15,7 @@ fn dual() -> serde_json::Value {
 }
 
 #[test]
-fn s43_lease_layout() {
+fn lease_files_layout_matches_the_reference() {
     sandbox(|sb| {
         let ns = sb.netns("c1");
         let dd = sb.dir("data");
@@ -49,7 +49,7 @@ fn s43_lease_layout() {
 }
 
 #[test]
-fn s44_slash30_has_one_address() {
+fn slash30_has_one_address() {
     sandbox(|sb| {
         let ns = sb.netns("c1");
         let dd = sb.dir("data");
@@ -66,7 +66,7 @@ fn s44_slash30_has_one_address() {
 }
 
 #[test]
-fn s45_s46_s47_s48_s54_bad_configs_write_nothing() {
+fn bad_configs_write_nothing() {
     sandbox(|sb| {
         let ns = sb.netns("c1");
         let dd = sb.dir("data");
@@ -100,7 +100,7 @@ fn s45_s46_s47_s48_s54_bad_configs_write_nothing() {
 }
 
 #[test]
-fn s49_range_bounds_gateway_round_robin_wrap() {
+fn range_bounds_gateway_round_robin_and_wrap() {
     sandbox(|sb| {
         let ns = sb.netns("c1");
         let dd = sb.dir("data");
@@ -143,7 +143,7 @@ fn s49_range_bounds_gateway_round_robin_wrap() {
 }
 
 #[test]
-fn s50_resolv_conf() {
+fn resolv_conf_becomes_the_result_dns() {
     sandbox(|sb| {
         let ns = sb.netns("c1");
         let dd = sb.dir("data");
@@ -173,7 +173,7 @@ fn s50_resolv_conf() {
 }
 
 #[test]
-fn s51_requested_ip_via_cni_args() {
+fn requested_ip_via_cni_args() {
     sandbox(|sb| {
         let ns = sb.netns("c1");
         let dd = sb.dir("data");
@@ -214,7 +214,7 @@ fn s51_requested_ip_via_cni_args() {
 }
 
 #[test]
-fn s52_runtime_config_and_args_ips_and_ip_ranges() {
+fn runtime_config_and_args_ips_and_ip_ranges() {
     sandbox(|sb| {
         let ns = sb.netns("c1");
         let dd = sb.dir("data");
@@ -236,7 +236,7 @@ fn s52_runtime_config_and_args_ips_and_ip_ranges() {
 }
 
 #[test]
-fn s53_duplicate_attachment() {
+fn duplicate_attachment_is_refused() {
     sandbox(|sb| {
         let ns = sb.netns("c1");
         let dd = sb.dir("data");
@@ -253,7 +253,7 @@ fn s53_duplicate_attachment() {
 }
 
 #[test]
-fn s55_del_semantics() {
+fn del_releases_by_owner_and_is_idempotent() {
     sandbox(|sb| {
         let ns = sb.netns("c1");
         let dd = sb.dir("data");
@@ -292,7 +292,7 @@ fn s55_del_semantics() {
 }
 
 #[test]
-fn s56_check() {
+fn check_verifies_the_attachment_holds_its_leases() {
     sandbox(|sb| {
         let ns = sb.netns("c1");
         let dd = sb.dir("data");
@@ -314,7 +314,7 @@ fn s56_check() {
 }
 
 #[test]
-fn s58_gc_keeps_valid_attachments_and_state_files() {
+fn gc_keeps_valid_attachments_and_state_files() {
     sandbox(|sb| {
         let ns = sb.netns("c1");
         let dd = sb.dir("data");

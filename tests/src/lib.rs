@@ -7,11 +7,16 @@
 //! `/sys/class/net` lists the sandbox's links) and a tmpfs over `/var/lib/cni`. When the thread
 //! ends, the namespaces and everything in them disappear: a test cannot leak into this machine.
 //!
-//! Kernel state is inspected with iproute2 (`ip -j`) and `nft -j`, independent oracles that do
-//! not share code with the plugins under test.
+//! Kernel state is inspected with iproute2 (`ip -j`), `nft` and `iptables-save`, independent
+//! oracles that do not share code with the plugins under test.
+//!
+//! The sandbox and its policy come from the workspace's one test sandbox, `testbox`: not root,
+//! or a tool missing, fails the test with the reason. Inspections follow the same rule: an
+//! absence check fails when its tool could not look ([`Sandbox::ip_json`],
+//! [`Sandbox::nft_entries`]), and every test that tears down ends with
+//! [`Sandbox::assert_no_cni_leftovers`].
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::ffi::CString;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -39,87 +44,37 @@ pub struct Sandbox {
     scratch: PathBuf,
 }
 
-/// Run `body` in a private network + mount namespace. Panics inside `body` fail the test.
+/// Tools every harness test runs (the sandbox's own setup and its inspections).
+const REQUIRED_TOOLS: &[&str] = &["ip", "nft", "iptables-save", "ip6tables-save"];
+
+/// Run `body` in a private network + mount namespace (`testbox::isolated`), with a tmpfs over
+/// `/var/lib/cni` too. Panics inside `body` fail the test.
 ///
-/// Integration tests need root (namespaces, veths, firewall rules). Without it the test fails
-/// with that reason rather than passing silently: a skipped case must never count as passed.
+/// Integration tests need root (namespaces, veths, firewall rules) and the tools above. Without
+/// them the test fails with that reason rather than passing silently: a skipped case must never
+/// count as passed.
 pub fn sandbox<F>(body: F)
 where
     F: FnOnce(&Sandbox) + Send,
 {
-    // SAFETY: geteuid has no preconditions.
-    let euid = unsafe { libc::geteuid() };
-    assert_eq!(
-        euid, 0,
-        "integration tests need root (network namespaces, veths, firewall rules)"
-    );
-    std::thread::scope(|scope| {
-        let handle = scope.spawn(|| {
-            enter_private_namespaces();
-            let sb = Sandbox {
-                scratch: PathBuf::from("/run/rcni-test"),
-            };
-            std::fs::create_dir_all(&sb.scratch).unwrap();
-            sb.sh("ip link set lo up");
-            body(&sb);
-        });
-        if let Err(panic) = handle.join() {
-            std::panic::resume_unwind(panic);
+    testbox::require_root("network namespaces, veths, firewall rules");
+    for t in REQUIRED_TOOLS {
+        testbox::require_tool(t);
+    }
+    testbox::isolated(|| {
+        // The default data and cache directory of CNI: make sure nothing a test runs can write
+        // to the machine's copy, even when a config forgets its dataDir.
+        if !Path::new("/var/lib/cni").exists() {
+            std::fs::create_dir_all("/var/lib/cni").unwrap();
         }
+        testbox::mount("tmpfs", "/var/lib/cni", "tmpfs", 0);
+        let sb = Sandbox {
+            scratch: PathBuf::from("/run/rcni-test"),
+        };
+        std::fs::create_dir_all(&sb.scratch).unwrap();
+        sb.sh("ip link set lo up");
+        body(&sb);
     });
-}
-
-fn check(rc: libc::c_int, what: &str) {
-    if rc != 0 {
-        panic!("{what}: {}", std::io::Error::last_os_error());
-    }
-}
-
-fn mount(src: &str, target: &str, fstype: &str, flags: libc::c_ulong) {
-    let src = CString::new(src).unwrap();
-    let target_c = CString::new(target).unwrap();
-    let fstype = CString::new(fstype).unwrap();
-    // SAFETY: all pointers are valid NUL-terminated strings for the duration of the call.
-    let rc = unsafe {
-        libc::mount(
-            src.as_ptr(),
-            target_c.as_ptr(),
-            fstype.as_ptr(),
-            flags,
-            std::ptr::null(),
-        )
-    };
-    check(rc, &format!("mount {target}"));
-}
-
-fn enter_private_namespaces() {
-    // SAFETY: unshare only changes this thread's namespaces; no memory is involved.
-    check(
-        unsafe { libc::unshare(libc::CLONE_NEWNET | libc::CLONE_NEWNS) },
-        "unshare(CLONE_NEWNET|CLONE_NEWNS)",
-    );
-    // Stop our mounts from propagating back to the machine's mount namespace.
-    let root = CString::new("/").unwrap();
-    // SAFETY: valid string; the other pointers may be null for a propagation change.
-    let rc = unsafe {
-        libc::mount(
-            std::ptr::null(),
-            root.as_ptr(),
-            std::ptr::null(),
-            libc::MS_REC | libc::MS_PRIVATE,
-            std::ptr::null(),
-        )
-    };
-    check(rc, "make / rprivate");
-    mount("tmpfs", "/run", "tmpfs", 0);
-    std::fs::create_dir_all("/run/netns").unwrap();
-    mount("sysfs", "/sys", "sysfs", 0);
-    // The default data and cache directory of CNI: make sure nothing a test runs can write to
-    // the machine's copy, even when a config forgets its dataDir.
-    if !Path::new("/var/lib/cni").exists() {
-        std::fs::create_dir_all("/var/lib/cni").unwrap();
-    }
-    mount("tmpfs", "/var/lib/cni", "tmpfs", 0);
 }
 
 /// Directory holding the workspace's built binaries (target/<profile>).
@@ -152,6 +107,15 @@ pub fn plugin_bin(name: &str) -> PathBuf {
 pub fn reference_dir() -> Option<PathBuf> {
     let dir = PathBuf::from("/usr/lib/cni");
     dir.join("bridge").exists().then_some(dir)
+}
+
+/// Directory of the reference plugins, for a differential test: fails the test when they are
+/// not installed (a differential test without its oracle must not pass).
+pub fn require_reference_dir() -> PathBuf {
+    reference_dir().expect(
+        "the reference plugins are not installed: apt-get install containernetworking-plugins \
+         (./suite.sh install_deps installs them)",
+    )
 }
 
 impl Sandbox {
@@ -199,19 +163,35 @@ impl Sandbox {
             .unwrap()
     }
 
-    /// `ip -j [-n ns] <args>` parsed as JSON (an empty array when the object does not exist).
+    /// `ip -j [-n ns] <args>` parsed as JSON; an empty array when `ip` says the object does not
+    /// exist (or prints nothing, as it does for an empty listing). Any other failure fails the
+    /// test: "not there" must mean `ip` looked and found nothing.
     pub fn ip_json(&self, ns: Option<&str>, args: &str) -> Value {
-        let mut cmd = Command::new("ip");
+        let mut cmd = testbox::tool("ip");
         cmd.arg("-j").arg("-d");
         if let Some(ns) = ns {
             cmd.args(["-n", ns]);
         }
         cmd.args(args.split_whitespace());
         let out = cmd.output().unwrap();
-        if !out.status.success() || out.stdout.is_empty() {
+        if !out.status.success() {
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(
+                err.contains("does not exist"),
+                "ip -j -d {} {args} failed: {err}",
+                ns.map(|n| format!("-n {n}")).unwrap_or_default()
+            );
             return Value::Array(vec![]);
         }
-        serde_json::from_slice(&out.stdout).unwrap_or(Value::Array(vec![]))
+        if out.stdout.iter().all(u8::is_ascii_whitespace) {
+            return Value::Array(vec![]);
+        }
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "ip -j {args}: not JSON ({e}): {}",
+                String::from_utf8_lossy(&out.stdout)
+            )
+        })
     }
 
     /// One link's `ip -j -d link show` object, if it exists.
@@ -357,21 +337,25 @@ pub struct CniState<'a> {
     pub network: &'a str,
 }
 
-/// Number of entries in `dir` whose name `keep` accepts (0 when `dir` does not exist).
+/// Number of entries in `dir` whose name `keep` accepts (0 when `dir` does not exist; any other
+/// error fails the test).
 fn count_entries(dir: &Path, keep: &dyn Fn(&str) -> bool) -> usize {
-    std::fs::read_dir(dir)
-        .map(|d| {
-            d.filter_map(Result::ok)
-                .filter(|e| keep(&e.file_name().to_string_lossy()))
-                .count()
-        })
-        .unwrap_or(0)
+    match std::fs::read_dir(dir) {
+        Ok(d) => d
+            .map(|e| e.unwrap())
+            .filter(|e| keep(&e.file_name().to_string_lossy()))
+            .count(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
+        Err(e) => panic!("cannot list {}: {e}", dir.display()),
+    }
 }
 
 impl Sandbox {
     /// Everything attachments to one network can leave behind, as (what, count): leases, cache
-    /// files, veths on the host side (all networks: veth names do not tell the network) and our
-    /// nftables entries owned by an attachment of this network.
+    /// files, veths on the host side (all networks: veth names do not tell the network), our
+    /// nftables entries owned by an attachment of this network (tables `inet rcni` and
+    /// `bridge rcni`) and iptables/ip6tables rules commented with this network (masquerade and
+    /// port forwarding, the reference's comment format).
     pub fn cni_leftovers(&self, st: &CniState) -> Vec<(&'static str, usize)> {
         let leases = lease_files(&st.data_dir.join(st.network)).len();
         let prefix = format!("{}-", st.network);
@@ -381,9 +365,10 @@ impl Sandbox {
             ("cache files", cache),
             ("veths", self.host_veths()),
             (
-                "firewall entries",
+                "nftables entries",
                 self.nft_entries(&format!("net: {}, id: ", st.network)),
             ),
+            ("iptables rules", self.iptables_entries(st.network)),
         ]
     }
 
@@ -411,6 +396,73 @@ impl Sandbox {
         }
     }
 
+    /// Everything attachments to ANY network can leave behind, as (what, count): leases in
+    /// every network directory under `data_dir`, every cache file under `cache_dir/results`,
+    /// host veths, owned nftables entries and commented iptables rules. For a daemon whose
+    /// networks come and go during a test.
+    pub fn all_cni_leftovers(
+        &self,
+        data_dir: &Path,
+        cache_dir: &Path,
+    ) -> Vec<(&'static str, usize)> {
+        let leases = match std::fs::read_dir(data_dir) {
+            Ok(d) => d
+                .map(|e| e.unwrap().path())
+                .filter(|p| p.is_dir())
+                .map(|p| lease_files(&p).len())
+                .sum(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
+            Err(e) => panic!("cannot list {}: {e}", data_dir.display()),
+        };
+        let cache = count_entries(&cache_dir.join("results"), &|_| true);
+        let iptables: usize = [false, true]
+            .iter()
+            .map(|&v6| {
+                let out = testbox::run(
+                    if v6 {
+                        "ip6tables-save"
+                    } else {
+                        "iptables-save"
+                    },
+                    &[],
+                );
+                out.lines().filter(|l| l.contains("name: \\\"")).count()
+            })
+            .sum();
+        vec![
+            ("leases", leases),
+            ("cache files", cache),
+            ("veths", self.host_veths()),
+            ("nftables entries", self.nft_entries(", id: ")),
+            ("iptables rules", iptables),
+        ]
+    }
+
+    /// Assert that no attachment to any network under `data_dir`/`cache_dir` left anything
+    /// behind (veths given 5 s to settle, as in [`Sandbox::cni_leftovers_settled`]).
+    pub fn assert_nothing_left_anywhere(&self, data_dir: &Path, cache_dir: &Path) {
+        for _ in 0..100 {
+            if self.host_veths() == 0 {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        for (what, n) in self.all_cni_leftovers(data_dir, cache_dir) {
+            assert_eq!(n, 0, "{n} {what} left behind");
+        }
+    }
+
+    /// [`Sandbox::assert_no_cni_leftovers`] for plugins called directly (no runtime, so no
+    /// result cache): host-local data under `data_dir`, network `network`.
+    pub fn assert_nothing_left(&self, network: &str, data_dir: &Path) {
+        let no_cache = self.scratch.join("no-result-cache");
+        self.assert_no_cni_leftovers(&CniState {
+            data_dir,
+            cache_dir: &no_cache,
+            network,
+        });
+    }
+
     /// Number of veths in the sandbox's host namespace (the host ends of attachments).
     pub fn host_veths(&self) -> usize {
         self.link_names(None)
@@ -419,12 +471,47 @@ impl Sandbox {
             .count()
     }
 
-    /// Occurrences of `needle` in the comments of our nftables table `inet rcni`. Every set or
-    /// map element we add is commented with its owner (`net: <network>, id: <container id>,
-    /// if: <ifname>`), so this counts an attachment's masquerade, forward and port entries.
+    /// Occurrences of `needle` in our nftables tables `inet rcni` and `bridge rcni`. Every set
+    /// or map element we add is commented with its owner (`net: <network>, id: <container id>,
+    /// if: <ifname>`), so this counts an attachment's masquerade, forward, port and
+    /// anti-spoofing entries. A table that does not exist holds nothing; any other `nft`
+    /// failure fails the test.
     pub fn nft_entries(&self, needle: &str) -> usize {
-        let nft = self.try_sh("nft list table inet rcni 2>/dev/null");
-        String::from_utf8_lossy(&nft.stdout).matches(needle).count()
+        ["inet", "bridge"]
+            .iter()
+            .map(|family| {
+                testbox::nft_table_text(family, "rcni")
+                    .matches(needle)
+                    .count()
+            })
+            .sum()
+    }
+
+    /// Our nftables table `inet rcni` as `nft list` prints it ("" when it does not exist; any
+    /// other failure fails the test).
+    pub fn nft_table(&self) -> String {
+        testbox::nft_table_text("inet", "rcni")
+    }
+
+    /// iptables and ip6tables rules (every table) whose comment names `network` the way the
+    /// masquerade and port-forwarding rules do (`name: "<network>" id: "<container id>"`).
+    /// `iptables-save` must succeed.
+    pub fn iptables_entries(&self, network: &str) -> usize {
+        let needle = format!("name: \\\"{network}\\\" id: ");
+        [false, true]
+            .iter()
+            .map(|&v6| {
+                let out = testbox::run(
+                    if v6 {
+                        "ip6tables-save"
+                    } else {
+                        "iptables-save"
+                    },
+                    &[],
+                );
+                out.lines().filter(|l| l.contains(&needle)).count()
+            })
+            .sum()
     }
 }
 

@@ -1,5 +1,6 @@
-//! `bridge` + `host-local` against the real kernel: scenarios 19–42 of cni-reference.md §4 and
-//! real traffic, each test in its own private namespace.
+//! `bridge` + `host-local` against the real kernel and real traffic, each test in its own
+//! private namespace. Every test that tears down ends with [`assert_nothing_left`]. The
+//! behaviours covered are listed in docs/scenarios.md.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -44,6 +45,17 @@ fn leases(sb: &Sandbox) -> Vec<String> {
     lease_files(&sb.scratch().join("ipam").join(NET))
 }
 
+/// The shared "nothing left" check for network `network` (host-local data under the sandbox's
+/// `ipam` directory).
+fn assert_nothing_left_on(sb: &Sandbox, network: &str) {
+    sb.assert_nothing_left(network, &sb.scratch().join("ipam"));
+}
+
+/// [`assert_nothing_left_on`] the test network.
+fn assert_nothing_left(sb: &Sandbox) {
+    assert_nothing_left_on(sb, NET);
+}
+
 fn host_veths(sb: &Sandbox) -> Vec<String> {
     sb.link_names(None)
         .into_iter()
@@ -51,22 +63,29 @@ fn host_veths(sb: &Sandbox) -> Vec<String> {
         .collect()
 }
 
+/// A sysctl's value in the host or a named namespace; the read must succeed.
 fn sysctl_in(sb: &Sandbox, ns: Option<&str>, key: &str) -> String {
     let cmd = format!("cat /proc/sys/{key}");
     let out = match ns {
         Some(ns) => sb.exec_in(ns, &cmd),
         None => sb.try_sh(&cmd),
     };
+    assert!(
+        out.status.success(),
+        "cannot read {key}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
+/// Whether our nftables table mentions `addr` (a table that does not exist mentions nothing;
+/// an `nft` that fails otherwise fails the test).
 fn nft_masq_present(sb: &Sandbox, addr: &str) -> bool {
-    let out = sb.try_sh("nft list table inet rcni 2>/dev/null");
-    String::from_utf8_lossy(&out.stdout).contains(addr)
+    sb.nft_table().contains(addr)
 }
 
 #[test]
-fn s19_s21_s24_basic_add_builds_the_kernel_state() {
+fn add_builds_bridge_veth_addresses_and_sysctls() {
     sandbox(|sb| {
         let ns = sb.netns("c1");
         let r = call("ADD", "cid1", &ns, &conf(sb, &json!({}))).ok();
@@ -117,11 +136,14 @@ fn s19_s21_s24_basic_add_builds_the_kernel_state() {
             "1"
         );
         assert_eq!(leases(sb), vec!["10.22.0.2"]);
+        call("DEL", "cid1", &ns, &conf(sb, &json!({}))).ok();
+        assert!(sb.link(Some("c1"), "eth0").is_none());
+        assert_nothing_left(sb);
     });
 }
 
 #[test]
-fn s20_default_gateway_route() {
+fn is_default_gateway_installs_the_default_route() {
     sandbox(|sb| {
         let ns = sb.netns("c1");
         let r = call(
@@ -148,7 +170,7 @@ fn s20_default_gateway_route() {
 }
 
 #[test]
-fn s22_s23_hairpin_and_mtu() {
+fn hairpin_and_mtu_apply_and_hairpin_excludes_promisc() {
     sandbox(|sb| {
         let ns = sb.netns("c1");
         let r = call(
@@ -184,7 +206,7 @@ fn s22_s23_hairpin_and_mtu() {
 }
 
 #[test]
-fn s25_s26_existing_bridge_conflicts() {
+fn existing_bridge_with_another_address_or_a_non_bridge_is_refused() {
     sandbox(|sb| {
         sb.sh("ip link add cni0 type bridge && ip addr add 10.99.0.1/24 dev cni0");
         let ns = sb.netns("c1");
@@ -193,9 +215,8 @@ fn s25_s26_existing_bridge_conflicts() {
             msg.contains("already has an IP address different from 10.22.0.1/24"),
             "{msg}"
         );
-        // The failed ADD left nothing: no veth, no lease.
-        assert!(host_veths(sb).is_empty(), "{:?}", host_veths(sb));
-        assert!(leases(sb).is_empty());
+        // The failed ADD left nothing: no veth, no lease, no firewall entry.
+        assert_nothing_left(sb);
         assert!(sb.link(Some("c1"), "eth0").is_none());
         call(
             "ADD",
@@ -214,7 +235,7 @@ fn s25_s26_existing_bridge_conflicts() {
 }
 
 #[test]
-fn s27_second_add_same_ifname_fails_and_keeps_the_first() {
+fn second_add_with_the_same_ifname_fails_and_keeps_the_first() {
     sandbox(|sb| {
         let ns = sb.netns("c1");
         call("ADD", "cid1", &ns, &conf(sb, &json!({}))).ok();
@@ -229,7 +250,7 @@ fn s27_second_add_same_ifname_fails_and_keeps_the_first() {
 }
 
 #[test]
-fn s28_vlan_validation_and_unsupported_kernel_feature() {
+fn vlan_config_is_validated_and_follows_kernel_support() {
     sandbox(|sb| {
         let ns = sb.netns("c1");
         let (code, msg) = call("ADD", "cid1", &ns, &conf(sb, &json!({"vlan": 5000}))).err();
@@ -251,18 +272,32 @@ fn s28_vlan_validation_and_unsupported_kernel_feature() {
         )
         .err();
         assert!(msg.contains("vlanTrunk"), "{msg}");
-        // This kernel has no bridge VLAN filtering: a valid VLAN is refused by name.
-        let (code, msg) = call("ADD", "cid1", &ns, &conf(sb, &json!({"vlan": 5}))).err();
-        assert_eq!(code, 2);
-        assert!(msg.contains("VLAN filtering"), "{msg}");
-        assert!(host_veths(sb).is_empty());
-        // ...and the runtime's DEL after that failed ADD still succeeds.
+        // A valid VLAN needs bridge VLAN filtering; iproute2 tells whether this kernel has it.
+        let kernel_has_vlans = sb
+            .try_sh("ip link add vlanprobe type bridge vlan_filtering 1")
+            .status
+            .success();
+        let out = call("ADD", "cid1", &ns, &conf(sb, &json!({"vlan": 5})));
+        if kernel_has_vlans {
+            sb.sh("ip link del vlanprobe");
+            out.ok();
+            let vlans = sb.sh("bridge -j vlan show");
+            assert!(vlans.contains("\"vlan\":5"), "{vlans}");
+        } else {
+            // Refused by name, before anything was created.
+            let (code, msg) = out.err();
+            assert_eq!(code, 2);
+            assert!(msg.contains("VLAN filtering"), "{msg}");
+            assert!(host_veths(sb).is_empty());
+        }
+        // The runtime's DEL succeeds either way and leaves nothing.
         call("DEL", "cid1", &ns, &conf(sb, &json!({"vlan": 5}))).ok();
+        assert_nothing_left(sb);
     });
 }
 
 #[test]
-fn s29_s30_ipmasq_add_and_del() {
+fn ip_masq_nftables_entry_added_and_removed() {
     sandbox(|sb| {
         let ns = sb.netns("c1");
         let c = conf(sb, &json!({"ipMasq": true}));
@@ -279,17 +314,17 @@ fn s29_s30_ipmasq_add_and_del() {
             sb.sh("nft list ruleset")
         );
         assert!(sb.link(Some("c1"), "eth0").is_none());
-        assert!(host_veths(sb).is_empty());
-        assert!(leases(sb).is_empty());
+        assert_nothing_left(sb);
         // DEL is idempotent.
         call("DEL", "cid1", &ns, &c).ok();
+        assert_nothing_left(sb);
         // The bridge stays.
         assert!(sb.link(None, "cni0").is_some());
     });
 }
 
 #[test]
-fn s29_ipmasq_iptables_backend() {
+fn ip_masq_iptables_rules_added_and_removed() {
     sandbox(|sb| {
         let ns = sb.netns("c1");
         let c = conf(sb, &json!({"ipMasq": true, "ipMasqBackend": "iptables"}));
@@ -300,24 +335,39 @@ fn s29_ipmasq_iptables_backend() {
             save.contains(&format!("name: \\\"{NET}\\\" id: \\\"cid1\\\"")),
             "{save}"
         );
+        assert_eq!(sb.iptables_entries(NET), 3, "{save}");
+        let chain = save
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix(":CNI-")
+                    .map(|c| c.split(' ').next().unwrap().to_string())
+            })
+            .expect("per-container chain");
         call("DEL", "cid1", &ns, &c).ok();
         let save = sb.sh("iptables-save -t nat");
         assert!(!save.contains("10.22.0.2"), "{save}");
+        assert!(
+            !save.contains(&format!("CNI-{chain}")),
+            "chain left: {save}"
+        );
+        assert_nothing_left(sb);
     });
 }
 
 #[test]
-fn s31_s32_del_without_namespace_releases_everything() {
+fn del_without_namespace_releases_everything() {
     sandbox(|sb| {
         let c = conf(sb, &json!({"ipMasq": true}));
         // Namespace deleted before DEL.
         let ns = sb.netns("c1");
         call("ADD", "cid1", &ns, &c).ok();
+        assert!(nft_masq_present(sb, "10.22.0.2"));
         sb.sh("ip netns del c1");
         call("DEL", "cid1", &ns, &c).ok();
         // Empty CNI_NETNS (containerd on every later Stop/Remove).
         let ns2 = sb.netns("c2");
         call("ADD", "cid2", &ns2, &c).ok();
+        assert!(nft_masq_present(sb, "10.22.0.3"));
         CniCall::new("bridge", "DEL")
             .attachment("cid2", &ns2, "eth0")
             .env("CNI_NETNS", "")
@@ -328,11 +378,15 @@ fn s31_s32_del_without_namespace_releases_everything() {
         // Unlike the reference (plugins#810), the masquerade entries went too.
         assert!(!nft_masq_present(sb, "10.22.0.2"));
         assert!(!nft_masq_present(sb, "10.22.0.3"));
+        // c2's namespace still holds its eth0 (DEL could not enter it): removing the
+        // namespace takes the veth pair with it.
+        sb.sh("ip netns del c2");
+        assert_nothing_left(sb);
     });
 }
 
 #[test]
-fn s33_s34_check() {
+fn check_passes_on_the_add_result_and_names_a_missing_address() {
     sandbox(|sb| {
         let ns = sb.netns("c1");
         let c = conf(sb, &json!({"isDefaultGateway": true, "ipMasq": true}));
@@ -348,11 +402,13 @@ fn s33_s34_check() {
             msg.contains("Failed to match addr 10.22.0.2/24 on interface eth0"),
             "{msg}"
         );
+        call("DEL", "cid1", &ns, &with_prev(&c, &r)).ok();
+        assert_nothing_left(sb);
     });
 }
 
 #[test]
-fn s35_s40_l2_only_bridge() {
+fn l2_only_bridge_without_ipam_attaches_checks_and_detaches() {
     sandbox(|sb| {
         let ns = sb.netns("c1");
         let c = conf(sb, &json!({"ipam": null, "isGateway": false}));
@@ -365,11 +421,13 @@ fn s35_s40_l2_only_bridge() {
         assert!(l["flags"].as_array().unwrap().contains(&json!("UP")));
         call("CHECK", "cid1", &ns, &with_prev(&c, &r)).ok();
         call("DEL", "cid1", &ns, &c).ok();
+        assert!(sb.link(Some("c1"), "eth0").is_none());
+        assert_nothing_left(sb);
     });
 }
 
 #[test]
-fn s36_missing_ipam_plugin_leaves_nothing() {
+fn missing_ipam_plugin_fails_and_leaves_nothing() {
     sandbox(|sb| {
         let ns = sb.netns("c1");
         let c = conf(sb, &json!({"ipam": {"type": "no-such-ipam"}}));
@@ -377,12 +435,12 @@ fn s36_missing_ipam_plugin_leaves_nothing() {
         assert!(msg.contains("no-such-ipam"), "{msg}");
         // The reference leaves a DOWN veth in the container here; we leave nothing.
         assert!(sb.link(Some("c1"), "eth0").is_none());
-        assert!(host_veths(sb).is_empty());
+        assert_nothing_left(sb);
     });
 }
 
 #[test]
-fn s37_s38_mac_and_dns() {
+fn static_mac_from_runtime_config_or_cni_args_and_dns_in_the_result() {
     sandbox(|sb| {
         let ns = sb.netns("c1");
         let c = conf(
@@ -418,11 +476,14 @@ fn s37_s38_mac_and_dns() {
             sb.link(Some("c3"), "eth0").unwrap()["address"],
             "c2:00:00:00:00:03"
         );
+        call("DEL", "cid1", &ns, &c).ok();
+        call("DEL", "cid3", &ns3, &conf(sb, &json!({}))).ok();
+        assert_nothing_left(sb);
     });
 }
 
 #[test]
-fn s41_dual_stack_with_traffic_over_ipv6() {
+fn dual_stack_with_traffic_over_ipv6() {
     sandbox(|sb| {
         let dual = json!({"type": "host-local", "dataDir": sb.dir("ipam"),
             "ranges": [[{"subnet": "10.22.0.0/24"}], [{"subnet": "fd00:22::/64"}]]});
@@ -453,11 +514,15 @@ fn s41_dual_stack_with_traffic_over_ipv6() {
         assert!(sb.ping("c1", "fd00:22::3"), "IPv6 pod to pod");
         assert!(sb.ping("c1", "10.22.0.3"), "IPv4 pod to pod");
         assert!(nft_masq_present(sb, "fd00:22::2"));
+        call("DEL", "cid1", &ns1, &c).ok();
+        call("DEL", "cid2", &ns2, &c).ok();
+        assert!(!nft_masq_present(sb, "fd00:22::2"));
+        assert_nothing_left(sb);
     });
 }
 
 #[test]
-fn s42_status_is_delegated() {
+fn status_is_delegated_to_ipam() {
     sandbox(|sb| {
         CniCall::new("bridge", "STATUS")
             .conf(&conf(sb, &json!({})))
@@ -473,6 +538,9 @@ fn s42_status_is_delegated() {
             .conf(&conf(sb, &json!({"ipam": null})))
             .run()
             .ok();
+        call("DEL", "cid1", &ns, &small).ok();
+        CniCall::new("bridge", "STATUS").conf(&small).run().ok();
+        assert_nothing_left(sb);
     });
 }
 
@@ -506,8 +574,13 @@ fn traffic_pod_to_pod_and_out_through_masquerade() {
             !sb.ping("c3", "203.0.113.2"),
             "reached remote without masquerade?"
         );
+        assert!(nft_masq_present(sb, "10.22.0.2"));
         call("DEL", "cid1", &ns1, &c).ok();
+        assert!(!nft_masq_present(sb, "10.22.0.2"));
         assert!(!sb.ping("c1", "203.0.113.2"));
+        call("DEL", "cid2", &ns2, &c).ok();
+        call("DEL", "cid3", &ns3, &plain).ok();
+        assert_nothing_left(sb);
     });
 }
 
@@ -525,16 +598,19 @@ fn gc_removes_stale_attachments_only() {
         assert_eq!(leases(sb), vec!["10.22.0.3"]);
         assert!(!nft_masq_present(sb, "10.22.0.2"));
         assert!(nft_masq_present(sb, "10.22.0.3"));
+        // GC released cid1's address and masquerade; DEL still removes its interface.
+        call("DEL", "cid1", &ns1, &c).ok();
+        call("DEL", "cid2", &ns2, &c).ok();
+        assert_nothing_left(sb);
     });
 }
 
 /// (set, value, comment) of every element of table `bridge rcni` (macspoofchk), via `nft -j`.
-fn spoof_elems(sb: &Sandbox) -> Vec<(String, String, String)> {
-    let out = sb.try_sh("nft -j list table bridge rcni 2>/dev/null");
-    if !out.status.success() {
+/// Empty when the table does not exist; any other `nft` failure fails the test.
+fn spoof_elems(_sb: &Sandbox) -> Vec<(String, String, String)> {
+    let Some(v) = testbox::nft_table("bridge", "rcni") else {
         return Vec::new();
-    }
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    };
     let mut res = Vec::new();
     for item in v["nftables"].as_array().unwrap() {
         let Some(set) = item.get("set") else { continue };
@@ -561,7 +637,7 @@ fn spoof_elems(sb: &Sandbox) -> Vec<(String, String, String)> {
 }
 
 #[test]
-fn s39_macspoofchk_drops_spoofed_frames() {
+fn macspoofchk_drops_spoofed_frames() {
     sandbox(|sb| {
         let c = conf(sb, &json!({"macspoofchk": true}));
         let ns1 = sb.netns("c1");
@@ -602,8 +678,15 @@ fn s39_macspoofchk_drops_spoofed_frames() {
             !sb.ping("c2", "10.22.0.2"),
             "replies with a spoofed MAC were forwarded"
         );
-        // CHECK notices the interface no longer has the MAC of the ADD.
-        call("CHECK", "cid1", &ns1, &with_prev(&c, &r1)).err();
+        // CHECK notices the interface no longer has the MAC of the ADD, and says so.
+        let (code, msg) = call("CHECK", "cid1", &ns1, &with_prev(&c, &r1)).err();
+        assert_eq!(code, 999, "{msg}");
+        assert!(
+            msg.contains(&format!(
+                "interface eth0 MAC 02:00:00:00:00:99 does not match {mac1} from prevResult"
+            )),
+            "{msg}"
+        );
         // Control: the original MAC passes again, so the drop above was the spoof check.
         sb.sh(&format!("ip -n c1 link set eth0 address {mac1}"));
         sb.sh("ip -n c2 neigh flush all");
@@ -651,6 +734,15 @@ fn s39_macspoofchk_drops_spoofed_frames() {
             .run()
             .ok();
         assert!(spoof_elems(sb).is_empty(), "{:?}", spoof_elems(sb));
+        sb.sh("ip netns del c2");
+        for (cid, ns) in [("cid3", &ns3), ("cid4", &ns4)] {
+            CniCall::new("bridge", "DEL")
+                .attachment(cid, ns, "eth0")
+                .conf(&plain)
+                .run()
+                .ok();
+        }
+        assert_nothing_left(sb);
     });
 }
 
@@ -665,6 +757,7 @@ fn macspoofchk_rollback_and_gc() {
         let ns1 = sb.netns("c1");
         call("ADD", "cid1", &ns1, &bad).err();
         assert!(spoof_elems(sb).is_empty(), "{:?}", spoof_elems(sb));
+        assert_nothing_left(sb);
         // GC keeps only the valid attachments.
         let c = conf(sb, &json!({"macspoofchk": true}));
         let ns2 = sb.netns("c2");
@@ -677,6 +770,10 @@ fn macspoofchk_rollback_and_gc() {
         let elems = spoof_elems(sb);
         assert_eq!(elems.len(), 2, "{elems:?}");
         assert!(elems.iter().all(|e| e.2.contains("id: cid2,")), "{elems:?}");
+        call("DEL", "cid1", &ns1, &c).ok();
+        call("DEL", "cid2", &ns2, &c).ok();
+        assert!(spoof_elems(sb).is_empty(), "{:?}", spoof_elems(sb));
+        assert_nothing_left(sb);
     });
 }
 
@@ -735,10 +832,8 @@ fn second_network_keeps_the_first_default_route() {
             "{default}"
         );
         call("DEL", "cid1", &ns, &with_prev(&net_a, &ra)).ok();
-        assert!(host_veths(sb).is_empty());
-        assert!(leases(sb).is_empty());
-        let second = lease_files(&sb.scratch().join("ipam/brnet2"));
-        assert!(second.is_empty(), "{second:?}");
+        assert_nothing_left(sb);
+        assert_nothing_left_on(sb, "brnet2");
     });
 }
 
@@ -808,8 +903,7 @@ fn in_process_ipam_only_when_cni_path_names_our_host_local() {
         let r = call_with_path("ADD", "cid3", &ns3, &c, &path(&mine)).ok();
         call_with_path("DEL", "cid3", &ns3, &with_prev(&c, &r), &path(&mine)).ok();
         assert_eq!(logged(), "ADD cid1\nDEL cid1\nADD cid3\nDEL cid3\n");
-        assert!(leases(sb).is_empty());
-        assert!(host_veths(sb).is_empty());
+        assert_nothing_left(sb);
     });
 }
 

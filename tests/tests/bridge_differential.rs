@@ -7,7 +7,7 @@
 
 use std::path::{Path, PathBuf};
 
-use integration_tests::{bin_dir, reference_dir, sandbox, CniCall, Sandbox};
+use integration_tests::{bin_dir, require_reference_dir, sandbox, CniCall, Sandbox};
 use serde_json::{json, Value};
 
 struct Side {
@@ -40,6 +40,11 @@ fn sysctl(sb: &Sandbox, ns: Option<&str>, key: &str) -> String {
         Some(ns) => sb.exec_in(ns, &cmd),
         None => sb.try_sh(&cmd),
     };
+    assert!(
+        out.status.success(),
+        "cannot read {key}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
@@ -108,10 +113,7 @@ fn veths_on(sb: &Sandbox, bridge: &str) -> usize {
 
 #[test]
 fn bridge_matches_the_reference_plugin() {
-    let reference = reference_dir().expect(
-        "the reference plugins are not installed: apt-get install containernetworking-plugins \
-         (./suite.sh test installs them)",
-    );
+    let reference = require_reference_dir();
     sandbox(|sb| {
         let ours = Side {
             dir: bin_dir(),
@@ -162,6 +164,12 @@ fn bridge_matches_the_reference_plugin() {
             .filter(|e| e.file_name().to_string_lossy().starts_with(side.prefix))
             .count();
             assert_eq!(leases, 0, "{} kept a lease", side.bridge);
+        }
+        for side in [&ours, &theirs] {
+            sb.assert_nothing_left(
+                &format!("diff-{}", side.bridge),
+                &sb.scratch().join(format!("data-{}", side.bridge)),
+            );
         }
     });
 }

@@ -8,8 +8,7 @@ use integration_tests::bin_dir;
 
 /// Run `examples/<name>` against our binaries; its stdout, after asserting it succeeded.
 fn run_demo(name: &str) -> String {
-    // SAFETY: geteuid has no preconditions.
-    assert_eq!(unsafe { libc::geteuid() }, 0, "the demo needs root");
+    testbox::require_root("the demo scripts make network namespaces");
     let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../examples")
         .join(name);

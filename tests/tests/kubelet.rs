@@ -1,4 +1,4 @@
-//! Kubelet-style suite (issue 9): pods driven through whole conflists exactly as containerd's CRI
+//! Kubelet-style suite: pods driven through whole conflists exactly as containerd's CRI
 //! plugin does it, through our libcni-compatible runtime side (`cni::runtime`).
 //!
 //! Per pod: a loopback network (cniVersion 0.3.1) and the pod network (bridge + host-local +
@@ -265,7 +265,7 @@ fn gc_after_lost_dels_removes_only_stale_pods() {
         assert_eq!(left[1], ("cache files", 1), "{left:?}");
         assert_eq!(left[2], ("veths", 1), "{left:?}");
         // The survivor's masquerade address and its two published ports (tcp, udp).
-        assert_eq!(left[3], ("firewall entries", 3), "{left:?}");
+        assert_eq!(left[3], ("nftables entries", 3), "{left:?}");
         // The surviving pod still works.
         c.run_pod(sb, "d", 3);
         assert!(sb.ping("d", &ip_c));

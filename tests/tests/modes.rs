@@ -1,4 +1,4 @@
-//! Docker's other network modes as plugins (issue 6): `none`/`loopback`, `host`, `container`.
+//! Docker's other network modes as plugins: `none`/`loopback`, `host`, `container`.
 //! Every verb against the real kernel in a private namespace; kernel state compared before and
 //! after for the namespaces these plugins must never modify.
 

@@ -8,7 +8,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use integration_tests::{bin_dir, plugin_bin, sandbox, Sandbox};
+use integration_tests::{bin_dir, plugin_bin, sandbox, CniState, Sandbox};
 use serde_json::{json, Value};
 
 const NET: &str = "demo";
@@ -71,15 +71,28 @@ fn leases(sb: &Sandbox) -> Vec<String> {
     integration_tests::lease_files(&sb.scratch().join("ipam").join(NET))
 }
 
+/// libcni's result cache files (none when the directory does not exist; any other error fails).
 fn cache_files() -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_dir("/var/lib/cni/results")
-        .map(|d| {
-            d.map(|e| e.unwrap().file_name().into_string().unwrap())
-                .collect()
-        })
-        .unwrap_or_default();
+    let mut v: Vec<String> = match std::fs::read_dir("/var/lib/cni/results") {
+        Ok(d) => d
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => panic!("cannot list /var/lib/cni/results: {e}"),
+    };
     v.sort();
     v
+}
+
+/// The shared "nothing left" check for `network` as the CLI runs it: leases under the
+/// sandbox's `ipam` directory, libcni's cache in /var/lib/cni, veths, nft and iptables entries.
+fn assert_nothing_left(sb: &Sandbox, network: &str) {
+    let data_dir = sb.scratch().join("ipam");
+    sb.assert_no_cni_leftovers(&CniState {
+        data_dir: &data_dir,
+        cache_dir: Path::new("/var/lib/cni"),
+        network,
+    });
 }
 
 fn show(conf: &Path, name: &str) -> Value {
@@ -209,6 +222,7 @@ fn add_attach_show_ping_check_detach_gc_del() {
         assert!(!Path::new("/run/netns/c1").exists());
         let list: Value = serde_json::from_str(&ok(&conf, &["list", "--json"])).unwrap();
         assert_eq!(list, json!([]));
+        assert_nothing_left(sb, NET);
     });
 }
 
@@ -261,6 +275,7 @@ fn bad_input_is_rejected_before_anything_runs() {
         assert_eq!(sb.link_names(Some("c1")), ["lo"]);
         assert!(leases(sb).is_empty());
         assert!(cache_files().is_empty());
+        assert_nothing_left(sb, NET);
     });
 }
 
@@ -323,9 +338,16 @@ fn show_finds_iptables_masquerade_rules() {
                 .all(|e| e["comment"] == "name: \"ipt\" id: \"ipt-c1\""),
             "{r}"
         );
+        assert_eq!(
+            sb.iptables_entries("ipt"),
+            3,
+            "the masquerade rules were there"
+        );
         ok(&dir, &["detach", "c1", "ipt"]);
         let save = sb.sh("iptables-save -t nat");
         assert!(!save.contains("ipt-c1"), "{save}");
+        ok(&dir, &["del", "c1"]);
+        assert_nothing_left(sb, "ipt");
     });
 }
 
@@ -367,11 +389,17 @@ fn attach_with_published_port_carries_traffic() {
         assert_eq!(fetch("10.78.0.1"), "published");
         assert_eq!(fetch("127.0.0.1"), "published");
 
+        assert!(
+            sb.nft_entries("net: pm, id: ") > 0,
+            "port entries were there"
+        );
         ok(&dir, &["detach", "web", "pm"]);
         assert_ne!(
             fetch("10.78.0.1"),
             "published",
             "port still answers after detach"
         );
+        ok(&dir, &["del", "web"]);
+        assert_nothing_left(sb, "pm");
     });
 }

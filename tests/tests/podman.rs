@@ -3,7 +3,7 @@
 //! cniVersion 0.4.0) and calls every verb through libcni. Each test asserts real traffic and, at
 //! the end, that nothing is left: veths, leases, libcni cache files, our nftables entries.
 //!
-//! Setup (see real-clients.md): every place Podman reads or writes is private to the test's
+//! Setup: every place Podman reads or writes is private to the test's
 //! mount namespace. `/etc/containers` is a tmpfs holding our containers.conf, storage.conf and
 //! policy.json (conmon's exit command `podman container cleanup` reads the default config path,
 //! so it must be ours too), `/var/lib` is an overlay whose upper layer lives in the test's tmpfs
@@ -389,18 +389,19 @@ impl Podman<'_> {
             .filter(|ip| std::fs::read_to_string(dir.join(ip)).is_ok_and(|s| s.starts_with(cid)))
             .count();
         let prefix = format!("{net}-{cid}-");
-        let cache = std::fs::read_dir("/var/lib/cni/results")
-            .map(|d| {
-                d.filter_map(Result::ok)
-                    .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
-                    .count()
-            })
-            .unwrap_or(0);
+        let cache = match std::fs::read_dir("/var/lib/cni/results") {
+            Ok(d) => d
+                .map(|e| e.unwrap())
+                .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+                .count(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
+            Err(e) => panic!("cannot list /var/lib/cni/results: {e}"),
+        };
         let nft = self.sb.nft_entries(&format!("net: {net}, id: {cid}"));
         vec![
             ("leases", leases),
             ("cache files", cache),
-            ("firewall entries", nft),
+            ("nftables entries", nft),
         ]
     }
 
@@ -524,7 +525,7 @@ impl Network {
     }
 }
 
-/// Scenario 1: a container on two networks at once reaches a container on each.
+/// A container on two networks at once reaches a container on each.
 #[test]
 fn container_on_two_networks_reaches_both() {
     sandbox(|sb| {
@@ -583,7 +584,7 @@ fn container_on_two_networks_reaches_both() {
     });
 }
 
-/// Scenario 2: `podman network connect` / `disconnect` of a running container.
+/// `podman network connect` / `disconnect` of a running container.
 #[test]
 fn connect_and_disconnect_a_running_container() {
     sandbox(|sb| {
@@ -644,7 +645,7 @@ fn connect_and_disconnect_a_running_container() {
     });
 }
 
-/// Scenario 3: `podman network reload` re-runs the chain; addresses, MACs and traffic survive,
+/// `podman network reload` re-runs the chain; addresses, MACs and traffic survive,
 /// and nothing is duplicated.
 #[test]
 fn network_reload_keeps_addresses_and_traffic() {
@@ -700,7 +701,7 @@ fn network_reload_keeps_addresses_and_traffic() {
     });
 }
 
-/// Scenario 4: `-p 8080:80` reaches busybox httpd from outside, from the host (its own
+/// `-p 8080:80` reaches busybox httpd from outside, from the host (its own
 /// addresses and 127.0.0.1), from a neighbour and from the container itself.
 #[test]
 fn published_port_is_reachable() {
@@ -752,7 +753,7 @@ fn published_port_is_reachable() {
     });
 }
 
-/// Scenario 5: stop, start again, rm, and `run --rm`: each step leaves exactly what it should.
+/// Stop, start again, rm, and `run --rm`: each step leaves exactly what it should.
 #[test]
 fn stop_start_rm_leave_nothing() {
     sandbox(|sb| {

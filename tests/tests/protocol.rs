@@ -1,4 +1,5 @@
-//! CNI protocol and skeleton scenarios 1–18 (cni-reference.md §4) against a real plugin binary.
+//! The CNI protocol and plugin skeleton rules against a real plugin binary (listed in
+//! docs/scenarios.md).
 //! `loopback` is the subject: the smallest plugin, so failures point at the skeleton.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -22,7 +23,7 @@ fn lo_is_up(sb: &integration_tests::Sandbox, ns: &str) -> bool {
 }
 
 #[test]
-fn s01_version_ignores_stdin_and_lists_all_versions() {
+fn version_ignores_stdin_and_lists_all_versions() {
     sandbox(|_| {
         let v = CniCall::new("loopback", "VERSION")
             .stdin("{not json")
@@ -40,7 +41,7 @@ fn s01_version_ignores_stdin_and_lists_all_versions() {
 }
 
 #[test]
-fn s02_no_command_prints_about_on_stderr_only() {
+fn no_command_prints_about_on_stderr_only() {
     sandbox(|_| {
         let out = CniCall::new("loopback", "ADD").unset("CNI_COMMAND").run();
         assert_eq!(out.code, 0);
@@ -54,7 +55,7 @@ fn s02_no_command_prints_about_on_stderr_only() {
 }
 
 #[test]
-fn s03_unknown_command() {
+fn unknown_command_is_refused() {
     sandbox(|_| {
         let (code, msg) = CniCall::new("loopback", "FOO")
             .conf(&conf("1.1.0"))
@@ -66,7 +67,7 @@ fn s03_unknown_command() {
 }
 
 #[test]
-fn s04_missing_env_is_named_and_nothing_changes() {
+fn missing_env_is_named_and_nothing_changes() {
     sandbox(|sb| {
         let ns = sb.netns("c");
         sb.sh("ip -n c link set lo down");
@@ -102,7 +103,7 @@ fn s04_missing_env_is_named_and_nothing_changes() {
 }
 
 #[test]
-fn s05_del_without_netns_succeeds() {
+fn del_without_netns_succeeds() {
     sandbox(|_| {
         CniCall::new("loopback", "DEL")
             .env("CNI_CONTAINERID", "c1")
@@ -114,7 +115,7 @@ fn s05_del_without_netns_succeeds() {
 }
 
 #[test]
-fn s06_s07_ifname_and_container_id_rules() {
+fn ifname_and_container_id_rules() {
     sandbox(|sb| {
         let ns = sb.netns("c");
         for bad in ["abcdefghijklmnop", "a/b", ".", "..", "a:b", "a b", "a\tb"] {
@@ -150,7 +151,7 @@ fn s06_s07_ifname_and_container_id_rules() {
 }
 
 #[test]
-fn s08_bad_json_is_a_decode_error_for_add_and_del() {
+fn bad_json_is_a_decode_error_for_add_and_del() {
     sandbox(|sb| {
         let ns = sb.netns("c");
         for verb in ["ADD", "DEL"] {
@@ -167,7 +168,7 @@ fn s08_bad_json_is_a_decode_error_for_add_and_del() {
 }
 
 #[test]
-fn s09_network_name_rules() {
+fn network_name_rules() {
     sandbox(|sb| {
         let ns = sb.netns("c");
         let (code, msg) = CniCall::new("loopback", "ADD")
@@ -189,7 +190,7 @@ fn s09_network_name_rules() {
 }
 
 #[test]
-fn s10_unsupported_version_lists_supported_ones() {
+fn unsupported_version_lists_supported_ones() {
     sandbox(|sb| {
         let ns = sb.netns("c");
         for verb in ["ADD", "DEL"] {
@@ -219,7 +220,7 @@ fn s10_unsupported_version_lists_supported_ones() {
 }
 
 #[test]
-fn s13_check_gc_status_need_recent_versions() {
+fn check_gc_status_need_recent_versions() {
     sandbox(|sb| {
         let ns = sb.netns("c");
         let (code, msg) = CniCall::new("loopback", "CHECK")
@@ -240,7 +241,7 @@ fn s13_check_gc_status_need_recent_versions() {
 }
 
 #[test]
-fn s14_prev_result_version_family() {
+fn prev_result_must_match_the_config_version_family() {
     sandbox(|sb| {
         let ns = sb.netns("c");
         let prev = |v: Option<&str>| {
@@ -277,7 +278,7 @@ fn s14_prev_result_version_family() {
 /// firewall) accepts anything, exactly as the reference's do (checked side by side with
 /// /usr/lib/cni 1.1.1: their loopback, portmap and firewall succeed with `FOO=bar`).
 #[test]
-fn s16_cni_args() {
+fn cni_args_are_parsed_and_unknown_keys_refused() {
     sandbox(|sb| {
         let ns = sb.netns("c");
         let ipam = json!({"cniVersion": "1.1.0", "name": "proto",
@@ -315,7 +316,7 @@ fn s16_cni_args() {
 }
 
 #[test]
-fn s18_netns_path_problems() {
+fn netns_path_problems_are_named() {
     sandbox(|sb| {
         let missing = std::path::Path::new("/run/netns/absent");
         let (_, msg) = CniCall::new("loopback", "ADD")

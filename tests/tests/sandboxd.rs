@@ -115,6 +115,13 @@ impl Daemon {
     /// One API call with curl: (status, body as JSON, or as a string when not JSON). Status 0
     /// means no HTTP answer (daemon down).
     fn try_api(&self, method: &str, path: &str, body: Option<&str>) -> (u16, Value) {
+        let (code, v, _) = self.try_api_exit(method, path, body);
+        (code, v)
+    }
+
+    /// [`Daemon::try_api`] plus curl's exit code, which tells why there was no answer: 7, the
+    /// daemon was down (connection refused); 52 or 56, it died with the request in hand.
+    fn try_api_exit(&self, method: &str, path: &str, body: Option<&str>) -> (u16, Value, i32) {
         let mut cmd = Command::new("curl");
         cmd.args([
             "-sS",
@@ -136,7 +143,7 @@ impl Daemon {
         let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
         let code: u16 = code.trim().parse().unwrap_or(0);
         let v = serde_json::from_str(body).unwrap_or_else(|_| Value::String(body.to_string()));
-        (code, v)
+        (code, v, out.status.code().unwrap_or(-1))
     }
 
     /// An API call that must answer `want`.
@@ -255,10 +262,7 @@ fn host_veths(sb: &Sandbox) -> Vec<String> {
 
 /// Firewall entries owned by an attachment carry "id: <container id>" in their comment.
 fn owned_fw_entries(sb: &Sandbox) -> usize {
-    let out = sb.try_sh("nft list ruleset");
-    String::from_utf8_lossy(&out.stdout)
-        .matches(", id: ")
-        .count()
+    sb.sh("nft list ruleset").matches(", id: ").count()
 }
 
 /// Nothing of any sandbox is left in the kernel or on disk.
@@ -284,6 +288,7 @@ fn assert_no_leftovers(sb: &Sandbox, d: &Daemon) {
         "firewall entries left:\n{}",
         sb.sh("nft list ruleset")
     );
+    sb.assert_nothing_left_anywhere(&d.data.join("ipam"), &d.data.join("cni-cache"));
 }
 
 /// Every sandbox the daemon reports exists in the kernel exactly as reported, and nothing else
@@ -1032,6 +1037,7 @@ fn kill9_at_random_instants_of_50_connects_and_disconnects_leaks_nothing() {
         let stop = AtomicBool::new(false);
         let sock = d.sock.clone();
         let mut kills = 0;
+        let mut interrupted = 0;
         let mut answered = BTreeMap::<u16, usize>::new();
         std::thread::scope(|s| {
             let client = s.spawn(|| {
@@ -1042,6 +1048,8 @@ fn kill9_at_random_instants_of_50_connects_and_disconnects_leaks_nothing() {
                     conf: PathBuf::new(),
                 };
                 let mut codes = Vec::new();
+                // Requests the daemon accepted and died holding (curl: empty reply or reset).
+                let mut interrupted = 0usize;
                 for i in 0..50 {
                     let name = format!("x{}", i % 5);
                     // Per sandbox: connect side, disconnect bridge (the default route moves to
@@ -1053,19 +1061,22 @@ fn kill9_at_random_instants_of_50_connects_and_disconnects_leaks_nothing() {
                         _ => (false, "side"),
                     };
                     loop {
-                        let (code, _body) = if connect {
-                            c.try_api(
+                        let (code, _body, curl) = if connect {
+                            c.try_api_exit(
                                 "POST",
                                 &format!("/v1/sandboxes/{name}/endpoints"),
                                 Some(&json!({"network": net}).to_string()),
                             )
                         } else {
-                            c.try_api(
+                            c.try_api_exit(
                                 "DELETE",
                                 &format!("/v1/sandboxes/{name}/endpoints/{net}"),
                                 None,
                             )
                         };
+                        if code == 0 && (curl == 52 || curl == 56) {
+                            interrupted += 1;
+                        }
                         if code != 0 {
                             if std::env::var("SANDBOXD_TEST_VERBOSE").is_ok() {
                                 eprintln!("op {i} {name} connect={connect} {net}: {code} {_body}");
@@ -1076,13 +1087,13 @@ fn kill9_at_random_instants_of_50_connects_and_disconnects_leaks_nothing() {
                         // Bounded, so a panic of the killing thread (daemon that does not come
                         // back) ends the test instead of leaving this loop spinning.
                         if stop.load(Ordering::SeqCst) {
-                            return codes;
+                            return (codes, interrupted);
                         }
                         std::thread::sleep(Duration::from_millis(10));
                     }
                 }
                 finished.store(true, Ordering::SeqCst);
-                codes
+                (codes, interrupted)
             });
             while !finished.load(Ordering::SeqCst) {
                 std::thread::sleep(Duration::from_millis(20 + rng.next(120)));
@@ -1106,15 +1117,24 @@ fn kill9_at_random_instants_of_50_connects_and_disconnects_leaks_nothing() {
                     std::panic::resume_unwind(p);
                 }
             }
-            for c in client.join().unwrap() {
+            let (codes, n) = client.join().unwrap();
+            interrupted = n;
+            for c in codes {
                 *answered.entry(c).or_default() += 1;
             }
         });
-        eprintln!("kills: {kills}, answers: {answered:?}");
+        eprintln!(
+            "kills: {kills}, requests interrupted mid-way: {interrupted}, answers: {answered:?}"
+        );
         if std::env::var("SANDBOXD_TEST_VERBOSE").is_ok() {
             eprintln!("{}", d.log());
         }
         assert!(kills >= 2, "too few kills ({kills}) to mean anything");
+        assert!(
+            interrupted >= 1,
+            "no kill landed while the daemon held a request, so recovery from a half-done \
+             operation was not exercised ({kills} kills)"
+        );
         // Only documented outcomes: done, or refused because of the state an earlier op left.
         for code in answered.keys() {
             assert!(

@@ -169,11 +169,9 @@ impl Drop for Daemon {
 /// Pins under /run/netns.
 fn pins() -> Vec<String> {
     let mut v: Vec<String> = std::fs::read_dir("/run/netns")
-        .map(|d| {
-            d.map(|e| e.unwrap().file_name().into_string().unwrap())
-                .collect()
-        })
-        .unwrap_or_default();
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
     v.sort();
     v
 }
@@ -222,6 +220,7 @@ fn assert_clean(sb: &Sandbox, d: &Daemon) {
         Vec::<String>::new(),
         "CNI cache entries left"
     );
+    sb.assert_nothing_left_anywhere(&d.data_dir.join("ipam"), &d.data_dir.join("cni-cache"));
 }
 
 /// The first address (without prefix) of endpoint `ifname` in `sandbox inspect --json`.

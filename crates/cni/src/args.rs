@@ -1,4 +1,4 @@
-//! CNI_ARGS parsing (reference §1.6).
+//! CNI_ARGS parsing.
 //!
 //! Errors use code 4 (invalid environment variable): CNI_ARGS is an environment variable and the
 //! spec reserves code 2 ("unsupported field") for keys of the network configuration.

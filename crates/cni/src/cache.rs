@@ -1,4 +1,4 @@
-//! libcni-compatible result cache (reference §1.9).
+//! libcni-compatible result cache (`<cacheDir>/results/<network>-<container id>-<ifname>`).
 //!
 //! `<cache_dir>/results/<net>-<cid>-<ifname>` holds the `cniCacheV1` JSON: the final ADD result
 //! plus the config, args and capabilities used, so DEL/CHECK/GC work after a config change or a

@@ -1,4 +1,4 @@
-//! Network configuration types (reference §1.4, §1.5) and name validation.
+//! Network configuration types (single configs, conflists, runtime-injected keys) and name validation.
 
 use std::collections::BTreeMap;
 
@@ -56,7 +56,7 @@ fn decode_error(what: &str, e: &serde_json::Error) -> CniError {
     }
 }
 
-/// Accept `true`/`false` and the strings "true"/"false" (libcni's lenient boolean, §1.4).
+/// Accept `true`/`false` and the strings "true"/"false" (libcni's lenient boolean).
 fn lenient_bool<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
     #[derive(Deserialize)]
     #[serde(untagged)]
@@ -332,8 +332,7 @@ impl PortMapping {
 /// Validate a container ID or network name against `^[A-Za-z0-9][A-Za-z0-9_.\-]*$`.
 ///
 /// `kind` names the thing in the message ("containerID", "network name"). Container IDs come from
-/// the environment, so their errors are code 4; everything else is config, code 7 (reference
-/// §1.2 and scenarios 7 and 9).
+/// the environment, so their errors are code 4; everything else is config, code 7.
 pub fn validate_name(kind: &str, s: &str) -> Result<(), CniError> {
     let code = if kind == "containerID" {
         codes::INVALID_ENV

@@ -1,5 +1,5 @@
 //! Executing other plugins: IPAM delegation from a plugin, and the runtime's plugin exec
-//! (reference §1.3 "must delegate", §1.8 libcni error decoding, §1.9 ETXTBSY retry).
+//! ("must delegate" verbs, libcni's error decoding, the ETXTBSY retry).
 //!
 //! Built-in delegates. A plugin binary may link another plugin (bridge links host-local) and
 //! register it with [`register_builtin`]. A delegation still looks the type up in CNI_PATH

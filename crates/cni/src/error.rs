@@ -1,4 +1,4 @@
-//! CNI error type and the well-known error codes (SPEC §"Error", reference §1.8).
+//! CNI error type and the well-known error codes (the spec's "Error" section).
 //!
 //! Every failure leaving a plugin is a [`CniError`]: printed as JSON on stdout with a numeric
 //! `code`, a short `msg` and optional `details`, exit status non-zero.

@@ -1,4 +1,4 @@
-//! ADD results for every spec version (reference §1.7).
+//! ADD results for every spec version, and conversion between them.
 //!
 //! The in-memory model is the 1.1.0 superset; [`CniResult::to_value`] renders any of the seven
 //! versions and [`CniResult::from_value`] parses any of them. Addresses are `ipnet::IpNet` and keep
@@ -230,7 +230,7 @@ fn parse_dns(o: &Map<String, Value>) -> Result<Dns, CniError> {
 }
 
 impl CniResult {
-    /// Render in `version` (any of the seven). Conversions follow the Go library (§1.7):
+    /// Render in `version` (any of the seven). Conversions follow the Go library:
     /// 0.1.0/0.2.0 keep only the first address per family and the routes of the families kept;
     /// 0.3.x/0.4.0 add `ips[].version`; 1.0.0 drops it; interface extras (`mtu`, `socketPath`,
     /// `pciID`) only appear in 1.1.0. Route extras are kept from 0.3.0 on, as Go does (its
@@ -322,7 +322,7 @@ impl CniResult {
 
     /// Parse a result of any version. A missing `cniVersion` means `config_version` (libcni
     /// injects it); a `cniVersion` from another family than `config_version` is rejected the way
-    /// Go's prevResult parsing does (§1.7).
+    /// Go's prevResult parsing does.
     pub fn from_value(v: &Value, config_version: &str) -> Result<CniResult, CniError> {
         let o = as_obj(v, "result")?;
         let conf_ver = Version::parse(config_version)?;
@@ -518,7 +518,7 @@ mod tests {
         assert!(r.dns.is_empty());
     }
 
-    /// What a round trip through `to` keeps, per §1.7.
+    /// What a round trip through `to` keeps, per the Go library's conversions.
     fn expected_after(to: &str) -> CniResult {
         let mut e = sample();
         let ver = Version::parse(to).unwrap();

@@ -1,5 +1,6 @@
-//! The runtime side (libcni-compatible): conflist loading (reference §1.4), per-invocation config
-//! injection (§1.4, §1.5), the ADD/DEL/CHECK/GC/STATUS executors and the result cache (§1.9).
+//! The runtime side (libcni-compatible): conflist loading, per-invocation config injection
+//! (capabilities into `runtimeConfig`, `prevResult`), the ADD/DEL/CHECK/GC/STATUS executors and
+//! the result cache.
 //! Used by the `netns` CLI and sandboxd; they run our plugins exactly as containerd would.
 
 use std::path::{Path, PathBuf};
@@ -383,7 +384,7 @@ impl CniConfig {
         Ok(())
     }
 
-    /// GC (§1.9): nothing when `disableGC`; DEL every cached attachment of this network that is
+    /// GC: nothing when `disableGC`; DEL every cached attachment of this network that is
     /// not in `valid` (with its cached config, args and netns); then, for ≥1.1.0, GC to every
     /// plugin with `cni.dev/valid-attachments`. Errors are collected and all steps still run.
     pub fn gc_network_list(

@@ -1,5 +1,5 @@
 //! The plugin skeleton: environment and stdin validation, version negotiation, verb dispatch,
-//! VERSION, error printing (reference §1.2, §1.3, scenarios 1–18).
+//! VERSION, error printing.
 //!
 //! Order of checks (all before the handler runs, so a rejected call has no side effect):
 //! verb → required env vars → containerID/ifname → CNI_ARGS syntax → stdin (code 5) → JSON (6)
@@ -140,7 +140,7 @@ impl CmdArgs {
         })
     }
 
-    /// The parsed `prevResult`, with the version-family rule of §1.7 applied.
+    /// The parsed `prevResult`, with the version-family rule applied (a prevResult must come from the config's family).
     pub fn prev_result(&self) -> Result<Option<CniResult>, CniError> {
         match &self.conf.prev_result {
             None | Some(serde_json::Value::Null) => Ok(None),
@@ -318,7 +318,7 @@ pub fn run_named(
 ) -> i32 {
     let get = |k: &str| env(k).filter(|v| !v.is_empty());
     let Some(cmd_s) = get("CNI_COMMAND") else {
-        // Go convention: about text and versions on stderr, success (scenario 2).
+        // Go convention: about text and versions on stderr, success.
         let _ = writeln!(
             stderr,
             "{about}\nCNI protocol versions supported: {}",
@@ -378,7 +378,7 @@ fn dispatch(
 
 fn print_version(plugin: &dyn Plugin, stdin: &mut dyn Read, stdout: &mut dyn Write) -> i32 {
     // The spec says echo the input cniVersion; stdin is read best-effort and never validated,
-    // so garbage still yields a normal answer (scenario 1).
+    // so garbage still yields a normal answer.
     let mut buf = Vec::new();
     let _ = stdin.take(1 << 20).read_to_end(&mut buf);
     let supported = plugin.supported_versions();
@@ -543,7 +543,7 @@ fn own_netns() -> Option<std::fs::Metadata> {
 ///
 /// ADD/CHECK: the path must exist and be a namespace file (nsfs, or proc for `/proc/<pid>/ns/net`
 /// on old kernels) — code 8. All verbs: refuse the plugin's own namespace (code 8) unless
-/// overridden; HEAD's Go skel does this only after the handler ran (scenario 17). DEL tolerates a
+/// overridden; HEAD's Go skel does this only after the handler ran. DEL tolerates a
 /// missing or odd path: it must succeed when the netns is gone.
 fn check_netns(cmd: Command, ns: &Path, override_: bool) -> Result<(), CniError> {
     use std::os::unix::fs::MetadataExt;
@@ -741,7 +741,7 @@ mod tests {
     }
 
     #[test]
-    fn s01_version_ignores_garbage_stdin() {
+    fn version_ignores_garbage_stdin() {
         let p = TestPlugin::default();
         let env = HashMap::from([("CNI_COMMAND".to_string(), "VERSION".to_string())]);
         let o = call(&p, &env, b"\x00garbage{");
@@ -757,7 +757,7 @@ mod tests {
     }
 
     #[test]
-    fn s02_no_command_prints_about_on_stderr() {
+    fn no_command_prints_about_on_stderr() {
         let p = TestPlugin::default();
         let o = call(&p, &HashMap::new(), b"");
         assert_eq!(o.rc, 0);
@@ -769,7 +769,7 @@ mod tests {
     }
 
     #[test]
-    fn s03_unknown_command() {
+    fn unknown_command_is_refused() {
         let p = TestPlugin::default();
         let o = call(&p, &base_env("FOO"), CONF);
         assert_eq!(o.code(), 4);
@@ -777,7 +777,7 @@ mod tests {
     }
 
     #[test]
-    fn s04_missing_env_named_together() {
+    fn missing_env_named_together() {
         let p = TestPlugin::default();
         let mut env = base_env("ADD");
         env.remove("CNI_NETNS");
@@ -802,7 +802,7 @@ mod tests {
     }
 
     #[test]
-    fn s05_del_without_netns_succeeds() {
+    fn del_without_netns_succeeds() {
         let p = TestPlugin::default();
         let mut env = base_env("DEL");
         env.remove("CNI_NETNS");
@@ -820,7 +820,7 @@ mod tests {
     }
 
     #[test]
-    fn s06_ifname_rules() {
+    fn ifname_rules() {
         let p = TestPlugin::default();
         for (bad, msg) in [
             ("1234567890abcdef", Some("interface name is too long")),
@@ -842,7 +842,7 @@ mod tests {
     }
 
     #[test]
-    fn s07_container_id() {
+    fn container_id_rules() {
         let p = TestPlugin::default();
         let mut env = base_env("ADD");
         env.insert("CNI_CONTAINERID".into(), "-bad id".into());
@@ -852,7 +852,7 @@ mod tests {
     }
 
     #[test]
-    fn s08_bad_json_and_stdin_errors() {
+    fn bad_json_and_stdin_errors() {
         let p = TestPlugin::default();
         for cmd in ["ADD", "DEL"] {
             assert_eq!(call(&p, &base_env(cmd), b"").code(), 6);
@@ -875,7 +875,7 @@ mod tests {
     }
 
     #[test]
-    fn s09_network_name() {
+    fn network_name_rules() {
         let p = TestPlugin::default();
         let o = call(
             &p,
@@ -891,7 +891,7 @@ mod tests {
     }
 
     #[test]
-    fn s10_unsupported_version() {
+    fn unsupported_version_is_refused() {
         let p = TestPlugin::default();
         for cmd in ["ADD", "DEL"] {
             let o = call(&p, &base_env(cmd), &conf("9.9.9"));
@@ -910,7 +910,7 @@ mod tests {
     }
 
     #[test]
-    fn s11_s12_result_shape_per_version() {
+    fn result_shape_per_version() {
         let p = TestPlugin::default();
         let o = call(&p, &base_env("ADD"), br#"{"name":"net1","type":"t"}"#);
         assert_eq!(o.rc, 0, "{}", o.stdout);
@@ -937,7 +937,7 @@ mod tests {
     }
 
     #[test]
-    fn s13_verbs_need_versions() {
+    fn check_gc_status_need_recent_versions() {
         let p = TestPlugin::default();
         let o = call(&p, &base_env("CHECK"), &conf("0.3.1"));
         assert_eq!(o.code(), 1);
@@ -960,7 +960,7 @@ mod tests {
     }
 
     #[test]
-    fn s14_prev_result_family() {
+    fn prev_result_must_match_the_config_version_family() {
         let p = TestPlugin::default();
         let c = br#"{"cniVersion":"1.0.0","name":"n","type":"t",
             "prevResult":{"cniVersion":"0.4.0","ips":[{"version":"4","address":"10.0.0.2/24"}]}}"#;
@@ -977,7 +977,7 @@ mod tests {
     }
 
     #[test]
-    fn s15_every_error_is_json_on_stdout() {
+    fn every_error_is_json_on_stdout() {
         let p = TestPlugin::default();
         let o = call(&p, &base_env("ADD"), b"nope");
         let v = o.json();
@@ -987,7 +987,7 @@ mod tests {
     }
 
     #[test]
-    fn s16_cni_args() {
+    fn cni_args_rules() {
         let p = TestPlugin::default();
         let mut env = base_env("ADD");
         env.insert("CNI_ARGS".into(), "K8S_POD_NAME=x;IP=10.1.0.9".into());
@@ -1006,7 +1006,7 @@ mod tests {
     }
 
     #[test]
-    fn s17_own_netns_refused_before_handler() {
+    fn own_netns_refused_before_handler() {
         let p = TestPlugin::default();
         for cmd in ["ADD", "CHECK", "DEL"] {
             let mut env = base_env(cmd);
@@ -1037,7 +1037,7 @@ mod tests {
     }
 
     #[test]
-    fn s18_netns_must_exist_and_be_a_namespace() {
+    fn netns_must_exist_and_be_a_namespace() {
         let p = TestPlugin::default();
         let mut env = base_env("ADD");
         env.insert(

@@ -1,4 +1,4 @@
-//! Spec versions and version negotiation (reference §1.1, §1.4 "Version selection").
+//! Spec versions and version negotiation (the highest version both sides support, as libcni selects it).
 
 use crate::error::{codes, CniError};
 
@@ -14,7 +14,7 @@ pub const CURRENT: &str = "1.1.0";
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Version(u8);
 
-/// Result/prevResult version families: a prevResult must come from the config's family (§1.7).
+/// Result/prevResult version families: a prevResult must come from the config's family.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Family {
     /// 0.1.0 and 0.2.0: `ip4`/`ip6` results.

@@ -1,7 +1,7 @@
 //! Kernel access: network namespaces, a synchronous netlink client (links, veths, bridges,
 //! addresses, routes), sysctls. Behind small traits so plugin logic can be tested with a fake.
 //!
-//! Layout (DESIGN.md, layer 2):
+//! Layout (the kernel layer, under the firewall and plugin layers):
 //! - [`netns`]: open/identify/enter network namespaces, pinned namespaces under /run/netns.
 //! - [`netlink`]: [`netlink::NetlinkOps`], the real [`netlink::Netlink`] socket and the
 //!   recording [`netlink::FakeNetlink`].

@@ -1,5 +1,5 @@
 //! MAC address helpers and random host-side veth names (`veth` + 8 hex digits, the
-//! reference bridge plugin's naming, cni-reference §2.2 step 4).
+//! reference bridge plugin's naming).
 
 use crate::error::{Error, Result};
 

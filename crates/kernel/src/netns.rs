@@ -4,7 +4,7 @@
 //! Namespaces are per thread. Nothing here ever moves the *calling* thread: work that must
 //! happen inside a namespace runs on a short-lived scoped thread that `setns()`es and then exits,
 //! so no thread can be left in the wrong namespace by an error or a panic (netavark instead
-//! setns()es back and forth on its main thread, peers.md §1.4).
+//! setns()es back and forth on its main thread).
 
 use std::fs::File;
 use std::os::fd::{AsFd, BorrowedFd};
@@ -193,7 +193,7 @@ pub fn create_pinned(dir: &Path, name: &str) -> Result<PathBuf> {
 }
 
 /// Remove a pinned namespace: lazy unmount and unlink. A missing pin is not an error (DEL must be
-/// idempotent, DESIGN.md).
+/// idempotent).
 pub fn delete_pinned(dir: &Path, name: &str) -> Result<()> {
     validate_name(name)?;
     let path = dir.join(name);

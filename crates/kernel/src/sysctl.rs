@@ -145,7 +145,7 @@ pub fn write(key: &str, value: &str) -> Result<()> {
         .map_err(|e| Error::io(ctx(), e))
 }
 
-/// Write only when the current value differs (cni-reference §2.2 step 11: forwarding is written
+/// Write only when the current value differs (as the reference bridge plugin does: forwarding is written
 /// only if not already 1, which also works on read-only /proc/sys when nothing must change).
 /// Returns whether a write happened.
 pub fn write_if_different(key: &str, value: &str) -> Result<bool> {

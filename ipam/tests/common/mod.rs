@@ -85,8 +85,10 @@ pub fn net_dir(data_dir: &Path) -> PathBuf {
 /// comparisons with the reference leave it out (its own tests are in `index.rs` and
 /// `owner_index.rs`).
 pub fn files(data_dir: &Path) -> Vec<String> {
-    let Ok(rd) = std::fs::read_dir(net_dir(data_dir)) else {
-        return Vec::new();
+    let rd = match std::fs::read_dir(net_dir(data_dir)) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Vec::new(),
+        Err(e) => panic!("cannot list {}: {e}", net_dir(data_dir).display()),
     };
     let mut v: Vec<String> = rd
         .map(|e| e.unwrap().file_name().into_string().unwrap())

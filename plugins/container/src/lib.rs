@@ -25,10 +25,11 @@ use serde::Deserialize;
 /// The join-another-sandbox plugin.
 pub struct Container;
 
-#[derive(Deserialize)]
-struct ContainerConf {
+/// The plugin's own configuration keys (public so the config fuzz target can decode it).
+#[derive(Debug, Deserialize)]
+pub struct ContainerConf {
     /// Path of the owner sandbox's network namespace.
-    target: Option<String>,
+    pub target: Option<String>,
 }
 
 /// Open the target namespace and require CNI_NETNS to be the same namespace.

@@ -1,5 +1,5 @@
 //! `firewall`: a chained meta plugin that lets a container's traffic through the host's
-//! forward filter (cni-reference.md §2.8, scenario 72). Spec 0.4.0 and later only (0.3.1 →
+//! forward filter. Spec 0.4.0 and later only (0.3.1 →
 //! code 1, as the reference).
 //!
 //! Keys: `backend` (`"nftables"` | `"iptables"` | `"firewalld"`), `iptablesAdminChainName`
@@ -229,7 +229,7 @@ impl Plugin for FirewallPlugin {
         let conf = FirewallConf::load(args)?;
         let known = match args.prev_result() {
             Ok(Some(r)) => ips_of(&r),
-            // DEL must succeed with a missing or unusable prevResult (spec §DEL).
+            // DEL must succeed with a missing or unusable prevResult (the spec's DEL rules).
             _ => Vec::new(),
         };
         let backend = match backend_of(&conf) {

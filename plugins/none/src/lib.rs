@@ -1,6 +1,6 @@
 //! `none` / `loopback`: bring `lo` up in the sandbox and report it; nothing else.
 //!
-//! Behaviour follows the reference `loopback` plugin (cni-reference.md §2.7): CNI_IFNAME is
+//! Behaviour follows the reference `loopback` plugin: CNI_IFNAME is
 //! ignored, a prevResult is passed through unchanged, DEL sets `lo` down and succeeds when the
 //! namespace is already gone, CHECK fails when `lo` is down. The skeleton's netns guard runs before
 //! us, so a stale CNI_NETNS that points at the runtime's own namespace can never down the host's
@@ -123,7 +123,7 @@ impl Plugin for Loopback {
     }
 
     fn del(&self, args: &CmdArgs) -> Result<(), CniError> {
-        // DEL must succeed when the runtime already removed the namespace (spec §1.3).
+        // DEL must succeed when the runtime already removed the namespace (the spec's DEL rules).
         let Some(ns) = open_netns(args)? else {
             return Ok(());
         };

@@ -1,8 +1,8 @@
-//! `portmap`: a chained plugin that publishes container ports on the host (cni-reference.md
-//! §2.6, scenarios 61–69): `runtimeConfig.portMappings` become DNAT entries in the firewall
-//! crate's port-forwarding layout ([`firewall::portmap::nft`] by default,
-//! `firewall::portmap`'s iptables half for hosts that need the reference chains), with hairpin and
-//! localhost masquerade and UDP conntrack cleanup.
+//! `portmap`: a chained plugin that publishes container ports on the host:
+//! `runtimeConfig.portMappings` become DNAT entries in the firewall crate's port-forwarding
+//! layout ([`firewall::portmap::nft`] by default, `firewall::portmap`'s iptables half for hosts
+//! that need the reference chains), with hairpin and localhost masquerade and UDP conntrack
+//! cleanup.
 //!
 //! Differences from the reference, each a problem users hit:
 //! - every mapping is validated (ports 1–65535, tcp/udp/sctp, hostIP, duplicates in one call)

@@ -1,5 +1,5 @@
 //! `tuning`: a chained meta plugin that adjusts the container interface and its namespace's
-//! network sysctls (cni-reference.md §2.9, scenario 71).
+//! network sysctls.
 //!
 //! * `sysctl` {key: value}: keys in dotted or slash form; dots become `/`, then the first
 //!   `IFNAME` is replaced by CNI_IFNAME (after the dot conversion, so `eth0.100` survives), and

@@ -1,5 +1,5 @@
 //! A recording, in-memory [`NetlinkOps`] for unit tests of plugin logic without root (the
-//! youki fake-client pattern, peers.md §3.2).
+//! youki fake-client pattern).
 //!
 //! One [`FakeNetlink`] is a socket in one namespace of a shared in-memory world: [`FakeNetlink::new`]
 //! starts the world with the host namespace, [`FakeNetlink::netns`] opens another handle on the

@@ -3,7 +3,7 @@
 //!
 //! Why synchronous and not the async `rtnetlink` crate: a CNI plugin makes a handful of
 //! requests and exits; netavark measured a blocking socket over netlink-packet-route as faster
-//! and more than 1 MB smaller (peers.md §1.4).
+//! and more than 1 MB smaller.
 
 use std::net::IpAddr;
 
@@ -192,7 +192,7 @@ impl Family {
     }
 }
 
-/// A veth pair to create with one request (peers.md §1.4): `host_name` in the socket's own
+/// A veth pair to create with one request: `host_name` in the socket's own
 /// namespace, `peer_name` created directly inside `peer_netns` under its final name, so there is
 /// no rename step and no window where the peer exists under a temporary name.
 #[derive(Debug, Clone, Copy)]
@@ -256,8 +256,8 @@ pub trait NetlinkOps {
     fn route_del(&mut self, r: &RouteSpec) -> Result<()>;
     /// Unicast routes of one family in every table except local.
     fn routes(&mut self, family: Family) -> Result<Vec<RouteSpec>>;
-    /// Turn VLAN filtering of a bridge on or off (cni-reference §2.1 `vlan`). Sent as NEWLINK:
-    /// the kernel ignores bridge options in SETLINK (found by netavark, peers.md §1.4).
+    /// Turn VLAN filtering of a bridge on or off (the bridge plugin's `vlan`). Sent as NEWLINK:
+    /// the kernel ignores bridge options in SETLINK (found by netavark).
     fn bridge_set_vlan_filtering(&mut self, bridge: u32, on: bool) -> Result<()>;
     /// Add (or update the flags of) a VLAN on a bridge port.
     fn bridge_vlan_add(&mut self, index: u32, vlan: BridgeVlan) -> Result<()>;

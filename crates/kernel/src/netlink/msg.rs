@@ -103,7 +103,7 @@ pub fn bridge_add(name: &str, mtu: Option<u32>) -> Request {
 }
 
 /// One `RTM_NEWLINK` creating both veth ends; the peer carries `IFLA_NET_NS_FD` and its final
-/// name (peers.md §1.4). The fd is only read by the kernel while the request is processed, and
+/// name. The fd is only read by the kernel while the request is processed, and
 /// `spec` borrows the open namespace for at least that long.
 pub fn veth_add(spec: &VethSpec) -> Request {
     let mut peer = LinkMessage::default();

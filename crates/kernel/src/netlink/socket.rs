@@ -1,7 +1,7 @@
 //! The real client: one blocking `NETLINK_ROUTE` socket per namespace. Every request gets a
 //! fresh sequence number; replies with another sequence number (leftovers of an earlier,
 //! aborted exchange) are skipped; dumps are read until `NLMSG_DONE`; changes request an ACK so
-//! that every failure comes back as an `NLMSG_ERROR` with the errno (peers.md §1.4).
+//! that every failure comes back as an `NLMSG_ERROR` with the errno.
 
 use ipnet::IpNet;
 use netlink_packet_core::{

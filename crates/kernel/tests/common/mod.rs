@@ -1,55 +1,24 @@
-//! Root test sandbox: each test body runs on a fresh thread that unshares a network and a mount
-//! namespace, makes "/" recursively private, and mounts tmpfs on /run and a fresh sysfs on /sys,
-//! so nothing can touch the machine's own interfaces, routes, sysctls or /run/netns.
+//! The kernel crate's root tests run in the workspace's one test sandbox (`testbox`): a fresh
+//! network and mount namespace per test, and a test that cannot run (not root, `ip` missing)
+//! fails with the reason instead of passing. `ip` (iproute2) is the independent oracle.
 
 #![allow(dead_code)]
 
-use std::ffi::CString;
-use std::process::{Command, Output};
+use std::process::Output;
 
-fn check(rc: libc::c_int, what: &str) {
-    assert!(rc == 0, "{what}: {}", std::io::Error::last_os_error());
-}
-
-fn mount(src: &str, target: &str, fstype: &str, flags: libc::c_ulong) {
-    let c = |s: &str| CString::new(s).unwrap();
-    let (s, t, f) = (c(src), c(target), c(fstype));
-    // SAFETY: valid NUL-terminated strings that outlive the call; no data argument.
-    let rc = unsafe { libc::mount(s.as_ptr(), t.as_ptr(), f.as_ptr(), flags, std::ptr::null()) };
-    check(rc, &format!("mount {target}"));
-}
-
-/// Run `body` in a private net+mount namespace; returns false (after printing SKIPPED) when not root.
-pub fn sandbox<F: FnOnce() + Send + 'static>(name: &str, body: F) -> bool {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        println!("SKIPPED: {name}: needs root (network namespaces)");
-        return false;
-    }
-    let res = std::thread::spawn(move || {
-        // SAFETY: unshare only changes this thread's namespaces.
-        check(
-            unsafe { libc::unshare(libc::CLONE_NEWNET | libc::CLONE_NEWNS) },
-            "unshare",
-        );
-        mount("none", "/", "none", libc::MS_REC | libc::MS_PRIVATE);
-        mount("tmpfs", "/run", "tmpfs", 0);
-        mount("sysfs", "/sys", "sysfs", 0);
-        body();
-    })
-    .join();
-    if let Err(p) = res {
-        std::panic::resume_unwind(p);
-    }
-    true
+/// Run `body` in a private net+mount namespace (see `testbox::isolated`).
+pub fn sandbox<F: FnOnce() + Send>(body: F) {
+    testbox::require_tool("ip");
+    testbox::isolated(body);
 }
 
 /// Run `ip` (from a sandboxed thread only).
 pub fn ip(args: &[&str]) -> Output {
-    Command::new("ip").args(args).output().expect("run ip")
+    testbox::output("ip", args)
 }
 
-/// `ip [-n ns] -j link show dev`: the link as JSON, or None if absent.
+/// `ip [-n ns] -j link show dev`: the link as JSON, or None when `ip` says it does not exist.
+/// Any other failure of `ip` fails the test (an absence check must have looked).
 pub fn ip_link(ns: Option<&str>, dev: &str) -> Option<serde_json::Value> {
     let mut args = Vec::new();
     if let Some(ns) = ns {
@@ -58,6 +27,8 @@ pub fn ip_link(ns: Option<&str>, dev: &str) -> Option<serde_json::Value> {
     args.extend(["-j", "-d", "link", "show", "dev", dev]);
     let out = ip(&args);
     if !out.status.success() {
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("does not exist"), "ip {args:?} failed: {err}");
         return None;
     }
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("ip json");
