@@ -1,7 +1,7 @@
 //! The blocking side: everything that execs a plugin or touches the kernel. These functions run
 //! on tokio's blocking pool (never on the owner), one job per sandbox at a time.
 //!
-//! sandboxd is just another CNI runtime (DESIGN.md layer 5): every mode goes through our plugins
+//! sandboxd is just another CNI runtime: every mode goes through our plugins
 //! via [`cni::runtime::CniConfig`] (libcni semantics: result cache, reverse-order DEL, CHECK,
 //! GC); the only direct kernel work is what a runtime owns itself: creating, pinning and deleting
 //! the sandbox's namespace (with `lo` up), deleting a removed network's bridge, and reading the
@@ -169,7 +169,7 @@ pub fn port_caps(ports: &[PortMapping]) -> Value {
 }
 
 impl Runner {
-    /// ADD; on failure, DEL what the partial ADD left (the runtime's duty, DESIGN.md).
+    /// ADD; on failure, DEL what the partial ADD left (the runtime's duty under the CNI spec).
     pub fn add(&self, a: &Attach) -> Result<CniResult, ApiError> {
         match self.cni.add_network_list(&a.list, &a.rt) {
             Ok(r) => Ok(r),

@@ -1,5 +1,5 @@
 //! sandboxd: a daemon modelling libnetwork's CNM objects (network, endpoint, sandbox) on top of
-//! our CNI plugins (DESIGN.md layer 5). HTTP/1.1 + JSON on a unix socket ([`http`]), one owner of
+//! our CNI plugins. HTTP/1.1 + JSON on a unix socket ([`http`]), one owner of
 //! the state ([`owner`]), plugin work off the owner ([`cniops`]), durable intent records
 //! ([`store`]) and a reconcile that finishes or undoes whatever a crash interrupted.
 

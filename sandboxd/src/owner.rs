@@ -1,4 +1,5 @@
-//! The single owner of the state (cloud-hypervisor's vmm/src/api pattern, peers.md §3.6).
+//! The single owner of the state (the pattern of cloud-hypervisor's VMM API: one task owns the
+//! state and requests arrive as messages).
 //!
 //! Protocol, step by step:
 //! 1. An HTTP handler decodes the request into a [`Request`] carrying a oneshot reply sender and

@@ -1,5 +1,5 @@
 //! The CNI edge of this crate's errors: the one place where a firewall failure gets its CNI
-//! error code (DESIGN.md: map at the crate edge, as ipam does), so `bridge`, `portmap` and
+//! error code (mapped once at the crate edge, as ipam does), so `bridge`, `portmap` and
 //! `firewall` report the same failure with the same code. Plugins add what they were doing with
 //! `cni::error::Context`.
 //!

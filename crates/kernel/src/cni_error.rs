@@ -1,5 +1,5 @@
 //! The CNI edge of this crate's errors: the one place where a kernel failure gets its CNI error
-//! code (DESIGN.md: map at the crate edge, as ipam does), so every plugin reports the same
+//! code (mapped once at the crate edge, as ipam does), so every plugin reports the same
 //! failure with the same code. Plugins add what they were doing with `cni::error::Context`.
 //!
 //! Codes (reference §1.8): a value rejected before any side effect is an invalid network

@@ -1,4 +1,4 @@
-//! The bridge plugin's configuration: every key of the reference plugin (cni-reference.md §2.1),
+//! The bridge plugin's configuration: every key of the reference plugin (containernetworking/plugins v1.x),
 //! decoded Go-style, validated completely before the first side effect.
 
 use cni::error::{codes, CniError};

@@ -1,7 +1,7 @@
 //! Host-side ports: the bridge plugin's bridge, veth and masquerade steps for a caller that
 //! hands the other end of the veth to someone else instead of naming a container namespace.
 //!
-//! Docker's remote network driver protocol (peers.md §2.4) is such a caller: at `Join` the
+//! Docker's remote network driver protocol is such a caller: at `Join` the
 //! driver returns the name of a link in its own namespace (`SrcName`) and libnetwork moves it
 //! into the container, renames it and applies the address, MAC and routes itself. The driver
 //! must not open the container namespace (it may not exist yet). So a host-side port is:

@@ -1,5 +1,5 @@
 //! `bridge`: a docker0-style bridge, one veth pair per attachment, delegated IPAM, gateway,
-//! masquerade. Behaviour follows the reference plugin (cni-reference.md §2.1–2.3) with three
+//! masquerade. Behaviour follows the reference plugin (containernetworking/plugins v1.x) with three
 //! deliberate differences, each a bug users hit with the reference:
 //! - any ADD failure after the first change rolls back everything this call created (veth,
 //!   lease, masquerade entries) in LIFO order; the reference leaves a DOWN veth when IPAM fails;

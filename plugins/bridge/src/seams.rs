@@ -1,6 +1,6 @@
 //! The bridge plugin's side effects, behind four small object-safe traits so that its logic
 //! (ADD's LIFO rollback above all, and DEL's best-effort teardown) runs against fakes in unit
-//! tests without root: youki's seam design (peers.md §3.2), in DESIGN.md's layer terms.
+//! tests without root: the seam design youki uses for its syscalls.
 //!
 //! - [`Kernel`]: netlink sockets (as [`NetlinkOps`], the real client or `kernel::FakeNetlink`),
 //!   sysctls on both sides of the veth, the sysfs look-up that saves re-pinning the bridge MAC,

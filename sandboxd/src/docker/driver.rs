@@ -1,4 +1,4 @@
-//! The remote network driver (peers.md §2.4) mapped onto our bridge, veth and firewall code.
+//! The remote network driver mapped onto our bridge, veth and firewall code.
 //!
 //! - CreateNetwork: a bridge with the gateways Docker sent (the bridge crate's
 //!   [`bridge::hostport::ensure_gateway_bridge`], the plugin's own steps).

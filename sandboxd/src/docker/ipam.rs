@@ -1,4 +1,4 @@
-//! The remote IPAM driver (peers.md §2.5) on host-local's allocator and data layout: every pool
+//! The remote IPAM driver on host-local's allocator and data layout: every pool
 //! is a host-local network directory `<data-dir>/ipam/docker-<pool>` (one lease file per address,
 //! owned by a fresh id per request), so `netns` and anything reading host-local directories see
 //! Docker's leases like any other.

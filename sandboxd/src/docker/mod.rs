@@ -2,7 +2,7 @@
 //! a stock dockerd finds `/run/docker/plugins/NAME.sock` and uses it for
 //! `docker network create -d NAME --ipam-driver NAME …` (docs/docker-driver.md).
 //!
-//! - [`proto`]: the wire types of the legacy plugin protocol (peers.md §2.4–2.5).
+//! - [`proto`]: the wire types of the legacy plugin protocol.
 //! - [`driver`]: NetworkDriver calls mapped onto the bridge crate's host-side ports and the
 //!   firewall crate (masquerade, forward accept, port forwarding).
 //! - [`ipam`]: IpamDriver calls on host-local's allocator and lease directories.

@@ -1,4 +1,4 @@
-//! Docker's legacy (v1) plugin protocol as dockerd 20.10 speaks it (peers.md §2.4–2.5): the
+//! Docker's legacy (v1) plugin protocol as dockerd 20.10 speaks it: the
 //! request and response bodies of `Plugin.Activate`, `NetworkDriver.*` and `IpamDriver.*`.
 //!
 //! Field names are Go's (PascalCase, `NetworkID`, `IPv4Data`). dockerd sends `null` for empty

@@ -1,12 +1,10 @@
 //! Shared helpers of the root integration tests. Every test body runs in the workspace's one
-//! test sandbox (crates/testbox, included by path: this crate's manifest has no dev-dependency on
-//! it): its own network and mount namespace with a private /run (lock files, the xtables lock and
+//! test sandbox (the `testbox` dev crate): its own network and mount namespace with a private /run (lock files, the xtables lock and
 //! `ip netns` mounts), so nothing touches the machine's firewall. A test that cannot run (not
 //! root, a tool missing) fails with the reason; it never prints "skipping" and passes.
 #![allow(dead_code)]
 
-#[path = "../../../testbox/src/lib.rs"]
-pub mod testbox;
+pub use testbox;
 
 use std::process::Command;
 
