@@ -730,6 +730,7 @@ impl Agent {
                 ))));
             }
             for s in free {
+                tracing::debug!(network = %name, slice = %s, "claiming a slice");
                 if self.claim(c, &def, &s, false).await? {
                     tracing::info!(network = %name, slice = %s, "leased a slice");
                     self.state.slices.insert(name.clone(), s);
