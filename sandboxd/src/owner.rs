@@ -1853,7 +1853,9 @@ fn finish_network_delete(runner: &Runner, rec: &NetworkRec) -> Result<(), ApiErr
         None => cniops::bridge_conflist(&rec.network, &runner.ipam_dir, true, true).ok(),
     };
     if let Some(list) = list {
-        let r = if rec.conflist.is_some() {
+        // Overlay networks are shared with other runtimes of this node (the `overlay` CNI
+        // plugin uses the same host-local directory): only the cache-level GC is ours to run.
+        let r = if rec.conflist.is_some() || rec.network.driver == "overlay" {
             runner.gc_cache_only(&list, &[])
         } else {
             runner.gc(&list, &[])
@@ -2101,7 +2103,7 @@ pub fn reconcile(
         if let Some(list) = list {
             known.insert(list.name.clone());
             let v = valid.get(name).cloned().unwrap_or_default();
-            let r = if rec.conflist.is_some() {
+            let r = if rec.conflist.is_some() || rec.network.driver == "overlay" {
                 runner.gc_cache_only(&list, &v)
             } else {
                 runner.gc(&list, &v)

@@ -394,6 +394,11 @@ impl Cluster {
     /// Remove the network (retrying while idle slices are released) and check every node is clean.
     fn remove_network(&self, name: &str, vni: u32, prefix: &str) {
         let n1 = &self.nodes[0];
+        let bridge = n1.api("GET", &format!("/v1/networks/{name}"), None).1["bridge"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        assert!(bridge.starts_with("ovb-"), "{bridge}");
         wait_for("network removal", 20, || {
             let o = n1.cli(&format!("network rm {name}"));
             o.status.success()
@@ -404,13 +409,19 @@ impl Cluster {
                     && !n
                         .links()
                         .iter()
-                        .any(|l| l.starts_with("ovb-") || l == &format!("ovx.{vni}"))
+                        .any(|l| *l == bridge || *l == format!("ovx.{vni}"))
             });
             let leftovers = n.sh(&format!(
-                "ls /run/rcni/overlay/{name}.json {d}/data/ipam/{name} 2>/dev/null; ls {d}/data/overlay-cni 2>/dev/null; \
-                 ls {d}/data/cni-cache/results 2>/dev/null; ip -o link show type veth | grep -v ' eth0@'; \
+                "ls /run/rcni/overlay/{name}.json {d}/data/ipam/{name} 2>/dev/null; ls {d}/data/overlay-cni 2>/dev/null | grep '^{name}-'; \
+                 ls {d}/data/cni-cache/results 2>/dev/null | grep '^{name}-'; {veths} \
                  ip -4 route | grep '{prefix}'; nft list ruleset 2>/dev/null | grep '{prefix}'; true",
-                d = n.dir.display()
+                d = n.dir.display(),
+                // Veths are checked once the node has no sandbox left at all.
+                veths = if n.api("GET", "/v1/sandboxes", None).1.as_array().is_some_and(|a| a.is_empty()) {
+                    "ip -o link show type veth | grep -v ' eth0@';"
+                } else {
+                    ""
+                }
             ));
             let text = String::from_utf8_lossy(&leftovers.stdout)
                 .trim()
@@ -668,12 +679,18 @@ fn etcd_restart_partition_and_compaction() {
         // Partition node 3 for longer than its lease: the others drop it; meanwhile the
         // history is compacted, so node 3 must re-list when it heals.
         let c_slice = format!("{}.0/24", cc.rsplit_once('.').unwrap().0);
+        let ended = |n: &Node| n.log().matches("cluster store session ended").count();
+        let before = ended(&c.nodes[2]);
         sb.sh("ip link set ul3 down");
         for n in &c.nodes[..2] {
             wait_for("partitioned node dropped", 20, || {
                 !n.overlay_routes(43).contains(&c_slice)
             });
         }
+        // Node 3 notices too (gRPC keepalive) before the history it missed is compacted.
+        wait_for("node3 loses its session", 20, || {
+            ended(&c.nodes[2]) > before
+        });
         let b2 = c.nodes[1].sandbox("b2", "ov2", "");
         c.nodes[1].rm_sandbox("b2");
         // Revisions node 3 never saw (outside the overlay prefix), then compact them away.
@@ -757,6 +774,21 @@ fn overlay_cni_plugin_joins_the_same_overlay() {
         );
         assert!(n2.ping("b", &pod), "b -> pod");
         assert!(n1.ping("a", &pod), "a -> pod (same bridge)");
+        // sandboxd's repair (its GC) leaves the other runtime's pod alone.
+        assert_eq!(n1.api("POST", "/v1/_repair", None).0, 200);
+        assert!(n2.ping("b", &pod), "b -> pod after sandboxd's repair");
+        // A second overlay network beside the first: its own VXLAN device on the same port.
+        c.network("ov4", "10.80.0.0/16", 45);
+        let a4 = n1.sandbox("a4", "ov4", "");
+        let b4 = n2.sandbox("b4", "ov4", "");
+        assert!(
+            n1.ping("a4", &b4) && n2.ping("b4", &a4),
+            "second overlay network"
+        );
+        assert!(n1.ping("a", &b), "first overlay network still works");
+        n1.rm_sandbox("a4");
+        n2.rm_sandbox("b4");
+        c.remove_network("ov4", 45, "10.80.");
         n1.ok(&format!(
             "echo '{conf}' | env CNI_COMMAND=DEL {env} {}",
             bin.display()
