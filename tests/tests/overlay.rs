@@ -439,6 +439,10 @@ impl Cluster {
                 && self
                     .etcd
                     .keys(&format!("/rcni.io/overlay/networks/{name}"))
+                    .is_empty()
+                && self
+                    .etcd
+                    .keys(&format!("/rcni.io/overlay/vnis/{vni}"))
                     .is_empty(),
             "keys left in etcd"
         );
@@ -526,6 +530,14 @@ fn three_nodes_traffic_published_ports_node_restart_and_cleanup() {
             let r = n.ok("ip route show dev ovx.42");
             assert!(r.contains("onlink"), "{r}");
         }
+        // The sandboxes' MTU leaves room for the VXLAN header.
+        assert!(
+            String::from_utf8_lossy(&n1.in_sb("a", "ip link show eth0").stdout)
+                .contains("mtu 1450")
+        );
+        // A second network with the same VNI is refused (the VNI is claimed in etcd).
+        let o = n2.cli("network create dup --driver overlay --subnet 10.90.0.0/16 -o vni=42");
+        assert!(!o.status.success(), "duplicate vni accepted");
         // Traffic between nodes, both ways.
         assert!(n1.ping("a", &b), "a -> b");
         assert!(n2.ping("b", &cc), "b -> c");

@@ -103,6 +103,10 @@ impl Agent {
         format!("{}/networks/{name}", self.cfg.prefix)
     }
 
+    fn key_vni(&self, vni: u32) -> String {
+        format!("{}/vnis/{vni}", self.cfg.prefix)
+    }
+
     fn key_slice(&self, net: &str, s: &Ipv4Net) -> String {
         format!("{}/subnets/{net}/{}", self.cfg.prefix, slice_key(s))
     }
@@ -585,12 +589,21 @@ impl Agent {
         match cmd {
             Cmd::Create(def, reply) => {
                 let key = self.key_net(&def.name);
+                // The VNI is claimed in the same transaction: two networks created at once on
+                // two nodes can never share a VXLAN id.
+                let vkey = self.key_vni(def.vni);
                 let body = serde_json::to_vec(&def).map_err(|e| e.to_string())?;
                 let r = c
                     .txn(
                         Txn::new()
-                            .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
-                            .and_then([TxnOp::put(key, body, None)]),
+                            .when([
+                                Compare::create_revision(key.clone(), CompareOp::Equal, 0),
+                                Compare::create_revision(vkey.clone(), CompareOp::Equal, 0),
+                            ])
+                            .and_then([
+                                TxnOp::put(key, body, None),
+                                TxnOp::put(vkey, def.name.clone(), None),
+                            ]),
                     )
                     .await;
                 match r {
@@ -601,8 +614,8 @@ impl Agent {
                     }
                     Ok(_) => {
                         let _ = reply.try_send(Err(conflict(format!(
-                            "network {:?} already exists in the cluster store",
-                            def.name
+                            "network {:?} or vni {} already exists in the cluster store",
+                            def.name, def.vni
                         ))));
                     }
                     Err(e) => {
@@ -648,11 +661,15 @@ impl Agent {
             }
         }
         let prefix = format!("{}/subnets/{name}/", self.cfg.prefix);
+        let mut dels = vec![TxnOp::delete(self.key_net(name), None)];
+        if let Some(d) = self.nets.get(name) {
+            dels.push(TxnOp::delete(self.key_vni(d.vni), None));
+        }
         let r = c
             .txn(
                 Txn::new()
                     .when([Compare::version(prefix.clone(), CompareOp::Equal, 0).with_prefix()])
-                    .and_then([TxnOp::delete(self.key_net(name), None)])
+                    .and_then(dels)
                     .or_else([TxnOp::get(prefix, Some(GetOptions::new().with_prefix()))]),
             )
             .await
