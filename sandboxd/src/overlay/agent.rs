@@ -312,6 +312,8 @@ impl Agent {
             .await
             .map_err(|e| etcd_err("list", e))?;
         let rev = r.header().map(|h| h.revision()).unwrap_or(0);
+        // Resume from here if the next session starts before any event arrives.
+        self.last_rev = Some(rev);
         self.nets.clear();
         self.slices.clear();
         for kv in r.kvs() {
