@@ -117,7 +117,7 @@ done
 made=0
 for i in $(seq 1 "$NODES"); do made=$(( made + $(api "$i" GET /v1/sandboxes | grep -o '"mode"' | wc -l) )); done
 [ "$made" -eq $(( NODES * PER )) ] || { echo "only $made of $(( NODES * PER )) sandboxes were created" >&2; exit 1; }
-printf 'cluster up (%d nodes, %d sandboxes) in %.1f s\n' "$NODES" "$made" "$(echo "$(date +%s.%N) - $t0" | bc)"
+printf 'cluster up (%d nodes, %d sandboxes) in %.1f s\n' "$NODES" "$made" "$(awk -v a="$(date +%s.%N)" -v b="$t0" 'BEGIN {print a - b}')"
 
 metrics() { curl -s http://$ETCD/metrics; }
 unary() { # method count of OK unary calls
@@ -147,7 +147,7 @@ for i in $(seq 1 "$NODES"); do
   l=$(grep 'peer programmed' $ROOT/n$i/log | grep "node=n$J" | head -1 || true)
   [ -n "$l" ] || { echo "node $i never programmed the new node" >&2; continue; }
   tp=$(ts "$(echo "$l" | awk '{print $1}')")
-  delays+=("$(echo "($tp - $tl) * 1000" | bc -l)")
+  delays+=("$(awk -v a="$tp" -v b="$tl" 'BEGIN {printf "%.3f", (a - b) * 1000}')")
 done
 sorted=$(printf '%s\n' "${delays[@]}" | sort -g)
 n=${#delays[@]}
