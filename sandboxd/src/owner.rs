@@ -2485,6 +2485,10 @@ mod tests {
             e.to_string()
         };
         assert!(is(o.create_network(&net("n2", "10.1.0.0/16")), 409).contains("n1"));
+        // Overlay networks need a cluster store (sandboxd --cluster-store).
+        let mut ov = net("ov", "10.60.0.0/16");
+        ov.driver = Some("overlay".into());
+        assert!(is(o.create_network(&ov), 400).contains("--cluster-store"));
         is(o.create_network(&net("n1", "10.7.0.0/24")), 409);
         is(o.create_network(&net("n2", "10.2.0.5/24")), 400);
         is(o.create_network(&net("n2", "fd00::/64")), 400);

@@ -346,3 +346,86 @@ impl Plugin for Overlay {
             .map_err(|e| CniError::new(codes::NOT_AVAILABLE, e.msg))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use cni::args::CniArgs;
+    use cni::config::NetConf;
+    use cni::skel::Command;
+    use cni::version::Version;
+
+    fn args(conf: &str) -> CmdArgs {
+        CmdArgs {
+            command: Command::Add,
+            container_id: "c1".into(),
+            netns: Some("/run/netns/x".into()),
+            ifname: "eth0".into(),
+            args: CniArgs::default(),
+            path: vec![],
+            stdin: conf.as_bytes().to_vec(),
+            conf: NetConf::parse(conf.as_bytes()).unwrap(),
+            version: Version::V1_0_0,
+        }
+    }
+
+    fn lease() -> Lease {
+        Lease {
+            network: "web".into(),
+            subnet: "10.50.0.0/16".parse().unwrap(),
+            slice: "10.50.3.0/24".parse().unwrap(),
+            mtu: 1450,
+            bridge: "ovb-0123456789a".into(),
+            ipam_data_dir: "/var/lib/sandboxd/ipam".into(),
+            state_dir: "/var/lib/sandboxd/overlay-cni".into(),
+            ip_masq: true,
+        }
+    }
+
+    #[test]
+    fn delegate_is_bridge_in_the_slice_without_bridge_masquerade() {
+        let a = args(
+            r#"{"cniVersion":"1.0.0","name":"web","type":"overlay","runtimeConfig":{"ips":["10.50.3.9"]}}"#,
+        );
+        let c = conf_of(&a).unwrap();
+        assert_eq!(c.network, "web");
+        assert!(c.default_gw && c.ip_masq);
+        let d = delegate_conf(&a, c.default_gw, Path::new("/d"), &lease());
+        assert_eq!(d["type"], "bridge");
+        assert_eq!(d["bridge"], "ovb-0123456789a");
+        assert_eq!(d["ipMasq"], false);
+        assert_eq!(d["mtu"], 1450);
+        assert_eq!(d["ipam"]["ranges"][0][0]["subnet"], "10.50.3.0/24");
+        assert_eq!(d["ipam"]["routes"][0]["dst"], "10.50.0.0/16");
+        assert_eq!(d["ipam"]["dataDir"], "/d");
+        assert_eq!(d["runtimeConfig"]["ips"][0], "10.50.3.9");
+        assert_eq!(
+            state_path(Path::new("/s"), "web", &a),
+            Path::new("/s/web-c1-eth0.json")
+        );
+    }
+
+    #[test]
+    fn masquerade_exempts_the_whole_overlay() {
+        let a = args(r#"{"cniVersion":"1.0.0","name":"web","type":"overlay"}"#);
+        let c = conf_of(&a).unwrap();
+        let r = CniResult::from_value(
+            &serde_json::json!({"cniVersion":"1.0.0","ips":[{"address":"10.50.3.9/24"}]}),
+            "1.0.0",
+        )
+        .unwrap();
+        let rules = masq_rules(&c, &a, &lease(), &r);
+        assert_eq!(rules.len(), 1);
+        assert_eq!(rules[0].addr.to_string(), "10.50.3.9/16");
+    }
+
+    #[test]
+    fn bad_names_and_missing_leases() {
+        let a = args(r#"{"cniVersion":"1.0.0","name":"web","type":"overlay","network":"../x"}"#);
+        assert_eq!(conf_of(&a).unwrap_err().code, codes::INVALID_CONFIG);
+        let e = read_lease(Path::new("/nonexistent-rcni"), "web").unwrap_err();
+        assert_eq!(e.code, codes::TRY_AGAIN);
+        assert!(e.msg.contains("no lease"), "{}", e.msg);
+    }
+}

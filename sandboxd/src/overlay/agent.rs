@@ -826,3 +826,84 @@ enum Change {
     Net(String),
     Slice(String, Ipv4Net),
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn agent() -> Agent {
+        let dir = std::env::temp_dir().join(format!("rcni-agent-{}", std::process::id()));
+        let cfg = Config {
+            endpoints: vec!["http://127.0.0.1:1".into()],
+            advertise: "192.0.2.1".parse().unwrap(),
+            node: "n1".into(),
+            lease_ttl: 10,
+            prefix: "/p".into(),
+            lease_dir: dir.join("lease"),
+            state_dir: dir.join("state"),
+            ipam_dir: dir.join("ipam"),
+            cni_state_dir: dir.join("cni"),
+        };
+        Agent::new(
+            cfg,
+            Arc::new(Mutex::new(Shared::default())),
+            Box::new(|_| {}),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn keys_decode_into_networks_and_peers() {
+        let mut a = agent();
+        let def = NetDef {
+            name: "web".into(),
+            id: "b".repeat(64),
+            subnet: "10.50.0.0/16".parse().unwrap(),
+            subnet_len: 24,
+            vni: 3,
+            port: 8472,
+            created: String::new(),
+            labels: BTreeMap::new(),
+        };
+        let body = serde_json::to_vec(&def).unwrap();
+        assert!(matches!(a.put_key("/p/networks/web", &body), Change::Net(n) if n == "web"));
+        assert!(matches!(
+            a.put_key("/p/networks/other", &body),
+            Change::None
+        ));
+        assert!(matches!(a.put_key("/q/networks/web", &body), Change::None));
+        let mine = a.my_val(&def);
+        assert_eq!(mine.vni, 3);
+        let theirs = SliceVal {
+            node: "n2".into(),
+            public_ip: "192.0.2.2".parse().unwrap(),
+            vtep_mac: "0e:00:00:00:00:02".into(),
+            vni: 3,
+        };
+        let s1: Ipv4Net = "10.50.1.0/24".parse().unwrap();
+        let s2: Ipv4Net = "10.50.2.0/24".parse().unwrap();
+        a.put_key(
+            "/p/subnets/web/10.50.1.0-24",
+            &serde_json::to_vec(&mine).unwrap(),
+        );
+        assert!(matches!(
+            a.put_key("/p/subnets/web/10.50.2.0-24", &serde_json::to_vec(&theirs).unwrap()),
+            Change::Slice(n, s) if n == "web" && s == s2
+        ));
+        assert!(matches!(
+            a.put_key("/p/subnets/web/junk", b"{}"),
+            Change::None
+        ));
+        // Our own slice is never a peer.
+        let peers = a.peers("web");
+        assert_eq!(peers.len(), 1);
+        assert_eq!(
+            peers[&s2],
+            ([0x0e, 0, 0, 0, 0, 2], "192.0.2.2".parse().unwrap())
+        );
+        assert!(!peers.contains_key(&s1));
+        assert_eq!(a.key_slice("web", &s1), "/p/subnets/web/10.50.1.0-24");
+        assert_eq!(a.key_vni(3), "/p/vnis/3");
+    }
+}
