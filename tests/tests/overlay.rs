@@ -611,6 +611,16 @@ fn three_nodes_traffic_published_ports_node_restart_and_cleanup() {
             });
         }
         assert!(n1.ping("a", &b), "a -> b after node2 came back");
+        // The restart's reconcile (GC, background CHECK through the overlay plugin) found
+        // nothing to repair.
+        std::thread::sleep(Duration::from_millis(500));
+        let log = n2.log();
+        assert!(
+            !log.contains("start-up check action")
+                && !log.contains("GC failed")
+                && !log.contains("reconcile action"),
+            "{log}"
+        );
         assert_eq!(
             n2.api("GET", "/v1/sandboxes/b", None).1["endpoints"][0]["addresses"][0]
                 .as_str()
