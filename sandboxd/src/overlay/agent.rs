@@ -144,7 +144,10 @@ impl Agent {
                 Err(e) => tracing::warn!(error = %e, "cluster store unreachable"),
             }
             self.set_healthy(false);
-            let until = tokio::time::Instant::now() + Duration::from_secs(1);
+            // 1-1.5 s, spread per node, so a cluster whose etcd comes back does not reconnect
+            // (and re-list) in one burst.
+            let jitter = u64::from(dataplane::vtep_mac(&self.cfg.node, "")[3]) * 2;
+            let until = tokio::time::Instant::now() + Duration::from_millis(1000 + jitter);
             loop {
                 tokio::select! {
                     c = rx.recv() => match c {
