@@ -414,7 +414,7 @@ impl Cluster {
             let leftovers = n.sh(&format!(
                 "ls /run/rcni/overlay/{name}.json {d}/data/ipam/{name} 2>/dev/null; ls {d}/data/overlay-cni 2>/dev/null | grep '^{name}-'; \
                  ls {d}/data/cni-cache/results 2>/dev/null | grep '^{name}-'; {veths} \
-                 ip -4 route | grep '{prefix}'; nft list ruleset 2>/dev/null | grep '{prefix}'; true",
+                 ip -4 route | grep '{prefix}'; nft list ruleset 2>/dev/null | grep -e '{prefix}' -e '{bridge}'; true",
                 d = n.dir.display(),
                 // Veths are checked once the node has no sandbox left at all.
                 veths = if n.api("GET", "/v1/sandboxes", None).1.as_array().is_some_and(|a| a.is_empty()) {
