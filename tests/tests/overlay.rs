@@ -17,7 +17,9 @@ use std::time::{Duration, Instant};
 use integration_tests::{bin_dir, plugin_bin, sandbox, Sandbox};
 use serde_json::Value;
 
-const TTL: u32 = 3;
+// Short enough for the tests to watch leases expire, long enough (keepalive every TTL/3) that a
+// loaded CI machine does not expire one by accident.
+const TTL: u32 = 5;
 const ETCD: &str = "192.168.77.254:2379";
 
 fn need(bin: &str) {
@@ -169,10 +171,13 @@ impl Node {
     fn in_sb(&self, sb: &str, cmd: &str) -> Output {
         self.sh(&format!("ip netns exec {sb} sh -c '{cmd}'"))
     }
+    /// One echo answered within three tries (the first may wait for ARP on a busy machine).
     fn ping(&self, sb: &str, ip: &str) -> bool {
-        self.in_sb(sb, &format!("ping -c1 -W1 {ip} >/dev/null 2>&1"))
-            .status
-            .success()
+        (0..3).any(|_| {
+            self.in_sb(sb, &format!("ping -c1 -W1 {ip} >/dev/null 2>&1"))
+                .status
+                .success()
+        })
     }
 
     fn start(&mut self) {
