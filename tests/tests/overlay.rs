@@ -404,7 +404,8 @@ impl Cluster {
             .unwrap()
             .to_string();
         assert!(bridge.starts_with("ovb-"), "{bridge}");
-        wait_for("network removal", 20, || {
+        // Other nodes release their idle slices up to 10 s after their last attachment.
+        wait_for("network removal", 30, || {
             let o = n1.cli(&format!("network rm {name}"));
             o.status.success()
         });

@@ -24,9 +24,10 @@ use super::dataplane::{self, Peer};
 use super::{read_json, slice_key, Cmd, Config, LeaseFile, NetDef, OwnerMsg, Shared, SliceVal};
 use crate::error::{conflict, ApiError};
 
-/// How long a freshly leased slice is kept even without any address leased in it (the ADD that
-/// asked for it is still on its way).
-const GRACE: Duration = Duration::from_secs(3);
+/// How long a slice is kept after an attachment asked for it even without any address leased in
+/// it: the ADD that asked is still on its way (plugins can take seconds on a loaded machine), and
+/// releasing under it would leave a sandbox in a slice the node no longer holds.
+const GRACE: Duration = Duration::from_secs(10);
 
 /// What survives a restart of the daemon (`<state_dir>/node.json`).
 #[derive(Debug, Default, Clone, Serialize, Deserialize)]
