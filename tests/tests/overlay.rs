@@ -367,6 +367,9 @@ impl Cluster {
                 dir,
             };
             node.start();
+            wait_for("the node's cluster store session", 20, || {
+                node.log().contains("cluster store session up")
+            });
             nodes.push(node);
         }
         Cluster { etcd, nodes }

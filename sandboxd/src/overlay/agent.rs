@@ -130,19 +130,38 @@ impl Agent {
 
     /// Run until the owner goes away.
     pub async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Cmd>) {
-        // Program what the saved state says before etcd answers: after a restart without etcd
-        // the node keeps its devices (they were never removed) and its lease files.
+        // Commands that arrived between two connection attempts: served by the next session if
+        // it comes up soon enough (the owner waits at most 5 s), refused otherwise. A node whose
+        // first attempt failed (etcd still electing, say) thus does not refuse at once.
+        let mut pending: Vec<(Instant, Cmd)> = Vec::new();
         loop {
             match self.connect().await {
                 Ok(mut s) => {
                     self.set_healthy(true);
                     tracing::info!(node = %self.cfg.node, lease = self.state.lease_id, "cluster store session up");
-                    match self.serve(&mut s, &mut rx).await {
+                    let mut ended = None;
+                    for (t, c) in pending.drain(..) {
+                        if ended.is_some() || t.elapsed() > Duration::from_secs(4) {
+                            self.refuse(c);
+                        } else if let Err(e) = self.command(&mut s.client, c).await {
+                            ended = Some(e);
+                        }
+                    }
+                    let why = match ended {
+                        Some(e) => Some(e),
+                        None => self.serve(&mut s, &mut rx).await,
+                    };
+                    match why {
                         Some(why) => tracing::warn!(reason = %why, "cluster store session ended"),
                         None => return,
                     }
                 }
-                Err(e) => tracing::warn!(error = %e, "cluster store unreachable"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cluster store unreachable");
+                    for (_, c) in pending.drain(..) {
+                        self.refuse(c);
+                    }
+                }
             }
             self.set_healthy(false);
             // 1-1.5 s, spread per node, so a cluster whose etcd comes back does not reconnect
@@ -153,7 +172,7 @@ impl Agent {
                 tokio::select! {
                     c = rx.recv() => match c {
                         None => return,
-                        Some(c) => self.refuse(c),
+                        Some(c) => pending.push((Instant::now(), c)),
                     },
                     _ = tokio::time::sleep_until(until) => break,
                 }
