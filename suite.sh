@@ -25,10 +25,11 @@ install_deps() {
   # sandboxd's JSON, and plots; gcc/libc6-dev: rcni-bench builds a static no-op for its floor;
   # docker.io: stock dockerd driving sandboxd as its remote network and IPAM driver; etcd-server/etcd-client:
   # the cluster store of overlay networks; dnsmasq-base: the upstream resolver and the peer in DNS tests and
-  # benchmarks; protobuf-compiler: the etcd v3 client's gRPC code is generated at build time.
+  # benchmarks; protobuf-compiler/libprotobuf-dev: the etcd v3 client's gRPC code is generated at build time
+  # (libprotobuf-dev carries the well-known .proto files its protos import).
   local pkgs=(iproute2 iputils-ping conntrack socat curl iptables nftables libnftnl-dev libmnl-dev pkg-config
               containernetworking-plugins podman crun conmon busybox-static python3 gcc libc6-dev
-              docker.io etcd-server etcd-client dnsmasq-base protobuf-compiler)
+              docker.io etcd-server etcd-client dnsmasq-base protobuf-compiler libprotobuf-dev)
   local missing=()
   for p in "${pkgs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -270,9 +270,10 @@ pub enum NetworkCmd {
 pub struct NetworkCreateArgs {
     /// Network name (1-64 of letters, digits, '_', '.', '-'; starts with a letter or digit).
     pub name: String,
-    /// `bridge` (sandboxd generates the conflist) or `cni` (an existing conflist of sandboxd's
-    /// --conf-dir, used as is: `-o conflist=NAME`, default the network's name).
-    #[arg(long, default_value = "bridge", value_parser = ["bridge", "cni"])]
+    /// `bridge` (sandboxd generates the conflist), `cni` (an existing conflist of sandboxd's
+    /// --conf-dir, used as is: `-o conflist=NAME`, default the network's name) or `overlay` (a
+    /// multi-host network stored in sandboxd's cluster store; needs one IPv4 --subnet).
+    #[arg(long, default_value = "bridge", value_parser = ["bridge", "cni", "overlay"])]
     pub driver: String,
     /// Subnet in CIDR notation (network address, e.g. 10.90.0.0/24); repeatable, at most one
     /// IPv4 and one IPv6 in practice. None given: an IPv4 subnet from the daemon's default pool.
@@ -292,7 +293,8 @@ pub struct NetworkCreateArgs {
     #[arg(long)]
     pub ipv6: bool,
     /// Driver option KEY=VALUE; repeatable. bridge: bridge_name=IFNAME, mtu=N (68-65535),
-    /// icc=true|false; cni: conflist=NAME (default: the network's name).
+    /// icc=true|false; cni: conflist=NAME (default: the network's name); overlay:
+    /// subnet_len=N (each node's slice, default 24), vni=N, port=N (VXLAN UDP port, 8472).
     #[arg(long = "opt", short = 'o', value_name = "KEY=VALUE")]
     pub opts: Vec<String>,
     /// Label KEY=VALUE; repeatable.

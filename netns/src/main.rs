@@ -157,12 +157,12 @@ mod tests {
 
     #[test]
     fn clap_errors_are_one_line() {
-        let e = Cli::try_parse_from(["netns", "network", "create", "n", "--driver", "overlay"])
+        let e = Cli::try_parse_from(["netns", "network", "create", "n", "--driver", "vxlan"])
             .unwrap_err();
         let l = usage_line(&e);
         assert!(!l.contains('\n'), "{l}");
         assert!(
-            l.starts_with("netns: invalid value 'overlay' for '--driver <DRIVER>'"),
+            l.starts_with("netns: invalid value 'vxlan' for '--driver <DRIVER>'"),
             "{l}"
         );
         assert!(l.contains("bridge, cni"), "{l}");

@@ -102,6 +102,7 @@ pub fn parse_kv(flag: &str, values: &[String]) -> Result<BTreeMap<String, String
 pub fn check_options(driver: &str, opts: &BTreeMap<String, String>) -> Result<()> {
     let known: &[&str] = match driver {
         "cni" => &["conflist"],
+        "overlay" => &["subnet_len", "vni", "port"],
         _ => &["bridge_name", "mtu", "icc"],
     };
     for (k, v) in opts {
@@ -113,6 +114,9 @@ pub fn check_options(driver: &str, opts: &BTreeMap<String, String>) -> Result<()
             ));
         }
         match k.as_str() {
+            "subnet_len" | "vni" | "port" if v.parse::<u32>().is_err() => {
+                return bad("expected a number".into());
+            }
             "mtu" => match v.parse::<u32>() {
                 Ok(n) if (68..=65535).contains(&n) => {}
                 _ => return bad("the MTU must be a number from 68 to 65535".into()),
@@ -263,6 +267,11 @@ pub fn network_create_body(a: &NetworkCreateArgs) -> Result<Value> {
     let opts = parse_kv("-o", &a.opts)?;
     check_options(&a.driver, &opts)?;
     let labels = parse_kv("--label", &a.labels)?;
+    if a.driver == "overlay" && (subnets.len() != 1 || a.internal || a.ipv6) {
+        return Err(Error::Usage(
+            "--driver overlay needs exactly one IPv4 --subnet (no --internal, no --ipv6)".into(),
+        ));
+    }
     if a.driver == "cni" && !(a.subnets.is_empty() && !a.internal && !a.ipv6) {
         return Err(Error::Usage(
             "--driver cni uses the conflist as is: --subnet, --gateway, --ip-range, --internal and --ipv6 do not apply".into(),
@@ -1176,7 +1185,7 @@ mod tests {
         });
         assert!(usage(bad).contains("invalid network name \"a/b\""));
         // clap rejects an unknown driver itself (exit 2).
-        let err = Cli::try_parse_from(["netns", "network", "create", "n", "--driver", "overlay"])
+        let err = Cli::try_parse_from(["netns", "network", "create", "n", "--driver", "vxlan"])
             .unwrap_err();
         assert_eq!(err.exit_code(), 2);
     }

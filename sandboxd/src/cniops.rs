@@ -137,6 +137,20 @@ pub fn bridge_conflist(
     parse_list(&json!({"cniVersion": "1.1.0", "name": net.name, "plugins": plugins}))
 }
 
+/// The conflist of an overlay network (layer 6): the `overlay` meta-plugin, which delegates to
+/// bridge + host-local limited to this node's slice (see [`crate::overlay::conflist_value`]).
+pub fn overlay_conflist(
+    net: &Network,
+    with_ports: bool,
+    default_route: bool,
+) -> Result<NetConfList, ApiError> {
+    parse_list(&crate::overlay::conflist_value(
+        net,
+        with_ports,
+        default_route,
+    ))
+}
+
 /// The one-plugin list of a special mode (`host`, `none`, `container` with its target).
 pub fn mode_conflist(kind: &str, target: Option<&str>) -> Result<NetConfList, ApiError> {
     let mut p = json!({"type": kind});

@@ -38,6 +38,23 @@ pub struct Config {
     pub docker_plugin: Option<String>,
     /// Where the Docker plugin socket goes (`<dir>/<name>.sock`).
     pub docker_plugin_dir: PathBuf,
+    /// Cluster store (`--cluster-store`): overlay networks over etcd; off when `None`.
+    pub cluster: Option<ClusterArgs>,
+}
+
+/// `--cluster-store` and its companions (layer 6, [`crate::overlay`]).
+#[derive(Debug, Clone)]
+pub struct ClusterArgs {
+    /// etcd endpoints (`http://HOST:PORT`).
+    pub endpoints: Vec<String>,
+    /// Underlay address of this node.
+    pub advertise: std::net::Ipv4Addr,
+    /// Node name.
+    pub node: String,
+    /// etcd lease TTL in seconds.
+    pub lease_ttl: i64,
+    /// Directory of the lease files the `overlay` CNI plugin reads.
+    pub lease_dir: PathBuf,
 }
 
 /// The locks held for the daemon's lifetime.
@@ -230,7 +247,7 @@ pub async fn run(cfg: Config) -> Result<(), Error> {
     });
     let (tx, rx) = mpsc::unbounded_channel::<Msg>();
     let (events, _) = broadcast::channel(1024);
-    let mut owner = Owner::new(
+    let owner = Owner::new(
         store,
         cfg.conf_dir.clone(),
         runner,
@@ -241,6 +258,31 @@ pub async fn run(cfg: Config) -> Result<(), Error> {
         events.clone(),
     )
     .with_etc_netns(cfg.etc_netns.clone());
+    let overlay = match &cfg.cluster {
+        None => None,
+        Some(c) => {
+            let otx = tx.clone();
+            let h = crate::overlay::start(
+                crate::overlay::Config {
+                    endpoints: c.endpoints.clone(),
+                    advertise: c.advertise,
+                    node: c.node.clone(),
+                    lease_ttl: c.lease_ttl,
+                    prefix: crate::overlay::DEFAULT_PREFIX.into(),
+                    lease_dir: c.lease_dir.clone(),
+                    state_dir: cfg.data_dir.join("overlay"),
+                    ipam_dir: cfg.data_dir.join("ipam"),
+                    cni_state_dir: cfg.data_dir.join("overlay-cni"),
+                },
+                move |m| {
+                    let _ = otx.send(Msg::Overlay(m));
+                },
+            )
+            .map_err(Error::Kernel)?;
+            Some(h)
+        }
+    };
+    let mut owner = owner.with_overlay(overlay);
     let owner = tokio::task::spawn_blocking(move || {
         let r = owner.startup();
         (owner, r)

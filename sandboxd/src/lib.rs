@@ -10,6 +10,7 @@ pub mod error;
 pub mod etcfiles;
 pub mod http;
 pub mod model;
+pub mod overlay;
 pub mod owner;
 pub mod store;
 pub mod util;

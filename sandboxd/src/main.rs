@@ -34,6 +34,51 @@ struct Args {
     /// Directory of the Docker plugin socket (NAME.sock).
     #[arg(long, default_value = "/run/docker/plugins", hide = true)]
     docker_plugin_dir: PathBuf,
+    /// Join a cluster for overlay networks: etcd://HOST:PORT[,HOST:PORT…] (etcd v3 API).
+    #[arg(long, value_name = "URL")]
+    cluster_store: Option<String>,
+    /// This node's underlay IPv4 address (VXLAN endpoint); required with --cluster-store.
+    #[arg(long, value_name = "IP")]
+    advertise_addr: Option<std::net::Ipv4Addr>,
+    /// Node name in the cluster (default: the host name).
+    #[arg(long, value_name = "NAME")]
+    node_name: Option<String>,
+    /// TTL of this node's etcd lease, seconds (slices of a node that stops vanish after it).
+    #[arg(long, value_name = "SECONDS", default_value_t = 60, value_parser = clap::value_parser!(i64).range(2..=86400))]
+    lease_ttl: i64,
+    /// Where overlay lease files for the `overlay` CNI plugin are written.
+    #[arg(long, default_value = "/run/rcni/overlay", hide = true)]
+    overlay_lease_dir: PathBuf,
+}
+
+fn cluster_args(args: &Args) -> Result<Option<sandboxd::daemon::ClusterArgs>, String> {
+    let Some(store) = &args.cluster_store else {
+        if args.advertise_addr.is_some() || args.node_name.is_some() {
+            return Err("--advertise-addr and --node-name need --cluster-store".into());
+        }
+        return Ok(None);
+    };
+    let endpoints = sandboxd::overlay::parse_store(store)?;
+    let advertise = args
+        .advertise_addr
+        .ok_or("--cluster-store needs --advertise-addr IP (this node's underlay address)")?;
+    let node = match &args.node_name {
+        Some(n) => n.clone(),
+        // /proc rather than a nix feature: the UTS name of this process's namespace.
+        None => std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .ok()
+            .map(|h| h.trim().to_string())
+            .filter(|h| !h.is_empty())
+            .ok_or("cannot read the host name; pass --node-name")?,
+    };
+    sandboxd::util::check_name("node", &node).map_err(|e| e.to_string())?;
+    Ok(Some(sandboxd::daemon::ClusterArgs {
+        endpoints,
+        advertise,
+        node,
+        lease_ttl: args.lease_ttl,
+        lease_dir: args.overlay_lease_dir.clone(),
+    }))
 }
 
 fn main() {
@@ -46,6 +91,13 @@ fn main() {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .init();
+    let cluster = match cluster_args(&args) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("sandboxd: {e}");
+            std::process::exit(2);
+        }
+    };
     let cfg = sandboxd::daemon::Config {
         socket: args.socket,
         data_dir: args.data_dir,
@@ -60,6 +112,7 @@ fn main() {
         etc_netns: args.etc_netns,
         docker_plugin: args.docker_plugin,
         docker_plugin_dir: args.docker_plugin_dir,
+        cluster,
     };
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

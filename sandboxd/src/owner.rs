@@ -70,6 +70,8 @@ pub enum Msg {
     Api(Request),
     /// A job finished.
     Done(Done),
+    /// The overlay agent's view of the cluster store changed (layer 6).
+    Overlay(crate::overlay::OwnerMsg),
 }
 
 /// A finished job.
@@ -178,6 +180,8 @@ pub struct Owner {
     /// Where per-sandbox hosts/resolv.conf go (`--etc-netns`); off when `None`.
     etc_netns: Option<std::path::PathBuf>,
     jobs: usize,
+    /// The overlay agent (`--cluster-store`); overlay networks are refused without it.
+    overlay: Option<crate::overlay::OverlayHandle>,
     tx: mpsc::UnboundedSender<Msg>,
     rt: tokio::runtime::Handle,
     events: broadcast::Sender<Event>,
@@ -224,6 +228,9 @@ pub fn attach_for(
                         .map_err(|err| ApiError::Internal(format!("conflist: {err}")))?;
                     cni::NetConfList::parse(&bytes)
                         .map_err(|err| ApiError::Internal(format!("conflist: {}", err.msg)))?
+                }
+                None if net.network.driver == "overlay" => {
+                    cniops::overlay_conflist(&net.network, !e.ports.is_empty(), ep.default_route)?
                 }
                 None => cniops::bridge_conflist(
                     &net.network,
@@ -382,6 +389,7 @@ impl Owner {
             shutdown: None,
             etc_netns: None,
             jobs: 0,
+            overlay: None,
             tx,
             rt,
             events,
@@ -391,6 +399,12 @@ impl Owner {
     /// Write per-sandbox hosts/resolv.conf/hostname under `dir` (`--etc-netns`).
     pub fn with_etc_netns(mut self, dir: Option<std::path::PathBuf>) -> Owner {
         self.etc_netns = dir;
+        self
+    }
+
+    /// Join a cluster store: overlay networks become available.
+    pub fn with_overlay(mut self, h: Option<crate::overlay::OverlayHandle>) -> Owner {
+        self.overlay = h;
         self
     }
 
@@ -421,6 +435,7 @@ impl Owner {
                     self.jobs = self.jobs.saturating_sub(1);
                     self.done(d);
                 }
+                Msg::Overlay(m) => self.overlay_update(m),
             }
             self.pump_checks();
             if self.jobs == 0 {
@@ -507,7 +522,12 @@ impl Owner {
                     Err(e) => {
                         let _ = reply.send(Err(e));
                     }
-                    Ok(name) => self.start_delete_network(&name, reply),
+                    Ok(name) => match self.overlay_delete(&name) {
+                        Err(e) => {
+                            let _ = reply.send(Err(e));
+                        }
+                        Ok(()) => self.start_delete_network(&name, reply),
+                    },
                 }
             }
             Request::ListSandboxes(reply) => {
@@ -621,9 +641,10 @@ impl Owner {
         let rec = match driver.as_str() {
             "bridge" => self.plan_bridge(req, &id)?,
             "cni" => self.plan_cni(req, &id)?,
+            "overlay" => self.plan_overlay(req, &id)?,
             other => {
                 return Err(bad(format!(
-                    "unknown driver {other:?} (use \"bridge\" or \"cni\")"
+                    "unknown driver {other:?} (use \"bridge\", \"cni\" or \"overlay\")"
                 )))
             }
         };
@@ -902,7 +923,7 @@ impl Owner {
         }
         if !ports.is_empty() {
             let ok = match &net.conflist {
-                None => net.network.driver == "bridge",
+                None => net.network.driver == "bridge" || net.network.driver == "overlay",
                 Some(v) => v["plugins"]
                     .as_array()
                     .into_iter()
@@ -926,6 +947,9 @@ impl Owner {
                     }
                 }
             }
+        }
+        if net.network.driver == "overlay" && ip.is_none() {
+            self.overlay_slice(net)?;
         }
         if let Some(ip) = ip {
             if net.network.driver != "bridge" || net.conflist.is_some() {
@@ -1824,10 +1848,15 @@ fn finish_network_delete(runner: &Runner, rec: &NetworkRec) -> Result<(), ApiErr
         Some(v) => serde_json::to_vec(v)
             .ok()
             .and_then(|b| cni::NetConfList::parse(&b).ok()),
+        None if rec.network.driver == "overlay" => {
+            cniops::overlay_conflist(&rec.network, true, true).ok()
+        }
         None => cniops::bridge_conflist(&rec.network, &runner.ipam_dir, true, true).ok(),
     };
     if let Some(list) = list {
-        let r = if rec.conflist.is_some() {
+        // Overlay networks are shared with other runtimes of this node (the `overlay` CNI
+        // plugin uses the same host-local directory): only the cache-level GC is ours to run.
+        let r = if rec.conflist.is_some() || rec.network.driver == "overlay" {
             runner.gc_cache_only(&list, &[])
         } else {
             runner.gc(&list, &[])
@@ -2069,12 +2098,13 @@ pub fn reconcile(
             (None, "bridge") => {
                 cniops::bridge_conflist(&rec.network, &runner.ipam_dir, true, true).ok()
             }
+            (None, "overlay") => cniops::overlay_conflist(&rec.network, true, true).ok(),
             (None, kind) => cniops::mode_conflist(kind, None).ok(),
         };
         if let Some(list) = list {
             known.insert(list.name.clone());
             let v = valid.get(name).cloned().unwrap_or_default();
-            let r = if rec.conflist.is_some() {
+            let r = if rec.conflist.is_some() || rec.network.driver == "overlay" {
                 runner.gc_cache_only(&list, &v)
             } else {
                 runner.gc(&list, &v)
@@ -2216,6 +2246,175 @@ impl Owner {
     }
 }
 
+// ---- overlay networks (layer 6, crate::overlay) ---------------------------------------------
+
+impl Owner {
+    fn overlay_handle(&self) -> Result<&crate::overlay::OverlayHandle, ApiError> {
+        self.overlay.as_ref().ok_or_else(|| {
+            bad("overlay networks need a cluster store: start sandboxd with --cluster-store etcd://HOST:PORT --advertise-addr IP")
+        })
+    }
+
+    /// Validate an overlay network and store it in etcd (the other nodes learn it from their
+    /// watch); the local record is kept like any other so `network ls` works without etcd.
+    fn plan_overlay(&self, req: &NetworkCreate, id: &str) -> Result<NetworkRec, ApiError> {
+        use crate::overlay::{NetDef, DEFAULT_PORT, DEFAULT_SUBNET_LEN};
+        let h = self.overlay_handle()?;
+        let mut subnet_len = DEFAULT_SUBNET_LEN;
+        let mut vni = None;
+        let mut port = DEFAULT_PORT;
+        for (k, v) in &req.options {
+            let num = || {
+                v.parse::<u32>()
+                    .map_err(|_| bad(format!("invalid option {k} {v:?}: not a number")))
+            };
+            match k.as_str() {
+                "subnet_len" => {
+                    subnet_len = u8::try_from(num()?)
+                        .map_err(|_| bad(format!("invalid option subnet_len {v:?}")))?
+                }
+                "vni" => vni = Some(num()?),
+                "port" => {
+                    port = u16::try_from(num()?)
+                        .map_err(|_| bad(format!("invalid option port {v:?}")))?
+                }
+                other => {
+                    return Err(bad(format!(
+                        "unknown option {other:?} for the overlay driver (known: subnet_len, vni, port)"
+                    )))
+                }
+            }
+        }
+        if req.internal || req.ipv6 {
+            return Err(bad("overlay networks are IPv4 and not internal"));
+        }
+        let subnet = match req.subnets.as_slice() {
+            [s] if s.gateway.is_none() && s.ip_range.is_none() => match s.subnet {
+                IpNet::V4(v) => v,
+                IpNet::V6(_) => return Err(bad("overlay networks need an IPv4 subnet")),
+            },
+            [] => return Err(bad("an overlay network needs --subnet")),
+            _ => {
+                return Err(bad(
+                    "an overlay network takes exactly one subnet, without gateway or ip_range",
+                ))
+            }
+        };
+        if let Some(u) = self
+            .used_subnets()
+            .iter()
+            .find(|u| cniops::overlaps(u, &IpNet::V4(subnet)))
+        {
+            return Err(conflict(format!(
+                "subnet {subnet} overlaps subnet {u} of a local network"
+            )));
+        }
+        let used = h.used_vnis();
+        let vni = match vni {
+            Some(v) => {
+                if let Some((n, _)) = used.iter().find(|(_, x)| *x == v) {
+                    return Err(conflict(format!(
+                        "vni {v} is already used by network {n:?}"
+                    )));
+                }
+                v
+            }
+            None => (1..)
+                .find(|v| !used.iter().any(|(_, x)| x == v))
+                .unwrap_or(1),
+        };
+        let def = NetDef {
+            name: req.name.clone(),
+            id: id.to_string(),
+            subnet,
+            subnet_len,
+            vni,
+            port,
+            created: now_rfc3339(),
+            labels: req.labels.clone(),
+        };
+        def.validate()?;
+        h.create_network(def.clone())?;
+        Ok(def.to_rec())
+    }
+
+    /// Make sure this node holds a slice of an overlay network (bounded wait on etcd).
+    fn overlay_slice(&self, net: &NetworkRec) -> Result<(), ApiError> {
+        let h = self.overlay_handle()?;
+        let def = crate::overlay::NetDef::from_rec(net).ok_or_else(|| {
+            ApiError::Internal(format!(
+                "network {:?}: bad overlay record",
+                net.network.name
+            ))
+        })?;
+        h.ensure_slice(&def).map(|_| ())
+    }
+
+    /// Remove an overlay network from etcd before the local removal (refused while any node
+    /// still holds a slice of it).
+    fn overlay_delete(&self, name: &str) -> Result<(), ApiError> {
+        match self.networks.get(name) {
+            Some(n) if n.network.driver == "overlay" => self.overlay_handle()?.delete_network(name),
+            _ => Ok(()),
+        }
+    }
+
+    /// Apply the agent's view of the overlay networks.
+    fn overlay_update(&mut self, m: crate::overlay::OwnerMsg) {
+        let crate::overlay::OwnerMsg::Networks { full, nets, gone } = m;
+        let mut gone = gone;
+        if full {
+            let names: HashSet<String> = nets.iter().map(|n| n.network.name.clone()).collect();
+            gone.extend(
+                self.networks
+                    .values()
+                    .filter(|n| n.network.driver == "overlay" && !names.contains(&n.network.name))
+                    .map(|n| n.network.name.clone()),
+            );
+        }
+        for rec in nets {
+            let name = rec.network.name.clone();
+            match self.networks.get(&name) {
+                Some(old) if old.network.driver != "overlay" => {
+                    tracing::warn!(network = %name, "an overlay network has the name of a local network; ignored here");
+                }
+                Some(old) if old.network.id == rec.network.id && !old.deleting => {}
+                Some(_) if self.net_busy.contains(&name) => {}
+                _ => {
+                    if let Err(e) = self.store.save_network(&rec) {
+                        tracing::warn!(network = %name, error = %e, "saving an overlay network");
+                        continue;
+                    }
+                    let created = !self.networks.contains_key(&name);
+                    self.networks.insert(name.clone(), rec);
+                    if created {
+                        self.event("network", "create", &name, Some(&name), None);
+                        tracing::info!(network = %name, "overlay network learned from the cluster store");
+                    }
+                }
+            }
+        }
+        for name in gone {
+            let Some(rec) = self.networks.get(&name) else {
+                continue;
+            };
+            if rec.network.driver != "overlay" || rec.deleting || self.net_busy.contains(&name) {
+                continue;
+            }
+            let users = self
+                .sandboxes
+                .values()
+                .any(|s| s.endpoints.iter().any(|e| e.endpoint.network == name));
+            if users {
+                tracing::warn!(network = %name, "overlay network removed from the cluster store while sandboxes here still use it; kept locally");
+                continue;
+            }
+            let (tx, _rx) = oneshot::channel();
+            self.start_delete_network(&name, tx);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -2287,6 +2486,10 @@ mod tests {
             e.to_string()
         };
         assert!(is(o.create_network(&net("n2", "10.1.0.0/16")), 409).contains("n1"));
+        // Overlay networks need a cluster store (sandboxd --cluster-store).
+        let mut ov = net("ov", "10.60.0.0/16");
+        ov.driver = Some("overlay".into());
+        assert!(is(o.create_network(&ov), 400).contains("--cluster-store"));
         is(o.create_network(&net("n1", "10.7.0.0/24")), 409);
         is(o.create_network(&net("n2", "10.2.0.5/24")), 400);
         is(o.create_network(&net("n2", "fd00::/64")), 400);

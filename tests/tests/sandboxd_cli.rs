@@ -596,8 +596,8 @@ fn bad_input_is_one_line_and_changes_nothing() {
             ),
             (&["network", "create", "n2", "--label", "=x"], "empty key"),
             (
-                &["network", "create", "n2", "--driver", "overlay"],
-                "invalid value 'overlay'",
+                &["network", "create", "n2", "--driver", "vxlan"],
+                "invalid value 'vxlan'",
             ),
             (
                 &["network", "create", "n2", "--subnet", "fd00:1::/64"],

@@ -14,6 +14,7 @@ use crate::netns::NetNs;
 
 mod fake;
 pub mod msg;
+pub mod overlay;
 mod socket;
 
 pub use fake::{BrportFlags, Call, Event, FakeNamespace, FakeNetlink, HOST_NS};

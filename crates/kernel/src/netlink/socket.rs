@@ -71,7 +71,7 @@ impl Netlink {
     }
 
     /// Send `req` and collect the reply messages until the exchange is complete.
-    fn request(
+    pub(super) fn request(
         &mut self,
         op: &'static str,
         target: &dyn Fn() -> String,
