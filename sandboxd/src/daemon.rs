@@ -38,6 +38,12 @@ pub struct Config {
     pub docker_plugin: Option<String>,
     /// Where the Docker plugin socket goes (`<dir>/<name>.sock`).
     pub docker_plugin_dir: PathBuf,
+    /// Name service on every non-built-in network ([`crate::dns`]).
+    pub dns: bool,
+    /// Its port (53; another one only for benchmarks and experiments).
+    pub dns_port: u16,
+    /// The host's resolv.conf: upstream servers, and search/options for the sandboxes.
+    pub host_resolv: PathBuf,
 }
 
 /// The locks held for the daemon's lifetime.
@@ -240,7 +246,17 @@ pub async fn run(cfg: Config) -> Result<(), Error> {
         tokio::runtime::Handle::current(),
         events.clone(),
     )
-    .with_etc_netns(cfg.etc_netns.clone());
+    .with_etc_netns(cfg.etc_netns.clone())
+    .with_dns(
+        cfg.dns.then(|| {
+            Arc::new(crate::dns::Service::new(
+                tokio::runtime::Handle::current(),
+                cfg.host_resolv.clone(),
+                cfg.dns_port,
+            ))
+        }),
+        cfg.host_resolv.clone(),
+    );
     let owner = tokio::task::spawn_blocking(move || {
         let r = owner.startup();
         (owner, r)

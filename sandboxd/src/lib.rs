@@ -6,6 +6,7 @@
 pub mod cniops;
 pub mod daemon;
 pub mod docker;
+pub mod dns;
 pub mod error;
 pub mod etcfiles;
 pub mod http;

@@ -1,0 +1,287 @@
+//! The wire side: one UDP socket and one TCP listener per (network, gateway address), answering
+//! from the current [`Table`] snapshot; names that are not ours go to [`super::upstream`].
+//!
+//! Sockets are bound with `IP_FREEBIND`: a network's gateway address only appears on the host
+//! when the bridge plugin creates the bridge at the first attachment, and the listener must
+//! already be there when that attachment's connect returns. A freebind socket is bound before its
+//! address exists and receives as soon as it does.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use hickory_proto::op::{Edns, Message, MessageType, Metadata, OpCode, Query, ResponseCode};
+use hickory_proto::rr::rdata::{A, AAAA, PTR};
+use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
+use socket2::{Domain, Protocol, Socket, Type};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::sync::Semaphore;
+
+use super::table::{Answer, Table};
+use super::upstream;
+
+/// What every listener shares: the current snapshot and the forwarding budget.
+pub struct Shared {
+    /// The snapshot, replaced whole by the owner (readers clone the `Arc` and let go at once).
+    pub table: RwLock<Arc<Table>>,
+    /// Forwarded queries in flight (Docker allows 1024); beyond that a query gets SERVFAIL.
+    pub inflight: Arc<Semaphore>,
+}
+
+impl Shared {
+    /// The current snapshot.
+    pub fn snapshot(&self) -> Arc<Table> {
+        match self.table.read() {
+            Ok(t) => t.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
+    }
+}
+
+/// Largest UDP answer we send (the DNS flag day 2020 value); without EDNS, 512.
+const EDNS_PAYLOAD: u16 = 1232;
+
+/// What to do with one query.
+#[derive(Debug)]
+pub enum Step {
+    /// Send this reply.
+    Reply(Vec<u8>),
+    /// Forward to these servers.
+    Forward(Vec<SocketAddr>),
+    /// Ignore (not a query, or garbage without an id).
+    Drop,
+}
+
+fn encode(m: &Message) -> Step {
+    match m.to_vec() {
+        Ok(b) => Step::Reply(b),
+        Err(e) => {
+            tracing::debug!(error = %e, "encoding a DNS reply");
+            Step::Drop
+        }
+    }
+}
+
+fn error_reply(id: u16, code: ResponseCode) -> Step {
+    encode(&Message::error_msg(id, OpCode::Query, code))
+}
+
+/// Answer one raw query received on `net`'s listener from `src`.
+pub fn respond(table: &Table, net: &str, src: IpAddr, raw: &[u8], tcp: bool) -> Step {
+    let req = match Message::from_vec(raw) {
+        Ok(m) => m,
+        Err(_) => {
+            return match raw.get(..2) {
+                Some(b) => error_reply(u16::from_be_bytes([b[0], b[1]]), ResponseCode::FormErr),
+                None => Step::Drop,
+            }
+        }
+    };
+    if req.metadata.message_type != MessageType::Query {
+        return Step::Drop;
+    }
+    let id = req.metadata.id;
+    if req.metadata.op_code != OpCode::Query {
+        return error_reply(id, ResponseCode::NotImp);
+    }
+    let [q] = req.queries.as_slice() else {
+        return error_reply(id, ResponseCode::FormErr);
+    };
+    let internal = table.internal(net);
+    let ascii = q.name().to_ascii().to_ascii_lowercase();
+    let qname = ascii.strip_suffix('.').unwrap_or(&ascii);
+    let answer = if q.query_class() == DNSClass::IN {
+        table.lookup(net, src, qname)
+    } else if internal {
+        Answer::Refuse
+    } else {
+        Answer::Forward
+    };
+    let mut resp = Message::new(id, MessageType::Response, OpCode::Query);
+    resp.metadata = Metadata::response_from_request(&req.metadata);
+    resp.metadata.recursion_available = !internal;
+    resp.add_query(q.clone());
+    let limit = match &req.edns {
+        Some(e) => {
+            let mut edns = Edns::new();
+            edns.set_max_payload(EDNS_PAYLOAD);
+            resp.set_edns(edns);
+            e.max_payload().clamp(512, EDNS_PAYLOAD)
+        }
+        None => 512,
+    };
+    match answer {
+        Answer::Addrs(addrs) => {
+            resp.metadata.authoritative = true;
+            let qt = q.query_type();
+            for a in addrs {
+                let rdata = match a {
+                    IpAddr::V4(v) if matches!(qt, RecordType::A | RecordType::ANY) => {
+                        RData::A(A(v))
+                    }
+                    IpAddr::V6(v) if matches!(qt, RecordType::AAAA | RecordType::ANY) => {
+                        RData::AAAA(AAAA(v))
+                    }
+                    _ => continue,
+                };
+                // TTL 0: a name removed by disconnect must not live on in a caching client.
+                resp.add_answer(Record::from_rdata(q.name().clone(), 0, rdata));
+            }
+        }
+        Answer::Ptr(target) => {
+            resp.metadata.authoritative = true;
+            if matches!(q.query_type(), RecordType::PTR | RecordType::ANY) {
+                if let Ok(n) = Name::from_ascii(format!("{target}.")) {
+                    resp.add_answer(Record::from_rdata(q.name().clone(), 0, RData::PTR(PTR(n))));
+                }
+            }
+        }
+        Answer::NxDomain => {
+            resp.metadata.authoritative = true;
+            resp.metadata.response_code = ResponseCode::NXDomain;
+        }
+        // An internal network has no way out: names beyond it do not exist for its sandboxes,
+        // and saying so at once beats a client timeout.
+        Answer::Refuse => resp.metadata.response_code = ResponseCode::NXDomain,
+        Answer::Forward => {
+            if table.upstream.is_empty() {
+                resp.metadata.response_code = ResponseCode::ServFail;
+            } else {
+                return Step::Forward(table.upstream.clone());
+            }
+        }
+    }
+    match encode(&resp) {
+        Step::Reply(b) if !tcp && b.len() > usize::from(limit) => encode(&resp.truncate()),
+        s => s,
+    }
+}
+
+fn servfail_for(raw: &[u8]) -> Option<Vec<u8>> {
+    let req = Message::from_vec(raw).ok()?;
+    let mut m = Message::error_msg(req.metadata.id, OpCode::Query, ResponseCode::ServFail);
+    m.metadata.recursion_desired = req.metadata.recursion_desired;
+    m.metadata.recursion_available = true;
+    if let Some(q) = req.queries.first() {
+        m.add_query(Query::query(q.name().clone(), q.query_type()));
+    }
+    m.to_vec().ok()
+}
+
+fn socket(addr: SocketAddr, ty: Type, proto: Protocol) -> std::io::Result<Socket> {
+    let s = Socket::new(Domain::for_address(addr), ty, Some(proto))?;
+    if addr.is_ipv6() {
+        s.set_only_v6(true)?;
+        s.set_freebind_v6(true)?;
+    } else {
+        s.set_freebind_v4(true)?;
+    }
+    // A listener of a removed network may still be closing when the address is bound again.
+    s.set_reuse_address(true)?;
+    s.set_nonblocking(true)?;
+    s.bind(&addr.into())?;
+    Ok(s)
+}
+
+/// Bind the UDP socket and TCP listener of one address (synchronously, so the caller knows the
+/// listener exists when it returns).
+pub fn bind(
+    ip: IpAddr,
+    port: u16,
+) -> std::io::Result<(std::net::UdpSocket, std::net::TcpListener)> {
+    let addr = SocketAddr::new(ip, port);
+    let udp = socket(addr, Type::DGRAM, Protocol::UDP)?;
+    let tcp = socket(addr, Type::STREAM, Protocol::TCP)?;
+    tcp.listen(128)?;
+    Ok((udp.into(), tcp.into()))
+}
+
+/// Serve UDP queries until the task is aborted.
+pub async fn serve_udp(sock: UdpSocket, net: String, shared: Arc<Shared>) {
+    let sock = Arc::new(sock);
+    let mut buf = vec![0u8; 4096];
+    loop {
+        let (n, src) = match sock.recv_from(&mut buf).await {
+            Ok(x) => x,
+            Err(e) => {
+                // ICMP errors of earlier replies surface here on some kernels: keep serving.
+                tracing::debug!(network = %net, error = %e, "DNS receive");
+                continue;
+            }
+        };
+        let raw = &buf[..n];
+        let table = shared.snapshot();
+        match respond(&table, &net, src.ip(), raw, false) {
+            Step::Reply(b) => {
+                let _ = sock.send_to(&b, src).await;
+            }
+            Step::Drop => {}
+            Step::Forward(servers) => {
+                let Ok(permit) = shared.inflight.clone().try_acquire_owned() else {
+                    if let Some(b) = servfail_for(raw) {
+                        let _ = sock.send_to(&b, src).await;
+                    }
+                    continue;
+                };
+                let raw = raw.to_vec();
+                let sock = sock.clone();
+                tokio::spawn(async move {
+                    let reply = upstream::forward(&servers, &raw, false)
+                        .await
+                        .or_else(|| servfail_for(&raw));
+                    if let Some(b) = reply {
+                        let _ = sock.send_to(&b, src).await;
+                    }
+                    drop(permit);
+                });
+            }
+        }
+    }
+}
+
+/// Serve TCP connections until the task is aborted (each connection in its own task).
+pub async fn serve_tcp(l: TcpListener, net: String, shared: Arc<Shared>) {
+    loop {
+        let Ok((s, src)) = l.accept().await else {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        };
+        let (net, shared) = (net.clone(), shared.clone());
+        tokio::spawn(async move {
+            let _ = tcp_conn(s, src.ip(), &net, &shared).await;
+        });
+    }
+}
+
+async fn tcp_conn(
+    mut s: TcpStream,
+    src: IpAddr,
+    net: &str,
+    shared: &Shared,
+) -> std::io::Result<()> {
+    loop {
+        // RFC 7766: an idle connection may be closed; 10 s is generous for a local client.
+        let n = match tokio::time::timeout(Duration::from_secs(10), s.read_u16()).await {
+            Ok(r) => usize::from(r?),
+            Err(_) => return Ok(()),
+        };
+        let mut raw = vec![0u8; n];
+        s.read_exact(&mut raw).await?;
+        let table = shared.snapshot();
+        let reply = match respond(&table, net, src, &raw, true) {
+            Step::Reply(b) => Some(b),
+            Step::Drop => None,
+            Step::Forward(servers) => upstream::forward(&servers, &raw, true)
+                .await
+                .or_else(|| servfail_for(&raw)),
+        };
+        if let Some(b) = reply {
+            let len = u16::try_from(b.len()).unwrap_or(u16::MAX);
+            let mut out = Vec::with_capacity(b.len() + 2);
+            out.extend_from_slice(&len.to_be_bytes());
+            out.extend_from_slice(&b);
+            s.write_all(&out).await?;
+        }
+    }
+}
