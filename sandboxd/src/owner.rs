@@ -436,10 +436,12 @@ impl Owner {
         written: &std::path::Path,
         sb: &SandboxRec,
     ) -> Result<(), crate::Error> {
-        let servers = if self.dns.is_some() {
-            crate::dns::nameservers(&self.networks, sb)
-        } else {
-            Vec::new()
+        let servers = match &self.dns {
+            Some(d) => crate::dns::nameservers(&self.networks, sb)
+                .into_iter()
+                .filter(|ip| d.serving(*ip))
+                .collect(),
+            None => Vec::new(),
         };
         let input = crate::etcfiles::EtcInput {
             nameservers: &servers,
@@ -453,6 +455,8 @@ impl Owner {
         let Some(dir) = &self.etc_netns else {
             return;
         };
+        // The listeners first: the resolv.conf names only servers that exist.
+        self.publish_dns();
         let written = self.store.dir().join("etc-written");
         match self.sandboxes.get(name) {
             Some(sb) if sb.state == SbState::Ready => {
@@ -1813,6 +1817,8 @@ impl Owner {
             }
             self.event("network", "remove", name, Some(name), None);
         }
+        // Listeners before the resolv.conf files that name them.
+        self.publish_dns();
         if let Some(dir) = &self.etc_netns {
             let written = self.store.dir().join("etc-written");
             for sb in self.sandboxes.values() {

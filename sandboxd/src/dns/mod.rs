@@ -90,16 +90,19 @@ impl Service {
             Ok(l) => l,
             Err(p) => p.into_inner(),
         };
-        ls.retain(|k, _| want.contains(k));
-        for key in want {
+        ls.retain(|k, _| want.iter().any(|(w, _)| w == k));
+        for (key, freebind) in want {
             if ls.contains_key(&key) {
                 continue;
             }
-            match self.start(&key.0, key.1) {
+            match self.start(&key.0, key.1, freebind) {
                 Ok(l) => {
                     tracing::info!(network = %key.0, address = %key.1, port = self.port, "DNS listening");
                     ls.insert(key, l);
                 }
+                // A `cni` network's gateway that is not a host address cannot be served (its
+                // sandboxes keep the host's resolvers).
+                Err(e) if !freebind && e.raw_os_error() == Some(libc::EADDRNOTAVAIL) => {}
                 // Retried at the next publish.
                 Err(e) => {
                     tracing::warn!(network = %key.0, address = %key.1, error = %e, "DNS cannot listen")
@@ -108,8 +111,17 @@ impl Service {
         }
     }
 
-    fn start(&self, net: &str, ip: IpAddr) -> std::io::Result<Listener> {
-        let (udp, tcp) = server::bind(ip, self.port)?;
+    /// Whether an address is served now.
+    pub fn serving(&self, ip: IpAddr) -> bool {
+        let ls = match self.listeners.lock() {
+            Ok(l) => l,
+            Err(p) => p.into_inner(),
+        };
+        ls.keys().any(|(_, a)| *a == ip)
+    }
+
+    fn start(&self, net: &str, ip: IpAddr, freebind: bool) -> std::io::Result<Listener> {
+        let (udp, tcp) = server::bind(ip, self.port, freebind)?;
         let _guard = self.rt.enter();
         let udp = tokio::net::UdpSocket::from_std(udp)?;
         let tcp = tokio::net::TcpListener::from_std(tcp)?;

@@ -169,13 +169,13 @@ fn servfail_for(raw: &[u8]) -> Option<Vec<u8>> {
     m.to_vec().ok()
 }
 
-fn socket(addr: SocketAddr, ty: Type, proto: Protocol) -> std::io::Result<Socket> {
+fn socket(addr: SocketAddr, ty: Type, proto: Protocol, freebind: bool) -> std::io::Result<Socket> {
     let s = Socket::new(Domain::for_address(addr), ty, Some(proto))?;
     if addr.is_ipv6() {
         s.set_only_v6(true)?;
-        s.set_freebind_v6(true)?;
+        s.set_freebind_v6(freebind)?;
     } else {
-        s.set_freebind_v4(true)?;
+        s.set_freebind_v4(freebind)?;
     }
     // A listener of a removed network may still be closing when the address is bound again.
     s.set_reuse_address(true)?;
@@ -185,14 +185,15 @@ fn socket(addr: SocketAddr, ty: Type, proto: Protocol) -> std::io::Result<Socket
 }
 
 /// Bind the UDP socket and TCP listener of one address (synchronously, so the caller knows the
-/// listener exists when it returns).
+/// listener exists when it returns); without `freebind` the address must be a host address.
 pub fn bind(
     ip: IpAddr,
     port: u16,
+    freebind: bool,
 ) -> std::io::Result<(std::net::UdpSocket, std::net::TcpListener)> {
     let addr = SocketAddr::new(ip, port);
-    let udp = socket(addr, Type::DGRAM, Protocol::UDP)?;
-    let tcp = socket(addr, Type::STREAM, Protocol::TCP)?;
+    let udp = socket(addr, Type::DGRAM, Protocol::UDP, freebind)?;
+    let tcp = socket(addr, Type::STREAM, Protocol::TCP, freebind)?;
     tcp.listen(128)?;
     Ok((udp.into(), tcp.into()))
 }
@@ -283,5 +284,97 @@ async fn tcp_conn(
             out.extend_from_slice(&b);
             s.write_all(&out).await?;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn ask(name: &str, qt: RecordType, edns: bool, src: &str, net: &str) -> Message {
+        let mut m = Message::query();
+        m.metadata.recursion_desired = true;
+        m.add_query(Query::query(Name::from_ascii(name).unwrap(), qt));
+        if edns {
+            m.set_edns(Edns::new());
+        }
+        let t = crate::dns::table::tests::sample();
+        match respond(&t, net, src.parse().unwrap(), &m.to_vec().unwrap(), false) {
+            Step::Reply(b) => {
+                let r = Message::from_vec(&b).unwrap();
+                assert_eq!(r.metadata.id, m.metadata.id);
+                assert_eq!(r.queries, m.queries);
+                r
+            }
+            s => panic!("{name}: {s:?}"),
+        }
+    }
+
+    #[test]
+    fn wire_answers() {
+        let r = ask("DB.a.", RecordType::A, false, "10.1.0.2", "a");
+        assert!(r.metadata.authoritative && r.metadata.recursion_available);
+        assert_eq!(r.answers.len(), 1);
+        assert_eq!(
+            r.answers[0].data,
+            RData::A(A("10.1.0.3".parse().unwrap()))
+        );
+        // The asked spelling is kept (0x20 case randomisation), TTL 0.
+        assert_eq!(r.answers[0].name.to_ascii(), "DB.a.");
+        assert_eq!(r.answers[0].ttl, 0);
+        // NODATA for another type of an existing name.
+        let r = ask("db.", RecordType::AAAA, true, "10.1.0.2", "a");
+        assert_eq!(r.metadata.response_code, ResponseCode::NoError);
+        assert!(r.answers.is_empty() && r.edns.is_some());
+        let r = ask("nosuch.a.", RecordType::A, false, "10.1.0.2", "a");
+        assert_eq!(r.metadata.response_code, ResponseCode::NXDomain);
+        let r = ask(
+            "3.0.1.10.in-addr.arpa.",
+            RecordType::PTR,
+            false,
+            "10.1.0.2",
+            "a",
+        );
+        assert_eq!(
+            r.answers[0].data,
+            RData::PTR(PTR(Name::from_ascii("db.").unwrap()))
+        );
+        // Internal network: no forwarding, NXDOMAIN, no recursion offered.
+        let r = ask("example.com.", RecordType::A, false, "10.3.0.4", "i");
+        assert_eq!(r.metadata.response_code, ResponseCode::NXDomain);
+        assert!(!r.metadata.recursion_available);
+        // No upstream known: SERVFAIL at once rather than silence.
+        let r = ask("example.com.", RecordType::A, false, "10.1.0.2", "a");
+        assert_eq!(r.metadata.response_code, ResponseCode::ServFail);
+        // Garbage with an id gets FORMERR; shorter garbage nothing.
+        let t = Table::default();
+        assert!(matches!(
+            respond(&t, "a", "10.1.0.2".parse().unwrap(), &[1, 2, 3], false),
+            Step::Reply(_)
+        ));
+        assert!(matches!(
+            respond(&t, "a", "10.1.0.2".parse().unwrap(), &[1], false),
+            Step::Drop
+        ));
+    }
+
+    #[test]
+    fn forward_when_upstream_known() {
+        let mut t = crate::dns::table::tests::sample();
+        t.upstream = vec!["127.0.0.1:53".parse().unwrap()];
+        let mut m = Message::query();
+        m.add_query(Query::query(
+            Name::from_ascii("example.com.").unwrap(),
+            RecordType::A,
+        ));
+        let s = respond(
+            &t,
+            "a",
+            "10.1.0.2".parse().unwrap(),
+            &m.to_vec().unwrap(),
+            false,
+        );
+        assert!(matches!(s, Step::Forward(v) if v.len() == 1));
     }
 }

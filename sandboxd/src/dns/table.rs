@@ -30,8 +30,10 @@ struct Ep {
 #[derive(Debug, Clone, Default)]
 struct Net {
     internal: bool,
-    /// Addresses the service listens on (the gateways, on the host side).
-    listen: Vec<IpAddr>,
+    /// Addresses the service listens on (the gateways, on the host side), and whether the
+    /// address is sandboxd's own (a subnet gateway it configures: bound before it exists) or
+    /// only reported by a `cni` network's plugins (served only if it is a host address).
+    listen: Vec<(IpAddr, bool)>,
     eps: Vec<Ep>,
     /// Lower-case name -> endpoints (several sandboxes may share an alias: all are answered).
     names: HashMap<String, Vec<usize>>,
@@ -92,7 +94,13 @@ impl Table {
             ..Table::default()
         };
         for (name, n) in networks.iter().filter(|(_, n)| dns_enabled(n)) {
-            let listen = n.network.subnets.iter().filter_map(|s| s.gateway).collect();
+            let listen = n
+                .network
+                .subnets
+                .iter()
+                .filter_map(|s| s.gateway)
+                .map(|g| (g, true))
+                .collect();
             t.nets.insert(
                 name.clone(),
                 Net {
@@ -118,8 +126,8 @@ impl Table {
                 let addrs: Vec<IpAddr> = ep.addresses.iter().map(|a| a.addr()).collect();
                 // A `cni` network's gateway is only known from its results.
                 for g in &ep.gateway {
-                    if !net.listen.contains(g) {
-                        net.listen.push(*g);
+                    if !net.listen.iter().any(|(a, _)| a == g) {
+                        net.listen.push((*g, false));
                     }
                 }
                 let ep_idx = net.eps.len();
@@ -156,11 +164,12 @@ impl Table {
         t
     }
 
-    /// Every (network, address) the service should listen on.
-    pub fn listeners(&self) -> Vec<(String, IpAddr)> {
+    /// Every (network, address) the service should listen on, with whether to bind it before
+    /// the address exists (freebind).
+    pub fn listeners(&self) -> Vec<((String, IpAddr), bool)> {
         self.nets
             .iter()
-            .flat_map(|(n, e)| e.listen.iter().map(move |a| (n.clone(), *a)))
+            .flat_map(|(n, e)| e.listen.iter().map(move |(a, f)| ((n.clone(), *a), *f)))
             .collect()
     }
 
@@ -324,7 +333,7 @@ pub fn nameservers(networks: &BTreeMap<String, NetworkRec>, sb: &SandboxRec) -> 
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
     use crate::model::*;
@@ -396,6 +405,11 @@ mod tests {
         s.parse().unwrap()
     }
 
+    /// The sample table, for the wire tests.
+    pub(crate) fn sample() -> Table {
+        table()
+    }
+
     fn table() -> Table {
         let nets: BTreeMap<String, NetworkRec> = [
             net("a", "10.1.0.0/24", false),
@@ -460,7 +474,7 @@ mod tests {
         assert_eq!(t.lookup("a", web, "1.1.1.1.in-addr.arpa"), Answer::Forward);
         // The default bridge has no names.
         assert_eq!(t.lookup("a", web, "def"), Answer::Forward);
-        assert!(t.listeners().iter().all(|(n, _)| n != "bridge"));
+        assert!(t.listeners().iter().all(|((n, _), _)| n != "bridge"));
         // The host (unknown source) sees the listener's network.
         assert_eq!(
             t.lookup("a", ip("10.1.0.1"), "web"),
