@@ -33,7 +33,12 @@ struct Stats {
     lost: u64,
 }
 
-fn client(server: SocketAddr, names: Arc<Vec<String>>, start: usize, stop: Arc<AtomicBool>) -> Stats {
+fn client(
+    server: SocketAddr,
+    names: Arc<Vec<String>>,
+    start: usize,
+    stop: Arc<AtomicBool>,
+) -> Stats {
     let s = UdpSocket::bind("0.0.0.0:0").unwrap();
     s.connect(server).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(1))).unwrap();

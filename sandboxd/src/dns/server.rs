@@ -316,10 +316,7 @@ mod tests {
         let r = ask("DB.a.", RecordType::A, false, "10.1.0.2", "a");
         assert!(r.metadata.authoritative && r.metadata.recursion_available);
         assert_eq!(r.answers.len(), 1);
-        assert_eq!(
-            r.answers[0].data,
-            RData::A(A("10.1.0.3".parse().unwrap()))
-        );
+        assert_eq!(r.answers[0].data, RData::A(A("10.1.0.3".parse().unwrap())));
         // The asked spelling is kept (0x20 case randomisation), TTL 0.
         assert_eq!(r.answers[0].name.to_ascii(), "DB.a.");
         assert_eq!(r.answers[0].ttl, 0);
