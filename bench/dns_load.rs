@@ -33,12 +33,7 @@ struct Stats {
     lost: u64,
 }
 
-fn client(
-    server: SocketAddr,
-    names: Arc<Vec<String>>,
-    start: usize,
-    stop: Arc<AtomicBool>,
-) -> Stats {
+fn client(server: SocketAddr, names: &[String], start: usize, stop: &AtomicBool) -> Stats {
     let s = UdpSocket::bind("0.0.0.0:0").unwrap();
     s.connect(server).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
@@ -107,7 +102,7 @@ fn main() {
         .map(|c| {
             let (names, stop) = (names.clone(), stop.clone());
             let start = c * names.len() / clients;
-            std::thread::spawn(move || client(server, names, start, stop))
+            std::thread::spawn(move || client(server, &names, start, &stop))
         })
         .collect();
     std::thread::sleep(Duration::from_secs_f64(secs));
