@@ -601,6 +601,37 @@ fn upstream_forwarding_and_internal_networks() {
             up.log()
         );
         eprintln!("internal NXDOMAIN in {:?}", t.elapsed());
+
+        // Dual stack: AAAA answers the IPv6 address (glibc's `getent hosts` asks AAAA first),
+        // A the IPv4 one, PTR works for both.
+        d.ok(&[
+            "network",
+            "create",
+            "dual",
+            "--subnet",
+            "10.157.0.0/24",
+            "--subnet",
+            "fd00:157::/64",
+            "--ipv6",
+        ]);
+        d.ok(&["sandbox", "create", "d1", "--network", "dual"]);
+        let d2 = d.json(&["sandbox", "create", "d2", "--network", "dual"]);
+        let addrs: Vec<IpAddr> = d2["endpoints"][0]["addresses"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| ip(a.as_str().unwrap().split('/').next().unwrap()))
+            .collect();
+        let v4 = *addrs.iter().find(|a| a.is_ipv4()).unwrap();
+        let v6 = *addrs.iter().find(|a| a.is_ipv6()).unwrap();
+        let conf = std::fs::read_to_string(d.etc.join("d1/resolv.conf")).unwrap();
+        assert!(conf.contains("nameserver 10.157.0.1\n"), "{conf}");
+        assert_eq!(d.resolves("d1", "d2"), v6.to_string());
+        let gw = ip("10.157.0.1");
+        let (a, aaaa) = in_netns("d1", || (query(gw, "d2.dual", A), query(gw, "d2", AAAA)));
+        assert_eq!(a.unwrap().addrs, vec![v4]);
+        assert_eq!(aaaa.unwrap().addrs, vec![v6]);
+        assert_eq!(d.getent("d1", &v6.to_string()).unwrap()[1], "d2");
         d.remove_all_and_check(sb);
     });
 }
