@@ -56,4 +56,14 @@ for round in 1 2; do
   run 10.210.0.1:53 1;   run 10.210.0.1:5353 1
   run 10.210.0.1:53 16;  run 10.210.0.1:5353 16
 done
+# Restart: SIGTERM, start again, until a query for the last name is answered (from the first
+# query sent after the new process was started).
+kill -TERM "$PID"; wait "$PID" 2>/dev/null || true
+t0=$(date +%s.%N)
+"$BIN/sandboxd" --socket "$S" --data-dir "$W/data" --cni-path "$BIN" --conf-dir "$W/conf" \
+  --resolv-conf "$W/resolv.conf" 2>>"$W/log" &
+PID=$!
+until ip netns exec s1 "$BIN/dns-load" 10.210.0.1:53 --once "s$N"; do sleep 0.01; done
+t1=$(date +%s.%N)
+echo "restart with $N sandboxes: names answered $(python3 -c "print(round($t1 - $t0, 3))") s after the new daemon was started"
 kill -TERM "$DPID" "$PID"; wait "$DPID" "$PID" 2>/dev/null || true

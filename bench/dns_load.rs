@@ -8,6 +8,7 @@
 //! no code with either server it measures.
 //!
 //! Usage: dns-load SERVER_IP:PORT NAMES_FILE [--clients N] [--secs S]
+//!        dns-load SERVER_IP:PORT --once NAME   (exit 0 when NAME gets an A record within 0.2 s)
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::net::{SocketAddr, UdpSocket};
@@ -75,10 +76,27 @@ fn client(server: SocketAddr, names: &[String], start: usize, stop: &AtomicBool)
     st
 }
 
+fn once(server: SocketAddr, name: &str) -> bool {
+    let s = UdpSocket::bind("0.0.0.0:0").unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    if s.send_to(&query(1, name), server).is_err() {
+        return false;
+    }
+    let mut buf = [0u8; 1500];
+    match s.recv(&mut buf) {
+        Ok(n) => n >= 12 && buf[3] & 0x0f == 0 && u16::from_be_bytes([buf[6], buf[7]]) > 0,
+        Err(_) => false,
+    }
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let usage = "usage: dns-load SERVER_IP:PORT NAMES_FILE [--clients N] [--secs S]";
     let server: SocketAddr = args.get(1).expect(usage).parse().expect(usage);
+    if args.get(2).map(String::as_str) == Some("--once") {
+        std::process::exit(i32::from(!once(server, args.get(3).expect(usage))));
+    }
     let names: Vec<String> = std::fs::read_to_string(args.get(2).expect(usage))
         .unwrap()
         .split_whitespace()

@@ -28,16 +28,20 @@ use tokio::task::JoinHandle;
 use crate::model::{NetworkRec, SandboxRec};
 pub use table::{nameservers, Answer, Table};
 
-/// The two tasks of one listening address; aborted (and the sockets closed) on drop.
+/// Tasks reading one UDP socket: as many as the daemon's runtime has workers, so a busy
+/// network's queries are answered on both cores.
+const UDP_TASKS: usize = 2;
+
+/// The tasks of one listening address; aborted (and the sockets closed) on drop.
 struct Listener {
-    udp: JoinHandle<()>,
-    tcp: JoinHandle<()>,
+    tasks: Vec<JoinHandle<()>>,
 }
 
 impl Drop for Listener {
     fn drop(&mut self) {
-        self.udp.abort();
-        self.tcp.abort();
+        for t in &self.tasks {
+            t.abort();
+        }
     }
 }
 
@@ -123,15 +127,21 @@ impl Service {
     fn start(&self, net: &str, ip: IpAddr, freebind: bool) -> std::io::Result<Listener> {
         let (udp, tcp) = server::bind(ip, self.port, freebind)?;
         let _guard = self.rt.enter();
-        let udp = tokio::net::UdpSocket::from_std(udp)?;
+        let udp = Arc::new(tokio::net::UdpSocket::from_std(udp)?);
         let tcp = tokio::net::TcpListener::from_std(tcp)?;
-        Ok(Listener {
-            udp: self
-                .rt
-                .spawn(server::serve_udp(udp, net.to_string(), self.shared.clone())),
-            tcp: self
-                .rt
+        let mut tasks: Vec<JoinHandle<()>> = (0..UDP_TASKS)
+            .map(|_| {
+                self.rt.spawn(server::serve_udp(
+                    udp.clone(),
+                    net.to_string(),
+                    self.shared.clone(),
+                ))
+            })
+            .collect();
+        tasks.push(
+            self.rt
                 .spawn(server::serve_tcp(tcp, net.to_string(), self.shared.clone())),
-        })
+        );
+        Ok(Listener { tasks })
     }
 }

@@ -198,9 +198,8 @@ pub fn bind(
     Ok((udp.into(), tcp.into()))
 }
 
-/// Serve UDP queries until the task is aborted.
-pub async fn serve_udp(sock: UdpSocket, net: String, shared: Arc<Shared>) {
-    let sock = Arc::new(sock);
+/// Serve UDP queries until the task is aborted (several tasks may share one socket).
+pub async fn serve_udp(sock: Arc<UdpSocket>, net: String, shared: Arc<Shared>) {
     let mut buf = vec![0u8; 4096];
     loop {
         let (n, src) = match sock.recv_from(&mut buf).await {
