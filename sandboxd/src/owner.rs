@@ -437,10 +437,15 @@ impl Owner {
         sb: &SandboxRec,
     ) -> Result<(), crate::Error> {
         let servers = match &self.dns {
-            Some(d) => crate::dns::nameservers(&self.networks, sb)
-                .into_iter()
-                .filter(|ip| d.serving(*ip))
-                .collect(),
+            Some(d) => {
+                let want = crate::dns::nameservers(&self.networks, sb);
+                // A `cni` network's gateway is only learnt from its first result: bind it now
+                // (publish) so the file can name it. Name only servers that really listen.
+                if want.iter().any(|ip| !d.serving(*ip)) {
+                    self.publish_dns();
+                }
+                want.into_iter().filter(|ip| d.serving(*ip)).collect()
+            }
             None => Vec::new(),
         };
         let input = crate::etcfiles::EtcInput {
@@ -455,8 +460,6 @@ impl Owner {
         let Some(dir) = &self.etc_netns else {
             return;
         };
-        // The listeners first: the resolv.conf names only servers that exist.
-        self.publish_dns();
         let written = self.store.dir().join("etc-written");
         match self.sandboxes.get(name) {
             Some(sb) if sb.state == SbState::Ready => {
@@ -1787,7 +1790,6 @@ impl Owner {
             Done::Repaired { outcome, reply } => {
                 self.repairing = false;
                 let r = self.apply_outcome(*outcome);
-                self.publish_dns();
                 let _ = reply.send(r);
             }
         }
@@ -1828,7 +1830,6 @@ impl Owner {
             }
             crate::etcfiles::prune(dir, &written, &|n| self.sandboxes.contains_key(n));
         }
-        self.publish_dns();
         if !errors.is_empty() {
             return Err(ApiError::Internal(errors.join("; ")));
         }
