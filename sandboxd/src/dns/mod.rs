@@ -28,9 +28,10 @@ use tokio::task::JoinHandle;
 use crate::model::{NetworkRec, SandboxRec};
 pub use table::{nameservers, Answer, Table};
 
-/// Tasks reading one UDP socket: as many as the daemon's runtime has workers, so a busy
-/// network's queries are answered on both cores.
-const UDP_TASKS: usize = 2;
+/// Tasks reading one UDP socket. Two (one per runtime worker) were measured with bench/dns.sh:
+/// the one-client p50 went from 17 to 23 us (both tasks wake for each datagram) and 16-client
+/// throughput stayed within the run-to-run noise, so one it is.
+const UDP_TASKS: usize = 1;
 
 /// The tasks of one listening address; aborted (and the sockets closed) on drop.
 struct Listener {
