@@ -21,6 +21,7 @@ pub mod upstream;
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use tokio::task::JoinHandle;
@@ -28,20 +29,25 @@ use tokio::task::JoinHandle;
 use crate::model::{NetworkRec, SandboxRec};
 pub use table::{nameservers, Answer, Table};
 
-/// Tasks reading one UDP socket. Two (one per runtime worker) were measured with bench/dns.sh:
-/// the one-client p50 went from 17 to 23 us (both tasks wake for each datagram) and 16-client
-/// throughput stayed within the run-to-run noise, so one it is.
-const UDP_TASKS: usize = 1;
-
-/// The tasks of one listening address; aborted (and the sockets closed) on drop.
+/// What serves one listening address: a thread for UDP ([`server::serve_udp`]) and a tokio
+/// task for TCP. Dropping it stops both and closes the sockets before it returns, so the
+/// address can be bound again at once (a network removed and created again).
 struct Listener {
-    tasks: Vec<JoinHandle<()>>,
+    tcp: JoinHandle<()>,
+    udp: Option<std::thread::JoinHandle<()>>,
+    udp_sock: Arc<std::net::UdpSocket>,
+    stop: Arc<AtomicBool>,
 }
 
 impl Drop for Listener {
     fn drop(&mut self) {
-        for t in &self.tasks {
-            t.abort();
+        self.tcp.abort();
+        self.stop.store(true, Ordering::Relaxed);
+        // Wakes the thread's blocked receive (Linux: a UDP socket's shutdown wakes its readers
+        // even though it reports ENOTCONN); the read timeout is the fallback.
+        let _ = socket2::SockRef::from(self.udp_sock.as_ref()).shutdown(std::net::Shutdown::Read);
+        if let Some(t) = self.udp.take() {
+            let _ = t.join();
         }
     }
 }
@@ -128,21 +134,30 @@ impl Service {
     fn start(&self, net: &str, ip: IpAddr, freebind: bool) -> std::io::Result<Listener> {
         let (udp, tcp) = server::bind(ip, self.port, freebind)?;
         let _guard = self.rt.enter();
-        let udp = Arc::new(tokio::net::UdpSocket::from_std(udp)?);
         let tcp = tokio::net::TcpListener::from_std(tcp)?;
-        let mut tasks: Vec<JoinHandle<()>> = (0..UDP_TASKS)
-            .map(|_| {
-                self.rt.spawn(server::serve_udp(
-                    udp.clone(),
-                    net.to_string(),
-                    self.shared.clone(),
-                ))
-            })
-            .collect();
-        tasks.push(
-            self.rt
+        udp.set_nonblocking(false)?;
+        udp.set_read_timeout(Some(std::time::Duration::from_secs(1)))?;
+        let udp = Arc::new(udp);
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let (sock, shared, rt, stop) = (
+                udp.clone(),
+                self.shared.clone(),
+                self.rt.clone(),
+                stop.clone(),
+            );
+            let net = net.to_string();
+            std::thread::Builder::new()
+                .name("sandboxd-dns".into())
+                .spawn(move || server::serve_udp(sock, &net, &shared, &rt, &stop))?
+        };
+        Ok(Listener {
+            tcp: self
+                .rt
                 .spawn(server::serve_tcp(tcp, net.to_string(), self.shared.clone())),
-        );
-        Ok(Listener { tasks })
+            udp: Some(thread),
+            udp_sock: udp,
+            stop,
+        })
     }
 }
