@@ -149,7 +149,7 @@ impl Service {
             let net = net.to_string();
             std::thread::Builder::new()
                 .name("sandboxd-dns".into())
-                .spawn(move || server::serve_udp(sock, &net, &shared, &rt, &stop))?
+                .spawn(move || server::serve_udp(&sock, &net, &shared, &rt, &stop))?
         };
         Ok(Listener {
             tcp: self

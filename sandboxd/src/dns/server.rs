@@ -205,7 +205,7 @@ pub fn bind(
 /// answers (each datagram cost an epoll round and a task wake-up, while answering itself takes
 /// under a microsecond); the thread reaches dnsmasq's (docs/benchmarks.md).
 pub fn serve_udp(
-    sock: Arc<std::net::UdpSocket>,
+    sock: &Arc<std::net::UdpSocket>,
     net: &str,
     shared: &Arc<Shared>,
     rt: &tokio::runtime::Handle,
