@@ -5,8 +5,8 @@
 
 pub mod cniops;
 pub mod daemon;
-pub mod docker;
 pub mod dns;
+pub mod docker;
 pub mod error;
 pub mod etcfiles;
 pub mod http;
