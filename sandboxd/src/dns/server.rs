@@ -373,6 +373,56 @@ mod tests {
     }
 
     #[test]
+    fn truncation_without_edns() {
+        let nets = [crate::dns::table::tests::net("a", "10.1.0.0/16", false)]
+            .into_iter()
+            .map(|n| (n.network.name.clone(), n))
+            .collect();
+        // 60 sandboxes share one alias: 60 A records (about 1 KB) do not fit in 512 bytes.
+        let sbs = (0..60u32)
+            .map(|i| {
+                let a = format!("10.1.0.{}/16", i + 2);
+                let s = crate::dns::table::tests::sb(
+                    &format!("s{i}"),
+                    'a',
+                    &[("a", a.as_str(), &["many"])],
+                );
+                (s.name.clone(), s)
+            })
+            .collect();
+        let t = Table::build(&nets, &sbs, vec![]);
+        let ask = |edns: bool, tcp: bool| {
+            let mut m = Message::query();
+            m.add_query(Query::query(
+                Name::from_ascii("many.").unwrap(),
+                RecordType::A,
+            ));
+            if edns {
+                let mut e = Edns::new();
+                e.set_max_payload(4096);
+                m.set_edns(e);
+            }
+            let raw = m.to_vec().unwrap();
+            match respond(&t, "a", "10.1.0.2".parse().unwrap(), &raw, tcp) {
+                Step::Reply(b) => (b.len(), Message::from_vec(&b).unwrap()),
+                s => panic!("{s:?}"),
+            }
+        };
+        let (len, r) = ask(false, false);
+        assert!(
+            len <= 512 && r.metadata.truncation && r.answers.is_empty(),
+            "{len}"
+        );
+        let (len, r) = ask(true, false);
+        assert!(
+            len <= 1232 && !r.metadata.truncation && r.answers.len() == 60,
+            "{len}"
+        );
+        let (_, r) = ask(false, true);
+        assert!(!r.metadata.truncation && r.answers.len() == 60);
+    }
+
+    #[test]
     fn forward_when_upstream_known() {
         let mut t = crate::dns::table::tests::sample();
         t.upstream = vec!["127.0.0.1:53".parse().unwrap()];
