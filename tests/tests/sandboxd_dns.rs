@@ -142,6 +142,13 @@ impl Daemon {
         r[0].clone()
     }
 
+    /// SIGKILL by PID and reap.
+    fn kill9(&mut self) {
+        let mut c = self.child.take().unwrap();
+        c.kill().unwrap();
+        c.wait().unwrap();
+    }
+
     fn stop(&mut self) {
         let Some(mut c) = self.child.take() else {
             return;
@@ -543,6 +550,16 @@ fn names_visibility_disconnect_and_restart() {
             "restart: names answered {:?} after the new daemon was started",
             t.elapsed()
         );
+        // The same after a kill -9.
+        d.kill9();
+        assert_eq!(
+            d.getent("web", "sql"),
+            None,
+            "nothing answers while it is down"
+        );
+        d.spawn();
+        assert_eq!(d.resolves("web", "sql"), db_ip);
+        assert_eq!(d.resolves("other", "db"), db_back);
 
         // rm: gone when it returns.
         d.ok(&["sandbox", "rm", "db"]);
