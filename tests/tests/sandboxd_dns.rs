@@ -618,6 +618,18 @@ fn upstream_forwarding_and_internal_networks() {
             up.log()
         );
         eprintln!("internal NXDOMAIN in {:?}", t.elapsed());
+        // A sandbox on the internal network that also has a way out (connected to pub) gets
+        // other names forwarded, even through the internal network's server, which its
+        // resolv.conf names first.
+        d.ok(&["sandbox", "create", "both", "--network", "priv"]);
+        d.ok(&["network", "connect", "pub", "both"]);
+        let conf = std::fs::read_to_string(d.etc.join("both/resolv.conf")).unwrap();
+        assert!(
+            conf.find("10.154.0.1") < conf.find("10.153.0.1") && conf.contains("10.153.0.1"),
+            "{conf}"
+        );
+        assert_eq!(d.resolves("both", "upstream.example"), "10.99.0.7");
+        assert_eq!(d.resolves("both", "i1"), addr_on(&i1, "priv"));
 
         // Dual stack: AAAA answers the IPv6 address (glibc's `getent hosts` asks AAAA first),
         // A the IPv4 one, PTR works for both.

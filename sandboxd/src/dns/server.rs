@@ -88,19 +88,19 @@ pub fn respond(table: &Table, net: &str, src: IpAddr, raw: &[u8], tcp: bool) -> 
     let [q] = req.queries.as_slice() else {
         return error_reply(id, ResponseCode::FormErr);
     };
-    let internal = table.internal(net);
+    let forward = table.may_forward(net, src);
     let ascii = q.name().to_ascii().to_ascii_lowercase();
     let qname = ascii.strip_suffix('.').unwrap_or(&ascii);
     let answer = if q.query_class() == DNSClass::IN {
         table.lookup(net, src, qname)
-    } else if internal {
-        Answer::Refuse
-    } else {
+    } else if forward {
         Answer::Forward
+    } else {
+        Answer::Refuse
     };
     let mut resp = Message::new(id, MessageType::Response, OpCode::Query);
     resp.metadata = Metadata::response_from_request(&req.metadata);
-    resp.metadata.recursion_available = !internal;
+    resp.metadata.recursion_available = forward;
     resp.add_query(q.clone());
     let limit = match &req.edns {
         Some(e) => {
@@ -141,8 +141,8 @@ pub fn respond(table: &Table, net: &str, src: IpAddr, raw: &[u8], tcp: bool) -> 
             resp.metadata.authoritative = true;
             resp.metadata.response_code = ResponseCode::NXDomain;
         }
-        // An internal network has no way out: names beyond it do not exist for its sandboxes,
-        // and saying so at once beats a client timeout.
+        // A sandbox only on internal networks has no way out: names beyond them do not exist
+        // for it, and saying so at once beats a client timeout.
         Answer::Refuse => resp.metadata.response_code = ResponseCode::NXDomain,
         Answer::Forward => {
             if table.upstream.is_empty() {

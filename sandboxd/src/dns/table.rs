@@ -48,6 +48,9 @@ struct Net {
 struct Sb {
     /// Its DNS-enabled networks in join order.
     networks: Vec<String>,
+    /// Whether it has a way out (an endpoint on any non-internal network, the default bridge
+    /// included): only then are other names forwarded for it.
+    has_exit: bool,
 }
 
 /// An immutable snapshot of all names.
@@ -72,7 +75,7 @@ pub enum Answer {
     NxDomain,
     /// Not ours: forward it upstream (when the network may).
     Forward,
-    /// Not ours, and the network is internal: no forwarding, answer NXDOMAIN.
+    /// Not ours, and the asker is only on internal networks: no forwarding, answer NXDOMAIN.
     Refuse,
 }
 
@@ -114,6 +117,12 @@ impl Table {
         for sb in sandboxes.values().filter(|s| ready(s)) {
             let idx = t.sandboxes.len();
             let mut sb_nets = Vec::new();
+            let has_exit = sb.endpoints.iter().any(|e| {
+                e.state != EpState::Removing
+                    && networks
+                        .get(&e.endpoint.network)
+                        .is_some_and(|n| !n.network.internal)
+            });
             for e in sb
                 .endpoints
                 .iter()
@@ -159,7 +168,10 @@ impl Table {
                 });
                 sb_nets.push(ep.network.clone());
             }
-            t.sandboxes.push(Sb { networks: sb_nets });
+            t.sandboxes.push(Sb {
+                networks: sb_nets,
+                has_exit,
+            });
         }
         t
     }
@@ -173,9 +185,22 @@ impl Table {
             .collect()
     }
 
-    /// Whether `net` is internal (no forwarding).
-    pub fn internal(&self, net: &str) -> bool {
-        self.nets.get(net).is_some_and(|n| n.internal)
+    /// The sandbox asking on `net`'s listener from `src` (by its address; on overlapping
+    /// subnets of `cni` networks, the endpoint on the listener's network wins).
+    fn asker(&self, net: &str, src: IpAddr) -> Option<&Sb> {
+        let v = self.by_addr.get(&src)?;
+        let (_, i) = v.iter().find(|(n, _)| n == net).or_else(|| v.first())?;
+        self.sandboxes.get(*i)
+    }
+
+    /// Whether names that are not ours may be forwarded for a query on `net` from `src`: when
+    /// the asking sandbox has a way out (Docker: a container on an internal and an external
+    /// network resolves external names); for an unknown source, when `net` is not internal.
+    pub fn may_forward(&self, net: &str, src: IpAddr) -> bool {
+        match self.asker(net, src) {
+            Some(sb) => sb.has_exit,
+            None => self.nets.get(net).is_some_and(|n| !n.internal),
+        }
     }
 
     /// The networks a query that came in on `net` from `src` may see: the asking sandbox's,
@@ -183,13 +208,7 @@ impl Table {
     /// listener's network only.
     fn visible<'a>(&'a self, net: &'a str, src: IpAddr) -> Vec<&'a str> {
         let mut out: Vec<&str> = Vec::new();
-        let asking = self.by_addr.get(&src).and_then(|v| {
-            v.iter()
-                .find(|(n, _)| n == net)
-                .or_else(|| v.first())
-                .map(|(_, i)| *i)
-        });
-        match asking.and_then(|i| self.sandboxes.get(i)) {
+        match self.asker(net, src) {
             Some(sb) => {
                 if sb.networks.iter().any(|n| n == net) {
                     out.push(net);
@@ -222,10 +241,10 @@ impl Table {
     /// Resolve a lower-case name without the trailing dot, asked on `net`'s listener by `src`.
     pub fn lookup(&self, net: &str, src: IpAddr, qname: &str) -> Answer {
         let visible = self.visible(net, src);
-        let fallback = if self.internal(net) {
-            Answer::Refuse
-        } else {
+        let fallback = if self.may_forward(net, src) {
             Answer::Forward
+        } else {
+            Answer::Refuse
         };
         if let Some(ip) = reverse_name(qname) {
             for n in &visible {
@@ -460,8 +479,14 @@ pub(crate) mod tests {
             t.lookup("i", ip("10.3.0.3"), "web"),
             Answer::Addrs(vec![web])
         );
-        // Internal: unknown names are not forwarded.
+        // Internal: unknown names are not forwarded for a sandbox only on internal networks,
+        // but are for one that also has a way out, whichever listener it asks.
         assert_eq!(t.lookup("i", ip("10.3.0.4"), "example.com"), Answer::Refuse);
+        assert_eq!(
+            t.lookup("i", ip("10.3.0.3"), "example.com"),
+            Answer::Forward
+        );
+        assert_eq!(t.lookup("i", ip("10.3.0.1"), "example.com"), Answer::Refuse);
         // PTR, first name; unknown address in the subnet: NXDOMAIN.
         assert_eq!(
             t.lookup("a", web, "3.0.1.10.in-addr.arpa"),
