@@ -661,6 +661,24 @@ fn upstream_forwarding_and_internal_networks() {
         assert_eq!(a.unwrap().addrs, vec![v4]);
         assert_eq!(aaaa.unwrap().addrs, vec![v6]);
         assert_eq!(d.getent("d1", &v6.to_string()).unwrap()[1], "d2");
+
+        // A `cni` network (a user conflist used as is): served on the gateway its plugins
+        // report, once that address exists on the host.
+        let conf = serde_json::json!({"cniVersion": "1.1.0", "name": "cninet", "plugins": [
+            {"type": "bridge", "bridge": "cbr0", "isGateway": true, "ipMasq": true,
+             "ipam": {"type": "host-local", "subnet": "10.158.0.0/24",
+                      "dataDir": sb.dir("cni-ipam")}}]});
+        let netd = d.data_dir.join("net.d");
+        std::fs::create_dir_all(&netd).unwrap();
+        std::fs::write(netd.join("cninet.conflist"), conf.to_string()).unwrap();
+        d.ok(&["network", "create", "cninet", "--driver", "cni"]);
+        let c1 = d.json(&["sandbox", "create", "c1", "--network", "cninet"]);
+        d.ok(&["sandbox", "create", "c2", "--network", "cninet"]);
+        for c in ["c1", "c2"] {
+            let conf = std::fs::read_to_string(d.etc.join(c).join("resolv.conf")).unwrap();
+            assert!(conf.contains("nameserver 10.158.0.1\n"), "{c}: {conf}");
+        }
+        assert_eq!(d.resolves("c2", "c1.cninet"), addr_on(&c1, "cninet"));
         d.remove_all_and_check(sb);
     });
 }
