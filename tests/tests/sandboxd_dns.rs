@@ -604,6 +604,13 @@ fn upstream_forwarding_and_internal_networks() {
         let tcp = in_netns("p1", || query_tcp(ip("10.153.0.1"), "upstream.example", A));
         assert_eq!(tcp.addrs, vec![ip("10.99.0.7")]);
         assert!(up.log().contains("upstream.example"), "{}", up.log());
+        // A source that is no sandbox (here the host itself) sees the listener's network but is
+        // no client of the forwarder: REFUSED.
+        let p1 = d.json(&["sandbox", "inspect", "p1"]);
+        let r = query(ip("10.153.0.1"), "p1", A).unwrap();
+        assert_eq!(r.addrs, vec![ip(&addr_on(&p1, "pub"))]);
+        let r = query(ip("10.153.0.1"), "upstream.example", A).unwrap();
+        assert_eq!((r.rcode, r.addrs.len()), (5, 0));
 
         // Internal: own names work, others are NXDOMAIN at once and never reach the upstream.
         assert_eq!(d.resolves("i2", "i1"), addr_on(&i1, "priv"));

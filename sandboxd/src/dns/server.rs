@@ -144,6 +144,7 @@ pub fn respond(table: &Table, net: &str, src: IpAddr, raw: &[u8], tcp: bool) -> 
         // A sandbox only on internal networks has no way out: names beyond them do not exist
         // for it, and saying so at once beats a client timeout.
         Answer::Refuse => resp.metadata.response_code = ResponseCode::NXDomain,
+        Answer::NotOurs => resp.metadata.response_code = ResponseCode::Refused,
         Answer::Forward => {
             if table.upstream.is_empty() {
                 resp.metadata.response_code = ResponseCode::ServFail;

@@ -29,7 +29,6 @@ struct Ep {
 /// One network's entry.
 #[derive(Debug, Clone, Default)]
 struct Net {
-    internal: bool,
     /// Addresses the service listens on (the gateways, on the host side), and whether the
     /// address is sandboxd's own (a subnet gateway it configures: bound before it exists) or
     /// only reported by a `cni` network's plugins (served only if it is a host address).
@@ -77,6 +76,9 @@ pub enum Answer {
     Forward,
     /// Not ours, and the asker is only on internal networks: no forwarding, answer NXDOMAIN.
     Refuse,
+    /// Not ours, and the source is no sandbox: REFUSED (the gateway is a host address others
+    /// may reach; sandboxd is no open resolver).
+    NotOurs,
 }
 
 fn ready(sb: &SandboxRec) -> bool {
@@ -107,7 +109,6 @@ impl Table {
             t.nets.insert(
                 name.clone(),
                 Net {
-                    internal: n.network.internal,
                     listen,
                     subnets: n.network.subnets.iter().map(|s| s.subnet).collect(),
                     ..Net::default()
@@ -173,6 +174,13 @@ impl Table {
                 has_exit,
             });
         }
+        // A resolv.conf naming one of our own listeners would forward to ourselves in a loop.
+        let own: Vec<IpAddr> = t
+            .nets
+            .values()
+            .flat_map(|n| n.listen.iter().map(|(a, _)| *a))
+            .collect();
+        t.upstream.retain(|u| !own.contains(&u.ip()));
         t
     }
 
@@ -195,12 +203,9 @@ impl Table {
 
     /// Whether names that are not ours may be forwarded for a query on `net` from `src`: when
     /// the asking sandbox has a way out (Docker: a container on an internal and an external
-    /// network resolves external names); for an unknown source, when `net` is not internal.
+    /// network resolves external names). Never for a source that is no sandbox.
     pub fn may_forward(&self, net: &str, src: IpAddr) -> bool {
-        match self.asker(net, src) {
-            Some(sb) => sb.has_exit,
-            None => self.nets.get(net).is_some_and(|n| !n.internal),
-        }
+        self.asker(net, src).is_some_and(|sb| sb.has_exit)
     }
 
     /// The networks a query that came in on `net` from `src` may see: the asking sandbox's,
@@ -241,7 +246,9 @@ impl Table {
     /// Resolve a lower-case name without the trailing dot, asked on `net`'s listener by `src`.
     pub fn lookup(&self, net: &str, src: IpAddr, qname: &str) -> Answer {
         let visible = self.visible(net, src);
-        let fallback = if self.may_forward(net, src) {
+        let fallback = if self.asker(net, src).is_none() {
+            Answer::NotOurs
+        } else if self.may_forward(net, src) {
             Answer::Forward
         } else {
             Answer::Refuse
@@ -486,7 +493,14 @@ pub(crate) mod tests {
             t.lookup("i", ip("10.3.0.3"), "example.com"),
             Answer::Forward
         );
-        assert_eq!(t.lookup("i", ip("10.3.0.1"), "example.com"), Answer::Refuse);
+        assert_eq!(
+            t.lookup("i", ip("10.3.0.1"), "example.com"),
+            Answer::NotOurs
+        );
+        assert_eq!(
+            t.lookup("a", ip("192.0.2.1"), "example.com"),
+            Answer::NotOurs
+        );
         // PTR, first name; unknown address in the subnet: NXDOMAIN.
         assert_eq!(
             t.lookup("a", web, "3.0.1.10.in-addr.arpa"),
