@@ -208,12 +208,12 @@ impl Table {
         self.asker(net, src).is_some_and(|sb| sb.has_exit)
     }
 
-    /// The networks a query that came in on `net` from `src` may see: the asking sandbox's,
-    /// the listener's first. An unknown source (the host itself, a benchmark) sees the
+    /// The networks a query that came in on `net` may see: the asking sandbox's, the
+    /// listener's first. An unknown source (the host itself, a benchmark) sees the
     /// listener's network only.
-    fn visible<'a>(&'a self, net: &'a str, src: IpAddr) -> Vec<&'a str> {
+    fn visible<'a>(&'a self, net: &'a str, asker: Option<&'a Sb>) -> Vec<&'a str> {
         let mut out: Vec<&str> = Vec::new();
-        match self.asker(net, src) {
+        match asker {
             Some(sb) => {
                 if sb.networks.iter().any(|n| n == net) {
                     out.push(net);
@@ -245,13 +245,12 @@ impl Table {
 
     /// Resolve a lower-case name without the trailing dot, asked on `net`'s listener by `src`.
     pub fn lookup(&self, net: &str, src: IpAddr, qname: &str) -> Answer {
-        let visible = self.visible(net, src);
-        let fallback = if self.asker(net, src).is_none() {
-            Answer::NotOurs
-        } else if self.may_forward(net, src) {
-            Answer::Forward
-        } else {
-            Answer::Refuse
+        let asker = self.asker(net, src);
+        let visible = self.visible(net, asker);
+        let fallback = match asker {
+            None => Answer::NotOurs,
+            Some(sb) if sb.has_exit => Answer::Forward,
+            Some(_) => Answer::Refuse,
         };
         if let Some(ip) = reverse_name(qname) {
             for n in &visible {
