@@ -44,6 +44,8 @@ pub struct Config {
     pub dns_port: u16,
     /// The host's resolv.conf: upstream servers, and search/options for the sandboxes.
     pub host_resolv: PathBuf,
+    /// Keep the name service's sockets open across a SIGTERM restart ([`crate::dns::handoff`]).
+    pub dns_handoff: bool,
 }
 
 /// The locks held for the daemon's lifetime.
@@ -236,6 +238,21 @@ pub async fn run(cfg: Config) -> Result<(), Error> {
     });
     let (tx, rx) = mpsc::unbounded_channel::<Msg>();
     let (events, _) = broadcast::channel(1024);
+    let handoff_path = cfg.data_dir.join("dns-handoff.sock");
+    let dns = cfg.dns.then(|| {
+        let d = crate::dns::Service::new(
+            tokio::runtime::Handle::current(),
+            cfg.host_resolv.clone(),
+            cfg.dns_port,
+        );
+        // The sockets a previous daemon left with a holder: queries that arrived meanwhile are
+        // waiting in them.
+        if handoff_path.exists() {
+            d.adopt(crate::dns::handoff::adopt(&handoff_path));
+            let _ = std::fs::remove_file(cfg.data_dir.join("dns-handoff.pid"));
+        }
+        Arc::new(d)
+    });
     let mut owner = Owner::new(
         store,
         cfg.conf_dir.clone(),
@@ -247,16 +264,7 @@ pub async fn run(cfg: Config) -> Result<(), Error> {
         events.clone(),
     )
     .with_etc_netns(cfg.etc_netns.clone())
-    .with_dns(
-        cfg.dns.then(|| {
-            Arc::new(crate::dns::Service::new(
-                tokio::runtime::Handle::current(),
-                cfg.host_resolv.clone(),
-                cfg.dns_port,
-            ))
-        }),
-        cfg.host_resolv.clone(),
-    );
+    .with_dns(dns.clone(), cfg.host_resolv.clone());
     let owner = tokio::task::spawn_blocking(move || {
         let r = owner.startup();
         (owner, r)
@@ -321,6 +329,23 @@ pub async fn run(cfg: Config) -> Result<(), Error> {
         let _ = stop.send(());
         let _ = tokio::time::timeout(Duration::from_secs(2), task).await;
         let _ = std::fs::remove_file(path);
+    }
+    if let (true, Some(d)) = (cfg.dns_handoff, &dns) {
+        let fds = d.export();
+        if !fds.is_empty() {
+            match crate::dns::handoff::spawn_holder(&handoff_path, &fds) {
+                Ok(pid) => {
+                    let _ =
+                        std::fs::write(cfg.data_dir.join("dns-handoff.pid"), format!("{pid}\n"));
+                    tracing::info!(
+                        pid,
+                        sockets = fds.len(),
+                        "DNS sockets kept for the next start"
+                    );
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot keep the DNS sockets"),
+            }
+        }
     }
     drop(tx);
     drop(owner_thread);

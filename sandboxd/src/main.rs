@@ -32,6 +32,13 @@ struct Args {
     /// servers, queried from the daemon's namespace), and the search/options lines sandboxes get.
     #[arg(long, value_name = "PATH", default_value = "/etc/resolv.conf")]
     resolv_conf: PathBuf,
+    /// At SIGTERM, leave the name service's sockets with a holder process that hands them to
+    /// the next start (at most 30 s), so queries sent during a restart are answered by it.
+    #[arg(long)]
+    dns_handoff: bool,
+    /// Internal: be that holder (the sockets arrive as inherited descriptors).
+    #[arg(long, value_name = "PATH", hide = true)]
+    dns_hold: Option<PathBuf>,
     /// Port of the name service (53; others are for experiments, resolv.conf cannot name one).
     #[arg(long, default_value_t = 53, hide = true)]
     dns_port: u16,
@@ -49,6 +56,9 @@ struct Args {
 
 fn main() {
     let args = Args::parse();
+    if let Some(path) = &args.dns_hold {
+        sandboxd::dns::handoff::hold(path);
+    }
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_ansi(false)
@@ -74,6 +84,7 @@ fn main() {
         dns: !args.no_dns,
         dns_port: args.dns_port,
         host_resolv: args.resolv_conf,
+        dns_handoff: args.dns_handoff,
     };
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

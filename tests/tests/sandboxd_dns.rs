@@ -24,6 +24,8 @@ use serde_json::Value;
 /// A sandboxd started for one test; stopped by PID (SIGTERM) on drop.
 struct Daemon {
     child: Option<Child>,
+    /// Extra daemon flags.
+    extra: Vec<String>,
     socket: PathBuf,
     data_dir: PathBuf,
     etc: PathBuf,
@@ -33,10 +35,15 @@ struct Daemon {
 
 impl Daemon {
     fn start(sb: &Sandbox, host_resolv: &str) -> Daemon {
+        Daemon::start_with(sb, host_resolv, &[])
+    }
+
+    fn start_with(sb: &Sandbox, host_resolv: &str, extra: &[&str]) -> Daemon {
         let resolv = sb.scratch().join("host-resolv.conf");
         std::fs::write(&resolv, host_resolv).unwrap();
         let mut d = Daemon {
             child: None,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
             socket: sb.scratch().join("sandboxd/sandboxd.sock"),
             data_dir: sb.dir("sandboxd-data"),
             etc: sb.dir("etc-netns"),
@@ -66,6 +73,7 @@ impl Daemon {
             .arg(&self.etc)
             .arg("--resolv-conf")
             .arg(&self.resolv)
+            .args(&self.extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
@@ -430,7 +438,7 @@ fn addr_on(sbx: &Value, net: &str) -> String {
 #[test]
 fn names_visibility_disconnect_and_restart() {
     sandbox(|sb| {
-        let mut d = Daemon::start(sb, "options timeout:1 attempts:1\n");
+        let mut d = Daemon::start_with(sb, "options timeout:1 attempts:1\n", &["--dns-handoff"]);
         d.ok(&["network", "create", "front", "--subnet", "10.151.0.0/24"]);
         d.ok(&["network", "create", "back", "--subnet", "10.152.0.0/24"]);
         let web = d.json(&[
@@ -540,16 +548,48 @@ fn names_visibility_disconnect_and_restart() {
         assert_eq!(d.resolves("other", "db"), db_back);
         assert_eq!(d.resolves("web", "db"), db_ip);
 
-        // Restart: the names come back from the persisted state at once.
+        // Restart (SIGTERM, --dns-handoff): a query sent while no daemon runs waits in the
+        // socket the holder keeps and is answered by the next daemon; the holder then exits.
         d.stop();
+        let holder: i32 = std::fs::read_to_string(d.data_dir.join("dns-handoff.pid"))
+            .expect("a holder was started")
+            .trim()
+            .parse()
+            .unwrap();
         let t = Instant::now();
-        d.spawn();
+        let (answer, waited) = std::thread::scope(|s| {
+            let q = s.spawn(|| {
+                in_netns("web", || {
+                    let t = Instant::now();
+                    (query(gw, "sql.front", A), t.elapsed())
+                })
+            });
+            std::thread::sleep(Duration::from_millis(300));
+            d.spawn();
+            q.join().unwrap()
+        });
+        let answer = answer.expect("the query sent during the restart was answered");
+        assert_eq!(answer.addrs, vec![ip(&db_ip)]);
+        assert!(
+            waited >= Duration::from_millis(250),
+            "answered by whom? {waited:?}"
+        );
         assert_eq!(d.resolves("web", "sql.front"), db_ip);
         assert_eq!(d.resolves("other", "store"), db_back);
         eprintln!(
-            "restart: names answered {:?} after the new daemon was started",
+            "restart: a query sent during it was answered after {waited:?}; names answered {:?} after the stop",
             t.elapsed()
         );
+        let t = Instant::now();
+        // SAFETY: kill(2) with signal 0 only checks that the process exists.
+        while unsafe { libc::kill(holder, 0) } == 0 {
+            assert!(
+                t.elapsed() < Duration::from_secs(5),
+                "the holder {holder} did not exit"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(!d.data_dir.join("dns-handoff.sock").exists());
         // The same after a kill -9.
         d.kill9();
         assert_eq!(

@@ -14,6 +14,7 @@
 //! replies to the client. So a name exists when connect returns and is gone when disconnect
 //! returns, and a query never waits for, or is dropped by, an update.
 
+pub mod handoff;
 pub mod server;
 pub mod table;
 pub mod upstream;
@@ -34,6 +35,8 @@ pub use table::{nameservers, Answer, Table};
 /// address can be bound again at once (a network removed and created again).
 struct Listener {
     tcp: JoinHandle<()>,
+    /// A second handle on the TCP listener, for [`Service::export`].
+    tcp_keep: std::net::TcpListener,
     udp: Option<std::thread::JoinHandle<()>>,
     udp_sock: Arc<std::net::UdpSocket>,
     stop: Arc<AtomicBool>,
@@ -60,6 +63,8 @@ pub struct Service {
     /// The host's resolv.conf (upstream servers), re-read at each publish.
     resolv_conf: PathBuf,
     listeners: Mutex<HashMap<(String, IpAddr), Listener>>,
+    /// Sockets taken over from a previous daemon ([`handoff`]), by label, until used.
+    adopted: Mutex<HashMap<String, std::os::fd::OwnedFd>>,
 }
 
 impl Service {
@@ -74,7 +79,40 @@ impl Service {
             port,
             resolv_conf,
             listeners: Mutex::new(HashMap::new()),
+            adopted: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Serve these sockets (from [`handoff::adopt`]) instead of binding new ones, for the
+    /// addresses the first [`Service::publish`] wants; the others are closed then.
+    pub fn adopt(&self, fds: HashMap<String, std::os::fd::OwnedFd>) {
+        if !fds.is_empty() {
+            tracing::info!(
+                sockets = fds.len(),
+                "DNS sockets taken over from the previous daemon"
+            );
+        }
+        match self.adopted.lock() {
+            Ok(mut a) => *a = fds,
+            Err(p) => *p.into_inner() = fds,
+        }
+    }
+
+    /// Every listening socket with its label, for [`handoff::spawn_holder`].
+    pub fn export(&self) -> Vec<(String, std::os::fd::RawFd)> {
+        use std::os::fd::AsRawFd;
+        let ls = match self.listeners.lock() {
+            Ok(l) => l,
+            Err(p) => p.into_inner(),
+        };
+        ls.iter()
+            .flat_map(|((_, ip), l)| {
+                [
+                    (format!("udp {ip}"), l.udp_sock.as_raw_fd()),
+                    (format!("tcp {ip}"), l.tcp_keep.as_raw_fd()),
+                ]
+            })
+            .collect()
     }
 
     /// The current snapshot.
@@ -120,6 +158,33 @@ impl Service {
                 }
             }
         }
+        drop(ls);
+        // Sockets of the previous daemon that no network wants any more.
+        match self.adopted.lock() {
+            Ok(mut a) => a.clear(),
+            Err(p) => p.into_inner().clear(),
+        }
+    }
+
+    /// The sockets of one address: taken over from the previous daemon, else bound now.
+    fn sockets(
+        &self,
+        ip: IpAddr,
+        freebind: bool,
+    ) -> std::io::Result<(std::net::UdpSocket, std::net::TcpListener)> {
+        let mut a = match self.adopted.lock() {
+            Ok(a) => a,
+            Err(p) => p.into_inner(),
+        };
+        let (u, t) = (format!("udp {ip}"), format!("tcp {ip}"));
+        if a.contains_key(&u) && a.contains_key(&t) {
+            if let (Some(u), Some(t)) = (a.remove(&u), a.remove(&t)) {
+                let tcp = std::net::TcpListener::from(t);
+                tcp.set_nonblocking(true)?;
+                return Ok((std::net::UdpSocket::from(u), tcp));
+            }
+        }
+        server::bind(ip, self.port, freebind)
     }
 
     /// Whether an address is served now.
@@ -132,7 +197,8 @@ impl Service {
     }
 
     fn start(&self, net: &str, ip: IpAddr, freebind: bool) -> std::io::Result<Listener> {
-        let (udp, tcp) = server::bind(ip, self.port, freebind)?;
+        let (udp, tcp) = self.sockets(ip, freebind)?;
+        let tcp_keep = tcp.try_clone()?;
         let _guard = self.rt.enter();
         let tcp = tokio::net::TcpListener::from_std(tcp)?;
         udp.set_nonblocking(false)?;
@@ -155,6 +221,7 @@ impl Service {
             tcp: self
                 .rt
                 .spawn(server::serve_tcp(tcp, net.to_string(), self.shared.clone())),
+            tcp_keep,
             udp: Some(thread),
             udp_sock: udp,
             stop,
