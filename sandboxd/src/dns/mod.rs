@@ -107,9 +107,10 @@ impl Service {
         };
         ls.iter()
             .flat_map(|((_, ip), l)| {
+                let a = std::net::SocketAddr::new(*ip, self.port);
                 [
-                    (format!("udp {ip}"), l.udp_sock.as_raw_fd()),
-                    (format!("tcp {ip}"), l.tcp_keep.as_raw_fd()),
+                    (format!("udp {a}"), l.udp_sock.as_raw_fd()),
+                    (format!("tcp {a}"), l.tcp_keep.as_raw_fd()),
                 ]
             })
             .collect()
@@ -176,7 +177,9 @@ impl Service {
             Ok(a) => a,
             Err(p) => p.into_inner(),
         };
-        let (u, t) = (format!("udp {ip}"), format!("tcp {ip}"));
+        // The port is in the label: a daemon started with another --dns-port binds anew.
+        let addr = std::net::SocketAddr::new(ip, self.port);
+        let (u, t) = (format!("udp {addr}"), format!("tcp {addr}"));
         if a.contains_key(&u) && a.contains_key(&t) {
             if let (Some(u), Some(t)) = (a.remove(&u), a.remove(&t)) {
                 let tcp = std::net::TcpListener::from(t);
