@@ -221,3 +221,46 @@ pub fn adopt(path: &Path) -> HashMap<String, OwnedFd> {
     let _ = s.shutdown(std::net::Shutdown::Both);
     out
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    /// Descriptors and labels survive the trip, in order, as new descriptors of the same files.
+    #[test]
+    fn fds_travel_with_their_labels() {
+        let (a, b) = UnixStream::pair().unwrap();
+        let dir = std::env::temp_dir().join(format!("sandboxd-handoff-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let files: Vec<std::fs::File> = (0..3)
+            .map(|i| {
+                let p = dir.join(format!("f{i}"));
+                std::fs::write(&p, format!("file {i}")).unwrap();
+                std::fs::File::open(p).unwrap()
+            })
+            .collect();
+        let raw: Vec<RawFd> = files.iter().map(|f| f.as_raw_fd()).collect();
+        send_fds(
+            &a,
+            "udp 10.0.0.1:53\ntcp 10.0.0.1:53\nudp [fd00::1]:53",
+            &raw,
+        )
+        .unwrap();
+        let got = recv_fds(&b).unwrap().unwrap();
+        let labels: Vec<&str> = got.iter().map(|(l, _)| l.as_str()).collect();
+        assert_eq!(
+            labels,
+            ["udp 10.0.0.1:53", "tcp 10.0.0.1:53", "udp [fd00::1]:53"]
+        );
+        for (i, (_, fd)) in got.into_iter().enumerate() {
+            assert!(!raw.contains(&fd.as_raw_fd()));
+            let mut s = String::new();
+            std::fs::File::from(fd).read_to_string(&mut s).unwrap();
+            assert_eq!(s, format!("file {i}"));
+        }
+        drop(a);
+        assert!(recv_fds(&b).unwrap().is_none());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
