@@ -33,6 +33,7 @@ Directories:
   plugins  --cni-path, else $CNI_PATH (':'-separated), else /opt/cni/bin
   cache    --cache-dir, else /var/lib/cni (libcni's results/ layout)
   netns    /run/netns (the same pins as `ip netns`)
+  etc      $NETNS_ETC_DIR, else /etc/netns: `exec` bind-mounts the files of <etc>/NAME over /etc
   sandboxd --daemon, else $SANDBOXD_SOCKET, else /run/sandboxd/sandboxd.sock
            (used by `network`, `sandbox`, `repair` and `events` only)";
 
@@ -101,7 +102,8 @@ pub enum Cmd {
         #[arg(long)]
         json: bool,
     },
-    /// Run a command inside a namespace (with /sys remounted for it, like `ip netns exec`).
+    /// Run a command inside a namespace (with /sys remounted for it and the files of
+    /// /etc/netns/NAME bind-mounted over /etc, like `ip netns exec`).
     #[command(after_long_help = EXIT_CODES_HELP)]
     Exec {
         /// Namespace name.

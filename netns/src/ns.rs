@@ -134,6 +134,8 @@ pub fn exec(ctx: &Ctx, name: &str, command: &[String], err: &mut dyn Write) -> i
             err,
             "netns: warning: /sys still shows the previous namespace: {e}"
         );
+    } else {
+        bind_etc(name, err);
     }
     let Some((prog, args)) = command.split_first() else {
         return crate::cli::exit::USAGE;
@@ -144,6 +146,35 @@ pub fn exec(ctx: &Ctx, name: &str, command: &[String], err: &mut dyn Write) -> i
         127
     } else {
         126
+    }
+}
+
+/// The per-namespace /etc directory: `$NETNS_ETC_DIR/NAME`, else `/etc/netns/NAME` (iproute2's
+/// fixed place; the variable lets tests keep their files out of the machine's /etc).
+fn etc_dir(name: &str) -> std::path::PathBuf {
+    let base = std::env::var_os("NETNS_ETC_DIR").unwrap_or_else(|| "/etc/netns".into());
+    Path::new(&base).join(name)
+}
+
+/// What `ip netns exec` does after entering: bind-mount every file of the namespace's /etc
+/// directory (sandboxd writes hosts, resolv.conf and hostname there) over the same name in
+/// /etc, inside the command's own mount namespace. A file that cannot be mounted is a warning.
+fn bind_etc(name: &str, err: &mut dyn Write) {
+    let dir = etc_dir(name);
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        return;
+    };
+    let none: Option<&str> = None;
+    for e in entries.flatten() {
+        let target = Path::new("/etc").join(e.file_name());
+        if let Err(x) = mount(Some(&e.path()), &target, none, MsFlags::MS_BIND, none) {
+            let _ = writeln!(
+                err,
+                "netns: warning: bind {} over {} failed: {x}",
+                e.path().display(),
+                target.display()
+            );
+        }
     }
 }
 

@@ -527,6 +527,10 @@ pub struct Sandbox {
     pub gateway_endpoint: Option<String>,
     /// Creation time.
     pub created: String,
+    /// The resolv.conf sandboxd writes for it (daemon started with --etc-netns).
+    pub resolv_conf_path: Option<String>,
+    /// The hosts file sandboxd writes for it.
+    pub hosts_path: Option<String>,
 }
 
 /// `Event`.
@@ -766,14 +770,22 @@ pub fn render_endpoints(eps: &[Endpoint], gateway: Option<&str>) -> String {
 
 /// The `sandbox inspect` view.
 pub fn render_sandbox(s: &Sandbox) -> String {
-    let mut out = fields(&[
+    let mut rows = vec![
         ("Name", s.name.clone()),
         ("ID", dash(s.id.clone())),
         ("Mode", sandbox_mode(s)),
         ("Netns", dash(s.netns.clone())),
         ("Hostname", dash(s.hostname.clone())),
         ("Created", dash(s.created.clone())),
-    ]);
+    ];
+    // Only when the daemon writes them (--etc-netns).
+    if let Some(p) = &s.resolv_conf_path {
+        rows.push(("ResolvConf", p.clone()));
+    }
+    if let Some(p) = &s.hosts_path {
+        rows.push(("Hosts", p.clone()));
+    }
+    let mut out = fields(&rows);
     out.push('\n');
     if s.endpoints.is_empty() {
         out.push_str("no endpoints\n");

@@ -40,6 +40,14 @@ pub struct Config {
     pub docker_plugin_dir: PathBuf,
     /// Cluster store (`--cluster-store`): overlay networks over etcd; off when `None`.
     pub cluster: Option<ClusterArgs>,
+    /// Name service on every non-built-in network ([`crate::dns`]).
+    pub dns: bool,
+    /// Its port (53; another one only for benchmarks and experiments).
+    pub dns_port: u16,
+    /// The host's resolv.conf: upstream servers, and search/options for the sandboxes.
+    pub host_resolv: PathBuf,
+    /// Keep the name service's sockets open across a SIGTERM restart ([`crate::dns::handoff`]).
+    pub dns_handoff: bool,
 }
 
 /// `--cluster-store` and its companions (layer 6, [`crate::overlay`]).
@@ -247,6 +255,21 @@ pub async fn run(cfg: Config) -> Result<(), Error> {
     });
     let (tx, rx) = mpsc::unbounded_channel::<Msg>();
     let (events, _) = broadcast::channel(1024);
+    let handoff_path = cfg.data_dir.join("dns-handoff.sock");
+    let dns = cfg.dns.then(|| {
+        let d = crate::dns::Service::new(
+            tokio::runtime::Handle::current(),
+            cfg.host_resolv.clone(),
+            cfg.dns_port,
+        );
+        // The sockets a previous daemon left with a holder: queries that arrived meanwhile are
+        // waiting in them.
+        if handoff_path.exists() {
+            d.adopt(crate::dns::handoff::adopt(&handoff_path));
+            let _ = std::fs::remove_file(cfg.data_dir.join("dns-handoff.pid"));
+        }
+        Arc::new(d)
+    });
     let owner = Owner::new(
         store,
         cfg.conf_dir.clone(),
@@ -257,7 +280,8 @@ pub async fn run(cfg: Config) -> Result<(), Error> {
         tokio::runtime::Handle::current(),
         events.clone(),
     )
-    .with_etc_netns(cfg.etc_netns.clone());
+    .with_etc_netns(cfg.etc_netns.clone())
+    .with_dns(dns.clone(), cfg.host_resolv.clone());
     let overlay = match &cfg.cluster {
         None => None,
         Some(c) => {
@@ -347,6 +371,23 @@ pub async fn run(cfg: Config) -> Result<(), Error> {
         let _ = stop.send(());
         let _ = tokio::time::timeout(Duration::from_secs(2), task).await;
         let _ = std::fs::remove_file(path);
+    }
+    if let (true, Some(d)) = (cfg.dns_handoff, &dns) {
+        let fds = d.export();
+        if !fds.is_empty() {
+            match crate::dns::handoff::spawn_holder(&handoff_path, &fds) {
+                Ok(pid) => {
+                    let _ =
+                        std::fs::write(cfg.data_dir.join("dns-handoff.pid"), format!("{pid}\n"));
+                    tracing::info!(
+                        pid,
+                        sockets = fds.len(),
+                        "DNS sockets kept for the next start"
+                    );
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot keep the DNS sockets"),
+            }
+        }
     }
     drop(tx);
     drop(owner_thread);

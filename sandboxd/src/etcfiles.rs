@@ -3,6 +3,10 @@
 //! `/etc`. It is off unless `--etc-netns DIR` is given (the systemd unit passes `/etc/netns`),
 //! so a daemon started by hand or by a test never writes into the machine's `/etc`.
 //!
+//! A sandbox on a network with a name service (every network but the built-ins, [`crate::dns`])
+//! gets that service as its name server, with the host's `search` and `options` lines; a sandbox
+//! on built-in networks only keeps the host's servers, as in Docker.
+//!
 //! Which directories sandboxd wrote is recorded under the data directory (`etc-written/<name>`),
 //! never inside them: `ip netns exec` bind-mounts every entry of the directory over `/etc`, and
 //! a marker file there would make it warn on each run.
@@ -66,9 +70,47 @@ pub fn resolv_conf(host: &str) -> String {
     out
 }
 
+/// The `resolv.conf` of a sandbox served by sandboxd's name service: those servers, and the
+/// host's `search`/`options`/`domain` lines (the host's own servers are reached through the
+/// service, which forwards to them from the daemon's namespace).
+pub fn resolv_conf_dns(host: &str, servers: &[IpAddr]) -> String {
+    let mut out =
+        String::from("# written by sandboxd: its name service for this sandbox's networks\n");
+    for s in servers {
+        out.push_str(&format!("nameserver {s}\n"));
+    }
+    for line in host.lines() {
+        let first = line.split_whitespace().next();
+        if matches!(first, Some("search" | "options" | "domain")) {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    out
+}
+
+/// What goes into the files besides the sandbox record.
+#[derive(Debug, Clone, Default)]
+pub struct EtcInput<'a> {
+    /// sandboxd's name servers for this sandbox (empty: use the host's servers).
+    pub nameservers: &'a [IpAddr],
+    /// The host's resolv.conf (default /etc/resolv.conf).
+    pub host_resolv: Option<&'a Path>,
+}
+
 /// Write (or refresh) the files of a sandbox with its own namespace; `written` is the directory
 /// of markers under the data directory.
 pub fn write(dir: &Path, written: &Path, sb: &SandboxRec) -> Result<(), crate::Error> {
+    write_with(dir, written, sb, &EtcInput::default())
+}
+
+/// [`write`] with name servers and the host's resolv.conf path.
+pub fn write_with(
+    dir: &Path,
+    written: &Path,
+    sb: &SandboxRec,
+    input: &EtcInput<'_>,
+) -> Result<(), crate::Error> {
     if !sb.owns_netns {
         return Ok(());
     }
@@ -83,9 +125,15 @@ pub fn write(dir: &Path, written: &Path, sb: &SandboxRec) -> Result<(), crate::E
             let _ = std::fs::remove_file(e.path());
         }
     }
-    let host = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+    let host_path = input.host_resolv.unwrap_or(Path::new("/etc/resolv.conf"));
+    let host = std::fs::read_to_string(host_path).unwrap_or_default();
+    let resolv = if input.nameservers.is_empty() {
+        resolv_conf(&host)
+    } else {
+        resolv_conf_dns(&host, input.nameservers)
+    };
     write_atomic(&d.join("hosts"), hosts(sb).as_bytes())?;
-    write_atomic(&d.join("resolv.conf"), resolv_conf(&host).as_bytes())?;
+    write_atomic(&d.join("resolv.conf"), resolv.as_bytes())?;
     write_atomic(&d.join("hostname"), format!("{}\n", sb.hostname).as_bytes())
 }
 
@@ -121,6 +169,14 @@ mod tests {
         assert_eq!(
             r,
             "# c\noptions edns0\nsearch example.org\nnameserver 8.8.8.8\nnameserver 8.8.4.4\n"
+        );
+        let r = resolv_conf_dns(
+            "nameserver 127.0.0.53\nsearch a.example\noptions edns0\n",
+            &["10.1.0.1".parse().unwrap()],
+        );
+        assert!(
+            r.ends_with("nameserver 10.1.0.1\nsearch a.example\noptions edns0\n"),
+            "{r}"
         );
         let r = resolv_conf("nameserver 10.0.0.2\nnameserver ::1\n");
         assert_eq!(r, "nameserver 10.0.0.2\n");

@@ -5,6 +5,7 @@
 
 pub mod cniops;
 pub mod daemon;
+pub mod dns;
 pub mod docker;
 pub mod error;
 pub mod etcfiles;

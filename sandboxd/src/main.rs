@@ -24,6 +24,24 @@ struct Args {
     /// /etc/netns so `ip netns exec` shows them); off by default.
     #[arg(long, value_name = "DIR")]
     etc_netns: Option<PathBuf>,
+    /// No name service on the networks (by default every network but the built-ins bridge,
+    /// host and none answers its sandboxes' names on its gateway address, port 53).
+    #[arg(long)]
+    no_dns: bool,
+    /// The host's resolv.conf: where names that are not sandboxd's are forwarded (at most 3
+    /// servers, queried from the daemon's namespace), and the search/options lines sandboxes get.
+    #[arg(long, value_name = "PATH", default_value = "/etc/resolv.conf")]
+    resolv_conf: PathBuf,
+    /// At SIGTERM, leave the name service's sockets with a holder process that hands them to
+    /// the next start (at most 30 s), so queries sent during a restart are answered by it.
+    #[arg(long)]
+    dns_handoff: bool,
+    /// Internal: be that holder (the sockets arrive as inherited descriptors).
+    #[arg(long, value_name = "PATH", hide = true)]
+    dns_hold: Option<PathBuf>,
+    /// Port of the name service (53; others are for experiments, resolv.conf cannot name one).
+    #[arg(long, default_value_t = 53, hide = true)]
+    dns_port: u16,
     /// Directory where sandbox namespaces are pinned.
     #[arg(long, default_value = "/run/netns", hide = true)]
     netns_dir: PathBuf,
@@ -83,6 +101,9 @@ fn cluster_args(args: &Args) -> Result<Option<sandboxd::daemon::ClusterArgs>, St
 
 fn main() {
     let args = Args::parse();
+    if let Some(path) = &args.dns_hold {
+        sandboxd::dns::handoff::hold(path);
+    }
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_ansi(false)
@@ -113,6 +134,10 @@ fn main() {
         docker_plugin: args.docker_plugin,
         docker_plugin_dir: args.docker_plugin_dir,
         cluster,
+        dns: !args.no_dns,
+        dns_port: args.dns_port,
+        host_resolv: args.resolv_conf,
+        dns_handoff: args.dns_handoff,
     };
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -247,6 +247,13 @@ pub struct Sandbox {
     pub gateway_endpoint: Option<String>,
     /// RFC 3339 creation time.
     pub created: String,
+    /// The resolv.conf sandboxd writes for it (with `--etc-netns`; `ip netns exec` and
+    /// `netns exec` bind-mount it over /etc/resolv.conf).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolv_conf_path: Option<String>,
+    /// The hosts file sandboxd writes for it (with `--etc-netns`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hosts_path: Option<String>,
 }
 
 /// The persisted form of a sandbox.
@@ -297,6 +304,8 @@ impl SandboxRec {
             endpoints,
             gateway_endpoint,
             created: self.created.clone(),
+            resolv_conf_path: None,
+            hosts_path: None,
         }
     }
 }

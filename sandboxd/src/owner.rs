@@ -179,6 +179,10 @@ pub struct Owner {
     shutdown: Option<Option<oneshot::Sender<()>>>,
     /// Where per-sandbox hosts/resolv.conf go (`--etc-netns`); off when `None`.
     etc_netns: Option<std::path::PathBuf>,
+    /// The name service ([`crate::dns`]), refreshed before every reply that changed names.
+    dns: Option<Arc<crate::dns::Service>>,
+    /// The host's resolv.conf (for the sandboxes' resolv.conf); /etc/resolv.conf when `None`.
+    host_resolv: Option<std::path::PathBuf>,
     jobs: usize,
     /// The overlay agent (`--cluster-store`); overlay networks are refused without it.
     overlay: Option<crate::overlay::OverlayHandle>,
@@ -388,6 +392,8 @@ impl Owner {
             deferred: HashMap::new(),
             shutdown: None,
             etc_netns: None,
+            dns: None,
+            host_resolv: None,
             jobs: 0,
             overlay: None,
             tx,
@@ -408,6 +414,61 @@ impl Owner {
         self
     }
 
+    /// Serve names ([`crate::dns`]); `host_resolv` is the host's resolv.conf.
+    pub fn with_dns(
+        mut self,
+        dns: Option<Arc<crate::dns::Service>>,
+        host_resolv: std::path::PathBuf,
+    ) -> Owner {
+        self.dns = dns;
+        self.host_resolv = Some(host_resolv);
+        self
+    }
+
+    /// Swap in a name table built from the current records (called before replying to any
+    /// request that changed names or networks, so the change is visible when the reply is).
+    pub fn publish_dns(&self) {
+        if let Some(d) = &self.dns {
+            d.publish(&self.networks, &self.sandboxes);
+        }
+    }
+
+    /// The API view of a sandbox, with the paths of its /etc files when sandboxd writes them.
+    fn render_sb(&self, sb: &SandboxRec) -> Sandbox {
+        let mut api = sb.to_api();
+        if let (Some(dir), true) = (&self.etc_netns, sb.owns_netns) {
+            let d = dir.join(&sb.name);
+            api.resolv_conf_path = Some(d.join("resolv.conf").display().to_string());
+            api.hosts_path = Some(d.join("hosts").display().to_string());
+        }
+        api
+    }
+
+    fn write_etc(
+        &self,
+        dir: &std::path::Path,
+        written: &std::path::Path,
+        sb: &SandboxRec,
+    ) -> Result<(), crate::Error> {
+        let servers = match &self.dns {
+            Some(d) => {
+                let want = crate::dns::nameservers(&self.networks, sb);
+                // A `cni` network's gateway is only learnt from its first result: bind it now
+                // (publish) so the file can name it. Name only servers that really listen.
+                if want.iter().any(|ip| !d.serving(*ip)) {
+                    self.publish_dns();
+                }
+                want.into_iter().filter(|ip| d.serving(*ip)).collect()
+            }
+            None => Vec::new(),
+        };
+        let input = crate::etcfiles::EtcInput {
+            nameservers: &servers,
+            host_resolv: self.host_resolv.as_deref(),
+        };
+        crate::etcfiles::write_with(dir, written, sb, &input)
+    }
+
     /// Bring a sandbox's /etc files in line with its record (written, refreshed or removed).
     fn sync_etc(&self, name: &str) {
         let Some(dir) = &self.etc_netns else {
@@ -416,7 +477,7 @@ impl Owner {
         let written = self.store.dir().join("etc-written");
         match self.sandboxes.get(name) {
             Some(sb) if sb.state == SbState::Ready => {
-                if let Err(e) = crate::etcfiles::write(dir, &written, sb) {
+                if let Err(e) = self.write_etc(dir, &written, sb) {
                     tracing::warn!(sandbox = %name, error = %e, "writing hosts/resolv.conf");
                 }
             }
@@ -512,6 +573,7 @@ impl Owner {
             }
             Request::CreateNetwork(req, reply) => {
                 let r = self.mutable().and_then(|()| self.create_network(&req));
+                self.publish_dns();
                 let _ = reply.send(r);
             }
             Request::DeleteNetwork(key, reply) => {
@@ -531,11 +593,13 @@ impl Owner {
                 }
             }
             Request::ListSandboxes(reply) => {
-                let v = self.sandboxes.values().map(SandboxRec::to_api).collect();
+                let v = self.sandboxes.values().map(|s| self.render_sb(s)).collect();
                 let _ = reply.send(Ok(v));
             }
             Request::GetSandbox(key, reply) => {
-                let r = self.find_sb(&key).map(|n| self.sandboxes[&n].to_api());
+                let r = self
+                    .find_sb(&key)
+                    .map(|n| self.render_sb(&self.sandboxes[&n]));
                 let _ = reply.send(r);
             }
             Request::CreateSandbox(req, reply) => {
@@ -1530,7 +1594,7 @@ impl Owner {
                         }
                         match self.persist_sb(&name) {
                             Ok(()) => {
-                                let api = self.sandboxes.get(&name).map(SandboxRec::to_api);
+                                let api = self.sandboxes.get(&name).map(|s| self.render_sb(s));
                                 self.event("sandbox", "create", &name, None, Some(&name));
                                 for e in api.iter().flat_map(|s| s.endpoints.iter()) {
                                     self.event(
@@ -1557,6 +1621,7 @@ impl Owner {
                         Err(e)
                     }
                 };
+                self.publish_dns();
                 let _ = reply.send(r);
             }
             Done::Deleted {
@@ -1588,6 +1653,7 @@ impl Owner {
                         Err(e)
                     }
                 };
+                self.publish_dns();
                 let _ = reply.send(r);
             }
             Done::Connected {
@@ -1634,6 +1700,7 @@ impl Owner {
                         Err(e)
                     }
                 };
+                self.publish_dns();
                 let _ = reply.send(r);
             }
             Done::Disconnected {
@@ -1692,6 +1759,7 @@ impl Owner {
                         Err(e)
                     }
                 };
+                self.publish_dns();
                 let _ = reply.send(r);
             }
             Done::NetworkDeleted {
@@ -1709,6 +1777,7 @@ impl Owner {
                     }
                     Err(e) => Err(e),
                 };
+                self.publish_dns();
                 let _ = reply.send(r);
             }
             Done::Checked { outcome } => {
@@ -1734,6 +1803,7 @@ impl Owner {
                     }
                 }
                 self.sync_etc(&name);
+                self.publish_dns();
                 for r in self.deferred.remove(&name).unwrap_or_default() {
                     self.handle(r);
                 }
@@ -1773,11 +1843,13 @@ impl Owner {
             }
             self.event("network", "remove", name, Some(name), None);
         }
+        // Listeners before the resolv.conf files that name them.
+        self.publish_dns();
         if let Some(dir) = &self.etc_netns {
             let written = self.store.dir().join("etc-written");
             for sb in self.sandboxes.values() {
                 if sb.state == SbState::Ready {
-                    let _ = crate::etcfiles::write(dir, &written, sb);
+                    let _ = self.write_etc(dir, &written, sb);
                 }
             }
             crate::etcfiles::prune(dir, &written, &|n| self.sandboxes.contains_key(n));
@@ -2172,6 +2244,9 @@ impl Owner {
             self.persist_sb(&name)?;
         }
         self.ensure_builtins()?;
+        // Names and listeners from the persisted records at once: queries are answered while
+        // the reconcile below runs (it publishes again with what it changed).
+        self.publish_dns();
         // A kill -9 while the runtime side wrote a cache entry leaves libcni's temporary file
         // (`.<name>.tmp<pid>`). This daemon is the only writer of its cache and nothing runs
         // yet, so any such file is garbage.

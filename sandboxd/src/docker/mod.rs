@@ -412,6 +412,8 @@ pub fn api_sandboxes() -> Vec<Sandbox> {
                 endpoints,
                 gateway_endpoint: None,
                 created: created.remove(&key).unwrap_or_default(),
+                resolv_conf_path: None,
+                hosts_path: None,
             }
         })
         .collect()
