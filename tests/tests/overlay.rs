@@ -1,4 +1,4 @@
-//! Multi-host overlay networks (issue 16, DESIGN.md layer 6) end to end, on one machine.
+//! Multi-host overlay networks (issue 16, docs/overlay.md) end to end, on one machine.
 //!
 //! Each test builds a small cluster inside its private sandbox: the test's own namespace is the
 //! underlay "switch" (bridge `ul0`, 192.168.77.254/24) and runs etcd (Debian `etcd-server`) on

@@ -1,4 +1,4 @@
-//! `overlay`: a meta-plugin (like flannel's CNI plugin, reference/cnm-daemon.md §4) for runtimes
+//! `overlay`: a meta-plugin (like flannel's CNI plugin) for runtimes
 //! that run CNI directly (containerd, CRI-O, kubelet) on a node whose sandboxd has joined a
 //! cluster, and for sandboxd itself.
 //!

@@ -1,5 +1,5 @@
-//! Kernel programming of an overlay network on this node (flannel's VXLAN backend,
-//! reference/cnm-daemon.md §4): one VXLAN device `ovx.<VNI>` with learning off, MTU = uplink − 50,
+//! Kernel programming of an overlay network on this node (flannel's VXLAN backend):
+//! one VXLAN device `ovx.<VNI>` with learning off, MTU = uplink − 50,
 //! address `<own slice>.0/32`; per remote slice a permanent neighbour `<slice>.0 → VtepMAC`, a
 //! permanent FDB entry `VtepMAC → PublicIP` and a route `<slice> via <slice>.0 dev ovx.<VNI>
 //! onlink`. Everything is idempotent (replace, or "exists" ignored), so a re-sync simply programs

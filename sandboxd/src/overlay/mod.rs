@@ -1,5 +1,5 @@
-//! Multi-host overlay networks over etcd (DESIGN.md layer 6; flannel's model,
-//! reference/cnm-daemon.md §4; design and key layout in docs/overlay.md).
+//! Multi-host overlay networks over etcd (flannel's model;
+//! design and key layout in docs/overlay.md).
 //!
 //! - etcd holds the network definitions (`<prefix>/networks/<name>`, plain keys) and one slice
 //!   lease per node and network (`<prefix>/subnets/<name>/<a.b.c.d>-<len>`, bound to the node's

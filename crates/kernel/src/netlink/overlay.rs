@@ -1,5 +1,4 @@
-//! Netlink operations of multi-host overlay networks (DESIGN.md layer 6, flannel's VXLAN model,
-//! reference/cnm-daemon.md §4): a VXLAN device with learning off, permanent neighbours
+//! Netlink operations of multi-host overlay networks (flannel's VXLAN model; docs/overlay.md): a VXLAN device with learning off, permanent neighbours
 //! (`<slice>.0 → VtepMAC`), permanent FDB entries of the VXLAN device (`VtepMAC → PublicIP`) and
 //! `onlink` routes (`<slice> via <slice>.0 dev vxlan onlink`).
 //!
