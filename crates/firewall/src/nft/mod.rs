@@ -7,16 +7,17 @@
 //!   messages that carry a comment and are added without NLM_F_EXCL, generic expressions, and
 //!   the element/rule parsers.
 //!
+//! * [`batch`] — the one operation type ([`batch::Op`]: table, chain, set, rule, element) and
+//!   the one encoder.
+//!
 //! Each feature (crate::masquerade, crate::portmap, crate::forward, crate::macspoof) plans its
-//! transaction as a list of its own operations without touching the kernel, encodes it with the
-//! builders of [`object`], and sends it with [`apply`], which names the operation the kernel
-//! rejected. Everything of ours lives in table `inet rcni` (and `bridge rcni` for macspoofchk).
+//! transaction as a list of [`batch::Op`]s without touching the kernel, building rule bodies
+//! from the expressions of [`object`], and sends it with [`apply`], which names the operation
+//! the kernel rejected. Everything of ours lives in table `inet rcni` (and `bridge rcni` for macspoofchk).
 
 pub(crate) mod batch;
 pub(crate) mod netlink;
 pub(crate) mod object;
-
-use std::fmt::Display;
 
 use std::net::IpAddr;
 
@@ -139,33 +140,22 @@ pub(crate) fn addr_key(e: &object::RawElem) -> String {
     }
 }
 
-/// Lowers a feature's `ops` with `lower` to the shared operations, encodes them as one
-/// transaction on our table of `family` and sends it. When the kernel rejects a message, the
-/// error names the feature operation it came from (through its `Display`, which prints it as
-/// `nft` would).
-pub(crate) fn apply<O: Display>(
+/// Encodes `ops` as one transaction on our table of `family` and sends it. When the kernel
+/// rejects a message, the error names the operation as `nft` would print it.
+pub(crate) fn apply(
     nl: &mut Nl,
     family: ProtoFamily,
-    ops: &[O],
-    lower: impl Fn(&O) -> Result<Vec<batch::Op>, Error>,
+    ops: &[batch::Op],
     what: &str,
 ) -> Result<(), Error> {
     if ops.is_empty() {
         return Ok(());
     }
-    let mut all = Vec::new();
-    let mut origin = Vec::new();
-    for (i, op) in ops.iter().enumerate() {
-        for low in lower(op)? {
-            all.push(low);
-            origin.push(i);
-        }
-    }
-    let batch = batch::encode(family, &all)?;
+    let batch = batch::encode(family, ops)?;
     nl.transact_seq(&batch, what).map_err(|(err, seq)| {
-        match failed_op(batch.sequence_numbers(), all.len(), seq) {
+        match failed_op(batch.sequence_numbers(), ops.len(), seq) {
             Some(i) => Error::Netlink {
-                op: format!("{what}: {}", ops[origin[i]]),
+                op: format!("{what}: {}", ops[i].nft(family)),
                 source: match err {
                     Error::Netlink { source, .. } => source,
                     other => std::io::Error::other(other.to_string()),
@@ -174,20 +164,6 @@ pub(crate) fn apply<O: Display>(
             None => err,
         }
     })
-}
-
-/// Lowers and encodes `ops` as [`apply`] would, without sending (unit tests of the encoders).
-#[cfg(test)]
-pub(crate) fn encode_all<O>(
-    family: ProtoFamily,
-    ops: &[O],
-    lower: impl Fn(&O) -> Result<Vec<batch::Op>, Error>,
-) -> Result<nftnl::FinalizedBatch, Error> {
-    let mut all = Vec::new();
-    for op in ops {
-        all.extend(lower(op)?);
-    }
-    batch::encode(family, &all)
 }
 
 #[cfg(test)]
