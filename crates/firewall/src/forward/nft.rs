@@ -335,8 +335,9 @@ fn dump_rules(nl: &mut Nl, chain: &str) -> Result<Option<Vec<RuleInfo>>, Error> 
     nl.chain_rules(ProtoFamily::Inet, chain)
 }
 
-fn elem_request(nl: &mut Nl, fam: Family, key: Option<IpAddr>) -> Result<Vec<Elem>, Error> {
-    crate::nft::addr_elems(nl, fwd_set(fam), key)
+/// Every element of both address sets (DEL, GC, listing).
+fn all_elems(nl: &mut Nl) -> Result<Vec<Elem>, Error> {
+    crate::nft::all_addr_elems(nl, fwd_set)
 }
 
 /// A base chain of another table on the IP forward hook whose policy is drop.
@@ -410,9 +411,10 @@ impl NftForward {
     }
 
     fn owned(nl: &mut Nl, tag: &str) -> Result<Vec<Elem>, Error> {
-        let mut all = elem_request(nl, Family::V4, None)?;
-        all.extend(elem_request(nl, Family::V6, None)?);
-        Ok(all.into_iter().filter(|e| e.tag() == tag).collect())
+        Ok(all_elems(nl)?
+            .into_iter()
+            .filter(|e| e.tag() == tag)
+            .collect())
     }
 }
 
@@ -426,12 +428,10 @@ impl ForwardFirewall for NftForward {
         let mut nl = Nl::open()?;
         let base = dump_rules(&mut nl, FORWARD_CHAIN)?;
         let mut lookup_err = None;
-        let ops = plan_add(att, base.as_deref(), &mut |ip| match elem_request(
-            &mut nl,
-            Family::of(ip),
-            Some(ip),
+        let ops = plan_add(att, base.as_deref(), &mut |ip| match crate::nft::addr_elem(
+            &mut nl, fwd_set, ip,
         ) {
-            Ok(v) => v.into_iter().next(),
+            Ok(e) => e,
             Err(e) => {
                 lookup_err.get_or_insert(e);
                 None
@@ -554,7 +554,7 @@ impl ForwardFirewall for NftForward {
         let tag = owner_tag(&att.network, &att.container_id, &att.ifname);
         for ip in &att.ips {
             let fam = Family::of(*ip);
-            match elem_request(&mut nl, fam, Some(*ip))?.into_iter().next() {
+            match crate::nft::addr_elem(&mut nl, fwd_set, *ip)? {
                 Some(e) if e.tag() == tag => {}
                 Some(e) => {
                     return Err(Error::Missing(format!(
@@ -586,8 +586,7 @@ impl ForwardFirewall for NftForward {
         let prefix = format!("{}-", network_hash(network));
         let kept: BTreeSet<String> = keep.iter().map(|(c, i)| owner_tag(network, c, i)).collect();
         let mut nl = Nl::open()?;
-        let mut all = elem_request(&mut nl, Family::V4, None)?;
-        all.extend(elem_request(&mut nl, Family::V6, None)?);
+        let all = all_elems(&mut nl)?;
         let ops = plan_remove(&all, &|e| {
             let t = tag_of_comment(&e.comment);
             t.starts_with(&prefix) && !kept.contains(t)
@@ -685,15 +684,22 @@ impl ForwardFirewall for NftForward {
     }
 }
 
-/// Every element of the two address sets and every rule of our three chains.
+/// Every element of the two address sets (read as DEL and GC read them) and every rule of our
+/// three chains.
 pub(crate) fn list(nl: &mut Nl) -> Result<Vec<crate::entry::Entry>, Error> {
-    crate::nft::entries(
+    let mut out: Vec<_> = all_elems(nl)?
+        .into_iter()
+        .map(|e| {
+            let set = fwd_set(e.fam());
+            crate::nft::elem_entry(ProtoFamily::Inet, set, e.key.to_string(), &e.comment)
+        })
+        .collect();
+    out.extend(crate::nft::rule_entries(
         nl,
         ProtoFamily::Inet,
-        &[fwd_set(Family::V4), fwd_set(Family::V6)],
         &[FORWARD_CHAIN, ISO1_CHAIN, ISO2_CHAIN],
-        &|_, e| crate::nft::addr_key(e),
-    )
+    )?);
+    Ok(out)
 }
 
 #[cfg(test)]

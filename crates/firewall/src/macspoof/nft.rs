@@ -160,6 +160,16 @@ fn skeleton(flush: bool) -> Vec<Op> {
     ops
 }
 
+/// An element of [`PORTS_SET`] as nft prints it.
+fn port_text(veth: &str) -> String {
+    format!("\"{veth}\"")
+}
+
+/// An element of [`ALLOWED_SET`] as nft prints it.
+fn allowed_text(veth: &str, mac: &[u8; 6]) -> String {
+    format!("\"{veth}\" . {}", fmt_mac(mac))
+}
+
 /// Protects a port.
 fn add_port(veth: &str, comment: &str) -> Op {
     Op::AddElem {
@@ -167,7 +177,7 @@ fn add_port(veth: &str, comment: &str) -> Op {
         key: port_key(veth).to_vec(),
         data: Vec::new(),
         comment: comment.to_string(),
-        text: format!("\"{veth}\""),
+        text: port_text(veth),
     }
 }
 
@@ -176,7 +186,7 @@ fn del_port(veth: &str) -> Op {
     Op::DelElem {
         set: PORTS_SET,
         key: port_key(veth).to_vec(),
-        text: format!("\"{veth}\""),
+        text: port_text(veth),
     }
 }
 
@@ -187,7 +197,7 @@ fn add_allowed(veth: &str, mac: &[u8; 6], comment: &str) -> Op {
         key: allowed_key(veth, mac).to_vec(),
         data: Vec::new(),
         comment: comment.to_string(),
-        text: format!("\"{veth}\" . {}", fmt_mac(mac)),
+        text: allowed_text(veth, mac),
     }
 }
 
@@ -196,7 +206,7 @@ fn del_allowed(veth: &str, mac: &[u8; 6]) -> Op {
     Op::DelElem {
         set: ALLOWED_SET,
         key: allowed_key(veth, mac).to_vec(),
-        text: format!("\"{veth}\" . {}", fmt_mac(mac)),
+        text: allowed_text(veth, mac),
     }
 }
 
@@ -500,16 +510,21 @@ fn gc(lock_path: &Path, network: &str, keep: &[(String, String)]) -> Result<(), 
 
 /// Every element of both sets and the rule of the chain, in table `bridge rcni`.
 pub(crate) fn list(nl: &mut Nl) -> Result<Vec<crate::entry::Entry>, Error> {
-    crate::nft::entries(
-        nl,
-        ProtoFamily::Bridge,
-        &[PORTS_SET, ALLOWED_SET],
-        &[CHAIN],
-        &|set, e| match (set == PORTS_SET, parse_allowed(&e.key)) {
-            (false, Some((veth, mac))) => format!("\"{veth}\" . {}", fmt_mac(&mac)),
-            _ => format!("\"{}\"", parse_ifname(&e.key).unwrap_or_default()),
-        },
-    )
+    let entry =
+        |set, text, comment: &str| crate::nft::elem_entry(ProtoFamily::Bridge, set, text, comment);
+    let mut out = Vec::new();
+    for p in spoof_ports(nl, None)? {
+        out.push(entry(PORTS_SET, port_text(&p.veth), &p.comment));
+    }
+    for a in spoof_allowed(nl, None)? {
+        out.push(entry(
+            ALLOWED_SET,
+            allowed_text(&a.veth, &a.mac),
+            &a.comment,
+        ));
+    }
+    out.extend(crate::nft::rule_entries(nl, ProtoFamily::Bridge, &[CHAIN])?);
+    Ok(out)
 }
 
 #[cfg(test)]

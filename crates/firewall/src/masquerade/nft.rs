@@ -363,26 +363,18 @@ impl NftMasquerade {
         crate::nft::apply(nl, ProtoFamily::Inet, ops, what)
     }
 
-    /// One element of a family's set by key (kernel keyed lookup, O(1)); None if absent or if
-    /// the table/set does not exist yet.
+    /// One element by key; None if absent or if the table/set does not exist yet.
     fn get_elem(nl: &mut Nl, key: IpAddr) -> Result<Option<Elem>, Error> {
-        Ok(Self::elems(nl, Family::of(key), Some(key))?
-            .into_iter()
-            .next())
-    }
-
-    fn elems(nl: &mut Nl, fam: Family, key: Option<IpAddr>) -> Result<Vec<Elem>, Error> {
-        crate::nft::addr_elems(nl, masq_set(fam), key)
+        crate::nft::addr_elem(nl, masq_set, key)
     }
 
     fn dump_base_rules(nl: &mut Nl) -> Result<Option<Vec<RuleInfo>>, Error> {
         nl.chain_rules(ProtoFamily::Inet, BASE_CHAIN)
     }
 
+    /// Every element of both sets (DEL, GC, listing).
     fn all_elems(nl: &mut Nl) -> Result<Vec<Elem>, Error> {
-        let mut all = Self::elems(nl, Family::V4, None)?;
-        all.extend(Self::elems(nl, Family::V6, None)?);
-        Ok(all)
+        crate::nft::all_addr_elems(nl, masq_set)
     }
 }
 
@@ -501,15 +493,22 @@ impl Firewall for NftMasquerade {
     }
 }
 
-/// Every element of our two address sets and every rule of the base chain.
+/// Every element of our two address sets (read as DEL and GC read them) and every rule of the
+/// base chain.
 pub(crate) fn list(nl: &mut Nl) -> Result<Vec<crate::entry::Entry>, Error> {
-    crate::nft::entries(
+    let mut out: Vec<_> = NftMasquerade::all_elems(nl)?
+        .into_iter()
+        .map(|e| {
+            let set = masq_set(e.fam());
+            crate::nft::elem_entry(ProtoFamily::Inet, set, e.key.to_string(), &e.comment)
+        })
+        .collect();
+    out.extend(crate::nft::rule_entries(
         nl,
         ProtoFamily::Inet,
-        &[masq_set(Family::V4), masq_set(Family::V6)],
         &[BASE_CHAIN],
-        &|_, e| crate::nft::addr_key(e),
-    )
+    )?);
+    Ok(out)
 }
 
 #[cfg(test)]

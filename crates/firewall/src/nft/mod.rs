@@ -70,6 +70,29 @@ pub(crate) fn addr_elems(nl: &mut Nl, set: &str, key: Option<IpAddr>) -> Result<
         .collect())
 }
 
+/// The element `key` of a feature's address set of its family (kernel keyed lookup, O(1));
+/// None if absent or if the table/set does not exist yet.
+pub(crate) fn addr_elem(
+    nl: &mut Nl,
+    set_of: fn(Family) -> &'static str,
+    key: IpAddr,
+) -> Result<Option<Elem>, Error> {
+    Ok(addr_elems(nl, set_of(Family::of(key)), Some(key))?
+        .into_iter()
+        .next())
+}
+
+/// Every element of a feature's two address sets (`set_of` names the set of a family): what
+/// DEL, GC and the listing read.
+pub(crate) fn all_addr_elems(
+    nl: &mut Nl,
+    set_of: fn(Family) -> &'static str,
+) -> Result<Vec<Elem>, Error> {
+    let mut all = addr_elems(nl, set_of(Family::V4), None)?;
+    all.extend(addr_elems(nl, set_of(Family::V6), None)?);
+    Ok(all)
+}
+
 /// A rule as read back: its kernel handle and its comment (the only parts our planners use).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RuleInfo {
@@ -97,27 +120,32 @@ fn failed_op(seqs: std::ops::Range<u32>, n_ops: usize, seq: u32) -> Option<usize
     (i < n_ops).then_some(i)
 }
 
-/// The elements of `sets` and the commented rules of `chains` of our table in `family`;
-/// `fmt` prints an element of a set (its key, and data for a map).
-pub(crate) fn entries(
+/// A listing entry for an element of our set `set` in `family`, printed as `text` (the same
+/// text the element's [`batch::Op`] prints), with its owner comment.
+pub(crate) fn elem_entry(
+    family: ProtoFamily,
+    set: &str,
+    text: String,
+    comment: &str,
+) -> crate::entry::Entry {
+    let fam = netlink::family_kw(family as u32).unwrap_or("?");
+    crate::entry::Entry {
+        backend: "nftables",
+        object: format!("{fam} {TABLE} set {set}"),
+        entry: text,
+        comment: comment.to_string(),
+    }
+}
+
+/// Listing entries for the commented rules of `chains` of our table in `family`, read with
+/// the same reader the features' planners use.
+pub(crate) fn rule_entries(
     nl: &mut Nl,
     family: ProtoFamily,
-    sets: &[&str],
     chains: &[&str],
-    fmt: &dyn Fn(&str, &object::RawElem) -> String,
 ) -> Result<Vec<crate::entry::Entry>, Error> {
     let fam = netlink::family_kw(family as u32).unwrap_or("?");
     let mut out = Vec::new();
-    for set in sets {
-        for e in nl.set_elems(family, set, None)? {
-            out.push(crate::entry::Entry {
-                backend: "nftables",
-                object: format!("{fam} {TABLE} set {set}"),
-                entry: fmt(set, &e),
-                comment: e.comment,
-            });
-        }
-    }
     for chain in chains {
         for r in nl.chain_rules(family, chain)?.unwrap_or_default() {
             out.push(crate::entry::Entry {
@@ -129,15 +157,6 @@ pub(crate) fn entries(
         }
     }
     Ok(out)
-}
-
-/// An address key of 4 or 16 bytes, printed as nft does.
-pub(crate) fn addr_key(e: &object::RawElem) -> String {
-    match e.key.len() {
-        4 => IpAddr::from(<[u8; 4]>::try_from(e.key.as_slice()).unwrap_or_default()).to_string(),
-        16 => IpAddr::from(<[u8; 16]>::try_from(e.key.as_slice()).unwrap_or_default()).to_string(),
-        _ => e.key.iter().map(|b| format!("{b:02x}")).collect(),
-    }
 }
 
 /// Encodes `ops` as one transaction on our table of `family` and sends it. When the kernel

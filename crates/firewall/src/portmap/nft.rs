@@ -361,6 +361,14 @@ impl PmElem {
     pub fn key_str(&self) -> String {
         key_str(self.slot, &self.key)
     }
+    /// The element as nft prints it: key, and ` : data` for a map.
+    fn text(&self) -> String {
+        if self.slot.is_map() {
+            format!("{} : {}", self.key_str(), self.data_str())
+        } else {
+            self.key_str()
+        }
+    }
     fn data_str(&self) -> String {
         let n = if self.slot.v6() { 16 } else { 4 };
         match (
@@ -451,17 +459,12 @@ fn add_rule(chain: HpChain, rule: Body, comment: &str) -> Op {
 }
 
 fn add_elem(e: &PmElem) -> Op {
-    let data = if e.slot.is_map() {
-        format!(" : {}", e.data_str())
-    } else {
-        String::new()
-    };
     Op::AddElem {
         set: e.slot.name(),
         key: e.key.clone(),
         data: e.data.clone(),
         comment: e.comment.clone(),
-        text: format!("{}{data}", e.key_str()),
+        text: e.text(),
     }
 }
 
@@ -904,6 +907,15 @@ fn elem_request(nl: &mut Nl, slot: Slot, key: Option<&[u8]>) -> Result<Vec<PmEle
         .collect())
 }
 
+/// Every element of our maps and sets: what DEL, GC and the listing read.
+fn all_elems(nl: &mut Nl) -> Result<Vec<PmElem>, Error> {
+    let mut all = Vec::new();
+    for slot in Slot::ALL {
+        all.extend(elem_request(nl, slot, None)?);
+    }
+    Ok(all)
+}
+
 // ---------------------------------------------------------------------------------------------
 // The backend
 
@@ -930,14 +942,6 @@ impl NftPortForward {
         crate::nft::apply(nl, ProtoFamily::Inet, ops, what)
     }
 
-    fn all_elems(nl: &mut Nl) -> Result<Vec<PmElem>, Error> {
-        let mut all = Vec::new();
-        for slot in Slot::ALL {
-            all.extend(elem_request(nl, slot, None)?);
-        }
-        Ok(all)
-    }
-
     fn remove(
         &self,
         network: &str,
@@ -946,7 +950,7 @@ impl NftPortForward {
     ) -> Result<(), Error> {
         let _guard = lock::lock(&self.lock_path)?;
         let mut nl = Nl::open()?;
-        let all = Self::all_elems(&mut nl)?;
+        let all = all_elems(&mut nl)?;
         let post = dump_chain(&mut nl, HpChain::Postrouting)?.unwrap_or_default();
         let ops = plan_remove(network, &all, &post, select);
         // Element deletions come first, rule deletions last: chunks never drop a rule still
@@ -1090,24 +1094,19 @@ impl PortForward for NftPortForward {
 
 /// Every element of our maps and sets, and every rule of our three chains.
 pub(crate) fn list(nl: &mut Nl) -> Result<Vec<crate::entry::Entry>, Error> {
-    let names: Vec<&str> = Slot::ALL.iter().map(|s| s.name()).collect();
+    let mut out = Vec::new();
+    for e in all_elems(nl)? {
+        let entry = e.text();
+        out.push(crate::nft::elem_entry(
+            ProtoFamily::Inet,
+            e.slot.name(),
+            entry,
+            &e.comment,
+        ));
+    }
     let chains: Vec<&str> = HpChain::ALL.iter().map(|c| c.name()).collect();
-    crate::nft::entries(nl, ProtoFamily::Inet, &names, &chains, &|set, e| {
-        let Some(slot) = Slot::ALL.iter().find(|s| s.name() == set) else {
-            return crate::nft::addr_key(e);
-        };
-        let pm = PmElem {
-            slot: *slot,
-            key: e.key.clone(),
-            data: e.data.clone(),
-            comment: String::new(),
-        };
-        if e.data.is_empty() {
-            pm.key_str()
-        } else {
-            format!("{} : {}", pm.key_str(), pm.data_str())
-        }
-    })
+    out.extend(crate::nft::rule_entries(nl, ProtoFamily::Inet, &chains)?);
+    Ok(out)
 }
 
 #[cfg(test)]
