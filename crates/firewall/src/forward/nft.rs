@@ -335,6 +335,17 @@ fn dump_rules(nl: &mut Nl, chain: &str) -> Result<Option<Vec<RuleInfo>>, Error> 
     nl.chain_rules(ProtoFamily::Inet, chain)
 }
 
+/// The rules of both isolation chains, with the chain each is in.
+fn iso_rules(nl: &mut Nl) -> Result<Vec<(&'static str, RuleInfo)>, Error> {
+    let mut rules = Vec::new();
+    for chain in [ISO1_CHAIN, ISO2_CHAIN] {
+        for r in dump_rules(nl, chain)?.unwrap_or_default() {
+            rules.push((chain, r));
+        }
+    }
+    Ok(rules)
+}
+
 /// Every element of both address sets (DEL, GC, listing).
 fn all_elems(nl: &mut Nl) -> Result<Vec<Elem>, Error> {
     crate::nft::all_addr_elems(nl, fwd_set)
@@ -623,15 +634,10 @@ impl ForwardFirewall for NftForward {
         let intact = base
             .as_deref()
             .is_some_and(|b| FIXED.iter().all(|c| b.iter().any(|r| r.comment == *c)));
-        let mut present: Vec<String> = Vec::new();
-        for chain in [ISO1_CHAIN, ISO2_CHAIN] {
-            present.extend(
-                dump_rules(&mut nl, chain)?
-                    .unwrap_or_default()
-                    .into_iter()
-                    .map(|r| r.comment),
-            );
-        }
+        let present: Vec<String> = iso_rules(&mut nl)?
+            .into_iter()
+            .map(|(_, r)| r.comment)
+            .collect();
         let ops = plan_isolation(bridge, policy, intact, &present);
         apply(&mut nl, &ops, "add isolation")
     }
@@ -640,13 +646,7 @@ impl ForwardFirewall for NftForward {
         validate_bridge(bridge)?;
         let _guard = lock::lock(&self.lock_path)?;
         let mut nl = Nl::open()?;
-        let mut rules = Vec::new();
-        for chain in [ISO1_CHAIN, ISO2_CHAIN] {
-            for r in dump_rules(&mut nl, chain)?.unwrap_or_default() {
-                rules.push((chain, r));
-            }
-        }
-        let ops = plan_del_isolation(bridge, &rules);
+        let ops = plan_del_isolation(bridge, &iso_rules(&mut nl)?);
         if ops.is_empty() {
             return Ok(());
         }
@@ -663,15 +663,10 @@ impl ForwardFirewall for NftForward {
         validate_bridge(bridge)?;
         let _guard = lock::lock(&self.lock_path)?;
         let mut nl = Nl::open()?;
-        let mut present: Vec<String> = Vec::new();
-        for chain in [ISO1_CHAIN, ISO2_CHAIN] {
-            present.extend(
-                dump_rules(&mut nl, chain)?
-                    .unwrap_or_default()
-                    .into_iter()
-                    .map(|r| r.comment),
-            );
-        }
+        let present: Vec<String> = iso_rules(&mut nl)?
+            .into_iter()
+            .map(|(_, r)| r.comment)
+            .collect();
         for (chain, rule, comment) in isolation_rules(bridge, policy) {
             if !present.contains(&comment) {
                 return Err(Error::Missing(format!(

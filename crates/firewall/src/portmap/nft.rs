@@ -482,14 +482,7 @@ pub fn hairpin_tag(network: &str, subnet: &IpNet) -> String {
 }
 
 fn hairpin_comment(network: &str, subnet: &IpNet) -> String {
-    let mut s = format!("{} net: {network}", hairpin_tag(network, subnet));
-    s.retain(|c| c != '"');
-    let mut cut = (crate::names::NFT_COMMENT_MAX - 1).min(s.len());
-    while !s.is_char_boundary(cut) {
-        cut -= 1;
-    }
-    s.truncate(cut);
-    s
+    bounded_comment(format!("{} net: {network}", hairpin_tag(network, subnet)))
 }
 
 fn parse_hairpin(comment: &str) -> Option<(&str, IpNet)> {
