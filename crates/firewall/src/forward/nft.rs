@@ -44,7 +44,7 @@ use crate::names::{network_hash, owner_comment, owner_tag, tag_of_comment};
 use crate::nft::batch::{add_addr, addr_set, del_addr, BaseChain, Body, Op};
 use crate::nft::netlink::{family_kw, Nl};
 use crate::nft::object::{addr_load, boxed, cmp, lookup, nfproto, CMP_EQ, CMP_NEQ, R1};
-use crate::nft::{Elem, RuleInfo, TABLE};
+use crate::nft::{keep_err, Elem, RuleInfo, TABLE};
 use crate::{lock, validate_owner, Error, Family, LOCK_PATH};
 
 /// The filter base chain on the forward hook.
@@ -438,19 +438,11 @@ impl ForwardFirewall for NftForward {
         let _guard = lock::lock(&self.lock_path)?;
         let mut nl = Nl::open()?;
         let base = dump_rules(&mut nl, FORWARD_CHAIN)?;
-        let mut lookup_err = None;
-        let ops = plan_add(att, base.as_deref(), &mut |ip| match crate::nft::addr_elem(
-            &mut nl, fwd_set, ip,
-        ) {
-            Ok(e) => e,
-            Err(e) => {
-                lookup_err.get_or_insert(e);
-                None
-            }
+        let mut err = None;
+        let ops = plan_add(att, base.as_deref(), &mut |ip| {
+            keep_err(&mut err, crate::nft::addr_elem(&mut nl, fwd_set, ip))
         });
-        if let Some(e) = lookup_err {
-            return Err(e);
-        }
+        err.map_or(Ok(()), Err)?;
         apply(&mut nl, &ops, "add forward accept")?;
         // An accept here is not final for other base chains on the hook: if iptables drops
         // by policy, its own accept rules are needed too (a Docker host: its FORWARD policy is DROP).

@@ -60,6 +60,7 @@ use crate::names::{
     tag_of_comment,
 };
 use crate::nft::batch::{add_addr, addr_set, del_addr, BaseChain, Body, Op};
+use crate::nft::keep_err;
 use crate::nft::netlink::Nl;
 use crate::nft::object::{addr_load, boxed, lookup, nfproto, prefix_match, R1};
 pub use crate::nft::{Elem, RuleInfo, TABLE};
@@ -387,21 +388,11 @@ impl Firewall for NftMasquerade {
         let _guard = lock::lock(&self.lock_path)?;
         let mut nl = Nl::open()?;
         let base = Self::dump_base_rules(&mut nl)?;
-        let mut lookup_err = None;
-        let ops = plan_add(
-            rules,
-            base.as_deref(),
-            &mut |ip| match Self::get_elem(&mut nl, ip) {
-                Ok(e) => e,
-                Err(e) => {
-                    lookup_err.get_or_insert(e);
-                    None
-                }
-            },
-        );
-        if let Some(e) = lookup_err {
-            return Err(e);
-        }
+        let mut err = None;
+        let ops = plan_add(rules, base.as_deref(), &mut |ip| {
+            keep_err(&mut err, Self::get_elem(&mut nl, ip))
+        });
+        err.map_or(Ok(()), Err)?;
         Self::apply(&mut nl, &ops, "add masquerade")
     }
 

@@ -93,6 +93,15 @@ pub(crate) fn all_addr_elems(
     Ok(all)
 }
 
+/// A keyed lookup answered for a pure planner: None on error, the first error kept in `err`
+/// for the caller to return before applying anything.
+pub(crate) fn keep_err<T>(err: &mut Option<Error>, r: Result<Option<T>, Error>) -> Option<T> {
+    r.unwrap_or_else(|e| {
+        err.get_or_insert(e);
+        None
+    })
+}
+
 /// A rule as read back: its kernel handle and its comment (the only parts our planners use).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RuleInfo {

@@ -80,7 +80,7 @@ use crate::nft::object::{
     addr_load, bitwise_and, boxed, cmp, ct, daddr_is_local, dnat, lookup, meta, nfproto, payload,
     prefix_match, Expr, SetDef, CMP_NEQ, R1, R32,
 };
-use crate::nft::{RuleInfo, TABLE};
+use crate::nft::{keep_err, RuleInfo, TABLE};
 use crate::portmap::{PortForward, PortmapSpec, Proto};
 use crate::{lock, validate_owner, Error, Family, LOCK_PATH};
 
@@ -968,21 +968,12 @@ impl PortForward for NftPortForward {
             dump_chain(&mut nl, HpChain::Output)?,
             dump_chain(&mut nl, HpChain::Postrouting)?,
         ];
-        let mut lookup_err = None;
-        let ops = plan_add(spec, &chains, &mut |slot, key| match elem_request(
-            &mut nl,
-            slot,
-            Some(key),
-        ) {
-            Ok(v) => v.into_iter().next(),
-            Err(e) => {
-                lookup_err.get_or_insert(e);
-                None
-            }
+        let mut err = None;
+        let ops = plan_add(spec, &chains, &mut |slot, key| {
+            let found = elem_request(&mut nl, slot, Some(key)).map(|v| v.into_iter().next());
+            keep_err(&mut err, found)
         })?;
-        if let Some(e) = lookup_err {
-            return Err(e);
-        }
+        err.map_or(Ok(()), Err)?;
         Self::apply(&mut nl, &ops, "add port mappings")
     }
 
