@@ -203,6 +203,18 @@ impl Runner {
             .map_err(|e| ApiError::Internal(format!("{}: DEL: {}", a.label, e.msg)))
     }
 
+    /// What the firewall still holds for an attachment, read back through the firewall
+    /// crate's listing (`firewall::list`, the one `netns show` uses): empty after a clean DEL.
+    /// A failure to look is an error, never an empty list.
+    pub fn firewall_leftovers(a: &Attach) -> Result<Vec<String>, String> {
+        let left = firewall::list::list(&a.list.name, &a.rt.container_id, &a.rt.ifname)
+            .map_err(|e| format!("listing firewall entries: {e}"))?;
+        Ok(left
+            .into_iter()
+            .map(|e| format!("{} {}", e.object, e.entry))
+            .collect())
+    }
+
     /// CHECK against the cached result.
     pub fn check(&self, a: &Attach) -> Result<(), String> {
         self.cni

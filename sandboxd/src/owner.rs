@@ -1971,6 +1971,19 @@ pub struct SbOutcome {
     dropped_ifnames: Vec<String>,
 }
 
+/// A reconcile action when DEL of `a` left firewall entries (or they could not be listed).
+fn leftovers(a: &Attach) -> Option<String> {
+    match Runner::firewall_leftovers(a) {
+        Ok(left) if left.is_empty() => None,
+        Ok(left) => Some(format!(
+            "{}: DEL left firewall entries: {}",
+            a.label,
+            left.join(", ")
+        )),
+        Err(e) => Some(format!("{}: {e}", a.label)),
+    }
+}
+
 /// Reconcile one sandbox: finish or undo its interrupted operations, release it when its
 /// namespace vanished, CHECK each endpoint and repair (DEL + ADD with the same address and MAC)
 /// what fails.
@@ -2002,7 +2015,11 @@ fn reconcile_sandbox(
             .filter_map(|e| attach(&sb, e, false).ok())
             .collect();
         match teardown(runner, &sb, &attaches) {
-            Ok(()) => o.actions.push(format!("sandbox {}: {why}", sb.name)),
+            Ok(()) => {
+                o.actions.push(format!("sandbox {}: {why}", sb.name));
+                // Reconcile checks its work: DEL must have left nothing in the firewall.
+                o.actions.extend(attaches.iter().filter_map(leftovers));
+            }
             Err(e) => {
                 o.actions
                     .push(format!("sandbox {}: {why} failed: {e}", sb.name));
@@ -2062,6 +2079,7 @@ fn reconcile_sandbox(
                     // Repair: DEL, then ADD again with the same address and MAC.
                     let pinned = attach(&sb, &ep, true).unwrap_or(a.clone());
                     let _ = runner.del(&a);
+                    o.actions.extend(leftovers(&a));
                     match runner.add(&pinned) {
                         Ok(r) => {
                             fill_endpoint(&mut ep.endpoint, &r, sb.mode == "network");

@@ -10,7 +10,7 @@
 use std::net::IpAddr;
 
 pub use crate::entry::Entry;
-use crate::iptables::{split_rule_line, ExecRunner, Runner};
+use crate::iptables::{rules, split_rule_line, ExecRunner, Runner};
 use crate::names::{owner_tag, tag_of_comment};
 use crate::nft::netlink::Nl;
 use crate::{Error, Family};
@@ -104,29 +104,20 @@ pub(crate) fn iptables_entries(runner: &dyn Runner) -> Result<Vec<Entry>, Error>
 }
 
 fn parse_iptables(listing: &str, fam: Family, table: &str) -> Vec<Entry> {
-    let mut out = Vec::new();
-    for line in listing.lines().filter(|l| l.starts_with("-A ")) {
-        let toks = split_rule_line(line);
-        let chain = toks.get(1).cloned().unwrap_or_default();
-        let comment = toks
-            .windows(2)
-            .find(|w| w[0] == "--comment")
-            .map(|w| w[1].clone())
-            .unwrap_or_default();
-        let jumps_to_ours = toks
-            .windows(2)
-            .any(|w| w[0] == "-j" && w[1].starts_with("CNI-"));
-        let ours = chain.starts_with("CNI-") || jumps_to_ours || comment.contains(" id: \"");
-        if ours {
-            out.push(Entry {
-                backend: fam.prog(),
-                object: format!("{table} chain {chain}"),
-                entry: line.to_string(),
-                comment,
-            });
-        }
-    }
-    out
+    rules(listing)
+        .into_iter()
+        .filter(|r| {
+            r.chain.starts_with("CNI-")
+                || r.target().is_some_and(|t| t.starts_with("CNI-"))
+                || r.comment().contains(" id: \"")
+        })
+        .map(|r| Entry {
+            backend: fam.prog(),
+            object: format!("{table} chain {}", r.chain),
+            comment: r.comment().to_string(),
+            entry: r.line,
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -99,17 +99,7 @@ pub fn subnet_tag(network: &str, subnet: &IpNet) -> String {
 /// Full comment of that rule: the tag, then the readable network name (bounded like
 /// [`owner_comment`]).
 pub fn subnet_comment(network: &str, subnet: &IpNet) -> String {
-    let mut s = format!("{} net: {network}", subnet_tag(network, subnet));
-    s.retain(|c| c != '"');
-    let max = NFT_COMMENT_MAX - 1;
-    if s.len() > max {
-        let mut cut = max;
-        while !s.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        s.truncate(cut);
-    }
-    s
+    bounded_comment(format!("{} net: {network}", subnet_tag(network, subnet)))
 }
 
 /// Inverse of [`subnet_tag`]: (network hash, subnet).

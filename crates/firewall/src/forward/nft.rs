@@ -32,19 +32,19 @@
 //! DEL/GC remove them through the owner record.
 
 use std::collections::BTreeSet;
-use std::fmt;
+use std::ffi::CString;
 use std::net::IpAddr;
 use std::path::PathBuf;
 
-use nftnl::expr::{Bitwise, Cmp, CmpOp, Conntrack, Expression, InterfaceName, Meta, Verdict};
+use nftnl::expr::{Bitwise, Cmp, CmpOp, Conntrack, Expression, Meta, Verdict};
 use nftnl::{ChainType, Hook, ProtoFamily};
 
 use super::{validate_bridge, DropFallback, ForwardAttachment, ForwardFirewall, IngressPolicy};
 use crate::names::{network_hash, owner_comment, owner_tag, tag_of_comment};
-use crate::nft::batch::{self, addr_bytes, addr_set, BaseChain};
+use crate::nft::batch::{add_addr, addr_set, del_addr, BaseChain, Body, Op};
 use crate::nft::netlink::{family_kw, Nl};
-use crate::nft::object::{addr_load, boxed, cstring, lookup, nfproto, R1};
-use crate::nft::{Elem, RuleInfo, TABLE};
+use crate::nft::object::{addr_load, boxed, cmp, lookup, nfproto, CMP_EQ, CMP_NEQ, R1};
+use crate::nft::{keep_err, Elem, RuleInfo, TABLE};
 use crate::{lock, validate_owner, Error, Family, LOCK_PATH};
 
 /// The filter base chain on the forward hook.
@@ -88,161 +88,151 @@ fn set_id(fam: Family) -> u32 {
     }
 }
 
-/// A rule body.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum FwdRule {
-    /// `jump isolation1`
-    IsoJump,
-    /// `<fam> daddr @fwd<fam> ct state established,related accept`
-    Related(Family),
-    /// `<fam> saddr @fwd<fam> accept`
-    Source(Family),
-    /// `iifname br oifname != br jump isolation2` (isolation1)
-    Stage1(String),
-    /// `iifname br oifname br drop` (isolation1, isolated only)
-    SameDrop(String),
-    /// `oifname br drop` (isolation2)
-    Stage2(String),
+/// `ip|ip6 saddr|daddr @fwd4|@fwd6`.
+fn addr_in_set(fam: Family, source: bool) -> Vec<Box<dyn Expression>> {
+    let mut e = boxed(nfproto(fam));
+    e.extend(boxed([
+        addr_load(fam, source),
+        lookup(fwd_set(fam), set_id(fam), R1, None, false),
+    ]));
+    e
 }
 
-/// One message of a forward transaction.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum FwdOp {
-    /// table `inet rcni`
-    AddTable,
-    /// set fwd4 / fwd6
-    AddSet(Family),
-    /// regular chain isolation1 / isolation2
-    AddIsoChain(&'static str),
-    /// the base chain
-    AddBaseChain,
-    /// delete every rule of the base chain (repair)
-    FlushBaseChain,
-    /// append a rule to a chain
-    AddRule {
-        /// chain name
-        chain: &'static str,
-        /// body
-        rule: FwdRule,
-        /// comment
-        comment: String,
-    },
-    /// add an element
-    AddElem(Elem),
-    /// delete an element
-    DelElem(IpAddr),
-    /// delete a rule of an isolation chain by handle
-    DelRule {
-        /// chain name
-        chain: &'static str,
-        /// kernel handle
-        handle: u64,
-    },
-}
-
-impl fmt::Display for FwdRule {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            FwdRule::IsoJump => write!(f, "jump {ISO1_CHAIN}"),
-            FwdRule::Related(fam) => write!(
-                f,
-                "{} daddr @{} ct state established,related accept",
-                fam.kw(),
-                fwd_set(*fam)
-            ),
-            FwdRule::Source(fam) => write!(f, "{} saddr @{} accept", fam.kw(), fwd_set(*fam)),
-            FwdRule::Stage1(b) => {
-                write!(f, "iifname \"{b}\" oifname != \"{b}\" jump {ISO2_CHAIN}")
-            }
-            FwdRule::SameDrop(b) => write!(f, "iifname \"{b}\" oifname \"{b}\" drop"),
-            FwdRule::Stage2(b) => write!(f, "oifname \"{b}\" drop"),
-        }
-    }
-}
-
-impl fmt::Display for FwdOp {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let t = format!("inet {TABLE}");
-        match self {
-            FwdOp::AddTable => write!(f, "add table {t}"),
-            FwdOp::AddSet(fam) => write!(
-                f,
-                "add set {t} {} {{ type {}; }}",
-                fwd_set(*fam),
-                match fam {
-                    Family::V4 => "ipv4_addr",
-                    Family::V6 => "ipv6_addr",
-                }
-            ),
-            FwdOp::AddIsoChain(c) => write!(f, "add chain {t} {c}"),
-            FwdOp::AddBaseChain => write!(
-                f,
-                "add chain {t} {FORWARD_CHAIN} {{ type filter hook forward priority filter; policy accept; }}"
-            ),
-            FwdOp::FlushBaseChain => write!(f, "flush chain {t} {FORWARD_CHAIN}"),
-            FwdOp::AddRule {
-                chain,
-                rule,
-                comment,
-            } => write!(f, "add rule {t} {chain} {rule} comment \"{comment}\""),
-            FwdOp::AddElem(e) => write!(
-                f,
-                "add element {t} {} {{ {} comment \"{}\" }}",
-                fwd_set(e.fam()),
-                e.key,
-                e.comment
-            ),
-            FwdOp::DelElem(k) => write!(
-                f,
-                "delete element {t} {} {{ {k} }}",
-                fwd_set(Family::of(*k))
-            ),
-            FwdOp::DelRule { chain, handle } => {
-                write!(f, "delete rule {t} {chain} handle {handle}")
-            }
-        }
-    }
-}
-
-fn fixed_rules() -> Vec<FwdOp> {
-    let r = |rule, c: &str| FwdOp::AddRule {
-        chain: FORWARD_CHAIN,
-        rule,
-        comment: c.to_string(),
-    };
+/// `iifname|oifname ==|!= "<name>"`: the name with its NUL, as nft compares it.
+fn ifname_cmp(input: bool, name: &str, op: u32) -> Vec<Box<dyn Expression>> {
+    let mut data = name.as_bytes().to_vec();
+    data.push(0);
     vec![
-        r(FwdRule::IsoJump, FIXED_ISO_JUMP),
-        r(FwdRule::Related(Family::V4), FIXED_REL4),
-        r(FwdRule::Source(Family::V4), FIXED_SRC4),
-        r(FwdRule::Related(Family::V6), FIXED_REL6),
-        r(FwdRule::Source(Family::V6), FIXED_SRC6),
+        Box::new(if input { Meta::IifName } else { Meta::OifName }),
+        Box::new(cmp(op, R1, &data)),
     ]
 }
 
-fn skeleton() -> Vec<FwdOp> {
+fn body(text: String, exprs: Vec<Box<dyn Expression>>) -> Body {
+    Body { text, exprs }
+}
+
+/// `jump isolation1`
+fn iso_jump() -> Body {
+    let jump = Verdict::Jump {
+        chain: CString::from(c"isolation1"),
+    };
+    body(format!("jump {ISO1_CHAIN}"), vec![Box::new(jump)])
+}
+
+/// `<fam> daddr @fwd<fam> ct state established,related accept`
+fn related(fam: Family) -> Body {
+    let mut r = addr_in_set(fam, false);
+    r.push(Box::new(Conntrack::State));
+    let bits = (nftnl::expr::States::ESTABLISHED | nftnl::expr::States::RELATED).bits();
+    r.push(Box::new(Bitwise::new(bits, 0u32)));
+    r.push(Box::new(Cmp::new(CmpOp::Neq, 0u32)));
+    r.push(Box::new(Verdict::Accept));
+    let text = format!(
+        "{} daddr @{} ct state established,related accept",
+        fam.kw(),
+        fwd_set(fam)
+    );
+    body(text, r)
+}
+
+/// `<fam> saddr @fwd<fam> accept`
+fn source(fam: Family) -> Body {
+    let mut r = addr_in_set(fam, true);
+    r.push(Box::new(Verdict::Accept));
+    body(format!("{} saddr @{} accept", fam.kw(), fwd_set(fam)), r)
+}
+
+/// `iifname br oifname != br jump isolation2` (isolation1)
+fn stage1(b: &str) -> Body {
+    let mut r = ifname_cmp(true, b, CMP_EQ);
+    r.extend(ifname_cmp(false, b, CMP_NEQ));
+    r.push(Box::new(Verdict::Jump {
+        chain: CString::from(c"isolation2"),
+    }));
+    body(
+        format!("iifname \"{b}\" oifname != \"{b}\" jump {ISO2_CHAIN}"),
+        r,
+    )
+}
+
+/// `iifname br oifname br drop` (isolation1, isolated only)
+fn same_drop(b: &str) -> Body {
+    let mut r = ifname_cmp(true, b, CMP_EQ);
+    r.extend(ifname_cmp(false, b, CMP_EQ));
+    r.push(Box::new(Verdict::Drop));
+    body(format!("iifname \"{b}\" oifname \"{b}\" drop"), r)
+}
+
+/// `oifname br drop` (isolation2)
+fn stage2(b: &str) -> Body {
+    let mut r = ifname_cmp(false, b, CMP_EQ);
+    r.push(Box::new(Verdict::Drop));
+    body(format!("oifname \"{b}\" drop"), r)
+}
+
+fn add_rule(chain: &'static str, rule: Body, comment: &str) -> Op {
+    Op::AddRule {
+        chain,
+        rule,
+        comment: comment.to_string(),
+        after: None,
+    }
+}
+
+fn add_elem(e: &Elem) -> Op {
+    add_addr(fwd_set(e.fam()), e.key, &e.comment)
+}
+
+fn del_elem(key: IpAddr) -> Op {
+    del_addr(fwd_set(Family::of(key)), key)
+}
+
+fn fixed_rules() -> Vec<Op> {
+    let r = |rule, c: &str| add_rule(FORWARD_CHAIN, rule, c);
     vec![
-        FwdOp::AddTable,
-        FwdOp::AddSet(Family::V4),
-        FwdOp::AddSet(Family::V6),
-        FwdOp::AddIsoChain(ISO2_CHAIN),
-        FwdOp::AddIsoChain(ISO1_CHAIN),
-        FwdOp::AddBaseChain,
+        r(iso_jump(), FIXED_ISO_JUMP),
+        r(related(Family::V4), FIXED_REL4),
+        r(source(Family::V4), FIXED_SRC4),
+        r(related(Family::V6), FIXED_REL6),
+        r(source(Family::V6), FIXED_SRC6),
+    ]
+}
+
+fn skeleton() -> Vec<Op> {
+    let set = |fam| Op::AddSet(addr_set(ProtoFamily::Inet, fwd_set(fam), set_id(fam), fam));
+    let chain = |name| Op::AddChain { name, base: None };
+    vec![
+        Op::AddTable,
+        set(Family::V4),
+        set(Family::V6),
+        chain(ISO2_CHAIN),
+        chain(ISO1_CHAIN),
+        Op::AddChain {
+            name: FORWARD_CHAIN,
+            base: Some(BaseChain {
+                hook: Hook::Forward,
+                priority: 0,
+                kind: ChainType::Filter,
+                text: "filter hook forward priority filter",
+            }),
+        },
     ]
 }
 
 /// ADD plan: the skeleton when the base chain is absent or damaged, then only the elements
 /// that are missing (an address held by a stale owner is taken over in the same transaction).
-pub fn plan_add(
+pub(crate) fn plan_add(
     att: &ForwardAttachment,
     base: Option<&[RuleInfo]>,
     existing: &mut dyn FnMut(IpAddr) -> Option<Elem>,
-) -> Vec<FwdOp> {
+) -> Vec<Op> {
     let mut ops = Vec::new();
     let intact = base.is_some_and(|b| FIXED.iter().all(|c| b.iter().any(|r| r.comment == *c)));
     if !intact {
         ops.extend(skeleton());
         if base.is_some() {
-            ops.push(FwdOp::FlushBaseChain);
+            ops.push(Op::FlushChain(FORWARD_CHAIN));
         }
         ops.extend(fixed_rules());
     }
@@ -259,38 +249,30 @@ pub fn plan_add(
         match existing(*ip) {
             Some(cur) if cur.tag() == want_tag => {}
             Some(_) => {
-                ops.push(FwdOp::DelElem(*ip));
-                ops.push(FwdOp::AddElem(want));
+                ops.push(del_elem(*ip));
+                ops.push(add_elem(&want));
             }
-            None => ops.push(FwdOp::AddElem(want)),
+            None => ops.push(add_elem(&want)),
         }
     }
     ops
 }
 
-/// Comments of the isolation rules of a bridge: (chain, rule, comment).
-pub fn isolation_rules(
+/// The isolation rules of a bridge: (chain, rule, comment).
+pub(crate) fn isolation_rules(
     bridge: &str,
     policy: IngressPolicy,
-) -> Vec<(&'static str, FwdRule, String)> {
+) -> Vec<(&'static str, Body, String)> {
     let mut v = Vec::new();
     if policy == IngressPolicy::Open {
         return v;
     }
-    v.push((
-        ISO1_CHAIN,
-        FwdRule::Stage1(bridge.to_string()),
-        format!("rcni-iso1: {bridge}"),
-    ));
-    v.push((
-        ISO2_CHAIN,
-        FwdRule::Stage2(bridge.to_string()),
-        format!("rcni-iso2: {bridge}"),
-    ));
+    v.push((ISO1_CHAIN, stage1(bridge), format!("rcni-iso1: {bridge}")));
+    v.push((ISO2_CHAIN, stage2(bridge), format!("rcni-iso2: {bridge}")));
     if policy == IngressPolicy::Isolated {
         v.push((
             ISO1_CHAIN,
-            FwdRule::SameDrop(bridge.to_string()),
+            same_drop(bridge),
             format!("rcni-isolated: {bridge}"),
         ));
     }
@@ -299,12 +281,12 @@ pub fn isolation_rules(
 
 /// Isolation plan: the rules of `bridge` not yet present (`iso1`/`iso2` hold the comments read
 /// back; `skeleton` when our base chain does not exist yet).
-pub fn plan_isolation(
+pub(crate) fn plan_isolation(
     bridge: &str,
     policy: IngressPolicy,
     base_intact: bool,
     present: &[String],
-) -> Vec<FwdOp> {
+) -> Vec<Op> {
     let mut ops = Vec::new();
     let rules = isolation_rules(bridge, policy);
     if rules.is_empty() {
@@ -312,23 +294,19 @@ pub fn plan_isolation(
     }
     if !base_intact {
         ops.extend(skeleton());
-        ops.push(FwdOp::FlushBaseChain);
+        ops.push(Op::FlushChain(FORWARD_CHAIN));
         ops.extend(fixed_rules());
     }
     for (chain, rule, comment) in rules {
         if !present.contains(&comment) {
-            ops.push(FwdOp::AddRule {
-                chain,
-                rule,
-                comment,
-            });
+            ops.push(add_rule(chain, rule, &comment));
         }
     }
     ops
 }
 
 /// Removal plan of a bridge's isolation rules: `rules` are (chain, rule) read back.
-pub fn plan_del_isolation(bridge: &str, rules: &[(&'static str, RuleInfo)]) -> Vec<FwdOp> {
+pub(crate) fn plan_del_isolation(bridge: &str, rules: &[(&'static str, RuleInfo)]) -> Vec<Op> {
     let ours = [
         format!("rcni-iso1: {bridge}"),
         format!("rcni-iso2: {bridge}"),
@@ -337,7 +315,7 @@ pub fn plan_del_isolation(bridge: &str, rules: &[(&'static str, RuleInfo)]) -> V
     rules
         .iter()
         .filter(|(_, r)| ours.contains(&r.comment))
-        .map(|(chain, r)| FwdOp::DelRule {
+        .map(|(chain, r)| Op::DelRule {
             chain,
             handle: r.handle,
         })
@@ -345,120 +323,11 @@ pub fn plan_del_isolation(bridge: &str, rules: &[(&'static str, RuleInfo)]) -> V
 }
 
 /// Elements to delete for DEL (`owner`) or GC (`stale`).
-pub fn plan_remove(all: &[Elem], remove: &dyn Fn(&Elem) -> bool) -> Vec<FwdOp> {
+pub(crate) fn plan_remove(all: &[Elem], remove: &dyn Fn(&Elem) -> bool) -> Vec<Op> {
     all.iter()
         .filter(|e| remove(e))
-        .map(|e| FwdOp::DelElem(e.key))
+        .map(|e| del_elem(e.key))
         .collect()
-}
-
-/// `ip|ip6 saddr|daddr @fwd4|@fwd6`.
-fn addr_in_set(fam: Family, source: bool) -> Vec<Box<dyn Expression>> {
-    let mut e = boxed(nfproto(fam));
-    e.extend(boxed([
-        addr_load(fam, source),
-        lookup(fwd_set(fam), set_id(fam), R1, None, false),
-    ]));
-    e
-}
-
-/// `iifname|oifname <op> "<name>"`.
-fn ifname_cmp(input: bool, name: &str, op: CmpOp) -> Result<Vec<Box<dyn Expression>>, Error> {
-    Ok(vec![
-        Box::new(if input { Meta::IifName } else { Meta::OifName }),
-        Box::new(Cmp::new(
-            op,
-            InterfaceName::Exact(cstring("interface name", name)?),
-        )),
-    ])
-}
-
-fn rule_exprs(rule: &FwdRule) -> Result<Vec<Box<dyn Expression>>, Error> {
-    let mut r: Vec<Box<dyn Expression>> = Vec::new();
-    match rule {
-        FwdRule::IsoJump => r.push(Box::new(Verdict::Jump {
-            chain: cstring("chain name", ISO1_CHAIN)?,
-        })),
-        FwdRule::Related(fam) => {
-            r.extend(addr_in_set(*fam, false));
-            r.push(Box::new(Conntrack::State));
-            let bits = (nftnl::expr::States::ESTABLISHED | nftnl::expr::States::RELATED).bits();
-            r.push(Box::new(Bitwise::new(bits, 0u32)));
-            r.push(Box::new(Cmp::new(CmpOp::Neq, 0u32)));
-            r.push(Box::new(Verdict::Accept));
-        }
-        FwdRule::Source(fam) => {
-            r.extend(addr_in_set(*fam, true));
-            r.push(Box::new(Verdict::Accept));
-        }
-        FwdRule::Stage1(b) => {
-            r.extend(ifname_cmp(true, b, CmpOp::Eq)?);
-            r.extend(ifname_cmp(false, b, CmpOp::Neq)?);
-            r.push(Box::new(Verdict::Jump {
-                chain: cstring("chain name", ISO2_CHAIN)?,
-            }));
-        }
-        FwdRule::SameDrop(b) => {
-            r.extend(ifname_cmp(true, b, CmpOp::Eq)?);
-            r.extend(ifname_cmp(false, b, CmpOp::Eq)?);
-            r.push(Box::new(Verdict::Drop));
-        }
-        FwdRule::Stage2(b) => {
-            r.extend(ifname_cmp(false, b, CmpOp::Eq)?);
-            r.push(Box::new(Verdict::Drop));
-        }
-    }
-    Ok(r)
-}
-
-/// The shared operations of one forward-filter operation, all in table `inet rcni`.
-pub(crate) fn lower(op: &FwdOp) -> Result<Vec<batch::Op>, Error> {
-    Ok(vec![match op {
-        FwdOp::AddTable => batch::Op::AddTable,
-        FwdOp::AddSet(fam) => batch::Op::AddSet(addr_set(
-            ProtoFamily::Inet,
-            fwd_set(*fam),
-            set_id(*fam),
-            *fam,
-        )),
-        FwdOp::AddIsoChain(c) => batch::Op::AddChain {
-            name: c,
-            base: None,
-        },
-        FwdOp::AddBaseChain => batch::Op::AddChain {
-            name: FORWARD_CHAIN,
-            base: Some(BaseChain {
-                hook: Hook::Forward,
-                priority: 0,
-                kind: ChainType::Filter,
-            }),
-        },
-        FwdOp::FlushBaseChain => batch::Op::FlushChain(FORWARD_CHAIN),
-        FwdOp::AddRule {
-            chain,
-            rule,
-            comment,
-        } => batch::Op::AddRule {
-            chain,
-            exprs: rule_exprs(rule)?,
-            comment: comment.clone(),
-            after: None,
-        },
-        FwdOp::AddElem(e) => batch::Op::AddElem {
-            set: fwd_set(e.fam()),
-            key: addr_bytes(e.key),
-            data: Vec::new(),
-            comment: e.comment.clone(),
-        },
-        FwdOp::DelElem(k) => batch::Op::DelElem {
-            set: fwd_set(Family::of(*k)),
-            key: addr_bytes(*k),
-        },
-        FwdOp::DelRule { chain, handle } => batch::Op::DelRule {
-            chain,
-            handle: *handle,
-        },
-    }])
 }
 
 /// Rules (handle, comment) of one of our chains; None when it does not exist or is empty.
@@ -466,8 +335,20 @@ fn dump_rules(nl: &mut Nl, chain: &str) -> Result<Option<Vec<RuleInfo>>, Error> 
     nl.chain_rules(ProtoFamily::Inet, chain)
 }
 
-fn elem_request(nl: &mut Nl, fam: Family, key: Option<IpAddr>) -> Result<Vec<Elem>, Error> {
-    crate::nft::addr_elems(nl, fwd_set(fam), key)
+/// The rules of both isolation chains, with the chain each is in.
+fn iso_rules(nl: &mut Nl) -> Result<Vec<(&'static str, RuleInfo)>, Error> {
+    let mut rules = Vec::new();
+    for chain in [ISO1_CHAIN, ISO2_CHAIN] {
+        for r in dump_rules(nl, chain)?.unwrap_or_default() {
+            rules.push((chain, r));
+        }
+    }
+    Ok(rules)
+}
+
+/// Every element of both address sets (DEL, GC, listing).
+fn all_elems(nl: &mut Nl) -> Result<Vec<Elem>, Error> {
+    crate::nft::all_addr_elems(nl, fwd_set)
 }
 
 /// A base chain of another table on the IP forward hook whose policy is drop.
@@ -510,8 +391,8 @@ fn forward_drop_chains_in(nl: &mut Nl) -> Result<Vec<DropChain>, Error> {
         .collect())
 }
 
-fn apply(nl: &mut Nl, ops: &[FwdOp], what: &str) -> Result<(), Error> {
-    crate::nft::apply(nl, ProtoFamily::Inet, ops, lower, what)
+fn apply(nl: &mut Nl, ops: &[Op], what: &str) -> Result<(), Error> {
+    crate::nft::apply(nl, ProtoFamily::Inet, ops, what)
 }
 
 /// Whether this namespace has a legacy (x_tables) `filter` table for `fam`: its names are
@@ -541,9 +422,10 @@ impl NftForward {
     }
 
     fn owned(nl: &mut Nl, tag: &str) -> Result<Vec<Elem>, Error> {
-        let mut all = elem_request(nl, Family::V4, None)?;
-        all.extend(elem_request(nl, Family::V6, None)?);
-        Ok(all.into_iter().filter(|e| e.tag() == tag).collect())
+        Ok(all_elems(nl)?
+            .into_iter()
+            .filter(|e| e.tag() == tag)
+            .collect())
     }
 }
 
@@ -556,21 +438,11 @@ impl ForwardFirewall for NftForward {
         let _guard = lock::lock(&self.lock_path)?;
         let mut nl = Nl::open()?;
         let base = dump_rules(&mut nl, FORWARD_CHAIN)?;
-        let mut lookup_err = None;
-        let ops = plan_add(att, base.as_deref(), &mut |ip| match elem_request(
-            &mut nl,
-            Family::of(ip),
-            Some(ip),
-        ) {
-            Ok(v) => v.into_iter().next(),
-            Err(e) => {
-                lookup_err.get_or_insert(e);
-                None
-            }
+        let mut err = None;
+        let ops = plan_add(att, base.as_deref(), &mut |ip| {
+            keep_err(&mut err, crate::nft::addr_elem(&mut nl, fwd_set, ip))
         });
-        if let Some(e) = lookup_err {
-            return Err(e);
-        }
+        err.map_or(Ok(()), Err)?;
         apply(&mut nl, &ops, "add forward accept")?;
         // An accept here is not final for other base chains on the hook: if iptables drops
         // by policy, its own accept rules are needed too (a Docker host: its FORWARD policy is DROP).
@@ -685,7 +557,7 @@ impl ForwardFirewall for NftForward {
         let tag = owner_tag(&att.network, &att.container_id, &att.ifname);
         for ip in &att.ips {
             let fam = Family::of(*ip);
-            match elem_request(&mut nl, fam, Some(*ip))?.into_iter().next() {
+            match crate::nft::addr_elem(&mut nl, fwd_set, *ip)? {
                 Some(e) if e.tag() == tag => {}
                 Some(e) => {
                     return Err(Error::Missing(format!(
@@ -717,8 +589,7 @@ impl ForwardFirewall for NftForward {
         let prefix = format!("{}-", network_hash(network));
         let kept: BTreeSet<String> = keep.iter().map(|(c, i)| owner_tag(network, c, i)).collect();
         let mut nl = Nl::open()?;
-        let mut all = elem_request(&mut nl, Family::V4, None)?;
-        all.extend(elem_request(&mut nl, Family::V6, None)?);
+        let all = all_elems(&mut nl)?;
         let ops = plan_remove(&all, &|e| {
             let t = tag_of_comment(&e.comment);
             t.starts_with(&prefix) && !kept.contains(t)
@@ -755,15 +626,10 @@ impl ForwardFirewall for NftForward {
         let intact = base
             .as_deref()
             .is_some_and(|b| FIXED.iter().all(|c| b.iter().any(|r| r.comment == *c)));
-        let mut present: Vec<String> = Vec::new();
-        for chain in [ISO1_CHAIN, ISO2_CHAIN] {
-            present.extend(
-                dump_rules(&mut nl, chain)?
-                    .unwrap_or_default()
-                    .into_iter()
-                    .map(|r| r.comment),
-            );
-        }
+        let present: Vec<String> = iso_rules(&mut nl)?
+            .into_iter()
+            .map(|(_, r)| r.comment)
+            .collect();
         let ops = plan_isolation(bridge, policy, intact, &present);
         apply(&mut nl, &ops, "add isolation")
     }
@@ -772,13 +638,7 @@ impl ForwardFirewall for NftForward {
         validate_bridge(bridge)?;
         let _guard = lock::lock(&self.lock_path)?;
         let mut nl = Nl::open()?;
-        let mut rules = Vec::new();
-        for chain in [ISO1_CHAIN, ISO2_CHAIN] {
-            for r in dump_rules(&mut nl, chain)?.unwrap_or_default() {
-                rules.push((chain, r));
-            }
-        }
-        let ops = plan_del_isolation(bridge, &rules);
+        let ops = plan_del_isolation(bridge, &iso_rules(&mut nl)?);
         if ops.is_empty() {
             return Ok(());
         }
@@ -795,19 +655,15 @@ impl ForwardFirewall for NftForward {
         validate_bridge(bridge)?;
         let _guard = lock::lock(&self.lock_path)?;
         let mut nl = Nl::open()?;
-        let mut present: Vec<String> = Vec::new();
-        for chain in [ISO1_CHAIN, ISO2_CHAIN] {
-            present.extend(
-                dump_rules(&mut nl, chain)?
-                    .unwrap_or_default()
-                    .into_iter()
-                    .map(|r| r.comment),
-            );
-        }
+        let present: Vec<String> = iso_rules(&mut nl)?
+            .into_iter()
+            .map(|(_, r)| r.comment)
+            .collect();
         for (chain, rule, comment) in isolation_rules(bridge, policy) {
             if !present.contains(&comment) {
                 return Err(Error::Missing(format!(
-                    "chain inet {TABLE} {chain} lacks \"{rule}\""
+                    "chain inet {TABLE} {chain} lacks \"{}\"",
+                    rule.text
                 )));
             }
         }
@@ -815,23 +671,30 @@ impl ForwardFirewall for NftForward {
     }
 }
 
-/// Every element of the two address sets and every rule of our three chains.
+/// Every element of the two address sets (read as DEL and GC read them) and every rule of our
+/// three chains.
 pub(crate) fn list(nl: &mut Nl) -> Result<Vec<crate::entry::Entry>, Error> {
-    crate::nft::entries(
+    let mut out: Vec<_> = all_elems(nl)?
+        .into_iter()
+        .map(|e| {
+            let set = fwd_set(e.fam());
+            crate::nft::elem_entry(ProtoFamily::Inet, set, e.key.to_string(), &e.comment)
+        })
+        .collect();
+    out.extend(crate::nft::rule_entries(
         nl,
         ProtoFamily::Inet,
-        &[fwd_set(Family::V4), fwd_set(Family::V6)],
         &[FORWARD_CHAIN, ISO1_CHAIN, ISO2_CHAIN],
-        &|_, e| crate::nft::addr_key(e),
-    )
+    )?);
+    Ok(out)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn encode(ops: &[FwdOp]) -> Result<nftnl::FinalizedBatch, Error> {
-        crate::nft::encode_all(ProtoFamily::Inet, ops, lower)
+    fn encode(ops: &[Op]) -> Result<nftnl::FinalizedBatch, Error> {
+        crate::nft::batch::encode(ProtoFamily::Inet, ops)
     }
 
     fn att(cid: &str, ips: &[&str]) -> ForwardAttachment {
@@ -843,8 +706,10 @@ mod tests {
         }
     }
 
-    fn render(ops: &[FwdOp]) -> Vec<String> {
-        ops.iter().map(|o| o.to_string()).collect()
+    fn render(ops: &[Op]) -> Vec<String> {
+        ops.iter()
+            .map(|o| o.nft(ProtoFamily::Inet).to_string())
+            .collect()
     }
 
     fn intact() -> Vec<RuleInfo> {
@@ -891,7 +756,7 @@ mod tests {
         let ops = plan_add(&b, Some(&base), &mut |_| Some(stale.clone()));
         assert!(matches!(
             ops.as_slice(),
-            [FwdOp::DelElem(_), FwdOp::AddElem(_)]
+            [Op::DelElem { .. }, Op::AddElem { .. }]
         ));
     }
 
@@ -955,7 +820,7 @@ mod tests {
             .collect();
         assert!(plan_isolation("br0", IngressPolicy::SameBridge, true, &present).is_empty());
         let ops = plan_isolation("br0", IngressPolicy::SameBridge, false, &present);
-        assert!(matches!(ops[0], FwdOp::AddTable));
+        assert!(matches!(ops[0], Op::AddTable));
     }
 
     #[test]
@@ -979,7 +844,7 @@ mod tests {
     fn encodes() {
         let mut ops = plan_add(&att("c", &["10.0.0.2", "fd00::2"]), None, &mut |_| None);
         ops.extend(plan_isolation("br0", IngressPolicy::Isolated, true, &[]));
-        ops.push(FwdOp::DelElem("10.0.0.9".parse().unwrap()));
+        ops.push(del_elem("10.0.0.9".parse().unwrap()));
         let batch = encode(&ops).unwrap();
         let all: Vec<u8> = batch.iter().flat_map(|p| p.to_vec()).collect();
         let has = |needle: &[u8]| all.windows(needle.len()).any(|w| w == needle);

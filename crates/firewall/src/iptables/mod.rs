@@ -123,12 +123,7 @@ impl<'a, R: Runner> Table<'a, R> {
         chain: &str,
         spec: Vec<String>,
     ) -> Result<(), Error> {
-        if self.exists(fam, chain, &spec)? {
-            return Ok(());
-        }
-        let mut args = s(&["-A", chain]);
-        args.extend(spec);
-        self.run_ok(fam, args).map(|_| ())
+        self.add_unique(fam, chain, false, spec)
     }
 
     /// Insert `spec` first in `chain` unless an identical rule is there.
@@ -138,10 +133,25 @@ impl<'a, R: Runner> Table<'a, R> {
         chain: &str,
         spec: Vec<String>,
     ) -> Result<(), Error> {
+        self.add_unique(fam, chain, true, spec)
+    }
+
+    /// Appends (or inserts first) `spec` unless it is already in `chain`.
+    fn add_unique(
+        &self,
+        fam: Family,
+        chain: &str,
+        first: bool,
+        spec: Vec<String>,
+    ) -> Result<(), Error> {
         if self.exists(fam, chain, &spec)? {
             return Ok(());
         }
-        let mut args = s(&["-I", chain, "1"]);
+        let mut args = if first {
+            s(&["-I", chain, "1"])
+        } else {
+            s(&["-A", chain])
+        };
         args.extend(spec);
         self.run_ok(fam, args).map(|_| ())
     }
@@ -167,12 +177,10 @@ impl<'a, R: Runner> Table<'a, R> {
                 return;
             }
         };
-        for line in listing.lines() {
-            let toks = split_rule_line(line);
-            let jumps = toks.windows(2).any(|w| w[0] == "-j" && w[1] == chain);
-            if toks.len() > 2 && toks[0] == "-A" && jumps {
+        for r in rules(&listing) {
+            if r.target() == Some(chain) {
                 let mut args = s(&["-D", parent]);
-                args.extend(toks[2..].iter().cloned());
+                args.extend(r.args);
                 if let Err(e) = self.run_ok(fam, args) {
                     errors.push(e);
                 }
@@ -192,6 +200,55 @@ impl<'a, R: Runner> Table<'a, R> {
     }
 }
 
+/// One rule of an `iptables -S` listing, as the listing API ([`crate::list`]), DEL and GC all
+/// read it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ListedRule {
+    /// the chain it is in
+    pub chain: String,
+    /// its arguments after `-A <chain>` (what `-D <chain>` takes)
+    pub args: Vec<String>,
+    /// the line as listed
+    pub line: String,
+}
+
+impl ListedRule {
+    /// The argument after the first `flag` (`-j`, `--comment`, `-p`, …).
+    pub(crate) fn arg(&self, flag: &str) -> Option<&str> {
+        self.args
+            .windows(2)
+            .find(|w| w[0] == flag)
+            .map(|w| w[1].as_str())
+    }
+    /// Its jump target.
+    pub(crate) fn target(&self) -> Option<&str> {
+        self.arg("-j")
+    }
+    /// Its comment, empty when it has none.
+    pub(crate) fn comment(&self) -> &str {
+        self.arg("--comment").unwrap_or_default()
+    }
+}
+
+/// The rules (`-A` lines) of an `iptables -S` listing.
+pub(crate) fn rules(listing: &str) -> Vec<ListedRule> {
+    listing
+        .lines()
+        .filter_map(|line| {
+            let mut toks = split_rule_line(line);
+            if toks.len() < 2 || toks[0] != "-A" {
+                return None;
+            }
+            let args = toks.split_off(2);
+            Some(ListedRule {
+                chain: toks.swap_remove(1),
+                args,
+                line: line.to_string(),
+            })
+        })
+        .collect()
+}
+
 /// GC of per-container chains: the chains that rules of an `iptables -S` listing jump to
 /// (targets starting with `target_prefix`) when the rule's comment starts with `comment_prefix`
 /// (one network's rules) and the chain is not one of the `kept` attachments'.
@@ -201,23 +258,13 @@ pub(crate) fn stale_jump_targets(
     target_prefix: &str,
     kept: &BTreeSet<String>,
 ) -> BTreeSet<String> {
-    let mut stale = BTreeSet::new();
-    for line in listing.lines() {
-        let toks = split_rule_line(line);
-        let ours = toks
-            .windows(2)
-            .any(|w| w[0] == "--comment" && w[1].starts_with(comment_prefix));
-        let target = toks
-            .windows(2)
-            .find(|w| w[0] == "-j" && w[1].starts_with(target_prefix))
-            .map(|w| w[1].clone());
-        if let (true, Some(chain)) = (ours, target) {
-            if !kept.contains(&chain) {
-                stale.insert(chain);
-            }
-        }
-    }
-    stale
+    rules(listing)
+        .iter()
+        .filter(|r| r.comment().starts_with(comment_prefix))
+        .filter_map(|r| r.target())
+        .filter(|t| t.starts_with(target_prefix) && !kept.contains(*t))
+        .map(str::to_string)
+        .collect()
 }
 
 /// Several steps failed: none, one, or all of them as [`Error::Multiple`].

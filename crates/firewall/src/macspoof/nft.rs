@@ -28,7 +28,6 @@
 //! each padded to 4 bytes: 16 + 8 = 24 bytes. This is exactly what `nft` generates for the
 //! rule above, so `nft` lists it back in that form.
 
-use std::fmt;
 use std::path::{Path, PathBuf};
 
 use nftnl::expr::{Expression, Meta, Verdict};
@@ -36,7 +35,7 @@ use nftnl::{ChainType, Hook, ProtoFamily};
 
 use super::{MacSpoofCheck, SpoofEntry};
 use crate::names::{network_hash, owner_comment, owner_tag, tag_of_comment};
-use crate::nft::batch::{self, BaseChain};
+use crate::nft::batch::{BaseChain, Body, Op};
 use crate::nft::netlink::Nl;
 use crate::nft::object::{boxed, lookup, payload, SetDef, R1, R2};
 use crate::nft::{RuleInfo, TABLE};
@@ -120,102 +119,111 @@ pub struct AllowedElem {
     pub comment: String,
 }
 
-/// One message of a macspoofchk transaction.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SpoofOp {
-    /// create table `bridge rcni` if absent
-    AddTable,
-    /// create both sets if absent
-    AddSets,
-    /// create the base chain if absent
-    AddChain,
-    /// delete every rule of the base chain (repair of a chain someone changed)
-    FlushChain,
-    /// append the one drop rule
-    AddRule,
-    /// protect a port
-    AddPort {
-        /// host veth
-        veth: String,
-        /// owner comment
-        comment: String,
-    },
-    /// stop protecting a port
-    DelPort(String),
-    /// allow a source MAC on a port
-    AddAllowed {
-        /// host veth
-        veth: String,
-        /// container MAC
-        mac: [u8; 6],
-        /// owner comment
-        comment: String,
-    },
-    /// remove an allowed pair
-    DelAllowed {
-        /// host veth
-        veth: String,
-        /// MAC
-        mac: [u8; 6],
-    },
+/// The skeleton: table, both sets, the base chain (and, to repair a chain someone changed,
+/// a flush of it), then the one drop rule:
+/// `iifname @spoofchk_ports iifname . ether saddr != @spoofchk_allowed drop`.
+fn skeleton(flush: bool) -> Vec<Op> {
+    let mut ops = vec![Op::AddTable];
+    ops.extend(set_defs().into_iter().map(Op::AddSet));
+    ops.push(Op::AddChain {
+        name: CHAIN,
+        base: Some(BaseChain {
+            hook: Hook::PreRouting,
+            priority: PRIORITY,
+            kind: ChainType::Filter,
+            text: "filter hook prerouting priority -300",
+        }),
+    });
+    if flush {
+        ops.push(Op::FlushChain(CHAIN));
+    }
+    let mut exprs: Vec<Box<dyn Expression>> = vec![Box::new(Meta::IifName)];
+    exprs.extend(boxed([lookup(PORTS_SET, PORTS_ID, R1, None, false)]));
+    exprs.push(Box::new(Meta::IifName));
+    exprs.extend(boxed([
+        // `ether saddr` into the register after the 16-byte iifname (nftnl's Payload
+        // always writes register 1).
+        payload(libc::NFT_PAYLOAD_LL_HEADER, 6, 6, R2),
+        // `!= @spoofchk_allowed`: the key starting at register 1 is NOT in the set.
+        lookup(ALLOWED_SET, ALLOWED_ID, R1, None, true),
+    ]));
+    exprs.push(Box::new(Verdict::Drop));
+    ops.push(Op::AddRule {
+        chain: CHAIN,
+        rule: Body {
+            text: format!("iifname @{PORTS_SET} iifname . ether saddr != @{ALLOWED_SET} drop"),
+            exprs,
+        },
+        comment: RULE_COMMENT.to_string(),
+        after: None,
+    });
+    ops
 }
 
-/// nft-syntax rendering (for errors and tests).
-impl fmt::Display for SpoofOp {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let t = format!("bridge {TABLE}");
-        match self {
-            SpoofOp::AddTable => write!(f, "add table {t}"),
-            SpoofOp::AddSets => write!(
-                f,
-                "add set {t} {PORTS_SET} {{ type ifname; }}; add set {t} {ALLOWED_SET} {{ type ifname . ether_addr; }}"
-            ),
-            SpoofOp::AddChain => write!(
-                f,
-                "add chain {t} {CHAIN} {{ type filter hook prerouting priority {PRIORITY}; policy accept; }}"
-            ),
-            SpoofOp::FlushChain => write!(f, "flush chain {t} {CHAIN}"),
-            SpoofOp::AddRule => write!(
-                f,
-                "add rule {t} {CHAIN} iifname @{PORTS_SET} iifname . ether saddr != @{ALLOWED_SET} drop comment \"{RULE_COMMENT}\""
-            ),
-            SpoofOp::AddPort { veth, comment } => write!(
-                f,
-                "add element {t} {PORTS_SET} {{ \"{veth}\" comment \"{comment}\" }}"
-            ),
-            SpoofOp::DelPort(veth) => write!(f, "delete element {t} {PORTS_SET} {{ \"{veth}\" }}"),
-            SpoofOp::AddAllowed { veth, mac, comment } => write!(
-                f,
-                "add element {t} {ALLOWED_SET} {{ \"{veth}\" . {} comment \"{comment}\" }}",
-                fmt_mac(mac)
-            ),
-            SpoofOp::DelAllowed { veth, mac } => write!(
-                f,
-                "delete element {t} {ALLOWED_SET} {{ \"{veth}\" . {} }}",
-                fmt_mac(mac)
-            ),
-        }
+/// An element of [`PORTS_SET`] as nft prints it.
+fn port_text(veth: &str) -> String {
+    format!("\"{veth}\"")
+}
+
+/// An element of [`ALLOWED_SET`] as nft prints it.
+fn allowed_text(veth: &str, mac: &[u8; 6]) -> String {
+    format!("\"{veth}\" . {}", fmt_mac(mac))
+}
+
+/// Protects a port.
+fn add_port(veth: &str, comment: &str) -> Op {
+    Op::AddElem {
+        set: PORTS_SET,
+        key: port_key(veth).to_vec(),
+        data: Vec::new(),
+        comment: comment.to_string(),
+        text: port_text(veth),
+    }
+}
+
+/// Stops protecting a port.
+fn del_port(veth: &str) -> Op {
+    Op::DelElem {
+        set: PORTS_SET,
+        key: port_key(veth).to_vec(),
+        text: port_text(veth),
+    }
+}
+
+/// Allows a source MAC on a port.
+fn add_allowed(veth: &str, mac: &[u8; 6], comment: &str) -> Op {
+    Op::AddElem {
+        set: ALLOWED_SET,
+        key: allowed_key(veth, mac).to_vec(),
+        data: Vec::new(),
+        comment: comment.to_string(),
+        text: allowed_text(veth, mac),
+    }
+}
+
+/// Removes an allowed pair.
+fn del_allowed(veth: &str, mac: &[u8; 6]) -> Op {
+    Op::DelElem {
+        set: ALLOWED_SET,
+        key: allowed_key(veth, mac).to_vec(),
+        text: allowed_text(veth, mac),
     }
 }
 
 /// ADD. `rules` is the base chain as read back (None: table or chain absent); `port` and
 /// `allowed` are the keyed lookups of this entry's two elements. Steady state: two element
 /// adds, nothing else, whatever the number of containers.
-pub fn plan_add(
+pub(crate) fn plan_add(
     entry: &SpoofEntry,
     rules: Option<&[RuleInfo]>,
     port: Option<&PortElem>,
     allowed: Option<&AllowedElem>,
-) -> Vec<SpoofOp> {
+) -> Vec<Op> {
     let mut ops = Vec::new();
     let rules = rules.unwrap_or_default();
     if !rules.iter().any(|r| r.comment == RULE_COMMENT) {
-        ops.extend([SpoofOp::AddTable, SpoofOp::AddSets, SpoofOp::AddChain]);
-        if !rules.is_empty() {
-            // The chain exists but holds something else: it is ours, rebuild it.
-            ops.push(SpoofOp::FlushChain);
-        }
-        ops.push(SpoofOp::AddRule);
+        // A chain that exists but holds something else is ours: rebuild it.
+        ops.extend(skeleton(!rules.is_empty()));
     }
     let comment = owner_comment(&entry.network, &entry.container_id, &entry.ifname);
     let tag = tag_of_comment(&comment).to_string();
@@ -224,28 +232,18 @@ pub fn plan_add(
         other => {
             if other.is_some() {
                 // A stale owner (missed DEL, veth name reused) holds the port: take it over.
-                ops.push(SpoofOp::DelPort(entry.host_veth.clone()));
+                ops.push(del_port(&entry.host_veth));
             }
-            ops.push(SpoofOp::AddPort {
-                veth: entry.host_veth.clone(),
-                comment: comment.clone(),
-            });
+            ops.push(add_port(&entry.host_veth, &comment));
         }
     }
     match allowed {
         Some(a) if tag_of_comment(&a.comment) == tag => {}
         other => {
             if other.is_some() {
-                ops.push(SpoofOp::DelAllowed {
-                    veth: entry.host_veth.clone(),
-                    mac: entry.mac,
-                });
+                ops.push(del_allowed(&entry.host_veth, &entry.mac));
             }
-            ops.push(SpoofOp::AddAllowed {
-                veth: entry.host_veth.clone(),
-                mac: entry.mac,
-                comment,
-            });
+            ops.push(add_allowed(&entry.host_veth, &entry.mac, &comment));
         }
     }
     ops
@@ -253,23 +251,20 @@ pub fn plan_add(
 
 /// DEL/GC: delete the elements whose owner tag `remove` selects. Ports go first, so a chunked
 /// GC never leaves a protected port without its allowed pair.
-pub fn plan_remove(
+pub(crate) fn plan_remove(
     ports: &[PortElem],
     allowed: &[AllowedElem],
     remove: &dyn Fn(&str) -> bool,
-) -> Vec<SpoofOp> {
+) -> Vec<Op> {
     let mut ops = Vec::new();
     for p in ports {
         if remove(tag_of_comment(&p.comment)) {
-            ops.push(SpoofOp::DelPort(p.veth.clone()));
+            ops.push(del_port(&p.veth));
         }
     }
     for a in allowed {
         if remove(tag_of_comment(&a.comment)) {
-            ops.push(SpoofOp::DelAllowed {
-                veth: a.veth.clone(),
-                mac: a.mac,
-            });
+            ops.push(del_allowed(&a.veth, &a.mac));
         }
     }
     ops
@@ -295,7 +290,7 @@ pub fn stale_in(network: &str, keep: &[(String, String)]) -> impl Fn(&str) -> bo
 /// `ifname` key and an invalid (0) one for a concatenation; it needs them to print the keys as
 /// names and MACs.
 fn set_defs() -> [SetDef<'static>; 2] {
-    let def = |name, id, key_type, key_len: usize, order| SetDef {
+    let def = |name, id, key_type, key_len: usize, order, text| SetDef {
         family: ProtoFamily::Bridge,
         name,
         id,
@@ -303,79 +298,26 @@ fn set_defs() -> [SetDef<'static>; 2] {
         key_len: key_len as u32,
         data: None,
         key_byteorder: Some(order),
+        text,
     };
     [
-        def(PORTS_SET, PORTS_ID, TYPE_IFNAME, IFNAMSIZ, BYTEORDER_HOST),
+        def(
+            PORTS_SET,
+            PORTS_ID,
+            TYPE_IFNAME,
+            IFNAMSIZ,
+            BYTEORDER_HOST,
+            "ifname",
+        ),
         def(
             ALLOWED_SET,
             ALLOWED_ID,
             (TYPE_IFNAME << TYPE_BITS) | TYPE_ETHERADDR,
             IFNAMSIZ + 8,
             0,
+            "ifname . ether_addr",
         ),
     ]
-}
-
-fn add_elem(set: &'static str, key: &[u8], comment: &str) -> batch::Op {
-    batch::Op::AddElem {
-        set,
-        key: key.to_vec(),
-        data: Vec::new(),
-        comment: comment.to_string(),
-    }
-}
-
-fn del_elem(set: &'static str, key: &[u8]) -> batch::Op {
-    batch::Op::DelElem {
-        set,
-        key: key.to_vec(),
-    }
-}
-
-/// The shared operations of one macspoofchk operation, all in table `bridge rcni`.
-pub(crate) fn lower(op: &SpoofOp) -> Result<Vec<batch::Op>, Error> {
-    Ok(match op {
-        SpoofOp::AddTable => vec![batch::Op::AddTable],
-        SpoofOp::AddSets => set_defs().into_iter().map(batch::Op::AddSet).collect(),
-        SpoofOp::AddChain => vec![batch::Op::AddChain {
-            name: CHAIN,
-            base: Some(BaseChain {
-                hook: Hook::PreRouting,
-                priority: PRIORITY,
-                kind: ChainType::Filter,
-            }),
-        }],
-        SpoofOp::FlushChain => vec![batch::Op::FlushChain(CHAIN)],
-        SpoofOp::AddRule => {
-            let mut exprs: Vec<Box<dyn Expression>> = vec![Box::new(Meta::IifName)];
-            exprs.extend(boxed([lookup(PORTS_SET, PORTS_ID, R1, None, false)]));
-            exprs.push(Box::new(Meta::IifName));
-            exprs.extend(boxed([
-                // `ether saddr` into the register after the 16-byte iifname (nftnl's Payload
-                // always writes register 1).
-                payload(libc::NFT_PAYLOAD_LL_HEADER, 6, 6, R2),
-                // `!= @spoofchk_allowed`: the key starting at register 1 is NOT in the set.
-                lookup(ALLOWED_SET, ALLOWED_ID, R1, None, true),
-            ]));
-            exprs.push(Box::new(Verdict::Drop));
-            vec![batch::Op::AddRule {
-                chain: CHAIN,
-                exprs,
-                comment: RULE_COMMENT.to_string(),
-                after: None,
-            }]
-        }
-        SpoofOp::AddPort { veth, comment } => {
-            vec![add_elem(PORTS_SET, &port_key(veth), comment)]
-        }
-        SpoofOp::DelPort(veth) => vec![del_elem(PORTS_SET, &port_key(veth))],
-        SpoofOp::AddAllowed { veth, mac, comment } => {
-            vec![add_elem(ALLOWED_SET, &allowed_key(veth, mac), comment)]
-        }
-        SpoofOp::DelAllowed { veth, mac } => {
-            vec![del_elem(ALLOWED_SET, &allowed_key(veth, mac))]
-        }
-    })
 }
 
 fn spoof_rules(nl: &mut Nl) -> Result<Option<Vec<RuleInfo>>, Error> {
@@ -420,8 +362,8 @@ fn spoof_allowed(nl: &mut Nl, key: Option<(&str, &[u8; 6])>) -> Result<Vec<Allow
         .collect())
 }
 
-fn spoof_apply(nl: &mut Nl, ops: &[SpoofOp], what: &str) -> Result<(), Error> {
-    crate::nft::apply(nl, ProtoFamily::Bridge, ops, lower, what)
+fn spoof_apply(nl: &mut Nl, ops: &[Op], what: &str) -> Result<(), Error> {
+    crate::nft::apply(nl, ProtoFamily::Bridge, ops, what)
 }
 
 fn validate_entry(e: &SpoofEntry) -> Result<(), Error> {
@@ -568,24 +510,29 @@ fn gc(lock_path: &Path, network: &str, keep: &[(String, String)]) -> Result<(), 
 
 /// Every element of both sets and the rule of the chain, in table `bridge rcni`.
 pub(crate) fn list(nl: &mut Nl) -> Result<Vec<crate::entry::Entry>, Error> {
-    crate::nft::entries(
-        nl,
-        ProtoFamily::Bridge,
-        &[PORTS_SET, ALLOWED_SET],
-        &[CHAIN],
-        &|set, e| match (set == PORTS_SET, parse_allowed(&e.key)) {
-            (false, Some((veth, mac))) => format!("\"{veth}\" . {}", fmt_mac(&mac)),
-            _ => format!("\"{}\"", parse_ifname(&e.key).unwrap_or_default()),
-        },
-    )
+    let entry =
+        |set, text, comment: &str| crate::nft::elem_entry(ProtoFamily::Bridge, set, text, comment);
+    let mut out = Vec::new();
+    for p in spoof_ports(nl, None)? {
+        out.push(entry(PORTS_SET, port_text(&p.veth), &p.comment));
+    }
+    for a in spoof_allowed(nl, None)? {
+        out.push(entry(
+            ALLOWED_SET,
+            allowed_text(&a.veth, &a.mac),
+            &a.comment,
+        ));
+    }
+    out.extend(crate::nft::rule_entries(nl, ProtoFamily::Bridge, &[CHAIN])?);
+    Ok(out)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn encode(ops: &[SpoofOp]) -> Result<nftnl::FinalizedBatch, Error> {
-        crate::nft::encode_all(ProtoFamily::Bridge, ops, lower)
+    fn encode(ops: &[Op]) -> Result<nftnl::FinalizedBatch, Error> {
+        crate::nft::batch::encode(ProtoFamily::Bridge, ops)
     }
 
     fn entry(cid: &str, veth: &str, last: u8) -> SpoofEntry {
@@ -598,8 +545,10 @@ mod tests {
         }
     }
 
-    fn render(ops: &[SpoofOp]) -> Vec<String> {
-        ops.iter().map(|o| o.to_string()).collect()
+    fn render(ops: &[Op]) -> Vec<String> {
+        ops.iter()
+            .map(|o| o.nft(ProtoFamily::Bridge).to_string())
+            .collect()
     }
 
     #[test]
@@ -628,7 +577,8 @@ mod tests {
             ops,
             vec![
                 "add table bridge rcni".to_string(),
-                "add set bridge rcni spoofchk_ports { type ifname; }; add set bridge rcni spoofchk_allowed { type ifname . ether_addr; }".into(),
+                "add set bridge rcni spoofchk_ports { type ifname; }".into(),
+                "add set bridge rcni spoofchk_allowed { type ifname . ether_addr; }".into(),
                 "add chain bridge rcni prerouting { type filter hook prerouting priority -300; policy accept; }".into(),
                 "add rule bridge rcni prerouting iifname @spoofchk_ports iifname . ether saddr != @spoofchk_allowed drop comment \"rcni: macspoofchk\"".into(),
                 format!("add element bridge rcni spoofchk_ports {{ \"vethaaaa\" comment \"{c}\" }}"),
@@ -657,15 +607,19 @@ mod tests {
             comment: owner_comment("n", "old", "eth0"),
             ..p.clone()
         };
-        let ops = plan_add(&e, Some(&base), Some(&stale), Some(&a));
+        let ops = render(&plan_add(&e, Some(&base), Some(&stale), Some(&a)));
         assert_eq!(ops.len(), 2);
-        assert_eq!(ops[0], SpoofOp::DelPort("vethaaaa".into()));
+        assert_eq!(
+            ops[0],
+            "delete element bridge rcni spoofchk_ports { \"vethaaaa\" }"
+        );
         // A chain holding something else is rebuilt.
         let junk = [RuleInfo {
             handle: 9,
             comment: String::new(),
         }];
-        assert!(plan_add(&e, Some(&junk), Some(&p), Some(&a)).contains(&SpoofOp::FlushChain));
+        assert!(render(&plan_add(&e, Some(&junk), Some(&p), Some(&a)))
+            .contains(&"flush chain bridge rcni prerouting".to_string()));
     }
 
     #[test]

@@ -41,18 +41,17 @@
 //!   subnet's exemption rule.
 //! * All read-modify-write runs under the flock on [`crate::LOCK_PATH`].
 //!
-//! The file reads top-down: the pure planner ([`plan_add`], [`plan_remove`]: what a call adds
-//! and removes, as [`Op`]s, from the request and what was read back; unit-tested without root),
-//! the lowering of an [`Op`] to the shared nftables operations, then the backend that reads,
-//! plans and applies under the flock.
+//! The file reads top-down: the rule bodies, the pure planner ([`plan_add`], [`plan_remove`]:
+//! what a call adds and removes, as shared nftables [`Op`]s, from the request and what was read
+//! back; unit-tested without root), then the backend that reads, plans and applies under the
+//! flock.
 
 use std::collections::BTreeSet;
-use std::fmt;
 use std::net::IpAddr;
 use std::path::PathBuf;
 
 use ipnet::IpNet;
-use nftnl::expr::{Expression, Masquerade, Verdict};
+use nftnl::expr::{Masquerade, Verdict};
 use nftnl::{ChainType, Hook, ProtoFamily};
 
 use super::{Firewall, MasqRule};
@@ -60,7 +59,8 @@ use crate::names::{
     network_hash, owner_comment, owner_tag, parse_subnet_tag, subnet_comment, subnet_tag,
     tag_of_comment,
 };
-use crate::nft::batch::{self, addr_bytes, addr_set, BaseChain};
+use crate::nft::batch::{add_addr, addr_set, del_addr, BaseChain, Body, Op};
+use crate::nft::keep_err;
 use crate::nft::netlink::Nl;
 use crate::nft::object::{addr_load, boxed, lookup, nfproto, prefix_match, R1};
 pub use crate::nft::{Elem, RuleInfo, TABLE};
@@ -87,126 +87,98 @@ pub const FIXED_MASQ4: &str = "rcni: masquerade4";
 /// see [`FIXED_MCAST4`]
 pub const FIXED_MASQ6: &str = "rcni: masquerade6";
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum RuleSpec {
-    /// `<fam> daddr <multicast> return`
-    McastReturn(Family),
-    /// `<fam> saddr <subnet> <fam> daddr <subnet> return`: traffic inside a container subnet is
-    /// never masqueraded (reference: `-d <subnet> -j ACCEPT` in the per-container chain).
-    SubnetReturn(IpNet),
-    /// `<fam> saddr @masq<fam> masquerade`
-    SetMasquerade(Family),
-}
-
-/// One message of a transaction.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Op {
-    /// create table `inet rcni` if absent
-    AddTable,
-    /// create a family's address set if absent
-    AddSet(Family),
-    /// create the base chain if absent
-    AddBaseChain,
-    /// delete every rule of the base chain (only to repair a damaged chain)
-    FlushBaseChain,
-    /// add a rule to the base chain: appended, or right after the rule with handle `after`
-    AddRule {
-        /// rule body
-        rule: RuleSpec,
-        /// rule comment
-        comment: String,
-        /// insert after this handle instead of appending
-        after: Option<u64>,
-    },
-    /// delete a base-chain rule by handle
-    DelRule(u64),
-    /// add one address with its owner comment
-    AddElem(Elem),
-    /// delete one address
-    DelElem(IpAddr),
-}
-
 fn net_kw(net: &IpNet) -> &'static str {
     Family::of(net.addr()).kw()
 }
 
-impl fmt::Display for RuleSpec {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            RuleSpec::McastReturn(fam) => {
-                write!(f, "{} daddr {} return", fam.kw(), fam.multicast())
-            }
-            RuleSpec::SubnetReturn(net) => {
-                let kw = net_kw(net);
-                write!(f, "{kw} saddr {net} {kw} daddr {net} return")
-            }
-            RuleSpec::SetMasquerade(fam) => {
-                write!(f, "{} saddr @{} masquerade", fam.kw(), masq_set(*fam))
-            }
-        }
+/// Set ids tie a rule's lookup to a set created in the same transaction.
+fn set_id(fam: Family) -> u32 {
+    match fam {
+        Family::V4 => 1,
+        Family::V6 => 2,
     }
 }
 
-/// nft-syntax rendering (for logs, errors and tests).
-impl fmt::Display for Op {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let t = format!("inet {TABLE}");
-        match self {
-            Op::AddTable => write!(f, "add table {t}"),
-            Op::AddSet(fam) => write!(
-                f,
-                "add set {t} {} {{ type {}_addr; }}",
-                masq_set(*fam),
-                match fam {
-                    Family::V4 => "ipv4",
-                    Family::V6 => "ipv6",
-                }
-            ),
-            Op::AddBaseChain => write!(
-                f,
-                "add chain {t} {BASE_CHAIN} {{ type nat hook postrouting priority srcnat; policy accept; }}"
-            ),
-            Op::FlushBaseChain => write!(f, "flush chain {t} {BASE_CHAIN}"),
-            Op::AddRule {
-                rule,
-                comment,
-                after,
-            } => {
-                let pos = after.map(|h| format!("position {h} ")).unwrap_or_default();
-                write!(
-                    f,
-                    "add rule {t} {BASE_CHAIN} {pos}{rule} comment \"{comment}\""
-                )
-            }
-            Op::DelRule(h) => write!(f, "delete rule {t} {BASE_CHAIN} handle {h}"),
-            Op::AddElem(e) => write!(
-                f,
-                "add element {t} {} {{ {} comment \"{}\" }}",
-                masq_set(e.fam()),
-                e.key,
-                e.comment
-            ),
-            Op::DelElem(key) => write!(f, "delete element {t} {} {{ {key} }}", masq_set(Family::of(*key))),
-        }
+/// `<fam> daddr <multicast> return`
+fn mcast_return(fam: Family) -> Body {
+    let mut exprs = boxed(nfproto(fam));
+    exprs.extend(boxed(prefix_match(&fam.multicast(), false)));
+    exprs.push(Box::new(Verdict::Return));
+    Body {
+        text: format!("{} daddr {} return", fam.kw(), fam.multicast()),
+        exprs,
     }
 }
 
-fn fixed_head() -> Vec<(RuleSpec, &'static str)> {
+/// `<fam> saddr <subnet> <fam> daddr <subnet> return`: traffic inside a container subnet is
+/// never masqueraded (reference: `-d <subnet> -j ACCEPT` in the per-container chain).
+fn subnet_return(net: &IpNet) -> Body {
+    let mut exprs = boxed(nfproto(Family::of(net.addr())));
+    exprs.extend(boxed(prefix_match(net, true)));
+    exprs.extend(boxed(prefix_match(net, false)));
+    exprs.push(Box::new(Verdict::Return));
+    let kw = net_kw(net);
+    Body {
+        text: format!("{kw} saddr {net} {kw} daddr {net} return"),
+        exprs,
+    }
+}
+
+/// `<fam> saddr @masq<fam> masquerade`
+fn set_masquerade(fam: Family) -> Body {
+    let mut exprs = boxed(nfproto(fam));
+    exprs.extend(boxed([
+        addr_load(fam, true),
+        lookup(masq_set(fam), set_id(fam), R1, None, false),
+    ]));
+    exprs.push(Box::new(Masquerade));
+    Body {
+        text: format!("{} saddr @{} masquerade", fam.kw(), masq_set(fam)),
+        exprs,
+    }
+}
+
+fn add_set(fam: Family) -> Op {
+    Op::AddSet(addr_set(ProtoFamily::Inet, masq_set(fam), set_id(fam), fam))
+}
+
+fn add_base_chain() -> Op {
+    Op::AddChain {
+        name: BASE_CHAIN,
+        base: Some(BaseChain {
+            hook: Hook::PostRouting,
+            priority: SRCNAT_PRIORITY,
+            kind: ChainType::Nat,
+            text: "nat hook postrouting priority srcnat",
+        }),
+    }
+}
+
+fn add_elem(e: &Elem) -> Op {
+    add_addr(masq_set(e.fam()), e.key, &e.comment)
+}
+
+fn del_elem(key: IpAddr) -> Op {
+    del_addr(masq_set(Family::of(key)), key)
+}
+
+fn fixed_head() -> Vec<(Body, &'static str)> {
     vec![
-        (RuleSpec::McastReturn(Family::V4), FIXED_MCAST4),
-        (RuleSpec::McastReturn(Family::V6), FIXED_MCAST6),
+        (mcast_return(Family::V4), FIXED_MCAST4),
+        (mcast_return(Family::V6), FIXED_MCAST6),
     ]
 }
 
-fn fixed_tail() -> Vec<(RuleSpec, &'static str)> {
+fn fixed_tail() -> Vec<(Body, &'static str)> {
     vec![
-        (RuleSpec::SetMasquerade(Family::V4), FIXED_MASQ4),
-        (RuleSpec::SetMasquerade(Family::V6), FIXED_MASQ6),
+        (set_masquerade(Family::V4), FIXED_MASQ4),
+        (set_masquerade(Family::V6), FIXED_MASQ6),
     ]
 }
 
-fn add(rule: RuleSpec, comment: &str, after: Option<u64>) -> Op {
+fn add(rule: Body, comment: &str, after: Option<u64>) -> Op {
     Op::AddRule {
+        chain: BASE_CHAIN,
         rule,
         comment: comment.to_string(),
         after,
@@ -220,7 +192,7 @@ fn full_chain(subnets: &[(String, IpNet)]) -> Vec<Op> {
         ops.push(add(r, c, None));
     }
     for (comment, net) in subnets {
-        ops.push(add(RuleSpec::SubnetReturn(*net), comment, None));
+        ops.push(add(subnet_return(net), comment, None));
     }
     for (r, c) in fixed_tail() {
         ops.push(add(r, c, None));
@@ -233,7 +205,7 @@ fn full_chain(subnets: &[(String, IpNet)]) -> Vec<Op> {
 /// the number of subnets, never on how many containers exist; in the steady state it is just
 /// the element adds, with no deletion (deletions make the kernel wait for an RCU grace period
 /// when the socket closes) and no jump (jumps make every commit re-validate the whole table).
-pub fn plan_add(
+pub(crate) fn plan_add(
     rules: &[MasqRule],
     base: Option<&[RuleInfo]>,
     existing: &mut dyn FnMut(IpAddr) -> Option<Elem>,
@@ -253,9 +225,9 @@ pub fn plan_add(
         None => {
             ops.extend([
                 Op::AddTable,
-                Op::AddSet(Family::V4),
-                Op::AddSet(Family::V6),
-                Op::AddBaseChain,
+                add_set(Family::V4),
+                add_set(Family::V6),
+                add_base_chain(),
             ]);
             ops.extend(full_chain(&wanted));
         }
@@ -273,11 +245,7 @@ pub fn plan_add(
                     for (comment, net) in &wanted {
                         let tag = tag_of_comment(comment);
                         if !present.iter().any(|r| tag_of_comment(&r.comment) == tag) {
-                            ops.push(add(
-                                RuleSpec::SubnetReturn(*net),
-                                comment,
-                                Some(anchor.handle),
-                            ));
+                            ops.push(add(subnet_return(net), comment, Some(anchor.handle)));
                         }
                     }
                 }
@@ -294,8 +262,8 @@ pub fn plan_add(
                             }
                         }
                     }
-                    ops.extend([Op::AddTable, Op::AddSet(Family::V4), Op::AddSet(Family::V6)]);
-                    ops.push(Op::FlushBaseChain);
+                    ops.extend([Op::AddTable, add_set(Family::V4), add_set(Family::V6)]);
+                    ops.push(Op::FlushChain(BASE_CHAIN));
                     ops.extend(full_chain(&all));
                 }
             }
@@ -316,10 +284,10 @@ pub fn plan_add(
             Some(_) => {
                 // A stale owner (missed DEL, address reused) still holds the address: take it
                 // over inside the same transaction.
-                ops.push(Op::DelElem(key));
-                ops.push(Op::AddElem(want));
+                ops.push(del_elem(key));
+                ops.push(add_elem(&want));
             }
-            None => ops.push(Op::AddElem(want)),
+            None => ops.push(add_elem(&want)),
         }
     }
     ops
@@ -327,7 +295,7 @@ pub fn plan_add(
 
 /// DEL/GC of `network`: delete the elements selected by `remove`, then that network's subnet
 /// rules no remaining element of the network needs.
-pub fn plan_remove(
+pub(crate) fn plan_remove(
     network: &str,
     all: &[Elem],
     base: &[RuleInfo],
@@ -339,7 +307,7 @@ pub fn plan_remove(
     let mut remaining = Vec::new();
     for e in all {
         if remove(e) {
-            ops.push(Op::DelElem(e.key));
+            ops.push(del_elem(e.key));
         } else if e.tag().starts_with(&prefix) {
             remaining.push(e.key);
         }
@@ -347,7 +315,10 @@ pub fn plan_remove(
     for r in base {
         if let Some((h, net)) = parse_subnet_tag(tag_of_comment(&r.comment)) {
             if h == nethash && !remaining.iter().any(|ip| net.contains(ip)) {
-                ops.push(Op::DelRule(r.handle));
+                ops.push(Op::DelRule {
+                    chain: BASE_CHAIN,
+                    handle: r.handle,
+                });
             }
         }
     }
@@ -376,86 +347,6 @@ pub fn stale_in(network: &str, keep: &[(String, String)]) -> impl Fn(&Elem) -> b
     move |e: &Elem| e.tag().starts_with(&prefix) && !kept.contains(e.tag())
 }
 
-/// Set ids tie a rule's lookup to a set created in the same transaction.
-fn set_id(fam: Family) -> u32 {
-    match fam {
-        Family::V4 => 1,
-        Family::V6 => 2,
-    }
-}
-
-fn rule_exprs(spec: &RuleSpec) -> Vec<Box<dyn Expression>> {
-    let mut exprs: Vec<Box<dyn Expression>> = Vec::new();
-    match spec {
-        RuleSpec::McastReturn(fam) => {
-            exprs.extend(boxed(nfproto(*fam)));
-            exprs.extend(boxed(prefix_match(&fam.multicast(), false)));
-            exprs.push(Box::new(Verdict::Return));
-        }
-        RuleSpec::SubnetReturn(net) => {
-            exprs.extend(boxed(nfproto(Family::of(net.addr()))));
-            exprs.extend(boxed(prefix_match(net, true)));
-            exprs.extend(boxed(prefix_match(net, false)));
-            exprs.push(Box::new(Verdict::Return));
-        }
-        RuleSpec::SetMasquerade(fam) => {
-            exprs.extend(boxed(nfproto(*fam)));
-            exprs.extend(boxed([
-                addr_load(*fam, true),
-                lookup(masq_set(*fam), set_id(*fam), R1, None, false),
-            ]));
-            exprs.push(Box::new(Masquerade));
-        }
-    }
-    exprs
-}
-
-/// The shared operations of one masquerade operation, all in table `inet rcni`.
-pub(crate) fn lower(op: &Op) -> Result<Vec<batch::Op>, Error> {
-    Ok(vec![match op {
-        Op::AddTable => batch::Op::AddTable,
-        Op::AddBaseChain => batch::Op::AddChain {
-            name: BASE_CHAIN,
-            base: Some(BaseChain {
-                hook: Hook::PostRouting,
-                priority: SRCNAT_PRIORITY,
-                kind: ChainType::Nat,
-            }),
-        },
-        Op::FlushBaseChain => batch::Op::FlushChain(BASE_CHAIN),
-        Op::AddSet(fam) => batch::Op::AddSet(addr_set(
-            ProtoFamily::Inet,
-            masq_set(*fam),
-            set_id(*fam),
-            *fam,
-        )),
-        Op::AddRule {
-            rule,
-            comment,
-            after,
-        } => batch::Op::AddRule {
-            chain: BASE_CHAIN,
-            exprs: rule_exprs(rule),
-            comment: comment.clone(),
-            after: *after,
-        },
-        Op::DelRule(handle) => batch::Op::DelRule {
-            chain: BASE_CHAIN,
-            handle: *handle,
-        },
-        Op::AddElem(e) => batch::Op::AddElem {
-            set: masq_set(e.fam()),
-            key: addr_bytes(e.key),
-            data: Vec::new(),
-            comment: e.comment.clone(),
-        },
-        Op::DelElem(key) => batch::Op::DelElem {
-            set: masq_set(Family::of(*key)),
-            key: addr_bytes(*key),
-        },
-    }])
-}
-
 /// The nftables implementation of [`Firewall`].
 pub(crate) struct NftMasquerade {
     lock_path: PathBuf,
@@ -470,29 +361,21 @@ impl NftMasquerade {
     }
 
     fn apply(nl: &mut Nl, ops: &[Op], what: &str) -> Result<(), Error> {
-        crate::nft::apply(nl, ProtoFamily::Inet, ops, lower, what)
+        crate::nft::apply(nl, ProtoFamily::Inet, ops, what)
     }
 
-    /// One element of a family's set by key (kernel keyed lookup, O(1)); None if absent or if
-    /// the table/set does not exist yet.
+    /// One element by key; None if absent or if the table/set does not exist yet.
     fn get_elem(nl: &mut Nl, key: IpAddr) -> Result<Option<Elem>, Error> {
-        Ok(Self::elems(nl, Family::of(key), Some(key))?
-            .into_iter()
-            .next())
-    }
-
-    fn elems(nl: &mut Nl, fam: Family, key: Option<IpAddr>) -> Result<Vec<Elem>, Error> {
-        crate::nft::addr_elems(nl, masq_set(fam), key)
+        crate::nft::addr_elem(nl, masq_set, key)
     }
 
     fn dump_base_rules(nl: &mut Nl) -> Result<Option<Vec<RuleInfo>>, Error> {
         nl.chain_rules(ProtoFamily::Inet, BASE_CHAIN)
     }
 
+    /// Every element of both sets (DEL, GC, listing).
     fn all_elems(nl: &mut Nl) -> Result<Vec<Elem>, Error> {
-        let mut all = Self::elems(nl, Family::V4, None)?;
-        all.extend(Self::elems(nl, Family::V6, None)?);
-        Ok(all)
+        crate::nft::all_addr_elems(nl, masq_set)
     }
 }
 
@@ -505,21 +388,11 @@ impl Firewall for NftMasquerade {
         let _guard = lock::lock(&self.lock_path)?;
         let mut nl = Nl::open()?;
         let base = Self::dump_base_rules(&mut nl)?;
-        let mut lookup_err = None;
-        let ops = plan_add(
-            rules,
-            base.as_deref(),
-            &mut |ip| match Self::get_elem(&mut nl, ip) {
-                Ok(e) => e,
-                Err(e) => {
-                    lookup_err.get_or_insert(e);
-                    None
-                }
-            },
-        );
-        if let Some(e) = lookup_err {
-            return Err(e);
-        }
+        let mut err = None;
+        let ops = plan_add(rules, base.as_deref(), &mut |ip| {
+            keep_err(&mut err, Self::get_elem(&mut nl, ip))
+        });
+        err.map_or(Ok(()), Err)?;
         Self::apply(&mut nl, &ops, "add masquerade")
     }
 
@@ -611,15 +484,22 @@ impl Firewall for NftMasquerade {
     }
 }
 
-/// Every element of our two address sets and every rule of the base chain.
+/// Every element of our two address sets (read as DEL and GC read them) and every rule of the
+/// base chain.
 pub(crate) fn list(nl: &mut Nl) -> Result<Vec<crate::entry::Entry>, Error> {
-    crate::nft::entries(
+    let mut out: Vec<_> = NftMasquerade::all_elems(nl)?
+        .into_iter()
+        .map(|e| {
+            let set = masq_set(e.fam());
+            crate::nft::elem_entry(ProtoFamily::Inet, set, e.key.to_string(), &e.comment)
+        })
+        .collect();
+    out.extend(crate::nft::rule_entries(
         nl,
         ProtoFamily::Inet,
-        &[masq_set(Family::V4), masq_set(Family::V6)],
         &[BASE_CHAIN],
-        &|_, e| crate::nft::addr_key(e),
-    )
+    )?);
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -636,7 +516,9 @@ mod tests {
     }
 
     fn render(ops: &[Op]) -> Vec<String> {
-        ops.iter().map(|o| o.to_string()).collect()
+        ops.iter()
+            .map(|o| o.nft(ProtoFamily::Inet).to_string())
+            .collect()
     }
 
     fn fixed_present() -> Vec<RuleInfo> {
@@ -686,7 +568,7 @@ mod tests {
         });
         let ops = plan_add(std::slice::from_ref(&r), Some(&base), &mut |_| None);
         assert_eq!(ops.len(), 1);
-        assert!(matches!(&ops[0], Op::AddElem(e) if e.key == r.ip()));
+        assert!(matches!(&ops[0], Op::AddElem { text, .. } if *text == r.ip().to_string()));
         // new subnet: one rule inserted after the last multicast return (handle 3)
         let r6 = rule("n", "c2", "fd00::6/64");
         let ops = render(&plan_add(
@@ -726,8 +608,10 @@ mod tests {
         let ops = plan_add(std::slice::from_ref(&r), Some(&base), &mut |_| {
             Some(stale.clone())
         });
-        assert!(matches!(ops[0], Op::DelElem(_)));
-        assert!(matches!(&ops[1], Op::AddElem(e) if e.tag() == owner_tag("n", "c1", "eth0")));
+        assert!(matches!(ops[0], Op::DelElem { .. }));
+        assert!(
+            matches!(&ops[1], Op::AddElem { comment, .. } if tag_of_comment(comment) == owner_tag("n", "c1", "eth0"))
+        );
     }
 
     #[test]
@@ -808,11 +692,11 @@ mod tests {
 }
 
 #[cfg(test)]
-mod lower_tests {
+mod encode_tests {
     use super::*;
 
     fn encode(ops: &[Op]) -> Result<nftnl::FinalizedBatch, Error> {
-        crate::nft::encode_all(ProtoFamily::Inet, ops, lower)
+        crate::nft::batch::encode(ProtoFamily::Inet, ops)
     }
 
     #[test]

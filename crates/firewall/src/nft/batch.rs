@@ -1,10 +1,12 @@
 //! The one operation type of every nftables transaction, and the one encoder.
 //!
-//! A feature plans with its own vocabulary (masquerade's `Op`, portmap's `PmOp`, …: pure
-//! values that print as `nft` commands, unit-tested without root) and lowers each of its
-//! operations to the [`Op`]s below: a table, a chain, a set, a rule or an element, added or
-//! deleted. [`encode`] turns those into one nftnl batch; [`super::apply`] sends it and names the
-//! feature operation the kernel rejected.
+//! Every feature's planner returns [`Op`]s: a table, a chain, a set, a rule or an element,
+//! added or deleted. They are plain values (a rule holds its expressions, unencoded), so the
+//! planners stay pure and are unit-tested without root; [`Op::nft`] prints one as the `nft`
+//! command that does the same. [`encode`] turns a list into one nftnl batch; [`super::apply`]
+//! sends it and names the operation the kernel rejected.
+
+use std::fmt;
 
 use nftnl::expr::Expression;
 use nftnl::{Batch, Chain, ChainType, FinalizedBatch, Hook, MsgType, Policy, ProtoFamily, Rule};
@@ -22,9 +24,26 @@ pub(crate) struct BaseChain {
     pub priority: i32,
     /// filter or nat
     pub kind: ChainType,
+    /// how nft prints type, hook and priority (`nat hook postrouting priority srcnat`)
+    pub text: &'static str,
+}
+
+/// A rule body: its expressions in order, and the same body as nft prints it.
+pub(crate) struct Body {
+    /// `ip saddr @masq4 masquerade`
+    pub text: String,
+    /// the expressions, encoded only by [`encode`]
+    pub exprs: Vec<Box<dyn Expression>>,
+}
+
+impl fmt::Debug for Body {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.text)
+    }
 }
 
 /// One message of a transaction in our table of the batch's family.
+#[derive(Debug)]
 pub(crate) enum Op {
     /// create the table if absent
     AddTable,
@@ -43,8 +62,8 @@ pub(crate) enum Op {
     AddRule {
         /// chain name
         chain: &'static str,
-        /// the rule's expressions, in order
-        exprs: Vec<Box<dyn Expression>>,
+        /// the rule body
+        rule: Body,
         /// rule comment
         comment: String,
         /// insert after this handle instead of appending
@@ -67,6 +86,8 @@ pub(crate) enum Op {
         data: Vec<u8>,
         /// element comment
         comment: String,
+        /// key (and `: data`) as nft prints them
+        text: String,
     },
     /// delete an element by key
     DelElem {
@@ -74,7 +95,89 @@ pub(crate) enum Op {
         set: &'static str,
         /// key bytes
         key: Vec<u8>,
+        /// key as nft prints it
+        text: String,
     },
+}
+
+impl Op {
+    /// The op as the `nft` command doing the same in our table of `family` (for errors, logs
+    /// and the planners' unit tests).
+    pub(crate) fn nft(&self, family: ProtoFamily) -> impl fmt::Display + '_ {
+        Nft(family, self)
+    }
+}
+
+struct Nft<'a>(ProtoFamily, &'a Op);
+
+impl fmt::Display for Nft<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let t = format!(
+            "{} {TABLE}",
+            super::netlink::family_kw(self.0 as u32).unwrap_or("?")
+        );
+        match self.1 {
+            Op::AddTable => write!(f, "add table {t}"),
+            Op::AddChain { name, base: None } => write!(f, "add chain {t} {name}"),
+            Op::AddChain {
+                name,
+                base: Some(b),
+            } => write!(
+                f,
+                "add chain {t} {name} {{ type {}; policy accept; }}",
+                b.text
+            ),
+            Op::FlushChain(name) => write!(f, "flush chain {t} {name}"),
+            Op::AddSet(def) => write!(
+                f,
+                "add {} {t} {} {{ type {}; }}",
+                if def.data.is_some() { "map" } else { "set" },
+                def.name,
+                def.text
+            ),
+            Op::AddRule {
+                chain,
+                rule,
+                comment,
+                after,
+            } => {
+                let pos = after.map(|h| format!("position {h} ")).unwrap_or_default();
+                write!(
+                    f,
+                    "add rule {t} {chain} {pos}{} comment \"{comment}\"",
+                    rule.text
+                )
+            }
+            Op::DelRule { chain, handle } => write!(f, "delete rule {t} {chain} handle {handle}"),
+            Op::AddElem {
+                set, comment, text, ..
+            } => write!(
+                f,
+                "add element {t} {set} {{ {text} comment \"{comment}\" }}"
+            ),
+            Op::DelElem { set, text, .. } => write!(f, "delete element {t} {set} {{ {text} }}"),
+        }
+    }
+}
+
+/// Adds the element `key` (an address) with its owner comment to an address set.
+pub(crate) fn add_addr(set: &'static str, key: std::net::IpAddr, comment: &str) -> Op {
+    Op::AddElem {
+        set,
+        key: addr_bytes(key),
+        data: Vec::new(),
+        comment: comment.to_string(),
+        text: key.to_string(),
+    }
+}
+
+/// Deletes the element `key` (an address) from an address set.
+pub(crate) fn del_addr(set: &'static str, key: std::net::IpAddr) -> Op {
+    Op::DelElem {
+        set,
+        key: addr_bytes(key),
+        text: key.to_string(),
+    }
 }
 
 /// Lets a boxed expression through nftnl's `add_expr`, which takes a sized `impl Expression`.
@@ -114,14 +217,14 @@ pub(crate) fn encode(family: ProtoFamily, ops: &[Op]) -> Result<FinalizedBatch, 
             Op::AddSet(def) => batch.add(&SetMsg::define(def)?, MsgType::Add),
             Op::AddRule {
                 chain,
-                exprs,
+                rule: body,
                 comment,
                 after,
             } => {
                 let cname = cstring("chain name", chain)?;
                 let ch = Chain::new(&cname, &table);
                 let mut rule = Rule::new(&ch);
-                for e in exprs {
+                for e in &body.exprs {
                     rule.add_expr(&Dyn(e.as_ref()));
                 }
                 set_rule_comment(&mut rule, comment)?;
@@ -142,11 +245,12 @@ pub(crate) fn encode(family: ProtoFamily, ops: &[Op]) -> Result<FinalizedBatch, 
                 key,
                 data,
                 comment,
+                ..
             } => batch.add(
                 &SetMsg::elem(family, set, key, data, Some(comment))?,
                 MsgType::Add,
             ),
-            Op::DelElem { set, key } => {
+            Op::DelElem { set, key, .. } => {
                 batch.add(&SetMsg::elem(family, set, key, &[], None)?, MsgType::Del)
             }
         }
@@ -181,5 +285,9 @@ pub(crate) fn addr_set(
         key_len,
         data: None,
         key_byteorder: None,
+        text: match fam {
+            crate::Family::V4 => "ipv4_addr",
+            crate::Family::V6 => "ipv6_addr",
+        },
     }
 }

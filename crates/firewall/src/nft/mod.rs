@@ -7,16 +7,17 @@
 //!   messages that carry a comment and are added without NLM_F_EXCL, generic expressions, and
 //!   the element/rule parsers.
 //!
+//! * [`batch`] — the one operation type ([`batch::Op`]: table, chain, set, rule, element) and
+//!   the one encoder.
+//!
 //! Each feature (crate::masquerade, crate::portmap, crate::forward, crate::macspoof) plans its
-//! transaction as a list of its own operations without touching the kernel, encodes it with the
-//! builders of [`object`], and sends it with [`apply`], which names the operation the kernel
-//! rejected. Everything of ours lives in table `inet rcni` (and `bridge rcni` for macspoofchk).
+//! transaction as a list of [`batch::Op`]s without touching the kernel, building rule bodies
+//! from the expressions of [`object`], and sends it with [`apply`], which names the operation
+//! the kernel rejected. Everything of ours lives in table `inet rcni` (and `bridge rcni` for macspoofchk).
 
 pub(crate) mod batch;
 pub(crate) mod netlink;
 pub(crate) mod object;
-
-use std::fmt::Display;
 
 use std::net::IpAddr;
 
@@ -69,6 +70,38 @@ pub(crate) fn addr_elems(nl: &mut Nl, set: &str, key: Option<IpAddr>) -> Result<
         .collect())
 }
 
+/// The element `key` of a feature's address set of its family (kernel keyed lookup, O(1));
+/// None if absent or if the table/set does not exist yet.
+pub(crate) fn addr_elem(
+    nl: &mut Nl,
+    set_of: fn(Family) -> &'static str,
+    key: IpAddr,
+) -> Result<Option<Elem>, Error> {
+    Ok(addr_elems(nl, set_of(Family::of(key)), Some(key))?
+        .into_iter()
+        .next())
+}
+
+/// Every element of a feature's two address sets (`set_of` names the set of a family): what
+/// DEL, GC and the listing read.
+pub(crate) fn all_addr_elems(
+    nl: &mut Nl,
+    set_of: fn(Family) -> &'static str,
+) -> Result<Vec<Elem>, Error> {
+    let mut all = addr_elems(nl, set_of(Family::V4), None)?;
+    all.extend(addr_elems(nl, set_of(Family::V6), None)?);
+    Ok(all)
+}
+
+/// A keyed lookup answered for a pure planner: None on error, the first error kept in `err`
+/// for the caller to return before applying anything.
+pub(crate) fn keep_err<T>(err: &mut Option<Error>, r: Result<Option<T>, Error>) -> Option<T> {
+    r.unwrap_or_else(|e| {
+        err.get_or_insert(e);
+        None
+    })
+}
+
 /// A rule as read back: its kernel handle and its comment (the only parts our planners use).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RuleInfo {
@@ -96,27 +129,32 @@ fn failed_op(seqs: std::ops::Range<u32>, n_ops: usize, seq: u32) -> Option<usize
     (i < n_ops).then_some(i)
 }
 
-/// The elements of `sets` and the commented rules of `chains` of our table in `family`;
-/// `fmt` prints an element of a set (its key, and data for a map).
-pub(crate) fn entries(
+/// A listing entry for an element of our set `set` in `family`, printed as `text` (the same
+/// text the element's [`batch::Op`] prints), with its owner comment.
+pub(crate) fn elem_entry(
+    family: ProtoFamily,
+    set: &str,
+    text: String,
+    comment: &str,
+) -> crate::entry::Entry {
+    let fam = netlink::family_kw(family as u32).unwrap_or("?");
+    crate::entry::Entry {
+        backend: "nftables",
+        object: format!("{fam} {TABLE} set {set}"),
+        entry: text,
+        comment: comment.to_string(),
+    }
+}
+
+/// Listing entries for the commented rules of `chains` of our table in `family`, read with
+/// the same reader the features' planners use.
+pub(crate) fn rule_entries(
     nl: &mut Nl,
     family: ProtoFamily,
-    sets: &[&str],
     chains: &[&str],
-    fmt: &dyn Fn(&str, &object::RawElem) -> String,
 ) -> Result<Vec<crate::entry::Entry>, Error> {
     let fam = netlink::family_kw(family as u32).unwrap_or("?");
     let mut out = Vec::new();
-    for set in sets {
-        for e in nl.set_elems(family, set, None)? {
-            out.push(crate::entry::Entry {
-                backend: "nftables",
-                object: format!("{fam} {TABLE} set {set}"),
-                entry: fmt(set, &e),
-                comment: e.comment,
-            });
-        }
-    }
     for chain in chains {
         for r in nl.chain_rules(family, chain)?.unwrap_or_default() {
             out.push(crate::entry::Entry {
@@ -130,42 +168,22 @@ pub(crate) fn entries(
     Ok(out)
 }
 
-/// An address key of 4 or 16 bytes, printed as nft does.
-pub(crate) fn addr_key(e: &object::RawElem) -> String {
-    match e.key.len() {
-        4 => IpAddr::from(<[u8; 4]>::try_from(e.key.as_slice()).unwrap_or_default()).to_string(),
-        16 => IpAddr::from(<[u8; 16]>::try_from(e.key.as_slice()).unwrap_or_default()).to_string(),
-        _ => e.key.iter().map(|b| format!("{b:02x}")).collect(),
-    }
-}
-
-/// Lowers a feature's `ops` with `lower` to the shared operations, encodes them as one
-/// transaction on our table of `family` and sends it. When the kernel rejects a message, the
-/// error names the feature operation it came from (through its `Display`, which prints it as
-/// `nft` would).
-pub(crate) fn apply<O: Display>(
+/// Encodes `ops` as one transaction on our table of `family` and sends it. When the kernel
+/// rejects a message, the error names the operation as `nft` would print it.
+pub(crate) fn apply(
     nl: &mut Nl,
     family: ProtoFamily,
-    ops: &[O],
-    lower: impl Fn(&O) -> Result<Vec<batch::Op>, Error>,
+    ops: &[batch::Op],
     what: &str,
 ) -> Result<(), Error> {
     if ops.is_empty() {
         return Ok(());
     }
-    let mut all = Vec::new();
-    let mut origin = Vec::new();
-    for (i, op) in ops.iter().enumerate() {
-        for low in lower(op)? {
-            all.push(low);
-            origin.push(i);
-        }
-    }
-    let batch = batch::encode(family, &all)?;
+    let batch = batch::encode(family, ops)?;
     nl.transact_seq(&batch, what).map_err(|(err, seq)| {
-        match failed_op(batch.sequence_numbers(), all.len(), seq) {
+        match failed_op(batch.sequence_numbers(), ops.len(), seq) {
             Some(i) => Error::Netlink {
-                op: format!("{what}: {}", ops[origin[i]]),
+                op: format!("{what}: {}", ops[i].nft(family)),
                 source: match err {
                     Error::Netlink { source, .. } => source,
                     other => std::io::Error::other(other.to_string()),
@@ -174,20 +192,6 @@ pub(crate) fn apply<O: Display>(
             None => err,
         }
     })
-}
-
-/// Lowers and encodes `ops` as [`apply`] would, without sending (unit tests of the encoders).
-#[cfg(test)]
-pub(crate) fn encode_all<O>(
-    family: ProtoFamily,
-    ops: &[O],
-    lower: impl Fn(&O) -> Result<Vec<batch::Op>, Error>,
-) -> Result<nftnl::FinalizedBatch, Error> {
-    let mut all = Vec::new();
-    for op in ops {
-        all.extend(lower(op)?);
-    }
-    batch::encode(family, &all)
 }
 
 #[cfg(test)]

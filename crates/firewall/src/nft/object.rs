@@ -277,6 +277,8 @@ pub(crate) struct SetDef<'a> {
     pub data: Option<(u32, u32)>,
     /// key byte order recorded in the set's userdata (nft needs it to print `ifname` keys)
     pub key_byteorder: Option<u32>,
+    /// the key (and data) type as nft prints it: `ipv4_addr`, `inet_proto . inet_service : …`
+    pub text: &'static str,
 }
 
 /// An owned `nftnl_set` naming one of our sets, carrying a definition or elements.

@@ -32,7 +32,7 @@ use std::collections::BTreeSet;
 use std::net::IpAddr;
 use std::path::PathBuf;
 
-use crate::iptables::{collect, s, split_rule_line, stale_jump_targets, ExecRunner, Runner, Table};
+use crate::iptables::{collect, rules, s, stale_jump_targets, ExecRunner, Runner, Table};
 use crate::names::sha512_hex;
 use crate::portmap::{PortForward, PortmapSpec, Proto};
 use crate::{lock, validate_owner, Error, Family, LOCK_PATH};
@@ -201,12 +201,10 @@ pub struct EntryRule {
 }
 
 /// Entry rules (ours or the reference's) of a `-S CNI-HOSTPORT-DNAT` listing.
-pub fn parse_entries(listing: &str) -> Vec<EntryRule> {
+pub(crate) fn parse_entries(listing: &str) -> Vec<EntryRule> {
     let mut out = Vec::new();
-    for line in listing.lines() {
-        let t = split_rule_line(line);
-        let after = |flag: &str| t.windows(2).find(|w| w[0] == flag).map(|w| w[1].clone());
-        let (Some(comment), Some(chain)) = (after("--comment"), after("-j")) else {
+    for r in rules(listing) {
+        let (Some(comment), Some(chain)) = (r.arg("--comment"), r.target()) else {
             continue;
         };
         let Some(cid) = comment
@@ -217,11 +215,12 @@ pub fn parse_entries(listing: &str) -> Vec<EntryRule> {
         };
         out.push(EntryRule {
             container_id: cid.to_string(),
-            comment: comment.clone(),
-            chain,
-            proto: after("-p").and_then(|p| Proto::parse(&p)),
-            ports: after("--dports")
-                .or_else(|| after("--destination-ports"))
+            comment: comment.to_string(),
+            chain: chain.to_string(),
+            proto: r.arg("-p").and_then(Proto::parse),
+            ports: r
+                .arg("--dports")
+                .or_else(|| r.arg("--destination-ports"))
                 .map(|p| p.split(',').filter_map(|x| x.parse().ok()).collect())
                 .unwrap_or_default(),
         });
@@ -230,25 +229,17 @@ pub fn parse_entries(listing: &str) -> Vec<EntryRule> {
 }
 
 /// (protocol, host port, `-d` address) of every DNAT rule of a per-container chain listing.
-pub fn parse_dnats(listing: &str) -> Vec<(Proto, u16, Option<IpAddr>)> {
-    let mut out = Vec::new();
-    for line in listing.lines() {
-        let t = split_rule_line(line);
-        let after = |flag: &str| t.windows(2).find(|w| w[0] == flag).map(|w| w[1].clone());
-        if after("-j").as_deref() != Some("DNAT") {
-            continue;
-        }
-        let (Some(proto), Some(port)) = (
-            after("-p").and_then(|p| Proto::parse(&p)),
-            after("--dport").and_then(|p| p.parse().ok()),
-        ) else {
-            continue;
-        };
-        let dest =
-            after("-d").and_then(|d| d.split('/').next().and_then(|a| a.parse::<IpAddr>().ok()));
-        out.push((proto, port, dest));
-    }
-    out
+pub(crate) fn parse_dnats(listing: &str) -> Vec<(Proto, u16, Option<IpAddr>)> {
+    rules(listing)
+        .iter()
+        .filter(|r| r.target() == Some("DNAT"))
+        .filter_map(|r| {
+            let proto = r.arg("-p").and_then(Proto::parse)?;
+            let port = r.arg("--dport").and_then(|p| p.parse().ok())?;
+            let dest = r.arg("-d").and_then(|d| d.split('/').next()?.parse().ok());
+            Some((proto, port, dest))
+        })
+        .collect()
 }
 
 /// iptables implementation of [`PortForward`].

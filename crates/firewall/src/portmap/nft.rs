@@ -63,25 +63,24 @@
 //!   mapping, DEL reads them along with the other maps.
 
 use std::collections::BTreeSet;
-use std::fmt;
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
 
 use ipnet::IpNet;
-use nftnl::expr::{Expression, Masquerade};
+use nftnl::expr::Masquerade;
 use nftnl::{ChainType, Hook, ProtoFamily};
 
 use crate::names::{
     bounded_comment, container_hash, network_hash, owner_tag, parse_subnet_tag, subnet_tag,
     tag_of_comment,
 };
-use crate::nft::batch::{self, BaseChain};
+use crate::nft::batch::{BaseChain, Body, Op};
 use crate::nft::netlink::Nl;
 use crate::nft::object::{
     addr_load, bitwise_and, boxed, cmp, ct, daddr_is_local, dnat, lookup, meta, nfproto, payload,
     prefix_match, Expr, SetDef, CMP_NEQ, R1, R32,
 };
-use crate::nft::{RuleInfo, TABLE};
+use crate::nft::{keep_err, RuleInfo, TABLE};
 use crate::portmap::{PortForward, PortmapSpec, Proto};
 use crate::{lock, validate_owner, Error, Family, LOCK_PATH};
 
@@ -117,30 +116,47 @@ impl HpChain {
             HpChain::Prerouting => (
                 Hook::PreRouting,
                 DSTNAT_PRIORITY,
-                "prerouting priority dstnat",
+                "nat hook prerouting priority dstnat",
             ),
-            HpChain::Output => (Hook::Out, DSTNAT_PRIORITY, "output priority dstnat"),
+            HpChain::Output => (
+                Hook::Out,
+                DSTNAT_PRIORITY,
+                "nat hook output priority dstnat",
+            ),
             HpChain::Postrouting => (
                 Hook::PostRouting,
                 SRCNAT_PRIORITY,
-                "postrouting priority srcnat",
+                "nat hook postrouting priority srcnat",
             ),
         }
     }
     /// Fixed rules at the head of the chain, in order.
-    pub fn fixed(self) -> Vec<(HpRule, &'static str)> {
+    pub(crate) fn fixed(self) -> Vec<(Body, &'static str)> {
         match self {
             HpChain::Prerouting | HpChain::Output => vec![
-                (HpRule::Dnat(Slot::Ips4), "rcni: hostport dnat ip4"),
-                (HpRule::Dnat(Slot::Ports4), "rcni: hostport dnat any4"),
-                (HpRule::Dnat(Slot::Ips6), "rcni: hostport dnat ip6"),
-                (HpRule::Dnat(Slot::Ports6), "rcni: hostport dnat any6"),
+                (dnat_rule(Slot::Ips4), "rcni: hostport dnat ip4"),
+                (dnat_rule(Slot::Ports4), "rcni: hostport dnat any4"),
+                (dnat_rule(Slot::Ips6), "rcni: hostport dnat ip6"),
+                (dnat_rule(Slot::Ports6), "rcni: hostport dnat any6"),
             ],
             HpChain::Postrouting => vec![
-                (HpRule::LocalhostMasq, "rcni: hostport localhost4"),
-                (HpRule::MasqAll(false), "rcni: hostport masqall4"),
-                (HpRule::MasqAll(true), "rcni: hostport masqall6"),
+                (localhost_masq(), "rcni: hostport localhost4"),
+                (masq_all(false), "rcni: hostport masqall4"),
+                (masq_all(true), "rcni: hostport masqall6"),
             ],
+        }
+    }
+    /// Creates the chain if absent.
+    fn add(self) -> Op {
+        let (hook, priority, text) = self.hook();
+        Op::AddChain {
+            name: self.name(),
+            base: Some(BaseChain {
+                hook,
+                priority,
+                kind: ChainType::Nat,
+                text,
+            }),
         }
     }
 }
@@ -345,6 +361,14 @@ impl PmElem {
     pub fn key_str(&self) -> String {
         key_str(self.slot, &self.key)
     }
+    /// The element as nft prints it: key, and ` : data` for a map.
+    fn text(&self) -> String {
+        if self.slot.is_map() {
+            format!("{} : {}", self.key_str(), self.data_str())
+        } else {
+            self.key_str()
+        }
+    }
     fn data_str(&self) -> String {
         let n = if self.slot.v6() { 16 } else { 4 };
         match (
@@ -425,124 +449,30 @@ pub fn active_of_standby(e: &PmElem) -> Option<(Slot, Vec<u8>)> {
     })
 }
 
-/// A rule body of one of our chains.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum HpRule {
-    /// `fib daddr type local dnat ip|ip6 to <key> map @<slot>`
-    Dnat(Slot),
-    /// `ip saddr 127.0.0.0/8 ct status dnat masquerade`
-    LocalhostMasq,
-    /// `ct status dnat ip|ip6 daddr @hostport-masqall4|6 masquerade` (true = v6)
-    MasqAll(bool),
-    /// `ct status dnat <fam> saddr S <fam> daddr S masquerade`
-    Hairpin(IpNet),
-}
-
-impl fmt::Display for HpRule {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            HpRule::Dnat(slot) => {
-                let (kw, key) = match slot {
-                    Slot::Ips4 => ("ip", "ip daddr . meta l4proto . th dport"),
-                    Slot::Ips6 => ("ip6", "ip6 daddr . meta l4proto . th dport"),
-                    Slot::Ports6 => ("ip6", "meta l4proto . th dport"),
-                    _ => ("ip", "meta l4proto . th dport"),
-                };
-                write!(
-                    f,
-                    "fib daddr type local dnat {kw} to {key} map @{}",
-                    slot.name()
-                )
-            }
-            HpRule::LocalhostMasq => write!(f, "ip saddr 127.0.0.0/8 ct status dnat masquerade"),
-            HpRule::MasqAll(v6) => {
-                let (kw, s) = if *v6 {
-                    ("ip6", Slot::MasqAll6)
-                } else {
-                    ("ip", Slot::MasqAll4)
-                };
-                write!(f, "ct status dnat {kw} daddr @{} masquerade", s.name())
-            }
-            HpRule::Hairpin(net) => {
-                let kw = if net.addr().is_ipv4() { "ip" } else { "ip6" };
-                write!(
-                    f,
-                    "ct status dnat {kw} saddr {net} {kw} daddr {net} masquerade"
-                )
-            }
-        }
+fn add_rule(chain: HpChain, rule: Body, comment: &str) -> Op {
+    Op::AddRule {
+        chain: chain.name(),
+        rule,
+        comment: comment.to_string(),
+        after: None,
     }
 }
 
-/// One message of a transaction.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum PmOp {
-    /// create table `inet rcni` if absent
-    AddTable,
-    /// create a map/set if absent
-    AddSet(Slot),
-    /// create a base chain if absent
-    AddChain(HpChain),
-    /// delete every rule of a chain (repair only)
-    FlushChain(HpChain),
-    /// append a rule
-    AddRule(HpChain, HpRule, String),
-    /// delete a rule by handle
-    DelRule(HpChain, u64),
-    /// add an element
-    AddElem(PmElem),
-    /// delete an element by key
-    DelElem(Slot, Vec<u8>),
+fn add_elem(e: &PmElem) -> Op {
+    Op::AddElem {
+        set: e.slot.name(),
+        key: e.key.clone(),
+        data: e.data.clone(),
+        comment: e.comment.clone(),
+        text: e.text(),
+    }
 }
 
-impl fmt::Display for PmOp {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let t = format!("inet {TABLE}");
-        match self {
-            PmOp::AddTable => write!(f, "add table {t}"),
-            PmOp::AddSet(s) => {
-                let kind = if s.is_map() { "map" } else { "set" };
-                write!(
-                    f,
-                    "add {kind} {t} {} {{ type {}; }}",
-                    s.name(),
-                    s.type_str()
-                )
-            }
-            PmOp::AddChain(c) => write!(
-                f,
-                "add chain {t} {} {{ type nat hook {}; policy accept; }}",
-                c.name(),
-                c.hook().2
-            ),
-            PmOp::FlushChain(c) => write!(f, "flush chain {t} {}", c.name()),
-            PmOp::AddRule(c, r, comment) => {
-                write!(f, "add rule {t} {} {r} comment \"{comment}\"", c.name())
-            }
-            PmOp::DelRule(c, h) => write!(f, "delete rule {t} {} handle {h}", c.name()),
-            PmOp::AddElem(e) => {
-                let data = if e.slot.is_map() {
-                    format!(" : {}", e.data_str())
-                } else {
-                    String::new()
-                };
-                write!(
-                    f,
-                    "add element {t} {} {{ {}{data} comment \"{}\" }}",
-                    e.slot.name(),
-                    e.key_str(),
-                    e.comment
-                )
-            }
-            PmOp::DelElem(s, k) => {
-                write!(
-                    f,
-                    "delete element {t} {} {{ {} }}",
-                    s.name(),
-                    key_str(*s, k)
-                )
-            }
-        }
+fn del_elem(slot: Slot, key: &[u8]) -> Op {
+    Op::DelElem {
+        set: slot.name(),
+        key: key.to_vec(),
+        text: key_str(slot, key),
     }
 }
 
@@ -552,14 +482,7 @@ pub fn hairpin_tag(network: &str, subnet: &IpNet) -> String {
 }
 
 fn hairpin_comment(network: &str, subnet: &IpNet) -> String {
-    let mut s = format!("{} net: {network}", hairpin_tag(network, subnet));
-    s.retain(|c| c != '"');
-    let mut cut = (crate::names::NFT_COMMENT_MAX - 1).min(s.len());
-    while !s.is_char_boundary(cut) {
-        cut -= 1;
-    }
-    s.truncate(cut);
-    s
+    bounded_comment(format!("{} net: {network}", hairpin_tag(network, subnet)))
 }
 
 fn parse_hairpin(comment: &str) -> Option<(&str, IpNet)> {
@@ -635,11 +558,11 @@ fn fixed_ok(chain: HpChain, present: &[RuleInfo]) -> bool {
 
 /// ADD plan. `chains[i]` are the rules of [`HpChain::ALL`]`[i]` (None: absent); `existing` is
 /// a keyed element lookup. Err when a host port is held by another attachment.
-pub fn plan_add(
+pub(crate) fn plan_add(
     spec: &PortmapSpec,
     chains: &[Option<Vec<RuleInfo>>; 3],
     existing: &mut dyn FnMut(Slot, &[u8]) -> Option<PmElem>,
-) -> Result<Vec<PmOp>, Error> {
+) -> Result<Vec<Op>, Error> {
     let mut ops = Vec::new();
     let all_ok = HpChain::ALL
         .iter()
@@ -652,29 +575,25 @@ pub fn plan_add(
         .map(|r| tag_of_comment(&r.comment).to_string())
         .collect();
     if !all_ok {
-        ops.push(PmOp::AddTable);
-        ops.extend(Slot::ALL.iter().map(|s| PmOp::AddSet(*s)));
+        ops.push(Op::AddTable);
+        ops.extend(Slot::ALL.iter().map(|s| Op::AddSet(set_def(*s))));
         for (chain, present) in HpChain::ALL.iter().zip(chains) {
             match present {
                 Some(r) if fixed_ok(*chain, r) => continue,
                 Some(_) => {
-                    ops.push(PmOp::AddChain(*chain));
-                    ops.push(PmOp::FlushChain(*chain));
+                    ops.push(chain.add());
+                    ops.push(Op::FlushChain(chain.name()));
                 }
-                None => ops.push(PmOp::AddChain(*chain)),
+                None => ops.push(chain.add()),
             }
             for (rule, comment) in chain.fixed() {
-                ops.push(PmOp::AddRule(*chain, rule, comment.to_string()));
+                ops.push(add_rule(*chain, rule, comment));
             }
             if *chain == HpChain::Postrouting {
                 // A rebuilt postrouting chain keeps every hairpin rule it had.
                 for r in &post_present {
                     if let Some((_, net)) = parse_hairpin(&r.comment) {
-                        ops.push(PmOp::AddRule(
-                            *chain,
-                            HpRule::Hairpin(net),
-                            r.comment.clone(),
-                        ));
+                        ops.push(add_rule(*chain, hairpin(&net), &r.comment));
                     }
                 }
             }
@@ -685,10 +604,10 @@ pub fn plan_add(
             let subnet = addr.trunc();
             let tag = hairpin_tag(&spec.network, &subnet);
             if hairpins_present.insert(tag) {
-                ops.push(PmOp::AddRule(
+                ops.push(add_rule(
                     HpChain::Postrouting,
-                    HpRule::Hairpin(subnet),
-                    hairpin_comment(&spec.network, &subnet),
+                    hairpin(&subnet),
+                    &hairpin_comment(&spec.network, &subnet),
                 ));
             }
         }
@@ -697,13 +616,13 @@ pub fn plan_add(
     let mut standby_sets = BTreeSet::new();
     for want in wanted_elems(spec) {
         match existing(want.slot, &want.key) {
-            None => ops.push(PmOp::AddElem(want)),
+            None => ops.push(add_elem(&want)),
             Some(cur) if cur.tag() == mine && cur.data == want.data => {}
             Some(cur) if cur.tag() == mine || !want.slot.is_map() => {
                 // Our own element with another target, or a masqAll address still held by a
                 // stale owner (address reused): replace it in the same transaction.
-                ops.push(PmOp::DelElem(want.slot, want.key.clone()));
-                ops.push(PmOp::AddElem(want));
+                ops.push(del_elem(want.slot, &want.key));
+                ops.push(add_elem(&want));
             }
             Some(cur) if same_container(&cur.comment, &spec.container_id) => {
                 // Another attachment of this container (another network or ifname) publishes
@@ -713,14 +632,14 @@ pub fn plan_add(
                 let sb = PmElem { slot, key, ..want };
                 match existing(sb.slot, &sb.key) {
                     Some(cur) if cur.tag() == mine && cur.data == sb.data => continue,
-                    Some(_) => ops.push(PmOp::DelElem(sb.slot, sb.key.clone())),
+                    Some(_) => ops.push(del_elem(sb.slot, &sb.key)),
                     None => {}
                 }
                 if standby_sets.insert(sb.slot) {
                     // Tables created before the standby maps existed lack them.
-                    ops.push(PmOp::AddSet(sb.slot));
+                    ops.push(Op::AddSet(set_def(sb.slot)));
                 }
-                ops.push(PmOp::AddElem(sb));
+                ops.push(add_elem(&sb));
             }
             Some(cur) => {
                 return Err(Error::Conflict(format!(
@@ -739,12 +658,12 @@ pub fn plan_add(
 /// element, promote the first remaining standby of that key (delete the standby, add its target
 /// under the active key, next to the deletion so both land in one transaction, see
 /// [`transactions`]); last, the hairpin rules of `network` that no remaining element needs.
-pub fn plan_remove(
+pub(crate) fn plan_remove(
     network: &str,
     all: &[PmElem],
     post: &[RuleInfo],
     remove: &dyn Fn(&PmElem) -> bool,
-) -> Vec<PmOp> {
+) -> Vec<Op> {
     let prefix = format!("{}-", network_hash(network));
     let mut ops = Vec::new();
     let mut remaining = Vec::new();
@@ -760,7 +679,7 @@ pub fn plan_remove(
                 let ctr = ctr_token(&e.comment).map(str::to_string);
                 freed.push(((e.slot, e.key.clone()), ctr));
             } else {
-                ops.push(PmOp::DelElem(e.slot, e.key.clone()));
+                ops.push(del_elem(e.slot, &e.key));
             }
             continue;
         }
@@ -785,7 +704,7 @@ pub fn plan_remove(
         .collect();
     // Only a standby of the container that held the key takes over (a standby of another
     // container could only be left by hand-edits); `None` = anyone.
-    let mut promote = |ops: &mut Vec<PmOp>, active: &(Slot, Vec<u8>), ctr: Option<&str>| {
+    let mut promote = |ops: &mut Vec<Op>, active: &(Slot, Vec<u8>), ctr: Option<&str>| {
         let Some(cands) = standbys.get_mut(active) else {
             return;
         };
@@ -794,17 +713,17 @@ pub fn plan_remove(
             .position(|s| ctr.is_none_or(|c| ctr_token(&s.comment) == Some(c)));
         if let Some(i) = pick {
             let s = cands.remove(i);
-            ops.push(PmOp::AddElem(PmElem {
+            ops.push(add_elem(&PmElem {
                 slot: active.0,
                 key: active.1.clone(),
                 data: s.data.clone(),
                 comment: s.comment.clone(),
             }));
-            ops.push(PmOp::DelElem(s.slot, s.key.clone()));
+            ops.push(del_elem(s.slot, &s.key));
         }
     };
     for (active, ctr) in &freed {
-        ops.push(PmOp::DelElem(active.0, active.1.clone()));
+        ops.push(del_elem(active.0, &active.1));
         promote(&mut ops, active, ctr.as_deref());
     }
     for active in &orphans {
@@ -814,7 +733,10 @@ pub fn plan_remove(
     for r in post {
         if let Some((h, net)) = parse_hairpin(&r.comment) {
             if h == nethash && !remaining.iter().any(|ip| net.contains(ip)) {
-                ops.push(PmOp::DelRule(HpChain::Postrouting, r.handle));
+                ops.push(Op::DelRule {
+                    chain: HpChain::Postrouting.name(),
+                    handle: r.handle,
+                });
             }
         }
     }
@@ -824,11 +746,12 @@ pub fn plan_remove(
 /// Splits a removal plan into transactions of about `max` messages without separating a
 /// promotion (deletion of the active element, addition of the standby's target under its key,
 /// deletion of the standby) so a host port never stays unpublished between two commits.
-pub fn transactions(ops: &[PmOp], max: usize) -> Vec<&[PmOp]> {
+pub(crate) fn transactions(ops: &[Op], max: usize) -> Vec<&[Op]> {
     let mut out = Vec::new();
     let mut start = 0;
     for i in 1..ops.len() {
-        let inside = matches!(ops[i], PmOp::AddElem(_)) || matches!(ops[i - 1], PmOp::AddElem(_));
+        let inside =
+            matches!(ops[i], Op::AddElem { .. }) || matches!(ops[i - 1], Op::AddElem { .. });
         if i - start >= max && !inside {
             out.push(&ops[start..i]);
             start = i;
@@ -866,53 +789,80 @@ fn ct_dnat() -> [Expr; 3] {
     ]
 }
 
-fn rule_exprs(spec: &HpRule) -> Vec<Box<dyn Expression>> {
+/// `fib daddr type local dnat ip|ip6 to <key> map @<slot>`
+fn dnat_rule(slot: Slot) -> Body {
+    let v6 = slot.v6();
     let mut e: Vec<Expr> = Vec::new();
-    match spec {
-        HpRule::Dnat(slot) => {
-            let v6 = slot.v6();
-            e.extend(nfproto(fam(v6)));
-            e.extend(daddr_is_local());
-            // Key into consecutive 32-bit registers starting at NFT_REG32_00.
-            let mut reg = R32;
-            if matches!(slot, Slot::Ips4 | Slot::Ips6) {
-                let (off, len) = if v6 { (24, 16) } else { (16, 4) };
-                e.push(payload(libc::NFT_PAYLOAD_NETWORK_HEADER, off, len, reg));
-                reg += len / 4;
-            }
-            e.push(meta(libc::NFT_META_L4PROTO, reg));
-            e.push(payload(libc::NFT_PAYLOAD_TRANSPORT_HEADER, 2, 2, reg + 1));
-            e.push(lookup_slot(*slot, R32, Some(R32)));
-            // The map's data: address from NFT_REG32_00, port right after it.
-            let port_reg = if v6 { R32 + 4 } else { R32 + 1 };
-            e.push(dnat(fam(v6), R32, port_reg));
-            return boxed(e);
-        }
-        HpRule::LocalhostMasq => {
-            e.extend(nfproto(Family::V4));
-            e.extend(prefix_match(
-                &IpNet::V4(ipnet::Ipv4Net::new_assert(Ipv4Addr::new(127, 0, 0, 0), 8)),
-                true,
-            ));
-            e.extend(ct_dnat());
-        }
-        HpRule::MasqAll(v6) => {
-            e.extend(nfproto(fam(*v6)));
-            e.extend(ct_dnat());
-            let slot = if *v6 { Slot::MasqAll6 } else { Slot::MasqAll4 };
-            e.push(addr_load(fam(*v6), false));
-            e.push(lookup_slot(slot, R1, None));
-        }
-        HpRule::Hairpin(net) => {
-            e.extend(nfproto(Family::of(net.addr())));
-            e.extend(ct_dnat());
-            e.extend(prefix_match(net, true));
-            e.extend(prefix_match(net, false));
-        }
+    e.extend(nfproto(fam(v6)));
+    e.extend(daddr_is_local());
+    // Key into consecutive 32-bit registers starting at NFT_REG32_00.
+    let mut reg = R32;
+    if matches!(slot, Slot::Ips4 | Slot::Ips6) {
+        let (off, len) = if v6 { (24, 16) } else { (16, 4) };
+        e.push(payload(libc::NFT_PAYLOAD_NETWORK_HEADER, off, len, reg));
+        reg += len / 4;
     }
+    e.push(meta(libc::NFT_META_L4PROTO, reg));
+    e.push(payload(libc::NFT_PAYLOAD_TRANSPORT_HEADER, 2, 2, reg + 1));
+    e.push(lookup_slot(slot, R32, Some(R32)));
+    // The map's data: address from NFT_REG32_00, port right after it.
+    let port_reg = if v6 { R32 + 4 } else { R32 + 1 };
+    e.push(dnat(fam(v6), R32, port_reg));
+    let (kw, key) = match slot {
+        Slot::Ips4 => ("ip", "ip daddr . meta l4proto . th dport"),
+        Slot::Ips6 => ("ip6", "ip6 daddr . meta l4proto . th dport"),
+        Slot::Ports6 => ("ip6", "meta l4proto . th dport"),
+        _ => ("ip", "meta l4proto . th dport"),
+    };
+    Body {
+        text: format!(
+            "fib daddr type local dnat {kw} to {key} map @{}",
+            slot.name()
+        ),
+        exprs: boxed(e),
+    }
+}
+
+/// The expressions `e` then `masquerade`.
+fn masquerade(text: String, e: Vec<Expr>) -> Body {
     let mut exprs = boxed(e);
     exprs.push(Box::new(Masquerade));
-    exprs
+    Body { text, exprs }
+}
+
+/// `ip saddr 127.0.0.0/8 ct status dnat masquerade`
+fn localhost_masq() -> Body {
+    let mut e: Vec<Expr> = nfproto(Family::V4).into();
+    e.extend(prefix_match(
+        &IpNet::V4(ipnet::Ipv4Net::new_assert(Ipv4Addr::new(127, 0, 0, 0), 8)),
+        true,
+    ));
+    e.extend(ct_dnat());
+    masquerade("ip saddr 127.0.0.0/8 ct status dnat masquerade".into(), e)
+}
+
+/// `ct status dnat ip|ip6 daddr @hostport-masqall4|6 masquerade`
+fn masq_all(v6: bool) -> Body {
+    let slot = if v6 { Slot::MasqAll6 } else { Slot::MasqAll4 };
+    let mut e: Vec<Expr> = nfproto(fam(v6)).into();
+    e.extend(ct_dnat());
+    e.push(addr_load(fam(v6), false));
+    e.push(lookup_slot(slot, R1, None));
+    let kw = fam(v6).kw();
+    let text = format!("ct status dnat {kw} daddr @{} masquerade", slot.name());
+    masquerade(text, e)
+}
+
+/// `ct status dnat <fam> saddr S <fam> daddr S masquerade`
+fn hairpin(net: &IpNet) -> Body {
+    let f = Family::of(net.addr());
+    let mut e: Vec<Expr> = nfproto(f).into();
+    e.extend(ct_dnat());
+    e.extend(prefix_match(net, true));
+    e.extend(prefix_match(net, false));
+    let kw = f.kw();
+    let text = format!("ct status dnat {kw} saddr {net} {kw} daddr {net} masquerade");
+    masquerade(text, e)
 }
 
 fn set_def(slot: Slot) -> SetDef<'static> {
@@ -925,47 +875,8 @@ fn set_def(slot: Slot) -> SetDef<'static> {
         key_len,
         data: slot.is_map().then_some((dt, dl)),
         key_byteorder: None,
+        text: slot.type_str(),
     }
-}
-
-/// The shared operations of one port-forwarding operation, all in table `inet rcni`.
-pub(crate) fn lower(op: &PmOp) -> Result<Vec<batch::Op>, Error> {
-    Ok(vec![match op {
-        PmOp::AddTable => batch::Op::AddTable,
-        PmOp::AddSet(slot) => batch::Op::AddSet(set_def(*slot)),
-        PmOp::AddChain(c) => {
-            let (hook, priority, _) = c.hook();
-            batch::Op::AddChain {
-                name: c.name(),
-                base: Some(BaseChain {
-                    hook,
-                    priority,
-                    kind: ChainType::Nat,
-                }),
-            }
-        }
-        PmOp::FlushChain(c) => batch::Op::FlushChain(c.name()),
-        PmOp::AddRule(c, spec, comment) => batch::Op::AddRule {
-            chain: c.name(),
-            exprs: rule_exprs(spec),
-            comment: comment.clone(),
-            after: None,
-        },
-        PmOp::DelRule(c, handle) => batch::Op::DelRule {
-            chain: c.name(),
-            handle: *handle,
-        },
-        PmOp::AddElem(e) => batch::Op::AddElem {
-            set: e.slot.name(),
-            key: e.key.clone(),
-            data: e.data.clone(),
-            comment: e.comment.clone(),
-        },
-        PmOp::DelElem(slot, key) => batch::Op::DelElem {
-            set: slot.name(),
-            key: key.clone(),
-        },
-    }])
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -987,6 +898,15 @@ fn elem_request(nl: &mut Nl, slot: Slot, key: Option<&[u8]>) -> Result<Vec<PmEle
             comment: e.comment,
         })
         .collect())
+}
+
+/// Every element of our maps and sets: what DEL, GC and the listing read.
+fn all_elems(nl: &mut Nl) -> Result<Vec<PmElem>, Error> {
+    let mut all = Vec::new();
+    for slot in Slot::ALL {
+        all.extend(elem_request(nl, slot, None)?);
+    }
+    Ok(all)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1011,16 +931,8 @@ impl NftPortForward {
         }
     }
 
-    fn apply(nl: &mut Nl, ops: &[PmOp], what: &str) -> Result<(), Error> {
-        crate::nft::apply(nl, ProtoFamily::Inet, ops, lower, what)
-    }
-
-    fn all_elems(nl: &mut Nl) -> Result<Vec<PmElem>, Error> {
-        let mut all = Vec::new();
-        for slot in Slot::ALL {
-            all.extend(elem_request(nl, slot, None)?);
-        }
-        Ok(all)
+    fn apply(nl: &mut Nl, ops: &[Op], what: &str) -> Result<(), Error> {
+        crate::nft::apply(nl, ProtoFamily::Inet, ops, what)
     }
 
     fn remove(
@@ -1031,7 +943,7 @@ impl NftPortForward {
     ) -> Result<(), Error> {
         let _guard = lock::lock(&self.lock_path)?;
         let mut nl = Nl::open()?;
-        let all = Self::all_elems(&mut nl)?;
+        let all = all_elems(&mut nl)?;
         let post = dump_chain(&mut nl, HpChain::Postrouting)?.unwrap_or_default();
         let ops = plan_remove(network, &all, &post, select);
         // Element deletions come first, rule deletions last: chunks never drop a rule still
@@ -1056,21 +968,12 @@ impl PortForward for NftPortForward {
             dump_chain(&mut nl, HpChain::Output)?,
             dump_chain(&mut nl, HpChain::Postrouting)?,
         ];
-        let mut lookup_err = None;
-        let ops = plan_add(spec, &chains, &mut |slot, key| match elem_request(
-            &mut nl,
-            slot,
-            Some(key),
-        ) {
-            Ok(v) => v.into_iter().next(),
-            Err(e) => {
-                lookup_err.get_or_insert(e);
-                None
-            }
+        let mut err = None;
+        let ops = plan_add(spec, &chains, &mut |slot, key| {
+            let found = elem_request(&mut nl, slot, Some(key)).map(|v| v.into_iter().next());
+            keep_err(&mut err, found)
         })?;
-        if let Some(e) = lookup_err {
-            return Err(e);
-        }
+        err.map_or(Ok(()), Err)?;
         Self::apply(&mut nl, &ops, "add port mappings")
     }
 
@@ -1175,32 +1078,27 @@ impl PortForward for NftPortForward {
 
 /// Every element of our maps and sets, and every rule of our three chains.
 pub(crate) fn list(nl: &mut Nl) -> Result<Vec<crate::entry::Entry>, Error> {
-    let names: Vec<&str> = Slot::ALL.iter().map(|s| s.name()).collect();
+    let mut out = Vec::new();
+    for e in all_elems(nl)? {
+        let entry = e.text();
+        out.push(crate::nft::elem_entry(
+            ProtoFamily::Inet,
+            e.slot.name(),
+            entry,
+            &e.comment,
+        ));
+    }
     let chains: Vec<&str> = HpChain::ALL.iter().map(|c| c.name()).collect();
-    crate::nft::entries(nl, ProtoFamily::Inet, &names, &chains, &|set, e| {
-        let Some(slot) = Slot::ALL.iter().find(|s| s.name() == set) else {
-            return crate::nft::addr_key(e);
-        };
-        let pm = PmElem {
-            slot: *slot,
-            key: e.key.clone(),
-            data: e.data.clone(),
-            comment: String::new(),
-        };
-        if e.data.is_empty() {
-            pm.key_str()
-        } else {
-            format!("{} : {}", pm.key_str(), pm.data_str())
-        }
-    })
+    out.extend(crate::nft::rule_entries(nl, ProtoFamily::Inet, &chains)?);
+    Ok(out)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn encode(ops: &[PmOp]) -> Result<nftnl::FinalizedBatch, Error> {
-        crate::nft::encode_all(ProtoFamily::Inet, ops, lower)
+    fn encode(ops: &[Op]) -> Result<nftnl::FinalizedBatch, Error> {
+        crate::nft::batch::encode(ProtoFamily::Inet, ops)
     }
     use crate::portmap::PortMap;
 
@@ -1214,8 +1112,10 @@ mod tests {
         s
     }
 
-    fn render(ops: &[PmOp]) -> Vec<String> {
-        ops.iter().map(|o| o.to_string()).collect()
+    fn render(ops: &[Op]) -> Vec<String> {
+        ops.iter()
+            .map(|o| o.nft(ProtoFamily::Inet).to_string())
+            .collect()
     }
 
     fn present() -> [Option<Vec<RuleInfo>>; 3] {
@@ -1357,20 +1257,34 @@ mod tests {
     }
 
     /// Applies a plan's element ops to a fake kernel state.
-    fn apply(all: &mut Vec<PmElem>, ops: &[PmOp]) {
+    fn apply(all: &mut Vec<PmElem>, ops: &[Op]) {
+        let slot_of = |set: &str| Slot::ALL.into_iter().find(|s| s.name() == set).unwrap();
         for op in ops {
+            let shown = op.nft(ProtoFamily::Inet);
             match op {
-                PmOp::AddElem(e) => {
+                Op::AddElem {
+                    set,
+                    key,
+                    data,
+                    comment,
+                    ..
+                } => {
+                    let e = PmElem {
+                        slot: slot_of(set),
+                        key: key.clone(),
+                        data: data.clone(),
+                        comment: comment.clone(),
+                    };
                     assert!(
                         !all.iter().any(|x| x.slot == e.slot && x.key == e.key),
-                        "add of an existing key {op}"
+                        "add of an existing key {shown}"
                     );
-                    all.push(e.clone());
+                    all.push(e);
                 }
-                PmOp::DelElem(slot, key) => {
+                Op::DelElem { set, key, .. } => {
                     let n = all.len();
-                    all.retain(|x| !(x.slot == *slot && x.key == *key));
-                    assert_eq!(n, all.len() + 1, "delete of an absent key {op}");
+                    all.retain(|x| !(x.slot == slot_of(set) && x.key == *key));
+                    assert_eq!(n, all.len() + 1, "delete of an absent key {shown}");
                 }
                 _ => {}
             }
@@ -1449,8 +1363,13 @@ mod tests {
         let tag_c = owner_tag("c", "ctr", "eth0");
         let ops = plan_remove("c", &k, &post, &|e| e.tag() == tag_c);
         assert!(
-            ops.iter()
-                .all(|o| matches!(o, PmOp::DelElem(Slot::Standby4, _) | PmOp::DelRule(..))),
+            ops.iter().all(|o| matches!(
+                o,
+                Op::DelElem {
+                    set: "hostport-standby4",
+                    ..
+                } | Op::DelRule { .. }
+            )),
             "{:?}",
             render(&ops)
         );
@@ -1544,7 +1463,7 @@ mod tests {
         let tag_b = owner_tag("b", "ctr", "eth0");
         let ops = plan_remove("b", &k, &post, &|e| e.tag() == tag_b);
         assert!(
-            !ops.iter().any(|o| matches!(o, PmOp::AddElem(_))),
+            !ops.iter().any(|o| matches!(o, Op::AddElem { .. })),
             "{:?}",
             render(&ops)
         );
@@ -1599,12 +1518,12 @@ mod tests {
             data: Vec::new(),
             comment: String::new(),
         };
-        let del = |n: u8| PmOp::DelElem(Slot::Ports4, vec![n]);
+        let del = |n: u8| del_elem(Slot::Ports4, &[n]);
         let ops = vec![
             del(1),
             del(2),
-            PmOp::AddElem(e(2)),
-            PmOp::DelElem(Slot::Standby4, vec![2]),
+            add_elem(&e(2)),
+            del_elem(Slot::Standby4, &[2]),
             del(3),
             del(4),
         ];
