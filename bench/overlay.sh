@@ -36,7 +36,9 @@ mount -t sysfs sysfs /sys
 mount -t tmpfs tmpfs /mnt
 ROOT=/mnt
 ip link set lo up
-ip link add ul0 type bridge
+# A fixed address: a bridge takes its lowest port's MAC otherwise, and each node added
+# would change the MAC the earlier nodes resolved for etcd (their packets then go unanswered).
+ip link add ul0 address 02:77:00:00:00:fe type bridge
 ip addr add 10.255.255.254/16 dev ul0
 ip link set ul0 up
 ETCD=10.255.255.254:2379
