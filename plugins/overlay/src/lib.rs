@@ -21,30 +21,31 @@ use cni::error::{codes, CniError};
 use cni::result::CniResult;
 use cni::skel::{CmdArgs, NetnsPolicy, Plugin};
 use ipnet::{IpNet, Ipv4Net};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 /// The plugin.
 pub struct Overlay;
 
-/// The node's lease of one network, as sandboxd writes it (sandboxd::overlay::LeaseFile).
-#[derive(Debug, Clone, Deserialize)]
+/// The node's lease of one network: written by sandboxd's overlay agent (one file per network
+/// under the lease directory), read here.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Lease {
     /// Network name.
     pub network: String,
-    /// The whole overlay subnet.
+    /// The whole overlay subnet (not masqueraded towards).
     pub subnet: Ipv4Net,
     /// This node's slice.
     pub slice: Ipv4Net,
-    /// MTU.
+    /// MTU for the bridge and veths (uplink − 50).
     pub mtu: u32,
     /// Bridge device.
     pub bridge: String,
-    /// host-local data directory.
+    /// host-local data directory (shared with sandboxd so addresses never collide).
     pub ipam_data_dir: PathBuf,
-    /// Delegate config directory.
+    /// Where the plugin keeps its delegate configs for DEL.
     pub state_dir: PathBuf,
-    /// Masquerade towards the outside of the overlay.
+    /// Masquerade traffic that leaves the overlay.
     pub ip_masq: bool,
 }
 

@@ -250,27 +250,9 @@ pub fn parse_slice_key(k: &str) -> Option<Ipv4Net> {
     Ipv4Net::new(a.parse().ok()?, l.parse().ok()?).ok()
 }
 
-/// The node's lease of one network as the `overlay` CNI plugin reads it
-/// (`<lease_dir>/<network>.json`; flannel's subnet.env, in JSON).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct LeaseFile {
-    /// Network name.
-    pub network: String,
-    /// The whole overlay subnet (not masqueraded towards).
-    pub subnet: Ipv4Net,
-    /// This node's slice.
-    pub slice: Ipv4Net,
-    /// MTU for the bridge and veths (uplink − 50).
-    pub mtu: u32,
-    /// Bridge device.
-    pub bridge: String,
-    /// host-local data directory (shared with sandboxd so addresses never collide).
-    pub ipam_data_dir: PathBuf,
-    /// Where the plugin keeps its delegate configs for DEL.
-    pub state_dir: PathBuf,
-    /// Masquerade traffic that leaves the overlay.
-    pub ip_masq: bool,
-}
+/// The node's lease of one network (`<lease_dir>/<network>.json`; flannel's subnet.env, in
+/// JSON). Its format belongs to the `overlay` CNI plugin that reads it; sandboxd writes it.
+pub use overlay_plugin::Lease as LeaseFile;
 
 /// What the agent tells the owner.
 #[derive(Debug)]
