@@ -62,6 +62,9 @@ pub struct Agent {
     slices: BTreeMap<String, BTreeMap<Ipv4Net, SliceVal>>,
     last_rev: Option<i64>,
     ensured: HashMap<String, Instant>,
+    /// A command whose etcd request failed on a broken connection, with when it arrived: it
+    /// is tried once more on the next session (the owner is still waiting for it).
+    retry: Option<(Instant, Cmd)>,
 }
 
 fn etcd_err(what: &str, e: impl std::fmt::Display) -> String {
@@ -85,6 +88,7 @@ impl Agent {
             slices: BTreeMap::new(),
             last_rev: None,
             ensured: HashMap::new(),
+            retry: None,
         })
     }
 
@@ -143,7 +147,8 @@ impl Agent {
                     for (t, c) in pending.drain(..) {
                         if ended.is_some() || t.elapsed() > Duration::from_secs(4) {
                             self.refuse(c);
-                        } else if let Err(e) = self.command(&mut s.client, c).await {
+                        } else if let Err(e) = self.command(&mut s.client, c.clone()).await {
+                            self.refuse(c);
                             ended = Some(e);
                         }
                     }
@@ -165,9 +170,16 @@ impl Agent {
             }
             self.set_healthy(false);
             // 1-1.5 s, spread per node, so a cluster whose etcd comes back does not reconnect
-            // (and re-list) in one burst.
+            // (and re-list) in one burst; at once when a request has a caller waiting for its
+            // retry (one connection broke, etcd itself may be fine).
             let jitter = u64::from(dataplane::vtep_mac(&self.cfg.node, "")[3]) * 2;
-            let until = tokio::time::Instant::now() + Duration::from_millis(1000 + jitter);
+            let pause = if self.retry.is_some() {
+                Duration::ZERO
+            } else {
+                Duration::from_millis(1000 + jitter)
+            };
+            pending.extend(self.retry.take());
+            let until = tokio::time::Instant::now() + pause;
             loop {
                 tokio::select! {
                     c = rx.recv() => match c {
@@ -202,11 +214,14 @@ impl Agent {
     async fn connect(&mut self) -> Result<Session, String> {
         let opts = ConnectOptions::new()
             .with_connect_timeout(Duration::from_secs(2))
-            .with_timeout(Duration::from_secs(5))
-            // HTTP/2 pings find a dead etcd or a partition within ~10 s (well inside the lease
-            // TTL); a 2 s answer deadline was shorter than etcd's reply time on a loaded node
-            // and ended healthy sessions.
-            .with_keep_alive(Duration::from_secs(5), Duration::from_secs(5));
+            // etcd answers in milliseconds; 2 s leaves room for one retry on a new connection
+            // inside the owner's 5 s wait.
+            .with_timeout(Duration::from_secs(2))
+            // HTTP/2 pings find a dead etcd or a partition within 15 s. The interval must stay
+            // above etcd's --grpc-keepalive-min-time (5 s by default): etcd answers pings that
+            // come more often with GOAWAY (too_many_pings) and drops the connection, and a
+            // request sent on it then hangs until its timeout.
+            .with_keep_alive(Duration::from_secs(10), Duration::from_secs(5));
         let mut c = Client::connect(&self.cfg.endpoints, Some(opts))
             .await
             .map_err(|e| etcd_err("connect", e))?;
@@ -507,7 +522,9 @@ impl Agent {
                 c = rx.recv() => match c {
                     None => return None,
                     Some(c) => {
-                        if let Err(e) = self.command(&mut s.client, c).await {
+                        let t = Instant::now();
+                        if let Err(e) = self.command(&mut s.client, c.clone()).await {
+                            self.retry = Some((t, c));
                             return Some(e);
                         }
                     }
@@ -612,7 +629,19 @@ impl Agent {
         }
     }
 
-    /// Serve one command; an etcd failure ends the session (after replying 503).
+    /// The definition stored for network `name`, if any.
+    async fn stored_def(&self, c: &mut Client, name: &str) -> Result<Option<NetDef>, String> {
+        let r = c
+            .get(self.key_net(name), None)
+            .await
+            .map_err(|e| etcd_err("read network", e))?;
+        Ok(r.kvs()
+            .first()
+            .and_then(|kv| serde_json::from_slice(kv.value()).ok()))
+    }
+
+    /// Serve one command. An etcd failure ends the session without replying: the caller
+    /// retries the command once on the next session, or refuses it (503).
     async fn command(&mut self, c: &mut Client, cmd: Cmd) -> Result<(), String> {
         match cmd {
             Cmd::Create(def, reply) => {
@@ -640,36 +669,29 @@ impl Agent {
                         self.set_healthy(true);
                         let _ = reply.try_send(Ok(()));
                     }
+                    // Our own earlier try may have committed before its connection broke:
+                    // the same definition already stored is a success, not a conflict.
+                    Ok(_) if self.stored_def(c, &def.name).await? == Some(def.clone()) => {
+                        self.nets.insert(def.name.clone(), def);
+                        let _ = reply.try_send(Ok(()));
+                    }
                     Ok(_) => {
                         let _ = reply.try_send(Err(conflict(format!(
                             "network {:?} or vni {} already exists in the cluster store",
                             def.name, def.vni
                         ))));
                     }
-                    Err(e) => {
-                        let _ = reply.try_send(Err(self.unavailable()));
-                        return Err(etcd_err("create network", e));
-                    }
+                    Err(e) => return Err(etcd_err("create network", e)),
                 }
             }
-            Cmd::Delete(name, reply) => match self.delete_network(c, &name).await {
-                Ok(r) => {
-                    let _ = reply.try_send(r);
-                }
-                Err(e) => {
-                    let _ = reply.try_send(Err(self.unavailable()));
-                    return Err(e);
-                }
-            },
-            Cmd::EnsureSlice(def, reply) => match self.ensure_slice(c, def).await {
-                Ok(r) => {
-                    let _ = reply.try_send(r);
-                }
-                Err(e) => {
-                    let _ = reply.try_send(Err(self.unavailable()));
-                    return Err(e);
-                }
-            },
+            Cmd::Delete(name, reply) => {
+                let r = self.delete_network(c, &name).await?;
+                let _ = reply.try_send(r);
+            }
+            Cmd::EnsureSlice(def, reply) => {
+                let r = self.ensure_slice(c, def).await?;
+                let _ = reply.try_send(r);
+            }
         }
         Ok(())
     }

@@ -269,8 +269,8 @@ pub enum OwnerMsg {
     },
 }
 
-/// A command from the owner to the agent, with its reply.
-#[derive(Debug)]
+/// A command from the owner to the agent, with its reply (cloned to retry it once).
+#[derive(Debug, Clone)]
 pub enum Cmd {
     /// Store a new network (fails if the name exists).
     Create(NetDef, std::sync::mpsc::SyncSender<Result<(), ApiError>>),
