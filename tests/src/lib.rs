@@ -17,6 +17,8 @@
 //! [`Sandbox::assert_no_cni_leftovers`].
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod daemon;
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};

@@ -17,7 +17,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use integration_tests::{busybox_image_tar, lease_files, plugin_bin, sandbox, Sandbox};
+use integration_tests::{busybox_image_tar, lease_files, sandbox, Sandbox};
 use serde_json::Value;
 
 const IMAGE: &str = "rcni-busybox:latest";
@@ -45,19 +45,27 @@ fn errtext(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).trim().to_string()
 }
 
-/// sandboxd with the Docker plugin face, its data directory and API socket.
+/// The harness's sandboxd with the Docker plugin face.
 struct Sandboxd {
-    child: Option<Child>,
-    data: PathBuf,
-    sock: PathBuf,
+    d: integration_tests::daemon::Sandboxd,
+}
+
+impl std::ops::Deref for Sandboxd {
+    type Target = integration_tests::daemon::Sandboxd;
+    fn deref(&self) -> &Self::Target {
+        &self.d
+    }
 }
 
 impl Sandboxd {
     fn start(sb: &Sandbox) -> Sandboxd {
         let mut d = Sandboxd {
-            child: None,
-            data: sb.dir("sandboxd-data"),
-            sock: sb.scratch().join("sandboxd/sandboxd.sock"),
+            d: integration_tests::daemon::Sandboxd::new(
+                sb.scratch().join("sandboxd/sandboxd.sock"),
+                sb.dir("sandboxd-data"),
+            )
+            .args(["--docker-plugin", PLUGIN])
+            .env("SANDBOXD_LOG", "info,sandboxd::docker=debug"),
         };
         d.spawn();
         d
@@ -67,101 +75,48 @@ impl Sandboxd {
         PathBuf::from(format!("/run/docker/plugins/{PLUGIN}.sock"))
     }
 
+    /// Start, and wait until both the API and the plugin socket answer (connect, not just
+    /// exist: after a kill -9 the old socket files are still there).
     fn spawn(&mut self) {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.data.join("log"))
-            .unwrap();
-        let child = Command::new(plugin_bin("sandboxd"))
-            .arg("--socket")
-            .arg(&self.sock)
-            .arg("--data-dir")
-            .arg(&self.data)
-            .arg("--cni-path")
-            .arg(integration_tests::bin_dir())
-            .arg("--conf-dir")
-            .arg(self.data.join("net.d"))
-            .args(["--docker-plugin", PLUGIN])
-            .env("SANDBOXD_LOG", "info,sandboxd::docker=debug")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        self.child = Some(child);
+        self.d.start();
         let t = Instant::now();
-        // Connect, not just exists: after a kill -9 the old socket files are still there.
-        let answers = |p: &std::path::Path| std::os::unix::net::UnixStream::connect(p).is_ok();
-        while !(answers(&Self::plugin_sock()) && answers(&self.sock)) {
-            if let Some(Ok(Some(st))) = self.child.as_mut().map(Child::try_wait) {
-                panic!("sandboxd exited with {st}: {}", self.log());
-            }
+        while std::os::unix::net::UnixStream::connect(Self::plugin_sock()).is_err() {
             assert!(
                 t.elapsed() < Duration::from_secs(30),
-                "sandboxd did not become ready: {}",
+                "no Docker plugin socket: {}",
                 self.log()
             );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
 
-    /// SIGTERM by PID and wait for a clean exit.
+    /// SIGTERM by PID: a clean exit that removes the plugin socket too.
     fn stop(&mut self) {
-        let mut c = self.child.take().unwrap();
-        // SAFETY: kill(2) on the PID of our own child, not reaped yet.
-        assert_eq!(unsafe { libc::kill(c.id() as i32, libc::SIGTERM) }, 0);
-        let st = c.wait().unwrap();
-        assert!(st.success(), "sandboxd exit status {st}: {}", self.log());
+        self.d.stop();
         assert!(
             !Self::plugin_sock().exists(),
             "plugin socket left behind after SIGTERM"
         );
     }
 
-    /// SIGKILL by PID and wait.
     fn kill9(&mut self) {
-        let mut c = self.child.take().unwrap();
-        c.kill().unwrap();
-        c.wait().unwrap();
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.data.join("log")).unwrap_or_default()
+        self.d.kill9();
     }
 
     /// `netns --daemon <sock> <args>`: stdout.
     fn netns(&self, args: &[&str]) -> String {
-        let out = Command::new(plugin_bin("netns"))
-            .arg("--daemon")
-            .arg(&self.sock)
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "netns {args:?}: {}", errtext(&out));
-        text(&out)
+        self.cli_ok(args).trim().to_string()
     }
 
     /// The Docker face's persisted state.
     fn state(&self) -> Value {
-        serde_json::from_slice(&std::fs::read(self.data.join("docker/state.json")).unwrap())
-            .unwrap()
+        serde_json::from_slice(&std::fs::read(self.data("docker/state.json")).unwrap()).unwrap()
     }
 
     /// Lease files of a Docker pool (host-local layout).
     fn leases(&self, pool: &str) -> Vec<String> {
         let dir = format!("docker-{}", pool.replace('/', "_"));
-        lease_files(&self.data.join("ipam").join(dir))
-    }
-}
-
-impl Drop for Sandboxd {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            // SAFETY: kill(2) on the PID of our own child, not reaped yet.
-            unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
-            let _ = c.wait();
-        }
+        lease_files(&self.data("ipam").join(dir))
     }
 }
 

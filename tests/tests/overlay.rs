@@ -10,10 +10,11 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use integration_tests::daemon::Sandboxd;
 use integration_tests::{bin_dir, plugin_bin, sandbox, Sandbox};
 use serde_json::Value;
 
@@ -119,7 +120,7 @@ impl Drop for Etcd {
 struct Node {
     n: u8,
     holder: Child,
-    daemon: Option<Child>,
+    daemon: Sandboxd,
     dir: PathBuf,
 }
 
@@ -134,7 +135,7 @@ impl Node {
         self.dir.join("sandboxd.sock")
     }
     fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.join("log")).unwrap_or_default()
+        self.daemon.log()
     }
     fn pid(&self) -> u32 {
         self.holder.id()
@@ -180,75 +181,33 @@ impl Node {
         })
     }
 
-    fn start(&mut self) {
-        assert!(self.daemon.is_none());
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.join("log"))
-            .unwrap();
-        let c = Command::new("nsenter")
-            .args(["-t", &self.pid().to_string(), "-m", "-n", "--"])
-            .arg(plugin_bin("sandboxd"))
-            .arg("--socket")
-            .arg(self.sock())
-            .arg("--data-dir")
-            .arg(self.dir.join("data"))
-            .arg("--cni-path")
-            .arg(bin_dir())
+    /// The node's sandboxd, run inside its namespaces, joined to the test's etcd.
+    fn daemon(n: u8, holder: u32, dir: &Path) -> Sandboxd {
+        Sandboxd::new(dir.join("sandboxd.sock"), dir.join("data"))
+            .under(["nsenter", "-t", &holder.to_string(), "-m", "-n", "--"])
+            .log_to(dir.join("log"))
             .arg("--conf-dir")
-            .arg(self.dir.join("net.d"))
+            .arg(dir.join("net.d"))
             .args(["--cluster-store", &format!("etcd://{ETCD}")])
-            .args(["--advertise-addr", &self.ip()])
-            .args(["--node-name", &self.name()])
+            .args(["--advertise-addr", &format!("192.168.77.{n}")])
+            .args(["--node-name", &format!("node{n}")])
             .args(["--lease-ttl", &TTL.to_string()])
             .env("SANDBOXD_LOG", "info,sandboxd::overlay=debug")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        self.daemon = Some(c);
-        let t = Instant::now();
-        while t.elapsed() < Duration::from_secs(20) {
-            if self.api("GET", "/v1/_ping", None).0 == 200 {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!("sandboxd on {} did not start: {}", self.name(), self.log());
     }
 
+    fn start(&mut self) {
+        self.daemon.start();
+    }
+
+    /// SIGTERM by PID; the exit must be clean.
     fn stop(&mut self) {
-        if let Some(mut c) = self.daemon.take() {
-            kill(&mut c, libc::SIGTERM);
+        if self.daemon.running() {
+            self.daemon.stop();
         }
     }
 
     fn api(&self, method: &str, path: &str, body: Option<&str>) -> (u16, Value) {
-        let mut cmd = Command::new("curl");
-        cmd.args([
-            "-sS",
-            "-m",
-            "20",
-            "-o",
-            "-",
-            "-w",
-            "\n%{http_code}",
-            "-X",
-            method,
-        ])
-        .arg("--unix-socket")
-        .arg(self.sock());
-        if let Some(b) = body {
-            cmd.args(["-H", "Content-Type: application/json", "-d", b]);
-        }
-        cmd.arg(format!("http://localhost{path}"));
-        let out = cmd.output().unwrap();
-        let s = String::from_utf8_lossy(&out.stdout).into_owned();
-        let (body, code) = s.rsplit_once('\n').unwrap_or(("", "0"));
-        let v = serde_json::from_str(body).unwrap_or(Value::String(body.into()));
-        (code.trim().parse().unwrap_or(0), v)
+        self.daemon.try_api(method, path, body)
     }
 
     /// The netns CLI against this node's daemon.
@@ -318,7 +277,10 @@ impl Node {
 
 impl Drop for Node {
     fn drop(&mut self) {
-        self.stop();
+        // A failing test kills the daemon in its own drop; a passing one stops it cleanly here.
+        if !std::thread::panicking() {
+            self.stop();
+        }
         kill(&mut self.holder, libc::SIGKILL);
     }
 }
@@ -333,7 +295,9 @@ impl Cluster {
         for b in ["etcd", "etcdctl", "nsenter", "unshare", "socat", "curl"] {
             need(b);
         }
-        sb.sh("ip link add ul0 type bridge && ip addr add 192.168.77.254/24 dev ul0 && ip link set ul0 up");
+        // A fixed address: a bridge without one takes its lowest port's, so each node added
+        // would change the MAC the earlier nodes resolved for etcd.
+        sb.sh("ip link add ul0 address 02:77:00:00:00:fe type bridge && ip addr add 192.168.77.254/24 dev ul0 && ip link set ul0 up");
         let root = PathBuf::from("/var/lib/cni/overlay-test");
         std::fs::create_dir_all(&root).unwrap();
         let mut etcd = Etcd {
@@ -360,10 +324,11 @@ impl Cluster {
                 .unwrap();
             let ready = PathBuf::from(format!("/proc/{}/root/run/ready", holder.id()));
             wait_for("node mount namespace", 10, || ready.exists());
+            let daemon = Node::daemon(n, holder.id(), &dir);
             let mut node = Node {
                 n,
                 holder,
-                daemon: None,
+                daemon,
                 dir,
             };
             node.start();
@@ -382,10 +347,11 @@ impl Cluster {
         ));
         assert!(
             o.status.success(),
-            "network create: {}{}\n{}",
+            "network create: {}{}\n{}\n--- etcd:\n{}",
             String::from_utf8_lossy(&o.stdout),
             String::from_utf8_lossy(&o.stderr),
-            self.nodes[0].log()
+            self.nodes[0].log(),
+            std::fs::read_to_string(self.etcd.dir.join("log")).unwrap_or_default()
         );
         for n in &self.nodes {
             let took = wait_for(&format!("{name} on {}", n.name()), 10, || {

@@ -12,138 +12,55 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use integration_tests::daemon::Sandboxd;
 use integration_tests::{bin_dir, plugin_bin, sandbox, Sandbox};
 use serde_json::{json, Value};
 
-/// A sandboxd child process and where it keeps things.
+/// The test's sandboxd (the harness's [`Sandboxd`]) with its conf dir and the requests of this
+/// suite.
 struct Daemon {
-    child: Option<Child>,
-    sock: PathBuf,
-    data: PathBuf,
+    d: Sandboxd,
     conf: PathBuf,
 }
 
+impl std::ops::Deref for Daemon {
+    type Target = Sandboxd;
+    fn deref(&self) -> &Sandboxd {
+        &self.d
+    }
+}
+
+impl std::ops::DerefMut for Daemon {
+    fn deref_mut(&mut self) -> &mut Sandboxd {
+        &mut self.d
+    }
+}
+
 impl Daemon {
-    fn new(sb: &Sandbox) -> Daemon {
-        let mut d = Daemon {
-            child: None,
-            sock: sb.scratch().join("sandboxd/sandboxd.sock"),
-            data: sb.dir("sandboxd-data"),
-            conf: sb.dir("net.d"),
-        };
-        d.start();
-        d
-    }
-
-    /// Start the daemon and wait until it answers `_ping`.
-    fn start(&mut self) {
-        self.spawn();
-        let t = Instant::now();
-        while t.elapsed() < Duration::from_secs(30) {
-            if self.try_api("GET", "/v1/_ping", None).0 == 200 {
-                return;
-            }
-            if let Some(Ok(Some(st))) = self.child.as_mut().map(Child::try_wait) {
-                panic!("sandboxd exited with {st}: {}", self.log());
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        panic!("sandboxd did not become ready: {}", self.log());
-    }
-
-    /// Start the daemon without waiting for it.
-    fn spawn(&mut self) {
-        assert!(self.child.is_none());
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.data.join("log"))
-            .unwrap();
-        let child = Command::new(plugin_bin("sandboxd"))
-            .arg("--socket")
-            .arg(&self.sock)
-            .arg("--data-dir")
-            .arg(&self.data)
+    /// Not started: for clients on other threads, and for a daemon started another way.
+    fn client(sock: PathBuf, data: &Path, conf: PathBuf) -> Daemon {
+        let d = Sandboxd::new(sock, data)
             .arg("--cni-path")
             .arg(format!(
                 "{}:{}",
                 bin_dir().display(),
-                self.data.join("extra-plugins").display()
+                data.join("extra-plugins").display()
             ))
             .arg("--conf-dir")
-            .arg(&self.conf)
+            .arg(&conf)
             .arg("--etc-netns")
-            .arg(self.data.join("etc-netns"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        self.child = Some(child);
+            .arg(data.join("etc-netns"));
+        Daemon { d, conf }
     }
 
-    fn pid(&self) -> i32 {
-        self.child.as_ref().unwrap().id() as i32
-    }
-
-    /// SIGTERM by PID and wait: the clean stop.
-    fn stop(&mut self) {
-        self.stop_with(libc::SIGTERM);
-    }
-
-    /// Stop by PID with `sig` (SIGTERM or SIGINT) and wait for a clean exit.
-    fn stop_with(&mut self, sig: libc::c_int) {
-        let mut c = self.child.take().unwrap();
-        // SAFETY: kill(2) on the PID of our own child, which we have not reaped yet.
-        assert_eq!(unsafe { libc::kill(c.id() as i32, sig) }, 0);
-        let st = c.wait().unwrap();
-        assert!(st.success(), "sandboxd exit status {st}: {}", self.log());
-        assert!(!self.sock.exists(), "socket left behind after SIGTERM");
-    }
-
-    /// SIGKILL by PID and wait.
-    fn kill9(&mut self) {
-        let mut c = self.child.take().unwrap();
-        c.kill().unwrap();
-        c.wait().unwrap();
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.data.join("log")).unwrap_or_default()
-    }
-
-    /// One API call with curl: (status, body as JSON, or as a string when not JSON). Status 0
-    /// means no HTTP answer (daemon down).
-    fn try_api(&self, method: &str, path: &str, body: Option<&str>) -> (u16, Value) {
-        let (code, v, _) = self.try_api_exit(method, path, body);
-        (code, v)
-    }
-
-    /// [`Daemon::try_api`] plus curl's exit code, which tells why there was no answer: 7, the
-    /// daemon was down (connection refused); 52 or 56, it died with the request in hand.
-    fn try_api_exit(&self, method: &str, path: &str, body: Option<&str>) -> (u16, Value, i32) {
-        let mut cmd = Command::new("curl");
-        cmd.args([
-            "-sS",
-            "--max-time",
-            "60",
-            "-X",
-            method,
-            "-w",
-            "\n%{http_code}",
-        ])
-        .arg("--unix-socket")
-        .arg(&self.sock);
-        if let Some(b) = body {
-            cmd.args(["-H", "Content-Type: application/json", "--data-binary", b]);
-        }
-        cmd.arg(format!("http://localhost{path}"));
-        let out = cmd.output().unwrap();
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
-        let code: u16 = code.trim().parse().unwrap_or(0);
-        let v = serde_json::from_str(body).unwrap_or_else(|_| Value::String(body.to_string()));
-        (code, v, out.status.code().unwrap_or(-1))
+    fn new(sb: &Sandbox) -> Daemon {
+        let mut d = Daemon::client(
+            sb.scratch().join("sandboxd/sandboxd.sock"),
+            &sb.dir("sandboxd-data"),
+            sb.dir("net.d"),
+        );
+        d.start();
+        d
     }
 
     /// An API call that must answer `want`.
@@ -210,7 +127,7 @@ impl Daemon {
 
     fn lease_files(&self) -> BTreeSet<String> {
         let mut out = BTreeSet::new();
-        for net in std::fs::read_dir(self.data.join("ipam"))
+        for net in std::fs::read_dir(self.data_dir.join("ipam"))
             .into_iter()
             .flatten()
         {
@@ -227,20 +144,11 @@ impl Daemon {
     }
 
     fn cache_files(&self) -> BTreeSet<String> {
-        std::fs::read_dir(self.data.join("cni-cache/results"))
+        std::fs::read_dir(self.data_dir.join("cni-cache/results"))
             .into_iter()
             .flatten()
             .map(|e| e.unwrap().file_name().into_string().unwrap())
             .collect()
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
     }
 }
 
@@ -272,12 +180,12 @@ fn assert_no_leftovers(sb: &Sandbox, d: &Daemon) {
     assert_eq!(pins(), BTreeSet::new(), "pinned namespaces left");
     assert_eq!(d.lease_files(), BTreeSet::new(), "leases left");
     assert_eq!(d.cache_files(), BTreeSet::new(), "cached results left");
-    let etc: Vec<_> = std::fs::read_dir(d.data.join("etc-netns"))
+    let etc: Vec<_> = std::fs::read_dir(d.data_dir.join("etc-netns"))
         .into_iter()
         .flatten()
         .collect();
     assert!(etc.is_empty(), "per-sandbox /etc files left: {etc:?}");
-    let written: Vec<_> = std::fs::read_dir(d.data.join("etc-written"))
+    let written: Vec<_> = std::fs::read_dir(d.data_dir.join("etc-written"))
         .into_iter()
         .flatten()
         .collect();
@@ -288,7 +196,7 @@ fn assert_no_leftovers(sb: &Sandbox, d: &Daemon) {
         "firewall entries left:\n{}",
         sb.sh("nft list ruleset")
     );
-    sb.assert_nothing_left_anywhere(&d.data.join("ipam"), &d.data.join("cni-cache"));
+    sb.assert_nothing_left_anywhere(&d.data_dir.join("ipam"), &d.data_dir.join("cni-cache"));
 }
 
 /// Every sandbox the daemon reports exists in the kernel exactly as reported, and nothing else
@@ -436,7 +344,7 @@ fn gateway(d: &Daemon, net: &str) -> String {
 fn every_mode_with_traffic_ports_and_a_second_network() {
     sandbox(|sb| {
         let d = Daemon::new(sb);
-        let mode = std::fs::metadata(&d.sock).unwrap();
+        let mode = std::fs::metadata(&d.socket).unwrap();
         use std::os::unix::fs::{FileTypeExt, PermissionsExt};
         assert!(mode.file_type().is_socket());
         assert_eq!(mode.permissions().mode() & 0o777, 0o600, "socket mode");
@@ -571,7 +479,7 @@ fn every_mode_with_traffic_ports_and_a_second_network() {
         assert_state_matches_kernel(sb, &d);
 
         // hosts / resolv.conf / hostname for `ip netns exec` (--etc-netns).
-        let etc = d.data.join("etc-netns/a");
+        let etc = d.data_dir.join("etc-netns/a");
         let hosts = std::fs::read_to_string(etc.join("hosts")).unwrap();
         assert!(hosts.contains("10.98.0.10\t"), "{hosts}");
         assert!(
@@ -588,7 +496,7 @@ fn every_mode_with_traffic_ports_and_a_second_network() {
                 .trim(),
             a["hostname"].as_str().unwrap()
         );
-        assert!(d.data.join("etc-netns/n/hosts").exists());
+        assert!(d.data_dir.join("etc-netns/n/hosts").exists());
         // Only what `ip netns exec` should mount over /etc: no marker or temporary file.
         let entries: BTreeSet<String> = std::fs::read_dir(&etc)
             .unwrap()
@@ -599,11 +507,11 @@ fn every_mode_with_traffic_ports_and_a_second_network() {
             BTreeSet::from(["hostname".into(), "hosts".into(), "resolv.conf".into()])
         );
         assert!(
-            !d.data.join("etc-netns/c").exists(),
+            !d.data_dir.join("etc-netns/c").exists(),
             "container mode uses its owner's files"
         );
         assert!(
-            !d.data.join("etc-netns/h").exists(),
+            !d.data_dir.join("etc-netns/h").exists(),
             "host mode uses the host's files"
         );
 
@@ -648,10 +556,10 @@ fn cni_driver_openapi_events_and_routes() {
         d.api("PUT", "/v1/networks", Some(json!({})), 405);
 
         // Events: a stream of JSON lines, one per change.
-        let ev_out = d.data.join("events");
+        let ev_out = d.data_dir.join("events");
         let mut ev = Command::new("curl")
             .args(["-sN", "--unix-socket"])
-            .arg(&d.sock)
+            .arg(&d.socket)
             .arg("http://localhost/v1/events")
             .stdout(std::fs::File::create(&ev_out).unwrap())
             .spawn()
@@ -662,7 +570,7 @@ fn cni_driver_openapi_events_and_routes() {
         let conf = json!({"cniVersion": "1.1.0", "name": "usernet", "plugins": [
             {"type": "bridge", "bridge": "ubr0", "isGateway": true, "ipMasq": true,
              "ipam": {"type": "host-local", "subnet": "10.66.0.0/24",
-                      "dataDir": d.data.join("ipam")}},
+                      "dataDir": d.data_dir.join("ipam")}},
             {"type": "portmap", "capabilities": {"portMappings": true}}]});
         std::fs::write(d.conf.join("50-user.conflist"), conf.to_string()).unwrap();
         let n = d.api(
@@ -1035,18 +943,13 @@ fn kill9_at_random_instants_of_50_connects_and_disconnects_leaks_nothing() {
         let mut rng = Lcg(seed);
         let finished = AtomicBool::new(false);
         let stop = AtomicBool::new(false);
-        let sock = d.sock.clone();
+        let sock = d.socket.clone();
         let mut kills = 0;
         let mut interrupted = 0;
         let mut answered = BTreeMap::<u16, usize>::new();
         std::thread::scope(|s| {
             let client = s.spawn(|| {
-                let c = Daemon {
-                    child: None,
-                    sock: sock.clone(),
-                    data: PathBuf::new(),
-                    conf: PathBuf::new(),
-                };
+                let c = Daemon::client(sock.clone(), Path::new(""), PathBuf::new());
                 let mut codes = Vec::new();
                 // Requests the daemon accepted and died holding (curl: empty reply or reset).
                 let mut interrupted = 0usize;
@@ -1145,14 +1048,9 @@ fn kill9_at_random_instants_of_50_connects_and_disconnects_leaks_nothing() {
         }
         // One more kill at a random instant of a last connect, then the restart reconciles.
         let pending = {
-            let sock = d.sock.clone();
+            let sock = d.socket.clone();
             std::thread::spawn(move || {
-                let c = Daemon {
-                    child: None,
-                    sock,
-                    data: PathBuf::new(),
-                    conf: PathBuf::new(),
-                };
+                let c = Daemon::client(sock, Path::new(""), PathBuf::new());
                 c.try_api(
                     "POST",
                     "/v1/sandboxes/x0/endpoints",
@@ -1198,7 +1096,7 @@ fn bad_input_is_refused_with_a_message_and_changes_nothing() {
             json!({"cniVersion": "1.1.0", "name": "broken", "plugins": [
                 {"type": "bridge", "bridge": "brk0", "isGateway": true,
                  "ipam": {"type": "host-local", "subnet": "10.77.0.0/24",
-                          "dataDir": d.data.join("ipam")}},
+                          "dataDir": d.data_dir.join("ipam")}},
                 {"type": "absentplug"}]})
             .to_string(),
         )
@@ -1393,12 +1291,8 @@ fn socket_activation_uses_the_listener_on_fd_3() {
         }
         let child = cmd.spawn().unwrap();
         drop(listener);
-        let mut d = Daemon {
-            child: Some(child),
-            sock: sock.clone(),
-            data,
-            conf: sb.dir("act-conf"),
-        };
+        let mut d = Daemon::client(sock.clone(), &data, sb.dir("act-conf"));
+        d.adopt(child);
         let t = Instant::now();
         while d.try_api("GET", "/v1/_ping", None).0 != 200 {
             assert!(
@@ -1410,7 +1304,7 @@ fn socket_activation_uses_the_listener_on_fd_3() {
         assert!(!Path::new("/nonexistent/unused.sock").exists());
         d.create_sandbox(json!({"name": "act"}));
         // SIGTERM: systemd owns the socket file, so the daemon leaves it in place.
-        let mut c = d.child.take().unwrap();
+        let mut c = d.take_child();
         // SAFETY: kill(2) on our own child's PID.
         assert_eq!(unsafe { libc::kill(c.id() as i32, libc::SIGTERM) }, 0);
         assert!(c.wait().unwrap().success());
@@ -1428,7 +1322,7 @@ fn one_operation_per_sandbox_and_the_owner_never_waits_for_a_plugin() {
     sandbox(|sb| {
         let d = Daemon::new(sb);
         // A plugin whose ADD takes 1.5 s, on a cni network.
-        let dir = d.data.join("extra-plugins");
+        let dir = d.data_dir.join("extra-plugins");
         std::fs::create_dir_all(&dir).unwrap();
         let slow = dir.join("slowplug");
         std::fs::write(

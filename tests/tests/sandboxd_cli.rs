@@ -7,90 +7,47 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
 
-use integration_tests::{bin_dir, plugin_bin, sandbox, Sandbox};
+use integration_tests::daemon::Sandboxd;
+use integration_tests::{plugin_bin, sandbox, Sandbox};
 use serde_json::Value;
 
-/// A sandboxd started for one test; stopped by PID (SIGTERM, then SIGKILL after 5 s) on drop.
+/// The test's sandboxd (the harness's [`Sandboxd`]), driven only through the `netns` CLI.
 struct Daemon {
-    child: Child,
-    socket: PathBuf,
-    data_dir: PathBuf,
+    d: Sandboxd,
     conf_dir: PathBuf,
-    log: PathBuf,
+}
+
+impl std::ops::Deref for Daemon {
+    type Target = Sandboxd;
+    fn deref(&self) -> &Sandboxd {
+        &self.d
+    }
 }
 
 impl Daemon {
     fn start(sb: &Sandbox) -> Daemon {
-        let socket = sb.scratch().join("sandboxd/sandboxd.sock");
-        let data_dir = sb.dir("sandboxd-data");
         let conf_dir = sb.dir("sandboxd-net.d");
-        let log = sb.scratch().join("sandboxd.log");
-        let child = Command::new(plugin_bin("sandboxd"))
-            .arg("--socket")
-            .arg(&socket)
-            .arg("--data-dir")
-            .arg(&data_dir)
-            .arg("--cni-path")
-            .arg(bin_dir())
-            .arg("--conf-dir")
-            .arg(&conf_dir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        let d = Daemon {
-            child,
-            socket,
-            data_dir,
-            conf_dir,
-            log,
-        };
-        // Ready once the socket accepts connections: poll with the client itself.
-        let t = Instant::now();
-        loop {
-            if d.run(&["network", "ls"]).status.success() {
-                return d;
-            }
-            assert!(
-                t.elapsed() < Duration::from_secs(10),
-                "sandboxd did not become ready in 10 s: {}",
-                d.log()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let mut d = Sandboxd::new(
+            sb.scratch().join("sandboxd/sandboxd.sock"),
+            sb.dir("sandboxd-data"),
+        )
+        .arg("--conf-dir")
+        .arg(&conf_dir)
+        .log_to(sb.scratch().join("sandboxd.log"));
+        d.start();
+        Daemon { d, conf_dir }
     }
 
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// `netns --daemon SOCKET args…`.
     fn run(&self, args: &[&str]) -> Output {
-        Command::new(plugin_bin("netns"))
-            .arg("--daemon")
-            .arg(&self.socket)
-            .args(args)
-            .env_remove("SANDBOXD_SOCKET")
-            .output()
-            .unwrap()
+        self.cli(args)
     }
 
     /// Run; assert success; stdout.
     fn ok(&self, args: &[&str]) -> String {
-        let out = self.run(args);
-        assert!(
-            out.status.success(),
-            "netns {args:?} failed ({:?}): {}{}\n--- sandboxd log:\n{}",
-            out.status.code(),
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr),
-            self.log()
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        self.cli_ok(args)
     }
 
     fn json(&self, args: &[&str]) -> Value {
@@ -134,35 +91,6 @@ impl Daemon {
             .iter()
             .map(|n| n["name"].as_str().unwrap().to_string())
             .collect()
-    }
-
-    fn stop(&mut self) {
-        let pid = self.child.id() as libc::pid_t;
-        if self.child.try_wait().unwrap().is_some() {
-            return;
-        }
-        // SAFETY: kill(2) on the PID of our own child, which has not been reaped yet.
-        unsafe { libc::kill(pid, libc::SIGTERM) };
-        let t = Instant::now();
-        while self.child.try_wait().unwrap().is_none() {
-            if t.elapsed() > Duration::from_secs(5) {
-                let _ = self.child.kill();
-                let _ = self.child.wait();
-                panic!("sandboxd ignored SIGTERM for 5 s");
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        } else {
-            self.stop();
-        }
     }
 }
 
@@ -335,7 +263,7 @@ fn networks_and_sandboxes_in_every_mode() {
         let h = d.json(&["sandbox", "inspect", "h"]);
         assert_eq!(h["mode"], "host");
         // The daemon's own namespace (the test's "host"), not the machine's.
-        assert_eq!(h["netns"], format!("/proc/{}/ns/net", d.child.id()));
+        assert_eq!(h["netns"], format!("/proc/{}/ns/net", d.pid()));
         assert_eq!(
             sb.link_names(None),
             links_before,

@@ -13,24 +13,33 @@
 use std::collections::BTreeSet;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use integration_tests::{bin_dir, plugin_bin, sandbox, Sandbox};
+use integration_tests::daemon::Sandboxd;
+use integration_tests::{plugin_bin, sandbox, Sandbox};
 use serde_json::Value;
 
-/// A sandboxd started for one test; stopped by PID (SIGTERM) on drop.
+/// The test's sandboxd (the harness's [`Sandboxd`]) writing /etc files to `etc` and reading
+/// the host's resolv.conf the test wrote.
 struct Daemon {
-    child: Option<Child>,
-    /// Extra daemon flags.
-    extra: Vec<String>,
-    socket: PathBuf,
-    data_dir: PathBuf,
+    d: Sandboxd,
     etc: PathBuf,
-    resolv: PathBuf,
-    log: PathBuf,
+}
+
+impl std::ops::Deref for Daemon {
+    type Target = Sandboxd;
+    fn deref(&self) -> &Sandboxd {
+        &self.d
+    }
+}
+
+impl std::ops::DerefMut for Daemon {
+    fn deref_mut(&mut self) -> &mut Sandboxd {
+        &mut self.d
+    }
 }
 
 impl Daemon {
@@ -41,80 +50,23 @@ impl Daemon {
     fn start_with(sb: &Sandbox, host_resolv: &str, extra: &[&str]) -> Daemon {
         let resolv = sb.scratch().join("host-resolv.conf");
         std::fs::write(&resolv, host_resolv).unwrap();
-        let mut d = Daemon {
-            child: None,
-            extra: extra.iter().map(|s| s.to_string()).collect(),
-            socket: sb.scratch().join("sandboxd/sandboxd.sock"),
-            data_dir: sb.dir("sandboxd-data"),
-            etc: sb.dir("etc-netns"),
-            resolv,
-            log: sb.scratch().join("sandboxd.log"),
-        };
-        d.spawn();
-        d
-    }
-
-    fn spawn(&mut self) {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log)
-            .unwrap();
-        let child = Command::new(plugin_bin("sandboxd"))
-            .arg("--socket")
-            .arg(&self.socket)
-            .arg("--data-dir")
-            .arg(&self.data_dir)
-            .arg("--cni-path")
-            .arg(bin_dir())
-            .arg("--conf-dir")
-            .arg(self.data_dir.join("net.d"))
-            .arg("--etc-netns")
-            .arg(&self.etc)
-            .arg("--resolv-conf")
-            .arg(&self.resolv)
-            .args(&self.extra)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        self.child = Some(child);
-        let t = Instant::now();
-        while !self.run(&["network", "ls"]).status.success() {
-            assert!(
-                t.elapsed() < Duration::from_secs(10),
-                "sandboxd did not become ready in 10 s: {}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        Command::new(plugin_bin("netns"))
-            .arg("--daemon")
-            .arg(&self.socket)
-            .args(args)
-            .env_remove("SANDBOXD_SOCKET")
-            .output()
-            .unwrap()
+        let etc = sb.dir("etc-netns");
+        let mut d = Sandboxd::new(
+            sb.scratch().join("sandboxd/sandboxd.sock"),
+            sb.dir("sandboxd-data"),
+        )
+        .arg("--etc-netns")
+        .arg(&etc)
+        .arg("--resolv-conf")
+        .arg(&resolv)
+        .args(extra)
+        .log_to(sb.scratch().join("sandboxd.log"));
+        d.start();
+        Daemon { d, etc }
     }
 
     fn ok(&self, args: &[&str]) -> String {
-        let out = self.run(args);
-        assert!(
-            out.status.success(),
-            "netns {args:?} failed: {}{}\n--- sandboxd log:\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr),
-            self.log()
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        self.cli_ok(args)
     }
 
     fn json(&self, args: &[&str]) -> Value {
@@ -150,30 +102,6 @@ impl Daemon {
         r[0].clone()
     }
 
-    /// SIGKILL by PID and reap.
-    fn kill9(&mut self) {
-        let mut c = self.child.take().unwrap();
-        c.kill().unwrap();
-        c.wait().unwrap();
-    }
-
-    fn stop(&mut self) {
-        let Some(mut c) = self.child.take() else {
-            return;
-        };
-        // SAFETY: kill(2) on the PID of our own child, which has not been reaped yet.
-        unsafe { libc::kill(c.id() as libc::pid_t, libc::SIGTERM) };
-        let t = Instant::now();
-        while c.try_wait().unwrap().is_none() {
-            if t.elapsed() > Duration::from_secs(5) {
-                let _ = c.kill();
-                let _ = c.wait();
-                panic!("sandboxd ignored SIGTERM for 5 s");
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-
     /// Remove every sandbox and user network, then check nothing is left: sandboxes, pins,
     /// veths, /etc files, and no name service still listening.
     fn remove_all_and_check(&self, sb: &Sandbox) {
@@ -197,19 +125,6 @@ impl Daemon {
             .filter(|l| !l.contains("127.0.0.1:53"))
             .collect();
         assert!(ours.is_empty(), "DNS listeners left: {ours:?}");
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            if let Some(mut c) = self.child.take() {
-                let _ = c.kill();
-                let _ = c.wait();
-            }
-        } else {
-            self.stop();
-        }
     }
 }
 
@@ -565,7 +480,7 @@ fn names_visibility_disconnect_and_restart() {
                 })
             });
             std::thread::sleep(Duration::from_millis(300));
-            d.spawn();
+            d.start();
             q.join().unwrap()
         });
         let answer = answer.expect("the query sent during the restart was answered");
@@ -597,7 +512,7 @@ fn names_visibility_disconnect_and_restart() {
             None,
             "nothing answers while it is down"
         );
-        d.spawn();
+        d.start();
         assert_eq!(d.resolves("web", "sql"), db_ip);
         assert_eq!(d.resolves("other", "db"), db_back);
 
