@@ -34,8 +34,12 @@ export SANDBOXD_SOCKET=/run/demo/sandboxd.sock
 netns() { "$bin/netns" "$@"; }
 daemon_pid=
 start_daemon() {
+  # Names: each sandbox's resolv.conf and hosts go to /run/demo/etc-netns/<name>/ (what
+  # `netns exec` mounts over /etc); an empty host resolv.conf: nothing is forwarded out of the demo.
+  : > /run/demo/resolv.conf
   "$bin/sandboxd" --socket "$SANDBOXD_SOCKET" --data-dir /run/demo/data --cni-path "$bin" \
-    --conf-dir /run/demo/net.d 2>>/run/demo/sandboxd.log &
+    --conf-dir /run/demo/net.d --etc-netns /run/demo/etc-netns --resolv-conf /run/demo/resolv.conf \
+    2>>/run/demo/sandboxd.log &
   daemon_pid=$!
   for _ in $(seq 1 100); do
     netns network ls >/dev/null 2>&1 && return 0
@@ -106,6 +110,13 @@ ip netns exec web ping -c1 -W2 203.0.113.2 >/dev/null && ok "web -> remote (masq
 ip netns exec plain ping -c1 -W2 203.0.113.2 >/dev/null && ok "plain ($plain, default bridge) -> remote" || fail "plain cannot reach remote"
 ip netns exec plain ping -c1 -W1 "$web" >/dev/null 2>&1 && fail "plain (bridge) reached web (app)" ||
   ok "plain (bridge) cannot reach web (app): networks are isolated, as Docker's are"
+for name in web web.app; do
+  got=$(NETNS_ETC_DIR=/run/demo/etc-netns netns exec db getent hosts "$name" | awk '{print $1}')
+  [ "$got" = "$web" ] && ok "db resolves $name -> $got (sandboxd's name service on app's gateway)" ||
+    fail "db resolved $name to '$got', not $web"
+done
+NETNS_ETC_DIR=/run/demo/etc-netns netns exec plain getent hosts web >/dev/null &&
+  fail "plain (bridge) resolved web (app)" || ok "plain (bridge) cannot resolve web: names stay on their network"
 serve web "hello from web"
 [ "$(fetch 127.0.0.1 8080)" = "hello from web" ] && ok "published port: host 127.0.0.1:8080 -> web:80" || fail "127.0.0.1:8080"
 [ "$(fetch remote 203.0.113.1 8080)" = "hello from web" ] && ok "published port: remote -> 203.0.113.1:8080 -> web:80" || fail "remote -> 8080"
