@@ -181,6 +181,10 @@ pub struct Owner {
     etc_netns: Option<std::path::PathBuf>,
     /// The name service ([`crate::dns`]), refreshed before every reply that changed names.
     dns: Option<Arc<crate::dns::Service>>,
+    /// The endpoints other nodes publish on overlay networks (from the overlay agent).
+    remote_names: crate::dns::RemoteNames,
+    /// What [`Owner::share_overlay_names`] last handed the agent, per overlay network.
+    names_shared: std::sync::Mutex<BTreeMap<String, Vec<crate::dns::RemoteName>>>,
     /// The host's resolv.conf (for the sandboxes' resolv.conf); /etc/resolv.conf when `None`.
     host_resolv: Option<std::path::PathBuf>,
     jobs: usize,
@@ -393,6 +397,8 @@ impl Owner {
             shutdown: None,
             etc_netns: None,
             dns: None,
+            remote_names: BTreeMap::new(),
+            names_shared: std::sync::Mutex::new(BTreeMap::new()),
             host_resolv: None,
             jobs: 0,
             overlay: None,
@@ -429,7 +435,41 @@ impl Owner {
     /// request that changed names or networks, so the change is visible when the reply is).
     pub fn publish_dns(&self) {
         if let Some(d) = &self.dns {
-            d.publish(&self.networks, &self.sandboxes);
+            d.publish(&self.networks, &self.sandboxes, &self.remote_names);
+        }
+        self.share_overlay_names();
+    }
+
+    /// Hand the overlay agent this node's endpoints of each overlay network whose list changed
+    /// since the last call (the other nodes' name services answer them).
+    fn share_overlay_names(&self) {
+        let Some(h) = &self.overlay else {
+            return;
+        };
+        let mut sent = match self.names_shared.lock() {
+            Ok(s) => s,
+            Err(p) => p.into_inner(),
+        };
+        for name in self
+            .networks
+            .values()
+            .filter(|n| n.network.driver == "overlay")
+            .map(|n| &n.network.name)
+        {
+            let now = crate::dns::local_names(&self.sandboxes, name);
+            if sent.get(name) != Some(&now) {
+                h.share_names(name, now.clone());
+                sent.insert(name.clone(), now);
+            }
+        }
+        let gone: Vec<String> = sent
+            .keys()
+            .filter(|n| !self.networks.contains_key(*n))
+            .cloned()
+            .collect();
+        for name in gone {
+            h.share_names(&name, Vec::new());
+            sent.remove(&name);
         }
     }
 
@@ -2454,7 +2494,14 @@ impl Owner {
 
     /// Apply the agent's view of the overlay networks.
     fn overlay_update(&mut self, m: crate::overlay::OwnerMsg) {
-        let crate::overlay::OwnerMsg::Networks { full, nets, gone } = m;
+        let (full, nets, gone) = match m {
+            crate::overlay::OwnerMsg::Networks { full, nets, gone } => (full, nets, gone),
+            crate::overlay::OwnerMsg::Names(remote) => {
+                self.remote_names = remote;
+                self.publish_dns();
+                return;
+            }
+        };
         let mut gone = gone;
         if full {
             let names: HashSet<String> = nets.iter().map(|n| n.network.name.clone()).collect();

@@ -168,6 +168,20 @@ impl Node {
         );
         String::from_utf8_lossy(&o.stdout).into_owned()
     }
+    /// What `getent hosts NAME` gives inside sandbox `sb` (glibc, through the resolv.conf
+    /// sandboxd wrote for it): the address, or None.
+    fn resolve(&self, sb: &str, name: &str) -> Option<String> {
+        let o = self.sh(&format!(
+            "NETNS_ETC_DIR={} {} exec {sb} getent hosts {name}",
+            self.dir.join("etc").display(),
+            plugin_bin("netns").display()
+        ));
+        String::from_utf8_lossy(&o.stdout)
+            .split_whitespace()
+            .next()
+            .map(str::to_string)
+    }
+
     /// Run a command in one of the node's sandboxes.
     fn in_sb(&self, sb: &str, cmd: &str) -> Output {
         self.sh(&format!("ip netns exec {sb} sh -c '{cmd}'"))
@@ -183,7 +197,13 @@ impl Node {
 
     /// The node's sandboxd, run inside its namespaces, joined to the test's etcd.
     fn daemon(n: u8, holder: u32, dir: &Path) -> Sandboxd {
+        // Names: /etc files per sandbox under the node's directory, no upstream resolvers.
+        std::fs::write(dir.join("resolv.conf"), "").unwrap();
         Sandboxd::new(dir.join("sandboxd.sock"), dir.join("data"))
+            .arg("--etc-netns")
+            .arg(dir.join("etc"))
+            .arg("--resolv-conf")
+            .arg(dir.join("resolv.conf"))
             .under(["nsenter", "-t", &holder.to_string(), "-m", "-n", "--"])
             .log_to(dir.join("log"))
             .arg("--conf-dir")
@@ -513,6 +533,21 @@ fn three_nodes_traffic_published_ports_node_restart_and_cleanup() {
         // A second network with the same VNI is refused (the VNI is claimed in etcd).
         let o = n2.cli("network create dup --driver overlay --subnet 10.90.0.0/16 -o vni=42");
         assert!(!o.status.success(), "duplicate vni accepted");
+        // Names across nodes: each node publishes its endpoints in etcd, every node's name
+        // service answers them (by name, name.network, alias-free short forms as locally).
+        for (n, sbx, name, want) in [
+            (n1, "a", "b", &b),
+            (n1, "a", "c.ov1", &cc),
+            (n2, "b", "a", &a),
+            (n3, "c", "b.ov1", &b),
+            (n1, "a", "a", &a),
+        ] {
+            wait_for(
+                &format!("{sbx} on {} resolves {name}", n.name()),
+                10,
+                || n.resolve(sbx, name).as_deref() == Some(want.as_str()),
+            );
+        }
         // Traffic between nodes, both ways.
         assert!(n1.ping("a", &b), "a -> b");
         assert!(n2.ping("b", &cc), "b -> c");
@@ -578,6 +613,10 @@ fn three_nodes_traffic_published_ports_node_restart_and_cleanup() {
                 !n.overlay_routes(42).contains(&b_slice)
             });
         }
+        // Its names went with its lease.
+        wait_for("node1 no longer resolves b", 10, || {
+            n1.resolve("a", "b").is_none()
+        });
         // It comes back with the same slice; the others program it again.
         n2.start();
         for n in [&n1, &n3] {
@@ -586,6 +625,9 @@ fn three_nodes_traffic_published_ports_node_restart_and_cleanup() {
             });
         }
         assert!(n1.ping("a", &b), "a -> b after node2 came back");
+        wait_for("node1 resolves b again", 10, || {
+            n1.resolve("a", "b").as_deref() == Some(b.as_str())
+        });
         // The restart's reconcile (GC, background CHECK through the overlay plugin) found
         // nothing to repair.
         std::thread::sleep(Duration::from_millis(500));
@@ -606,7 +648,11 @@ fn three_nodes_traffic_published_ports_node_restart_and_cleanup() {
             b
         );
 
-        for (n, s) in [(&n1, "a"), (&n2, "b"), (&n3, "c")] {
+        n3.rm_sandbox("c");
+        wait_for("c's name gone from node1", 10, || {
+            n1.resolve("a", "c").is_none()
+        });
+        for (n, s) in [(&n1, "a"), (&n2, "b")] {
             n.rm_sandbox(s);
         }
         let c = Cluster {

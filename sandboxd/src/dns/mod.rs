@@ -28,7 +28,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use tokio::task::JoinHandle;
 
 use crate::model::{NetworkRec, SandboxRec};
-pub use table::{nameservers, Answer, Table};
+pub use table::{local_names, nameservers, Answer, RemoteName, RemoteNames, Table};
 
 /// What serves one listening address: a thread for UDP ([`server::serve_udp`]) and a tokio
 /// task for TCP. Dropping it stops both and closes the sockets before it returns, so the
@@ -128,9 +128,11 @@ impl Service {
         &self,
         networks: &BTreeMap<String, NetworkRec>,
         sandboxes: &BTreeMap<String, SandboxRec>,
+        remote: &RemoteNames,
     ) {
         let text = std::fs::read_to_string(&self.resolv_conf).unwrap_or_default();
-        let table = Table::build(networks, sandboxes, upstream::parse_resolv_conf(&text));
+        let mut table = Table::build(networks, sandboxes, upstream::parse_resolv_conf(&text));
+        table.add_remote(remote);
         let want = table.listeners();
         match self.shared.table.write() {
             Ok(mut t) => *t = Arc::new(table),

@@ -81,6 +81,59 @@ pub enum Answer {
     NotOurs,
 }
 
+/// An endpoint on another node (a sandbox of an overlay network elsewhere), as that node's
+/// overlay agent published it in the cluster store.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RemoteName {
+    /// Its names in lower case, the sandbox's first (the answer to PTR queries).
+    pub names: Vec<String>,
+    /// Its addresses on the network.
+    pub addrs: Vec<IpAddr>,
+}
+
+/// The endpoints other nodes publish: network -> node -> endpoints.
+pub type RemoteNames = BTreeMap<String, BTreeMap<String, Vec<RemoteName>>>;
+
+/// The names an endpoint answers to: the sandbox's name first, then its aliases on the
+/// network, its hostname and its 12-character short id (lower case, no repeats).
+fn endpoint_names(sb: &SandboxRec, aliases: &[String]) -> Vec<String> {
+    let first = sb.name.to_ascii_lowercase();
+    let mut rest: Vec<String> = aliases.iter().map(|a| a.to_ascii_lowercase()).collect();
+    rest.push(sb.hostname.to_ascii_lowercase());
+    rest.push(
+        sb.id
+            .chars()
+            .take(12)
+            .collect::<String>()
+            .to_ascii_lowercase(),
+    );
+    rest.sort();
+    rest.dedup();
+    rest.retain(|n| *n != first && !n.is_empty());
+    let mut names = vec![first];
+    names.extend(rest);
+    names
+}
+
+/// This node's endpoints on `network` as other nodes should answer them (the overlay agent
+/// publishes them): ready endpoints of ready sandboxes, as in [`Table::build`].
+pub fn local_names(sandboxes: &BTreeMap<String, SandboxRec>, network: &str) -> Vec<RemoteName> {
+    sandboxes
+        .values()
+        .filter(|s| ready(s))
+        .flat_map(|sb| {
+            sb.endpoints
+                .iter()
+                .filter(|e| matches!(e.state, EpState::Ready | EpState::Rerouting))
+                .filter(|e| e.endpoint.network == network)
+                .map(move |e| RemoteName {
+                    names: endpoint_names(sb, &e.endpoint.aliases),
+                    addrs: e.endpoint.addresses.iter().map(|a| a.addr()).collect(),
+                })
+        })
+        .collect()
+}
+
 fn ready(sb: &SandboxRec) -> bool {
     sb.state == SbState::Ready && sb.mode == "network"
 }
@@ -141,19 +194,7 @@ impl Table {
                     }
                 }
                 let ep_idx = net.eps.len();
-                let mut names = vec![sb.name.to_ascii_lowercase()];
-                names.extend(ep.aliases.iter().map(|a| a.to_ascii_lowercase()));
-                names.push(sb.hostname.to_ascii_lowercase());
-                names.push(
-                    sb.id
-                        .chars()
-                        .take(12)
-                        .collect::<String>()
-                        .to_ascii_lowercase(),
-                );
-                names.sort();
-                names.dedup();
-                for n in names {
+                for n in endpoint_names(sb, &ep.aliases) {
                     net.names.entry(n).or_default().push(ep_idx);
                 }
                 for a in &addrs {
@@ -182,6 +223,36 @@ impl Table {
             .collect();
         t.upstream.retain(|u| !own.contains(&u.ip()));
         t
+    }
+
+    /// Add the endpoints other nodes publish for the networks this table serves (overlay
+    /// networks): they answer to their names and PTR; they never ask here, so they are no
+    /// askers.
+    pub fn add_remote(&mut self, remote: &RemoteNames) {
+        for (network, nodes) in remote {
+            let Some(net) = self.nets.get_mut(network) else {
+                continue;
+            };
+            for r in nodes.values().flatten() {
+                let Some(first) = r.names.first() else {
+                    continue;
+                };
+                let ep_idx = net.eps.len();
+                for n in &r.names {
+                    net.names
+                        .entry(n.to_ascii_lowercase())
+                        .or_default()
+                        .push(ep_idx);
+                }
+                for a in &r.addrs {
+                    net.ptr.entry(*a).or_insert(ep_idx);
+                }
+                net.eps.push(Ep {
+                    first: first.to_ascii_lowercase(),
+                    addrs: r.addrs.clone(),
+                });
+            }
+        }
     }
 
     /// Every (network, address) the service should listen on, with whether to bind it before
@@ -518,6 +589,64 @@ pub(crate) mod tests {
             t.lookup("a", ip("10.1.0.1"), "web"),
             Answer::Addrs(vec![web])
         );
+    }
+
+    #[test]
+    fn other_nodes_endpoints_answer_on_their_network_only() {
+        let mut t = table();
+        let web = ip("10.1.0.2");
+        let far = RemoteName {
+            names: vec!["far".into(), "far-alias".into()],
+            addrs: vec![ip("10.1.0.77")],
+        };
+        let remote: RemoteNames = [(
+            "a".to_string(),
+            [("node2".to_string(), vec![far])].into_iter().collect(),
+        )]
+        .into_iter()
+        .collect();
+        assert_eq!(t.lookup("a", web, "far"), Answer::Forward);
+        t.add_remote(&remote);
+        for q in ["far", "far-alias", "far.a", "FAR"] {
+            assert_eq!(
+                t.lookup("a", web, &q.to_ascii_lowercase()),
+                Answer::Addrs(vec![ip("10.1.0.77")]),
+                "{q}"
+            );
+        }
+        assert_eq!(
+            t.lookup("a", web, "77.0.1.10.in-addr.arpa"),
+            Answer::Ptr("far".into())
+        );
+        // Not visible from another network, and never an asker itself.
+        assert_eq!(t.lookup("b", ip("10.2.0.2"), "far"), Answer::Forward);
+        assert_eq!(
+            t.lookup("a", ip("10.1.0.77"), "example.com"),
+            Answer::NotOurs
+        );
+    }
+
+    #[test]
+    fn local_names_put_the_sandbox_name_first() {
+        let sbs: BTreeMap<String, SandboxRec> = [(
+            "db".to_string(),
+            sb("db", 'b', &[("a", "10.1.0.3/24", &["sql"])]),
+        )]
+        .into_iter()
+        .collect();
+        assert_eq!(
+            local_names(&sbs, "a"),
+            vec![RemoteName {
+                names: vec![
+                    "db".into(),
+                    "bbbbbbbbbbbb".into(),
+                    "db-host".into(),
+                    "sql".into()
+                ],
+                addrs: vec![ip("10.1.0.3")],
+            }]
+        );
+        assert!(local_names(&sbs, "b").is_empty());
     }
 
     #[test]

@@ -62,6 +62,11 @@ pub struct Agent {
     slices: BTreeMap<String, BTreeMap<Ipv4Net, SliceVal>>,
     last_rev: Option<i64>,
     ensured: HashMap<String, Instant>,
+    /// This node's endpoints per overlay network, as last given by the owner (re-published by
+    /// every new session: the keys go with an expired lease).
+    local_names: BTreeMap<String, Vec<crate::dns::RemoteName>>,
+    /// The other nodes' endpoints, from the cluster store.
+    remote_names: crate::dns::RemoteNames,
     /// A command whose etcd request failed on a broken connection, with when it arrived: it
     /// is tried once more on the next session (the owner is still waiting for it).
     retry: Option<(Instant, Cmd)>,
@@ -89,6 +94,8 @@ impl Agent {
             last_rev: None,
             ensured: HashMap::new(),
             retry: None,
+            local_names: BTreeMap::new(),
+            remote_names: BTreeMap::new(),
         })
     }
 
@@ -110,6 +117,41 @@ impl Agent {
 
     fn key_vni(&self, vni: u32) -> String {
         format!("{}/vnis/{vni}", self.cfg.prefix)
+    }
+
+    fn key_names(&self, net: &str) -> String {
+        format!("{}/names/{net}/{}", self.cfg.prefix, self.cfg.node)
+    }
+
+    /// Write (or delete, when empty) this node's names of `net`, bound to the node's lease.
+    async fn put_names(&self, c: &mut Client, net: &str) -> Result<(), String> {
+        let key = self.key_names(net);
+        match self.local_names.get(net) {
+            Some(list) if !list.is_empty() => {
+                let body = serde_json::to_vec(list).map_err(|e| e.to_string())?;
+                c.put(
+                    key,
+                    body,
+                    Some(PutOptions::new().with_lease(self.state.lease_id)),
+                )
+                .await
+                .map_err(|e| etcd_err("names put", e))?;
+            }
+            _ => {
+                c.delete(key, None)
+                    .await
+                    .map_err(|e| etcd_err("names delete", e))?;
+            }
+        }
+        Ok(())
+    }
+
+    fn set_local_names(&mut self, net: String, names: Vec<crate::dns::RemoteName>) {
+        if names.is_empty() {
+            self.local_names.remove(&net);
+        } else {
+            self.local_names.insert(net, names);
+        }
     }
 
     fn key_slice(&self, net: &str, s: &Ipv4Net) -> String {
@@ -199,7 +241,7 @@ impl Agent {
         ))
     }
 
-    fn refuse(&self, c: Cmd) {
+    fn refuse(&mut self, c: Cmd) {
         let e = self.unavailable();
         match c {
             Cmd::Create(_, r) | Cmd::Delete(_, r) => {
@@ -208,6 +250,8 @@ impl Agent {
             Cmd::EnsureSlice(_, r) => {
                 let _ = r.try_send(Err(e));
             }
+            // Kept: the next session publishes it.
+            Cmd::Names(net, names) => self.set_local_names(net, names),
         }
     }
 
@@ -263,6 +307,11 @@ impl Agent {
                 self.state.slices.remove(&net);
                 self.save_state();
             }
+        }
+        // Names under the (possibly new) lease; what was written under an expired one is gone.
+        let nets: Vec<String> = self.local_names.keys().cloned().collect();
+        for net in nets {
+            self.put_names(&mut c, &net).await?;
         }
         let (keeper, ka) = c
             .lease_keep_alive(self.state.lease_id)
@@ -357,12 +406,14 @@ impl Agent {
         self.last_rev = Some(rev);
         self.nets.clear();
         self.slices.clear();
+        self.remote_names.clear();
         for kv in r.kvs() {
             if let Ok(k) = kv.key_str() {
                 let k = k.to_string();
                 self.put_key(&k, kv.value());
             }
         }
+        (self.to_owner)(OwnerMsg::Names(self.remote_names.clone()));
         let recs = self.nets.values().map(NetDef::to_rec).collect();
         (self.to_owner)(OwnerMsg::Networks {
             full: true,
@@ -399,6 +450,22 @@ impl Agent {
                 }
             }
             tracing::warn!(key, "ignoring an undecodable slice");
+        } else if let Some((net, node)) =
+            rest.strip_prefix("names/").and_then(|r| r.split_once('/'))
+        {
+            if node == self.cfg.node {
+                return Change::None;
+            }
+            match serde_json::from_slice::<Vec<crate::dns::RemoteName>>(value) {
+                Ok(list) => {
+                    self.remote_names
+                        .entry(net.to_string())
+                        .or_default()
+                        .insert(node.to_string(), list);
+                    return Change::Names;
+                }
+                Err(_) => tracing::warn!(key, "ignoring undecodable names"),
+            }
         }
         Change::None
     }
@@ -541,6 +608,7 @@ impl Agent {
     fn apply_events(&mut self, events: &[etcd_client::Event]) {
         let mut upd = Vec::new();
         let mut gone = Vec::new();
+        let mut names = false;
         for ev in events {
             let Some(kv) = ev.kv() else { continue };
             self.last_rev = Some(kv.mod_revision().max(self.last_rev.unwrap_or(0)));
@@ -555,6 +623,7 @@ impl Agent {
                         gone.retain(|g| *g != n);
                     }
                     Change::Slice(net, s) => self.slice_up(&net, &s),
+                    Change::Names => names = true,
                     Change::None => {}
                 },
                 EventType::Delete => {
@@ -578,9 +647,21 @@ impl Agent {
                                 }
                             }
                         }
+                    } else if let Some((net, node)) =
+                        rest.strip_prefix("names/").and_then(|r| r.split_once('/'))
+                    {
+                        if let Some(m) = self.remote_names.get_mut(net) {
+                            names |= m.remove(node).is_some();
+                            if m.is_empty() {
+                                self.remote_names.remove(net);
+                            }
+                        }
                     }
                 }
             }
+        }
+        if names {
+            (self.to_owner)(OwnerMsg::Names(self.remote_names.clone()));
         }
         if !upd.is_empty() || !gone.is_empty() {
             self.set_healthy(true);
@@ -691,6 +772,10 @@ impl Agent {
             Cmd::EnsureSlice(def, reply) => {
                 let r = self.ensure_slice(c, def).await?;
                 let _ = reply.try_send(r);
+            }
+            Cmd::Names(net, names) => {
+                self.set_local_names(net.clone(), names);
+                self.put_names(c, &net).await?;
             }
         }
         Ok(())
@@ -873,6 +958,7 @@ enum Change {
     None,
     Net(String),
     Slice(String, Ipv4Net),
+    Names,
 }
 
 #[cfg(test)]

@@ -14,6 +14,9 @@
 //!   to the slice, the same bridge plugin path as local networks.
 //! - The owner talks to the agent through [`OverlayHandle`]: blocking calls with a bounded wait,
 //!   so a lost etcd turns into a clear 503 instead of a hung request.
+//! - Names: each node publishes its endpoints on each overlay network
+//!   (`<prefix>/names/<network>/<node>`, bound to the node's lease, so a node that dies takes its
+//!   names with it); every node's name service answers the other nodes' endpoints too.
 
 pub mod agent;
 pub mod dataplane;
@@ -267,6 +270,8 @@ pub enum OwnerMsg {
         /// Deleted.
         gone: Vec<String>,
     },
+    /// The endpoints the other nodes publish for name resolution, all of them.
+    Names(crate::dns::RemoteNames),
 }
 
 /// A command from the owner to the agent, with its reply (cloned to retry it once).
@@ -281,6 +286,9 @@ pub enum Cmd {
         NetDef,
         std::sync::mpsc::SyncSender<Result<LeaseFile, ApiError>>,
     ),
+    /// This node's endpoints on a network, for the other nodes' name services (no reply: kept
+    /// and re-published by every new session).
+    Names(String, Vec<crate::dns::RemoteName>),
 }
 
 /// Shared between agent and owner: what the owner may read without waiting.
@@ -329,6 +337,12 @@ impl OverlayHandle {
     pub fn delete_network(&self, name: &str) -> Result<(), ApiError> {
         let n = name.to_string();
         self.call(|tx| Cmd::Delete(n, tx))
+    }
+
+    /// Publish this node's endpoints on `network` for the other nodes' name services. Does not
+    /// wait: the agent keeps the list and writes it whenever it has a session.
+    pub fn share_names(&self, network: &str, names: Vec<crate::dns::RemoteName>) {
+        let _ = self.tx.send(Cmd::Names(network.to_string(), names));
     }
 
     /// Lease (or confirm) this node's slice of a network; fails while etcd is unreachable.
