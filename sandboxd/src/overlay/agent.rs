@@ -62,6 +62,9 @@ pub struct Agent {
     slices: BTreeMap<String, BTreeMap<Ipv4Net, SliceVal>>,
     last_rev: Option<i64>,
     ensured: HashMap<String, Instant>,
+    /// Slice keys etcd holds for this node that the node does not hold (a claim whose reply
+    /// was lost: it committed after the request timed out); released at the next chance.
+    orphans: Vec<String>,
     /// This node's endpoints per overlay network, as last given by the owner (re-published by
     /// every new session: the keys go with an expired lease).
     local_names: BTreeMap<String, Vec<crate::dns::RemoteName>>,
@@ -96,6 +99,7 @@ impl Agent {
             retry: None,
             local_names: BTreeMap::new(),
             remote_names: BTreeMap::new(),
+            orphans: Vec::new(),
         })
     }
 
@@ -392,6 +396,17 @@ impl Agent {
         Ok(false)
     }
 
+    /// Delete the slice keys found in [`Agent::orphans`].
+    async fn release_orphans(&mut self, c: &mut Client) -> Result<(), String> {
+        while let Some(key) = self.orphans.pop() {
+            if let Err(e) = c.delete(key.clone(), None).await {
+                self.orphans.push(key);
+                return Err(etcd_err("releasing a slice", e));
+            }
+        }
+        Ok(())
+    }
+
     /// Full re-list of the prefix; returns its revision.
     async fn relist(&mut self, c: &mut Client) -> Result<i64, String> {
         let r = c
@@ -414,6 +429,17 @@ impl Agent {
             }
         }
         (self.to_owner)(OwnerMsg::Names(self.remote_names.clone()));
+        let own: Vec<String> = self
+            .slices
+            .iter()
+            .flat_map(|(net, m)| m.iter().map(move |(s, v)| (net, s, v)))
+            .filter(|(net, s, v)| {
+                v.node == self.cfg.node && self.state.slices.get(*net) != Some(*s)
+            })
+            .map(|(net, s, _)| self.key_slice(net, s))
+            .collect();
+        self.orphans.extend(own);
+        self.release_orphans(c).await?;
         let recs = self.nets.values().map(NetDef::to_rec).collect();
         (self.to_owner)(OwnerMsg::Networks {
             full: true,
@@ -566,6 +592,9 @@ impl Agent {
                             return Some(format!("watch cancelled (compacted at {}): re-listing", resp.compact_revision()));
                         }
                         self.apply_events(resp.events());
+                        if let Err(e) = self.release_orphans(&mut s.client).await {
+                            return Some(e);
+                        }
                     }
                     Ok(None) => return Some("watch stream closed".into()),
                     Err(e) => return Some(etcd_err("watch", e)),
@@ -677,7 +706,14 @@ impl Agent {
         let Some(v) = self.slices.get(net).and_then(|m| m.get(s)).cloned() else {
             return;
         };
-        if v.node == self.cfg.node || !self.state.slices.contains_key(net) {
+        if v.node == self.cfg.node {
+            if self.state.slices.get(net) != Some(s) {
+                tracing::warn!(network = %net, slice = %s, "a slice claim of ours committed after it timed out: releasing it");
+                self.orphans.push(self.key_slice(net, s));
+            }
+            return;
+        }
+        if !self.state.slices.contains_key(net) {
             return;
         }
         let Some(def) = self.nets.get(net) else {
