@@ -30,6 +30,10 @@ pub struct Runner {
     pub ipam_dir: PathBuf,
     /// Path naming the daemon's own namespace (host mode).
     pub host_netns: String,
+    /// The overlay agent (`--cluster-store`), set once it runs: a new attachment to an overlay
+    /// network first leases the node's slice through it, here, off the owner (the wait for
+    /// etcd is bounded but can be seconds, and the owner must never wait).
+    pub overlay: std::sync::OnceLock<crate::overlay::OverlayHandle>,
 }
 
 /// One attachment: the conflist and the runtime parameters (what libcni's `AddNetworkList`
@@ -42,6 +46,9 @@ pub struct Attach {
     pub rt: RuntimeConf,
     /// `sandbox/network` for messages.
     pub label: String,
+    /// An overlay network whose slice this node must hold before the ADD (a new attachment;
+    /// repairs and the start-up reconcile re-ADD into a slice already held).
+    pub slice: Option<crate::overlay::NetDef>,
 }
 
 fn internal(what: &str, e: impl std::fmt::Display) -> ApiError {
@@ -185,6 +192,15 @@ pub fn port_caps(ports: &[PortMapping]) -> Value {
 impl Runner {
     /// ADD; on failure, DEL what the partial ADD left (the runtime's duty under the CNI spec).
     pub fn add(&self, a: &Attach) -> Result<CniResult, ApiError> {
+        if let Some(def) = &a.slice {
+            let h = self.overlay.get().ok_or_else(|| {
+                ApiError::Unavailable(format!(
+                    "{}: overlay networks need a cluster store (--cluster-store)",
+                    a.label
+                ))
+            })?;
+            h.ensure_slice(def)?;
+        }
         match self.cni.add_network_list(&a.list, &a.rt) {
             Ok(r) => Ok(r),
             Err(e) => {

@@ -252,6 +252,7 @@ pub async fn run(cfg: Config) -> Result<(), Error> {
         netns_dir: cfg.netns_dir.clone(),
         ipam_dir: cfg.data_dir.join("ipam"),
         host_netns: host_netns_path(),
+        overlay: std::sync::OnceLock::new(),
     });
     let (tx, rx) = mpsc::unbounded_channel::<Msg>();
     let (events, _) = broadcast::channel(1024);

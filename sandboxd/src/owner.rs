@@ -280,6 +280,7 @@ pub fn attach_for(
             capability_args: caps,
         },
         label,
+        slice: None,
     })
 }
 
@@ -416,6 +417,9 @@ impl Owner {
 
     /// Join a cluster store: overlay networks become available.
     pub fn with_overlay(mut self, h: Option<crate::overlay::OverlayHandle>) -> Owner {
+        if let Some(h) = &h {
+            let _ = self.runner.overlay.set(h.clone());
+        }
         self.overlay = h;
         self
     }
@@ -1052,8 +1056,9 @@ impl Owner {
                 }
             }
         }
-        if net.network.driver == "overlay" && ip.is_none() {
-            self.overlay_slice(net)?;
+        if net.network.driver == "overlay" {
+            // The slice itself is leased by the attachment's job (Runner::add), off the owner.
+            self.overlay_handle()?;
         }
         if let Some(ip) = ip {
             if net.network.driver != "bridge" || net.conflist.is_some() {
@@ -1147,7 +1152,10 @@ impl Owner {
         let attaches: Result<Vec<Attach>, ApiError> = plan
             .endpoints
             .iter()
-            .map(|ep| attach_for(&self.runner, &self.networks, &plan, ep, false))
+            .map(|ep| {
+                attach_for(&self.runner, &self.networks, &plan, ep, false)
+                    .and_then(|a| self.needs_slice(a, &ep.endpoint.network))
+            })
             .collect();
         let attaches = match attaches {
             Ok(a) => a,
@@ -1396,7 +1404,9 @@ impl Owner {
             Ok(x) => x,
             Err(e) => return Err((e, reply)),
         };
-        let attach = match attach_for(&self.runner, &self.networks, &sb, &ep, false) {
+        let attach = match attach_for(&self.runner, &self.networks, &sb, &ep, false)
+            .and_then(|a| self.needs_slice(a, &ep.endpoint.network))
+        {
             Ok(a) => a,
             Err(e) => return Err((e, reply)),
         };
@@ -2471,16 +2481,16 @@ impl Owner {
         Ok(def.to_rec())
     }
 
-    /// Make sure this node holds a slice of an overlay network (bounded wait on etcd).
-    fn overlay_slice(&self, net: &NetworkRec) -> Result<(), ApiError> {
-        let h = self.overlay_handle()?;
-        let def = crate::overlay::NetDef::from_rec(net).ok_or_else(|| {
-            ApiError::Internal(format!(
-                "network {:?}: bad overlay record",
-                net.network.name
-            ))
-        })?;
-        h.ensure_slice(&def).map(|_| ())
+    /// Mark a new attachment to an overlay network: its job leases the node's slice first.
+    fn needs_slice(&self, mut a: Attach, network: &str) -> Result<Attach, ApiError> {
+        if let Some(net) = self.networks.get(network) {
+            if net.network.driver == "overlay" && net.conflist.is_none() {
+                a.slice = Some(crate::overlay::NetDef::from_rec(net).ok_or_else(|| {
+                    ApiError::Internal(format!("network {network:?}: bad overlay record"))
+                })?);
+            }
+        }
+        Ok(a)
     }
 
     /// Remove an overlay network from etcd before the local removal (refused while any node
@@ -2576,6 +2586,7 @@ mod tests {
             netns_dir: dir.join("netns"),
             ipam_dir: dir.join("ipam"),
             host_netns: "/proc/self/ns/net".into(),
+            overlay: std::sync::OnceLock::new(),
         });
         let mut o = Owner::new(
             store,

@@ -90,6 +90,12 @@ impl Etcd {
             kill(&mut c, libc::SIGTERM);
         }
     }
+    /// SIGSTOP/SIGCONT: an etcd that hangs (connections accepted, nothing answered).
+    fn signal(&self, sig: libc::c_int) {
+        let pid = self.child.as_ref().expect("etcd runs").id();
+        // SAFETY: kill(2) on the PID of our own child, not reaped yet.
+        assert_eq!(unsafe { libc::kill(pid as i32, sig) }, 0);
+    }
     fn ctl(&self, args: &str) -> Output {
         Command::new("sh")
             .arg("-c")
@@ -439,7 +445,8 @@ impl Cluster {
                     .etcd
                     .keys(&format!("/rcni.io/overlay/vnis/{vni}"))
                     .is_empty(),
-            "keys left in etcd"
+            "keys left in etcd after removing {name}: {:?}",
+            self.etcd.keys("/rcni.io/overlay/")
         );
     }
 }
@@ -764,12 +771,54 @@ fn etcd_restart_partition_and_compaction() {
         });
         assert!(c.nodes[0].ping("a", &cc), "a -> c after heal");
         assert!(c.nodes[2].ping("c", &b), "c -> b after heal");
+
+        // A hung etcd (SIGSTOP): an attachment that needs a new slice waits for the agent's
+        // bounded etcd calls in its own job, not in the owner, so another request is answered
+        // meanwhile; it then fails with 503. The claim etcd received while hung may commit when
+        // it resumes: node 1 never learnt of it and must not keep it.
+        c.network("hung", "10.81.0.0/16", 45);
+        c.etcd.signal(libc::SIGSTOP);
+        let ((code, v), listed, attached) = std::thread::scope(|s| {
+            let attach = s.spawn(|| {
+                let r = c.nodes[0].api(
+                    "POST",
+                    "/v1/sandboxes",
+                    Some(r#"{"name":"h1","network":"hung"}"#),
+                );
+                (r, Instant::now())
+            });
+            std::thread::sleep(Duration::from_millis(300));
+            let (ls, _) = c.nodes[0].api("GET", "/v1/sandboxes", None);
+            let listed = Instant::now();
+            assert_eq!(ls, 200);
+            let (r, attached) = attach.join().unwrap();
+            (r, listed, attached)
+        });
+        c.etcd.signal(libc::SIGCONT);
+        assert_eq!(code, 503, "{v}");
+        assert!(
+            attached > listed + Duration::from_secs(1),
+            "GET /v1/sandboxes waited for the overlay attachment ({:?} before its end)",
+            attached.saturating_duration_since(listed)
+        );
+        wait_for("no slice of hung left in etcd", 30, || {
+            let o = c
+                .etcd
+                .ctl("get --prefix --keys-only /rcni.io/overlay/subnets/hung/");
+            o.status.success() && String::from_utf8_lossy(&o.stdout).trim().is_empty()
+        });
+        for n in &c.nodes {
+            wait_for("routes after the hang", 30, || {
+                n.overlay_routes(43).len() == 2
+            });
+        }
         let _ = b2;
         let _ = a;
         for (i, s) in [(0, "a"), (0, "a2"), (1, "b"), (2, "c")] {
             c.nodes[i].rm_sandbox(s);
         }
         c.remove_network("ov2", 43, "10.78.");
+        c.remove_network("hung", 45, "10.81.");
         c.etcd.stop();
         c.nodes.clear();
     });
