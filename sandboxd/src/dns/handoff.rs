@@ -10,7 +10,9 @@
 //! next start binds again.
 
 use std::collections::HashMap;
-use std::io::{Read, Write};
+use std::io::{IoSlice, IoSliceMut, Read, Write};
+
+use nix::sys::socket::{recvmsg, sendmsg, ControlMessage, ControlMessageOwned, MsgFlags};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
@@ -60,81 +62,48 @@ pub fn spawn_holder(path: &Path, fds: &[(String, RawFd)]) -> std::io::Result<u32
 fn send_fds(s: &UnixStream, labels: &str, fds: &[RawFd]) -> std::io::Result<()> {
     let mut data = labels.as_bytes().to_vec();
     data.push(0);
-    let mut iov = libc::iovec {
-        iov_base: data.as_mut_ptr().cast(),
-        iov_len: data.len(),
-    };
-    let payload = std::mem::size_of_val(fds);
-    // SAFETY: CMSG_SPACE only computes a size.
-    let space = unsafe { libc::CMSG_SPACE(payload as u32) } as usize;
-    let mut control = vec![0u8; space];
-    // SAFETY: an all-zero msghdr is valid; the pointers set below outlive the sendmsg call.
-    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-    msg.msg_iov = &mut iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = control.as_mut_ptr().cast();
-    msg.msg_controllen = space as _;
-    // SAFETY: msg_control points at `space` bytes, enough for one header with `payload` bytes
-    // (CMSG_SPACE); CMSG_FIRSTHDR and CMSG_DATA stay inside that buffer.
-    unsafe {
-        let c = libc::CMSG_FIRSTHDR(&msg);
-        (*c).cmsg_level = libc::SOL_SOCKET;
-        (*c).cmsg_type = libc::SCM_RIGHTS;
-        (*c).cmsg_len = libc::CMSG_LEN(payload as u32) as _;
-        std::ptr::copy_nonoverlapping(fds.as_ptr().cast::<u8>(), libc::CMSG_DATA(c), payload);
-    }
-    // SAFETY: msg is fully initialised and its buffers live until the call returns.
-    let n = unsafe { libc::sendmsg(s.as_raw_fd(), &msg, 0) };
-    if n < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
+    let iov = [IoSlice::new(&data)];
+    sendmsg::<()>(
+        s.as_raw_fd(),
+        &iov,
+        &[ControlMessage::ScmRights(fds)],
+        MsgFlags::empty(),
+        None,
+    )?;
     Ok(())
 }
 
 /// Receive one message: its labels and descriptors; `None` at end of stream.
 fn recv_fds(s: &UnixStream) -> std::io::Result<Option<Vec<(String, OwnedFd)>>> {
     let mut data = vec![0u8; 64 * 1024];
-    let mut iov = libc::iovec {
-        iov_base: data.as_mut_ptr().cast(),
-        iov_len: data.len(),
+    let mut space = nix::cmsg_space!([RawFd; CHUNK]);
+    let mut fds = Vec::new();
+    let n = {
+        let mut iov = [IoSliceMut::new(&mut data)];
+        // MSG_CMSG_CLOEXEC: the received descriptors are close-on-exec, so plugins we exec do
+        // not inherit them.
+        let msg = recvmsg::<()>(
+            s.as_raw_fd(),
+            &mut iov,
+            Some(&mut space),
+            MsgFlags::MSG_CMSG_CLOEXEC,
+        )?;
+        for c in msg.cmsgs()? {
+            if let ControlMessageOwned::ScmRights(received) = c {
+                // SAFETY: SCM_RIGHTS gave us these descriptors; nothing else owns them.
+                fds.extend(
+                    received
+                        .into_iter()
+                        .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }),
+                );
+            }
+        }
+        msg.bytes
     };
-    let payload = CHUNK * std::mem::size_of::<RawFd>();
-    // SAFETY: CMSG_SPACE only computes a size.
-    let space = unsafe { libc::CMSG_SPACE(payload as u32) } as usize;
-    let mut control = vec![0u8; space];
-    // SAFETY: an all-zero msghdr is valid; the pointers set below outlive the recvmsg call.
-    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-    msg.msg_iov = &mut iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = control.as_mut_ptr().cast();
-    msg.msg_controllen = space as _;
-    // SAFETY: msg is fully initialised; MSG_CMSG_CLOEXEC makes the received descriptors
-    // close-on-exec so plugins we exec do not inherit them.
-    let n = unsafe { libc::recvmsg(s.as_raw_fd(), &mut msg, libc::MSG_CMSG_CLOEXEC) };
-    if n < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
     if n == 0 {
         return Ok(None);
     }
-    let mut fds = Vec::new();
-    // SAFETY: the kernel filled `control` and set msg_controllen; CMSG_FIRSTHDR/NXTHDR walk
-    // only inside it, and each SCM_RIGHTS payload holds whole descriptors we now own.
-    unsafe {
-        let mut c = libc::CMSG_FIRSTHDR(&msg);
-        while !c.is_null() {
-            if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_RIGHTS {
-                let len = (*c).cmsg_len as usize - libc::CMSG_LEN(0) as usize;
-                let count = len / std::mem::size_of::<RawFd>();
-                let p = libc::CMSG_DATA(c).cast::<RawFd>();
-                for i in 0..count {
-                    fds.push(OwnedFd::from_raw_fd(std::ptr::read_unaligned(p.add(i))));
-                }
-            }
-            c = libc::CMSG_NXTHDR(&msg, c);
-        }
-    }
-    let text = String::from_utf8_lossy(&data[..n as usize]);
+    let text = String::from_utf8_lossy(&data[..n]);
     let labels: Vec<String> = text
         .trim_end_matches('\0')
         .lines()
