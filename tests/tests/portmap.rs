@@ -659,51 +659,6 @@ fn iptables_backend_layout_traffic_and_del() {
     });
 }
 
-/// Figures, not assertions (run with `--ignored --nocapture`, RCNI_BIN_DIR=target/release for
-/// release binaries): the chain ADD split into bridge's and portmap's share as the number of
-/// containers grows, to see which part of the chain's cost follows the population.
-#[test]
-#[ignore = "a measurement, not a test: prints the bridge vs portmap ADD split at scale (PM_SCALE, default 1000); run with --ignored"]
-fn scale_figure_bridge_vs_portmap() {
-    sandbox(|sb| {
-        let n: usize = std::env::var("PM_SCALE")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(1000);
-        let mut conf = bridge_conf(sb, false);
-        conf["ipam"]["ranges"] = json!([[{"subnet": "10.60.0.0/16"}]]);
-        conf["ipMasq"] = json!(true);
-        let (mut b, mut p) = (Vec::new(), Vec::new());
-        for i in 0..n {
-            let name = format!("s{i}");
-            let ns = sb.netns(&name);
-            let t = std::time::Instant::now();
-            let prev = CniCall::new("bridge", "ADD")
-                .attachment(&name, &ns, "eth0")
-                .conf(&conf)
-                .run()
-                .ok();
-            b.push(t.elapsed());
-            let m = maps(&[(20000 + i as u16, 80, "tcp", "")]);
-            let t = std::time::Instant::now();
-            pm("ADD", &name, &ns, &pm_conf(&json!({}), Some(&prev), &m)).ok();
-            p.push(t.elapsed());
-        }
-        let p50 = |v: &[std::time::Duration]| {
-            let mut v = v.to_vec();
-            v.sort();
-            v[v.len() / 2].as_secs_f64() * 1000.0
-        };
-        for at in [10, 100, 500, 1000, 2000].into_iter().filter(|a| *a <= n) {
-            println!(
-                "n={at}: bridge ADD p50 {:.2} ms, portmap ADD p50 {:.2} ms",
-                p50(&b[at - 10..at]),
-                p50(&p[at - 10..at])
-            );
-        }
-    });
-}
-
 /// nat rules as `iptables-save` prints them, without counters and comments-lines.
 fn nat_rules(sb: &Sandbox, prog: &str) -> Vec<String> {
     let mut v: Vec<String> = sb
