@@ -287,3 +287,22 @@ impl Drop for Sandboxd {
         }
     }
 }
+
+/// A suite's own daemon type wraps a [`Sandboxd`] in its field `d` and adds its requests; this
+/// makes every [`Sandboxd`] method callable on the wrapper.
+#[macro_export]
+macro_rules! wraps_sandboxd {
+    ($t:ty) => {
+        impl std::ops::Deref for $t {
+            type Target = $crate::daemon::Sandboxd;
+            fn deref(&self) -> &$crate::daemon::Sandboxd {
+                &self.d
+            }
+        }
+        impl std::ops::DerefMut for $t {
+            fn deref_mut(&mut self) -> &mut $crate::daemon::Sandboxd {
+                &mut self.d
+            }
+        }
+    };
+}

@@ -50,12 +50,7 @@ struct Sandboxd {
     d: integration_tests::daemon::Sandboxd,
 }
 
-impl std::ops::Deref for Sandboxd {
-    type Target = integration_tests::daemon::Sandboxd;
-    fn deref(&self) -> &Self::Target {
-        &self.d
-    }
-}
+integration_tests::wraps_sandboxd!(Sandboxd);
 
 impl Sandboxd {
     fn start(sb: &Sandbox) -> Sandboxd {

@@ -23,18 +23,7 @@ struct Daemon {
     conf: PathBuf,
 }
 
-impl std::ops::Deref for Daemon {
-    type Target = Sandboxd;
-    fn deref(&self) -> &Sandboxd {
-        &self.d
-    }
-}
-
-impl std::ops::DerefMut for Daemon {
-    fn deref_mut(&mut self) -> &mut Sandboxd {
-        &mut self.d
-    }
-}
+integration_tests::wraps_sandboxd!(Daemon);
 
 impl Daemon {
     /// Not started: for clients on other threads, and for a daemon started another way.

@@ -20,12 +20,7 @@ struct Daemon {
     conf_dir: PathBuf,
 }
 
-impl std::ops::Deref for Daemon {
-    type Target = Sandboxd;
-    fn deref(&self) -> &Sandboxd {
-        &self.d
-    }
-}
+integration_tests::wraps_sandboxd!(Daemon);
 
 impl Daemon {
     fn start(sb: &Sandbox) -> Daemon {

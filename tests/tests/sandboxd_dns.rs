@@ -29,18 +29,7 @@ struct Daemon {
     etc: PathBuf,
 }
 
-impl std::ops::Deref for Daemon {
-    type Target = Sandboxd;
-    fn deref(&self) -> &Sandboxd {
-        &self.d
-    }
-}
-
-impl std::ops::DerefMut for Daemon {
-    fn deref_mut(&mut self) -> &mut Sandboxd {
-        &mut self.d
-    }
-}
+integration_tests::wraps_sandboxd!(Daemon);
 
 impl Daemon {
     fn start(sb: &Sandbox, host_resolv: &str) -> Daemon {
