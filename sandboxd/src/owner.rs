@@ -129,8 +129,20 @@ pub enum Done {
         name: String,
         /// Outcome.
         result: Result<(), ApiError>,
+        /// The failure came before anything was torn down (the cluster store refused or did
+        /// not answer): the network stays as it was.
+        untouched: bool,
         /// Reply.
         reply: Reply<()>,
+    },
+    /// An overlay network stored in the cluster store (or not).
+    OverlayCreated {
+        /// The planned record.
+        rec: NetworkRec,
+        /// The cluster store's answer.
+        result: Result<(), ApiError>,
+        /// Reply.
+        reply: Reply<Network>,
     },
     /// The background CHECK of one sandbox after start.
     Checked {
@@ -616,9 +628,13 @@ impl Owner {
                 let _ = reply.send(r);
             }
             Request::CreateNetwork(req, reply) => {
-                let r = self.mutable().and_then(|()| self.create_network(&req));
-                self.publish_dns();
-                let _ = reply.send(r);
+                if req.driver.as_deref() == Some("overlay") {
+                    self.start_create_overlay(&req, reply);
+                } else {
+                    let r = self.mutable().and_then(|()| self.create_network(&req));
+                    self.publish_dns();
+                    let _ = reply.send(r);
+                }
             }
             Request::DeleteNetwork(key, reply) => {
                 match self
@@ -628,12 +644,7 @@ impl Owner {
                     Err(e) => {
                         let _ = reply.send(Err(e));
                     }
-                    Ok(name) => match self.overlay_delete(&name) {
-                        Err(e) => {
-                            let _ = reply.send(Err(e));
-                        }
-                        Ok(()) => self.start_delete_network(&name, reply),
-                    },
+                    Ok(name) => self.start_delete_network(&name, true, reply),
                 }
             }
             Request::ListSandboxes(reply) => {
@@ -749,7 +760,14 @@ impl Owner {
         let rec = match driver.as_str() {
             "bridge" => self.plan_bridge(req, &id)?,
             "cni" => self.plan_cni(req, &id)?,
-            "overlay" => self.plan_overlay(req, &id)?,
+            "overlay" => {
+                // Validated like the others, but stored in the cluster store first, by a job
+                // (Owner::start_create_overlay): never recorded from here.
+                self.plan_overlay(req, &id)?;
+                return Err(ApiError::Internal(
+                    "overlay networks are created through the cluster store".into(),
+                ));
+            }
             other => {
                 return Err(bad(format!(
                     "unknown driver {other:?} (use \"bridge\", \"cni\" or \"overlay\")"
@@ -977,7 +995,10 @@ impl Owner {
         Ok(name)
     }
 
-    fn start_delete_network(&mut self, name: &str, reply: Reply<()>) {
+    /// Remove a network in a job; `from_store`: an overlay network is first deleted from the
+    /// cluster store (refused while a node holds a slice of it), in the job, so the owner
+    /// never waits for etcd.
+    fn start_delete_network(&mut self, name: &str, from_store: bool, reply: Reply<()>) {
         let name = name.to_string();
         let Some(rec) = self.networks.get_mut(&name) else {
             let _ = reply.send(Err(not_found(format!("network {name:?} not found"))));
@@ -994,13 +1015,75 @@ impl Owner {
         }
         self.net_busy.insert(name.clone());
         let runner = self.runner.clone();
+        let store = if from_store && rec.network.driver == "overlay" {
+            match self.overlay_handle() {
+                Ok(h) => Some(h.clone()),
+                Err(e) => {
+                    self.finish_untouched(&name, e, reply);
+                    return;
+                }
+            }
+        } else {
+            None
+        };
         self.spawn(move || {
+            if let Some(h) = store {
+                if let Err(e) = h.delete_network(&rec.network.name) {
+                    return Done::NetworkDeleted {
+                        name: rec.network.name.clone(),
+                        result: Err(e),
+                        untouched: true,
+                        reply,
+                    };
+                }
+            }
             let result = finish_network_delete(&runner, &rec);
             Done::NetworkDeleted {
                 name: rec.network.name.clone(),
                 result,
+                untouched: false,
                 reply,
             }
+        });
+    }
+
+    /// A removal refused before anything was torn down: the network is back to normal.
+    fn finish_untouched(&mut self, name: &str, e: ApiError, reply: Reply<()>) {
+        self.net_busy.remove(name);
+        if let Some(r) = self.networks.get_mut(name) {
+            r.deleting = false;
+            let rec = r.clone();
+            if let Err(se) = self.store.save_network(&rec) {
+                tracing::warn!(network = %name, error = %se, "saving a network whose removal was refused");
+            }
+        }
+        let _ = reply.send(Err(e));
+    }
+
+    /// Validate an overlay network here, store it in the cluster store in a job (the owner never
+    /// waits for etcd), record it when the job reports back.
+    fn start_create_overlay(&mut self, req: &NetworkCreate, reply: Reply<Network>) {
+        let planned = self.mutable().and_then(|()| {
+            check_name("network", &req.name)?;
+            if self.networks.contains_key(&req.name) || self.net_busy.contains(&req.name) {
+                return Err(conflict(format!("network {:?} already exists", req.name)));
+            }
+            let rec = self.plan_overlay(req, &new_id())?;
+            Ok((self.overlay_handle()?.clone(), rec))
+        });
+        let (h, rec) = match planned {
+            Ok(x) => x,
+            Err(e) => {
+                let _ = reply.send(Err(e));
+                return;
+            }
+        };
+        self.net_busy.insert(rec.network.name.clone());
+        self.spawn(move || {
+            let result = crate::overlay::NetDef::from_rec(&rec)
+                .ok_or_else(|| ApiError::Internal("bad overlay record".into()))
+                .and_then(|def| h.create_network(def));
+            Done::OverlayCreated { rec, result, reply }
         });
     }
 
@@ -1815,6 +1898,38 @@ impl Owner {
             Done::NetworkDeleted {
                 name,
                 result,
+                untouched: true,
+                reply,
+            } => {
+                self.net_busy.remove(&name);
+                let e = result.err().unwrap_or_else(|| {
+                    ApiError::Internal("network removal neither done nor refused".into())
+                });
+                self.finish_untouched(&name, e, reply);
+            }
+            Done::OverlayCreated { rec, result, reply } => {
+                let name = rec.network.name.clone();
+                self.net_busy.remove(&name);
+                let r = result.and_then(|()| match self.networks.get(&name) {
+                    // The watch already brought it (same id): it is ours.
+                    Some(known) if known.network.id == rec.network.id => Ok(known.network.clone()),
+                    Some(_) => Err(conflict(format!("network {name:?} already exists"))),
+                    None => {
+                        self.store.save_network(&rec)?;
+                        let net = rec.network.clone();
+                        self.networks.insert(name.clone(), rec);
+                        self.event("network", "create", &name, Some(&name), None);
+                        tracing::info!(network = %name, driver = "overlay", "network created");
+                        Ok(net)
+                    }
+                });
+                self.publish_dns();
+                let _ = reply.send(r);
+            }
+            Done::NetworkDeleted {
+                name,
+                result,
+                untouched: false,
                 reply,
             } => {
                 self.net_busy.remove(&name);
@@ -2477,7 +2592,6 @@ impl Owner {
             labels: req.labels.clone(),
         };
         def.validate()?;
-        h.create_network(def.clone())?;
         Ok(def.to_rec())
     }
 
@@ -2491,15 +2605,6 @@ impl Owner {
             }
         }
         Ok(a)
-    }
-
-    /// Remove an overlay network from etcd before the local removal (refused while any node
-    /// still holds a slice of it).
-    fn overlay_delete(&self, name: &str) -> Result<(), ApiError> {
-        match self.networks.get(name) {
-            Some(n) if n.network.driver == "overlay" => self.overlay_handle()?.delete_network(name),
-            _ => Ok(()),
-        }
     }
 
     /// Apply the agent's view of the overlay networks.
@@ -2560,7 +2665,7 @@ impl Owner {
                 continue;
             }
             let (tx, _rx) = oneshot::channel();
-            self.start_delete_network(&name, tx);
+            self.start_delete_network(&name, false, tx);
         }
     }
 }

@@ -772,35 +772,39 @@ fn etcd_restart_partition_and_compaction() {
         assert!(c.nodes[0].ping("a", &cc), "a -> c after heal");
         assert!(c.nodes[2].ping("c", &b), "c -> b after heal");
 
-        // A hung etcd (SIGSTOP): an attachment that needs a new slice waits for the agent's
-        // bounded etcd calls in its own job, not in the owner, so another request is answered
-        // meanwhile; it then fails with 503. The claim etcd received while hung may commit when
-        // it resumes: node 1 never learnt of it and must not keep it.
+        // A hung etcd (SIGSTOP): an attachment that needs a new slice, and a network create,
+        // wait for the agent's bounded etcd calls in their own jobs, not in the owner, so
+        // another request is answered meanwhile; both then fail with 503. What etcd received
+        // while hung may commit when it resumes: a slice claim node 1 never learnt of must not
+        // stay, and the network may appear after all (a 503 on create is "not known").
         c.network("hung", "10.81.0.0/16", 45);
         c.etcd.signal(libc::SIGSTOP);
-        let ((code, v), listed, attached) = std::thread::scope(|s| {
-            let attach = s.spawn(|| {
-                let r = c.nodes[0].api(
-                    "POST",
-                    "/v1/sandboxes",
-                    Some(r#"{"name":"h1","network":"hung"}"#),
-                );
-                (r, Instant::now())
-            });
+        let n1 = &c.nodes[0];
+        let (attach, create, listed) = std::thread::scope(|s| {
+            let timed = |method: &'static str, path: &'static str, body: &'static str| {
+                s.spawn(move || (n1.api(method, path, Some(body)), Instant::now()))
+            };
+            let attach = timed("POST", "/v1/sandboxes", r#"{"name":"h1","network":"hung"}"#);
+            let create = timed(
+                "POST",
+                "/v1/networks",
+                r#"{"name":"hung2","driver":"overlay","subnets":[{"subnet":"10.82.0.0/16"}],"options":{"vni":"46"}}"#,
+            );
             std::thread::sleep(Duration::from_millis(300));
-            let (ls, _) = c.nodes[0].api("GET", "/v1/sandboxes", None);
+            let (ls, _) = n1.api("GET", "/v1/sandboxes", None);
             let listed = Instant::now();
             assert_eq!(ls, 200);
-            let (r, attached) = attach.join().unwrap();
-            (r, listed, attached)
+            (attach.join().unwrap(), create.join().unwrap(), listed)
         });
         c.etcd.signal(libc::SIGCONT);
-        assert_eq!(code, 503, "{v}");
-        assert!(
-            attached > listed + Duration::from_secs(1),
-            "GET /v1/sandboxes waited for the overlay attachment ({:?} before its end)",
-            attached.saturating_duration_since(listed)
-        );
+        for (what, ((code, v), ended)) in [("attachment", attach), ("network create", create)] {
+            assert_eq!(code, 503, "{what}: {v}");
+            assert!(
+                ended > listed + Duration::from_secs(1),
+                "GET /v1/sandboxes waited for the overlay {what} ({:?} before its end)",
+                ended.saturating_duration_since(listed)
+            );
+        }
         wait_for("no slice of hung left in etcd", 30, || {
             let o = c
                 .etcd
@@ -819,6 +823,16 @@ fn etcd_restart_partition_and_compaction() {
         }
         c.remove_network("ov2", 43, "10.78.");
         c.remove_network("hung", 45, "10.81.");
+        // hung2's create may have committed once etcd resumed: then it is a network like any
+        // other, on every node, and goes the same way.
+        if !c.etcd.keys("/rcni.io/overlay/networks/hung2").is_empty() {
+            for n in &c.nodes {
+                wait_for("hung2 learnt", 10, || {
+                    n.networks().contains(&"hung2".to_string())
+                });
+            }
+            c.remove_network("hung2", 46, "10.82.");
+        }
         c.etcd.stop();
         c.nodes.clear();
     });
