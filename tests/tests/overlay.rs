@@ -433,20 +433,22 @@ impl Cluster {
                 n.name()
             );
         }
+        // Exact keys: another network's name may start with this one's.
+        let ours = [
+            format!("/rcni.io/overlay/networks/{name}"),
+            format!("/rcni.io/overlay/vnis/{vni}"),
+        ];
+        let left: Vec<String> = self
+            .etcd
+            .keys("/rcni.io/overlay/")
+            .into_iter()
+            .filter(|k| {
+                ours.contains(k) || k.starts_with(&format!("/rcni.io/overlay/subnets/{name}/"))
+            })
+            .collect();
         assert!(
-            self.etcd
-                .keys(&format!("/rcni.io/overlay/subnets/{name}/"))
-                .is_empty()
-                && self
-                    .etcd
-                    .keys(&format!("/rcni.io/overlay/networks/{name}"))
-                    .is_empty()
-                && self
-                    .etcd
-                    .keys(&format!("/rcni.io/overlay/vnis/{vni}"))
-                    .is_empty(),
-            "keys left in etcd after removing {name}: {:?}",
-            self.etcd.keys("/rcni.io/overlay/")
+            left.is_empty(),
+            "keys left in etcd after removing {name}: {left:?}"
         );
     }
 }
@@ -788,7 +790,7 @@ fn etcd_restart_partition_and_compaction() {
             let create = timed(
                 "POST",
                 "/v1/networks",
-                r#"{"name":"hung2","driver":"overlay","subnets":[{"subnet":"10.82.0.0/16"}],"options":{"vni":"46"}}"#,
+                r#"{"name":"late","driver":"overlay","subnets":[{"subnet":"10.82.0.0/16"}],"options":{"vni":"46"}}"#,
             );
             std::thread::sleep(Duration::from_millis(300));
             let (ls, _) = n1.api("GET", "/v1/sandboxes", None);
@@ -823,15 +825,15 @@ fn etcd_restart_partition_and_compaction() {
         }
         c.remove_network("ov2", 43, "10.78.");
         c.remove_network("hung", 45, "10.81.");
-        // hung2's create may have committed once etcd resumed: then it is a network like any
+        // late's create may have committed once etcd resumed: then it is a network like any
         // other, on every node, and goes the same way.
-        if !c.etcd.keys("/rcni.io/overlay/networks/hung2").is_empty() {
+        if !c.etcd.keys("/rcni.io/overlay/networks/late").is_empty() {
             for n in &c.nodes {
-                wait_for("hung2 learnt", 10, || {
-                    n.networks().contains(&"hung2".to_string())
+                wait_for("late learnt", 10, || {
+                    n.networks().contains(&"late".to_string())
                 });
             }
-            c.remove_network("hung2", 46, "10.82.");
+            c.remove_network("late", 46, "10.82.");
         }
         c.etcd.stop();
         c.nodes.clear();
