@@ -37,6 +37,9 @@ fn require(cmd: &str, package: &str) {
     );
 }
 
+/// `docker network create` with our network and IPAM driver.
+const CREATE_NET: [&str; 6] = ["network", "create", "-d", PLUGIN, "--ipam-driver", PLUGIN];
+
 fn text(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).trim().to_string()
 }
@@ -280,6 +283,16 @@ impl<'a> Dockerd<'a> {
         text(&out)
     }
 
+    /// `docker network create -d rcni --ipam-driver rcni ARGS…`: stdout, must succeed.
+    fn create_net(&self, args: &[&str]) -> String {
+        self.ok(&[&CREATE_NET[..], args].concat())
+    }
+
+    /// The same, refused: its stderr.
+    fn create_net_fails(&self, args: &[&str]) -> String {
+        self.fails(&[&CREATE_NET[..], args].concat())
+    }
+
     /// `docker <args>`, which must fail: stderr.
     fn fails(&self, args: &[&str]) -> String {
         let out = self.run(args);
@@ -456,13 +469,7 @@ fn networks_traffic_ports_and_connect() {
         );
 
         // Remote IPAM, with driver options.
-        dk.ok(&[
-            "network",
-            "create",
-            "-d",
-            PLUGIN,
-            "--ipam-driver",
-            PLUGIN,
+        dk.create_net(&[
             "--subnet",
             "10.77.0.0/24",
             "--gateway",
@@ -500,18 +507,7 @@ fn networks_traffic_ports_and_connect() {
         assert_eq!(sb.global_addrs(None, &br2), vec!["10.78.0.1/24"]);
 
         // An internal network: no default route, no docker_gwbridge, no masquerade.
-        dk.ok(&[
-            "network",
-            "create",
-            "-d",
-            PLUGIN,
-            "--ipam-driver",
-            PLUGIN,
-            "--internal",
-            "--subnet",
-            "10.79.0.0/24",
-            "net3",
-        ]);
+        dk.create_net(&["--internal", "--subnet", "10.79.0.0/24", "net3"]);
         let routes = dk.ok(&["run", "--rm", "--network", "net3", IMAGE, "ip", "route"]);
         assert!(!routes.contains("default"), "{routes}");
         let links = dk.ok(&[
@@ -528,28 +524,10 @@ fn networks_traffic_ports_and_connect() {
         dk.ok(&["network", "rm", "net3"]);
 
         // A driver option we do not know is refused, and dockerd's pool goes back.
-        let e = dk.fails(&[
-            "network",
-            "create",
-            "-d",
-            PLUGIN,
-            "--ipam-driver",
-            PLUGIN,
-            "--subnet",
-            "10.80.0.0/24",
-            "-o",
-            "frobnicate=1",
-            "bad",
-        ]);
+        let e = dk.create_net_fails(&["--subnet", "10.80.0.0/24", "-o", "frobnicate=1", "bad"]);
         assert!(e.contains("unknown option"), "{e}");
         // Docker's own bridge is never adopted (network rm would delete it).
-        let e = dk.fails(&[
-            "network",
-            "create",
-            "-d",
-            PLUGIN,
-            "--ipam-driver",
-            PLUGIN,
+        let e = dk.create_net_fails(&[
             "--subnet",
             "10.80.0.0/24",
             "-o",
@@ -559,29 +537,11 @@ fn networks_traffic_ports_and_connect() {
         assert!(e.contains("already exists"), "{e}");
 
         // IPAM errors come back to the user: an overlapping pool is refused.
-        let e = dk.fails(&[
-            "network",
-            "create",
-            "-d",
-            PLUGIN,
-            "--ipam-driver",
-            PLUGIN,
-            "--subnet",
-            "10.77.0.0/16",
-            "overlap",
-        ]);
+        let e = dk.create_net_fails(&["--subnet", "10.77.0.0/16", "overlap"]);
         assert!(e.contains("overlaps pool 10.77.0.0/24"), "{e}");
 
         // No subnet: our IPAM picks a free default pool (docker0 has 172.17.0.0/16).
-        dk.ok(&[
-            "network",
-            "create",
-            "-d",
-            PLUGIN,
-            "--ipam-driver",
-            PLUGIN,
-            "auto",
-        ]);
+        dk.create_net(&["auto"]);
         let auto = dk.inspect("network", "auto");
         let subnet = auto["IPAM"]["Config"][0]["Subnet"]
             .as_str()
@@ -595,13 +555,7 @@ fn networks_traffic_ports_and_connect() {
         dk.ok(&["network", "rm", "auto"]);
 
         // Dual stack with our IPAM.
-        dk.ok(&[
-            "network",
-            "create",
-            "-d",
-            PLUGIN,
-            "--ipam-driver",
-            PLUGIN,
+        dk.create_net(&[
             "--ipv6",
             "--subnet",
             "10.76.0.0/24",
@@ -759,13 +713,7 @@ fn networks_traffic_ports_and_connect() {
 
         // enable_icc=false: the network's containers cannot reach each other; the gateway (the
         // host) still answers.
-        dk.ok(&[
-            "network",
-            "create",
-            "-d",
-            PLUGIN,
-            "--ipam-driver",
-            PLUGIN,
+        dk.create_net(&[
             "--subnet",
             "10.75.0.0/24",
             "-o",
@@ -850,17 +798,7 @@ fn dockerd_and_sandboxd_restarts() {
         let mut dk = Dockerd::new(sb, "b");
         dk.start(false);
         dk.import_image();
-        dk.ok(&[
-            "network",
-            "create",
-            "-d",
-            PLUGIN,
-            "--ipam-driver",
-            PLUGIN,
-            "--subnet",
-            "10.81.0.0/24",
-            "rnet",
-        ]);
+        dk.create_net(&["--subnet", "10.81.0.0/24", "rnet"]);
         let always = ["--network", "rnet", "--restart", "always"];
         let mut with_port = always.to_vec();
         with_port.extend_from_slice(&["-p", "8081:80"]);
