@@ -23,20 +23,6 @@ use serde_json::Value;
 const IMAGE: &str = "rcni-busybox:latest";
 const PLUGIN: &str = "rcni";
 
-fn require(cmd: &str, package: &str) {
-    let found = Command::new("sh")
-        .arg("-c")
-        .arg(format!("command -v {cmd}"))
-        .output()
-        .unwrap()
-        .status
-        .success();
-    assert!(
-        found,
-        "`{cmd}` is missing: install the Debian package `{package}` (./suite.sh installs it)"
-    );
-}
-
 /// `docker network create` with our network and IPAM driver.
 const CREATE_NET: [&str; 6] = ["network", "create", "-d", PLUGIN, "--ipam-driver", PLUGIN];
 
@@ -165,8 +151,8 @@ impl<'a> Dockerd<'a> {
     /// Prepare the private directories, cgroups and `/etc/docker`; import the image on first
     /// start.
     fn new(sb: &'a Sandbox, tag: &str) -> Dockerd<'a> {
-        require("dockerd", "docker.io");
-        require("docker", "docker.io");
+        testbox::require_tool("dockerd");
+        testbox::require_tool("docker");
         mount_cgroups(sb);
         sb.sh("mkdir -p /etc/docker && mount -t tmpfs tmpfs /etc/docker");
         let dir = sb.dir(&format!("docker-{tag}"));

@@ -23,20 +23,6 @@ use serde_json::Value;
 const TTL: u32 = 5;
 const ETCD: &str = "192.168.77.254:2379";
 
-fn need(bin: &str) {
-    let ok = Command::new("sh")
-        .arg("-c")
-        .arg(format!("command -v {bin}"))
-        .output()
-        .unwrap()
-        .status
-        .success();
-    assert!(
-        ok,
-        "{bin} is needed (apt-get install etcd-server etcd-client socat util-linux)"
-    );
-}
-
 fn kill(c: &mut Child, sig: libc::c_int) {
     // SAFETY: kill(2) on the PID of our own child, not reaped yet.
     unsafe { libc::kill(c.id() as i32, sig) };
@@ -319,7 +305,7 @@ struct Cluster {
 impl Cluster {
     fn new(sb: &Sandbox, count: u8) -> Cluster {
         for b in ["etcd", "etcdctl", "nsenter", "unshare", "socat", "curl"] {
-            need(b);
+            testbox::require_tool(b);
         }
         // A fixed address: a bridge without one takes its lowest port's, so each node added
         // would change the MAC the earlier nodes resolved for etcd.

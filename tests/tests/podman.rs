@@ -64,25 +64,11 @@ enum Origin<'a> {
     Ctr(&'a str),
 }
 
-fn require(cmd: &str, package: &str) {
-    let found = Command::new("sh")
-        .arg("-c")
-        .arg(format!("command -v {cmd}"))
-        .output()
-        .unwrap()
-        .status
-        .success();
-    assert!(
-        found,
-        "`{cmd}` is missing: install the Debian package `{package}` (./suite.sh installs it)"
-    );
-}
-
 /// A test's Podman: private config, storage and state, our plugins, the busybox image imported.
 fn podman(sb: &Sandbox) -> Podman<'_> {
-    require("podman", "podman");
-    require("crun", "crun");
-    require("conmon", "conmon");
+    testbox::require_tool("podman");
+    testbox::require_tool("crun");
+    testbox::require_tool("conmon");
 
     let upper = sb.dir("varlib/upper");
     let work = sb.dir("varlib/work");

@@ -36,6 +36,17 @@ const PACKAGES: &[(&str, &str)] = &[
     ("ping", "iputils-ping"),
     ("socat", "socat"),
     ("conntrack", "conntrack"),
+    ("curl", "curl"),
+    ("nsenter", "util-linux"),
+    ("unshare", "util-linux"),
+    ("etcd", "etcd-server"),
+    ("etcdctl", "etcd-client"),
+    ("dnsmasq", "dnsmasq-base"),
+    ("docker", "docker.io"),
+    ("dockerd", "docker.io"),
+    ("podman", "podman"),
+    ("crun", "crun"),
+    ("conmon", "conmon"),
 ];
 
 /// Fail the test unless it runs as root (namespaces, veths and firewall rules need it).
